@@ -1,0 +1,604 @@
+// Package link keeps an agent connected to its hub: enrolment with a join
+// token, then one mutually authenticated TLS connection with a yamux
+// session carrying gRPC both ways; heartbeats; certificate rotation; and
+// reconnection forever with capped, jittered exponential backoff.
+package link
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	"github.com/tetherfleet/tether/protocol/jointoken"
+	"github.com/tetherfleet/tether/protocol/tunnel"
+	"github.com/tetherfleet/tether/protocol/version"
+)
+
+// Link states, as persisted and shown by `tether-agent status`.
+const (
+	StateEnrolling  = "Enrolling"
+	StateConnecting = "Connecting"
+	StateConnected  = "Connected"
+	StateOffline    = "Offline"
+	// StateRefused: the hub refused this agent's certificate (cluster
+	// deleted or re-enrolled elsewhere); it keeps retrying at the cap.
+	StateRefused = "Refused"
+)
+
+// ErrNotEnrolled: no identity in the cache and no token to get one.
+var ErrNotEnrolled = errors.New("agent is not enrolled: pass --token and --hub once")
+
+// Cache is the part of the agent's bbolt file the link uses.
+type Cache interface {
+	Identity() (cache.Identity, error)
+	SaveIdentity(cache.Identity) error
+	SaveLinkState(cache.LinkState) error
+}
+
+// Handler receives desired state from the hub. Desired must persist the
+// state before it returns: the link acknowledges it afterwards.
+type Handler interface {
+	Revision() uint64
+	Desired(ctx context.Context, ds *fleetv1.DesiredState) error
+}
+
+// Config configures a Link.
+type Config struct {
+	Cache Cache
+	// Hubs are hub agent addresses (HOST:PORT), tried in turn. Empty means
+	// the ones saved at enrolment.
+	Hubs []string
+	// Token enrols the agent when the cache holds no identity.
+	Token   string
+	Handler Handler
+	Tunnel  tunnel.Config
+	// DialTimeout bounds TCP connect plus TLS handshake.
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay.
+	MinBackoff, MaxBackoff time.Duration
+	Hostname               string
+	Logger                 *slog.Logger
+	Now                    func() time.Time
+	// Dial opens the TCP connection; nil means net.Dialer.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// DefaultConfig returns production defaults; Cache must be set.
+func DefaultConfig() Config {
+	return Config{
+		Tunnel:      tunnel.DefaultConfig(),
+		DialTimeout: 10 * time.Second,
+		MinBackoff:  500 * time.Millisecond,
+		MaxBackoff:  time.Minute,
+	}
+}
+
+// Status is a snapshot of the link.
+type Status struct {
+	Cluster     string    `json:"cluster"`
+	State       string    `json:"state"`
+	Hub         string    `json:"hub,omitempty"`
+	Since       time.Time `json:"since"`
+	LastContact time.Time `json:"lastContact,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
+	Connects    uint64    `json:"connects"`
+	CertExpires time.Time `json:"certExpires,omitzero"`
+	Revision    uint64    `json:"revision"`
+}
+
+// Link is an agent's connection to its hub.
+type Link struct {
+	cfg  Config
+	log  *slog.Logger
+	grpc *grpc.Server
+
+	mu       sync.Mutex
+	id       cache.Identity
+	cert     tls.Certificate
+	ca       *x509.Certificate
+	renewAt  time.Time
+	st       Status
+	hubIndex int
+}
+
+// New returns a Link; Run connects it.
+func New(cfg Config) (*Link, error) {
+	if cfg.Cache == nil {
+		return nil, errors.New("link: Config.Cache is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tunnel.Logger == nil {
+		cfg.Tunnel.Logger = cfg.Logger
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	if cfg.MinBackoff <= 0 || cfg.MaxBackoff < cfg.MinBackoff {
+		return nil, fmt.Errorf("link: backoff bounds %s..%s are not valid", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	if err := cfg.Tunnel.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Link{cfg: cfg, log: cfg.Logger}
+	l.grpc = grpc.NewServer(tunnel.ServerOptions(cfg.Tunnel)...)
+	fleetv1.RegisterAgentServer(l.grpc, &agentService{l: l})
+	return l, nil
+}
+
+// Status returns a snapshot of the link.
+func (l *Link) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.st
+	if l.cfg.Handler != nil {
+		s.Revision = l.cfg.Handler.Revision()
+	}
+	return s
+}
+
+func (l *Link) setState(state, hub string, err error) {
+	now := l.cfg.Now()
+	l.mu.Lock()
+	if l.st.State != state {
+		l.st.Since = now
+	}
+	l.st.State = state
+	if hub != "" {
+		l.st.Hub = hub
+	}
+	if state == StateConnected {
+		l.st.LastContact = now
+		l.st.LastError = ""
+		l.st.NextAttempt = time.Time{}
+	}
+	if err != nil {
+		l.st.LastError = err.Error()
+	}
+	st := l.st
+	l.mu.Unlock()
+	l.persist(st)
+}
+
+func (l *Link) persist(st Status) {
+	err := l.cfg.Cache.SaveLinkState(cache.LinkState{
+		State: st.State, Hub: st.Hub, Since: st.Since, LastContact: st.LastContact,
+		LastError: st.LastError, ConnectedCount: st.Connects,
+	})
+	if err != nil {
+		l.log.Warn("save link state", "err", err)
+	}
+}
+
+// Run enrols if needed, then keeps the agent connected until ctx is done.
+// It returns an error only when it cannot go on: enrolment refused, or no
+// identity and no token. A cancelled ctx returns nil.
+func (l *Link) Run(ctx context.Context) error {
+	if err := l.loadIdentity(); errors.Is(err, cache.ErrNoIdentity) {
+		if l.cfg.Token == "" || len(l.cfg.Hubs) == 0 {
+			return ErrNotEnrolled
+		}
+		if err := l.enroll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	} else if err != nil {
+		return err
+	} else if l.cfg.Token != "" {
+		l.log.Info("already enrolled; ignoring --token", "cluster", l.id.Cluster)
+	}
+	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
+	for {
+		hub := l.nextHub()
+		l.setState(StateConnecting, hub, nil)
+		err := l.connect(ctx, hub, bo)
+		if ctx.Err() != nil {
+			l.setState(StateOffline, "", errors.New("agent stopped"))
+			return nil
+		}
+		state := StateOffline
+		if status.Code(err) == codes.PermissionDenied {
+			state = StateRefused
+			bo.n = 64 // straight to the cap: retrying fast will not help
+		}
+		wait := bo.next()
+		l.mu.Lock()
+		l.st.NextAttempt = l.cfg.Now().Add(wait)
+		l.mu.Unlock()
+		l.setState(state, hub, err)
+		l.log.Warn("hub link down; will retry", "hub", hub, "err", err, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			l.setState(StateOffline, "", errors.New("agent stopped"))
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Link) nextHub() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hubs := l.hubs()
+	h := hubs[l.hubIndex%len(hubs)]
+	l.hubIndex++
+	return h
+}
+
+func (l *Link) hubs() []string {
+	if len(l.cfg.Hubs) > 0 {
+		return l.cfg.Hubs
+	}
+	return l.id.HubAddrs
+}
+
+func (l *Link) loadIdentity() error {
+	id, err := l.cfg.Cache.Identity()
+	if err != nil {
+		return err
+	}
+	if len(l.cfg.Hubs) > 0 && !equalStrings(id.HubAddrs, l.cfg.Hubs) {
+		id.HubAddrs = l.cfg.Hubs
+		if err := l.cfg.Cache.SaveIdentity(id); err != nil {
+			return err
+		}
+	}
+	return l.useIdentity(id)
+}
+
+func (l *Link) useIdentity(id cache.Identity) error {
+	cert, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
+	if err != nil {
+		return fmt.Errorf("link: stored identity of cluster %q: %w", id.Cluster, err)
+	}
+	ca, err := parseCertPEM(id.CAPEM)
+	if err != nil {
+		return fmt.Errorf("link: stored hub CA: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("link: stored certificate: %w", err)
+	}
+	if len(id.HubAddrs) == 0 && len(l.cfg.Hubs) == 0 {
+		return fmt.Errorf("link: cluster %q: no hub address stored or given (--hub)", id.Cluster)
+	}
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	// Renew at about 2/3 of the lifetime, jittered so a fleet enrolled
+	// together does not renew together.
+	renewAt := leaf.NotBefore.Add(time.Duration(float64(life) * (0.6 + 0.13*rand.Float64())))
+	l.mu.Lock()
+	l.id, l.cert, l.ca, l.renewAt = id, cert, ca, renewAt
+	l.st.Cluster = id.Cluster
+	l.st.CertExpires = leaf.NotAfter
+	l.mu.Unlock()
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// dialHub opens TCP + TLS + yamux to addr.
+func (l *Link) dialHub(ctx context.Context, addr string, tc *tls.Config, srv *grpc.Server) (*tunnel.Session, error) {
+	dctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
+	defer cancel()
+	raw, err := l.cfg.Dial(dctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial hub %s: %w", addr, err)
+	}
+	conn := tls.Client(raw, tc)
+	if err := conn.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		if errors.Is(err, ErrPinMismatch) {
+			return nil, fmt.Errorf("hub %s: %w", addr, err)
+		}
+		return nil, fmt.Errorf("hub %s did not complete a TLS handshake as a Tether hub: %w", addr, err)
+	}
+	sess, err := tunnel.Dial(ctx, conn, l.cfg.Tunnel, srv)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("hub %s: open tunnel: %w", addr, err)
+	}
+	return sess, nil
+}
+
+// enroll redeems the join token for an identity, retrying while the hub is
+// unreachable; a refusal ends it.
+func (l *Link) enroll(ctx context.Context) error {
+	tok, err := jointoken.Parse(l.cfg.Token)
+	if err != nil {
+		return fmt.Errorf("enroll: --token: %w", err)
+	}
+	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
+	for {
+		hub := l.nextHub()
+		l.setState(StateEnrolling, hub, nil)
+		err := l.enrollOnce(ctx, hub, tok)
+		if err == nil {
+			return nil
+		}
+		if permanent(err) {
+			l.setState(StateRefused, hub, err)
+			return fmt.Errorf("enroll with hub %s: %w", hub, err)
+		}
+		wait := bo.next()
+		l.setState(StateOffline, hub, err)
+		l.log.Warn("enrolment failed; will retry", "hub", hub, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func permanent(err error) bool {
+	if errors.Is(err, ErrPinMismatch) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) error {
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
+	sess, err := l.dialHub(ctx, hub, enrollTLS(tok), nil)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	cc, err := sess.ClientConn()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := fleetv1.NewEnrollmentClient(cc).Enroll(cctx, &fleetv1.EnrollRequest{
+		Token: l.cfg.Token, CsrDer: csr, AgentVersion: version.Get(),
+	})
+	if err != nil {
+		return err
+	}
+	if !tok.MatchesCA(resp.GetCaDer()) {
+		return fmt.Errorf("%w: enrolment answer carries a CA that is not the one in the join token", ErrPinMismatch)
+	}
+	id := cache.Identity{
+		Cluster:  resp.GetCluster(),
+		KeyPEM:   keyPEM,
+		CertPEM:  certPEM(resp.GetCertificateDer()),
+		CAPEM:    certPEM(resp.GetCaDer()),
+		HubAddrs: l.cfg.Hubs,
+		NotAfter: resp.GetNotAfter().AsTime(),
+	}
+	if err := l.useIdentity(id); err != nil {
+		return err
+	}
+	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	l.log.Info("enrolled", "cluster", id.Cluster, "hub", hub, "cert_expires", id.NotAfter)
+	return nil
+}
+
+// connect runs one connection until it fails or ctx is done.
+func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
+	l.mu.Lock()
+	tc := mutualTLS(l.cert, l.ca)
+	cluster := l.id.Cluster
+	l.mu.Unlock()
+	sess, err := l.dialHub(ctx, hub, tc, l.grpc)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	cc, err := sess.ClientConn()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	client := fleetv1.NewFleetClient(cc)
+	stream, err := client.Sync(sctx)
+	if err != nil {
+		return err
+	}
+	var have uint64
+	if l.cfg.Handler != nil {
+		have = l.cfg.Handler.Revision()
+	}
+	err = stream.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
+		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, Hostname: l.cfg.Hostname,
+	}}})
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	w := first.GetWelcome()
+	if w == nil {
+		return fmt.Errorf("hub %s: first message is %T, want welcome", hub, first.GetMsg())
+	}
+	bo.reset()
+	l.mu.Lock()
+	l.st.Connects++
+	l.mu.Unlock()
+	l.setState(StateConnected, hub, nil)
+	l.log.Info("connected to hub", "hub", hub, "cluster", cluster, "revision", have)
+
+	beat := time.Duration(w.GetHeartbeatSeconds()) * time.Second
+	if beat <= 0 {
+		beat = 30 * time.Second
+	}
+	out := &syncSender{stream: stream}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() {
+		if err := l.heartbeats(sctx, out, client, beat); err != nil && sctx.Err() == nil {
+			select {
+			case errc <- err:
+			default:
+			}
+			cancel()
+		}
+	})
+	defer wg.Wait()
+	defer cancel()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			select {
+			case herr := <-errc:
+				return herr
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("hub %s closed the sync stream", hub)
+			}
+			return err
+		}
+		l.mu.Lock()
+		l.st.LastContact = l.cfg.Now()
+		l.mu.Unlock()
+		if ds := msg.GetDesired(); ds != nil && l.cfg.Handler != nil {
+			if err := l.cfg.Handler.Desired(sctx, ds); err != nil {
+				return fmt.Errorf("store desired revision %d: %w", ds.GetRevision(), err)
+			}
+			if err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Ack{Ack: &fleetv1.Ack{Revision: ds.GetRevision()}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// syncSender serialises Send: gRPC allows one sender at a time, and both
+// the heartbeat loop and the receive loop send.
+type syncSender struct {
+	mu     sync.Mutex
+	stream fleetv1.Fleet_SyncClient
+}
+
+func (s *syncSender) send(m *fleetv1.AgentMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+func (l *Link) heartbeats(ctx context.Context, out *syncSender, client fleetv1.FleetClient, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := l.maybeRenew(ctx, client); err != nil {
+			l.log.Warn("certificate renewal failed; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Heartbeat{Heartbeat: &fleetv1.Heartbeat{
+			Sent: timestamppb.New(l.cfg.Now()),
+		}}})
+		if err != nil {
+			return fmt.Errorf("send heartbeat: %w", err)
+		}
+		l.mu.Lock()
+		l.st.LastContact = l.cfg.Now()
+		st := l.st
+		l.mu.Unlock()
+		l.persist(st)
+	}
+}
+
+// maybeRenew rotates the certificate once it is past its renewal time. The
+// new key is made here and never leaves the agent.
+func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error {
+	l.mu.Lock()
+	due := !l.cfg.Now().Before(l.renewAt)
+	id := l.id
+	l.mu.Unlock()
+	if !due {
+		return nil
+	}
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := client.Renew(rctx, &fleetv1.RenewRequest{CsrDer: csr})
+	if err != nil {
+		return err
+	}
+	id.KeyPEM = keyPEM
+	id.CertPEM = certPEM(resp.GetCertificateDer())
+	id.NotAfter = resp.GetNotAfter().AsTime()
+	if err := l.useIdentity(id); err != nil {
+		return err
+	}
+	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
+		return fmt.Errorf("save renewed identity: %w", err)
+	}
+	l.log.Info("certificate renewed", "cluster", id.Cluster, "expires", id.NotAfter)
+	return nil
+}
+
+type agentService struct {
+	fleetv1.UnimplementedAgentServer
+	l *Link
+}
+
+func (a *agentService) Diagnose(context.Context, *fleetv1.DiagnoseRequest) (*fleetv1.DiagnoseResponse, error) {
+	st := a.l.Status()
+	return &fleetv1.DiagnoseResponse{
+		AgentVersion: version.Get(), Cluster: st.Cluster, Now: timestamppb.New(a.l.cfg.Now()),
+		HaveRevision: st.Revision, LinkState: st.State,
+	}, nil
+}
+
+// Close stops the hub→agent gRPC server. Call after Run returned.
+func (l *Link) Close() { l.grpc.Stop() }

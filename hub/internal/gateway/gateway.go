@@ -1,0 +1,409 @@
+// Package gateway accepts agent connections: one TLS 1.3 connection per
+// agent with a yamux session on top, gRPC served on the streams the agent
+// opens and dialled on streams the hub opens. It enrols agents, authorises
+// every call by the identity in the client certificate, and tracks which
+// clusters are connected.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tetherfleet/tether/hub/internal/fleet"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	"github.com/tetherfleet/tether/protocol/tunnel"
+)
+
+// Registry is the part of the fleet registry the gateway uses.
+type Registry interface {
+	Enroll(ctx context.Context, token string, info fleet.AgentInfo, sign fleet.SignFunc) (string, fleet.Issued, error)
+	Authorize(ctx context.Context, cluster, serial string) (fleet.Cluster, error)
+	Renew(ctx context.Context, cluster, serial string, sign fleet.SignFunc) (fleet.Issued, error)
+	Seen(ctx context.Context, cluster string, info fleet.AgentInfo) error
+}
+
+// Signer signs agent certificates.
+type Signer interface {
+	SignAgentCSR(csrDER []byte, cluster string, ttl time.Duration, now time.Time) (certDER []byte, notAfter time.Time, err error)
+}
+
+// Config configures a Gateway.
+type Config struct {
+	Registry Registry
+	Signer   Signer
+	// Certificate is the hub's serving certificate; its chain should include
+	// the CA so agents can pin it by fingerprint.
+	Certificate tls.Certificate
+	// ClientCAs verifies agent certificates.
+	ClientCAs *x509.CertPool
+	// CertTTL is the lifetime of agent certificates.
+	CertTTL time.Duration
+	// Heartbeat is how often agents send a heartbeat on their sync stream.
+	Heartbeat time.Duration
+	// HandshakeTimeout bounds the TLS handshake of a new connection.
+	HandshakeTimeout time.Duration
+	// SeenInterval bounds how often heartbeats are written to the store.
+	SeenInterval time.Duration
+	Tunnel       tunnel.Config
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// DefaultConfig returns a Config with production defaults; Registry,
+// Signer, Certificate and ClientCAs must still be set.
+func DefaultConfig() Config {
+	return Config{
+		CertTTL:          24 * time.Hour,
+		Heartbeat:        30 * time.Second,
+		HandshakeTimeout: 10 * time.Second,
+		SeenInterval:     5 * time.Minute,
+		Tunnel:           tunnel.DefaultConfig(),
+	}
+}
+
+// Validate reports the first missing or wrong setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Registry == nil:
+		return errors.New("gateway: Config.Registry is required")
+	case c.Signer == nil:
+		return errors.New("gateway: Config.Signer is required")
+	case len(c.Certificate.Certificate) == 0:
+		return errors.New("gateway: Config.Certificate is required")
+	case c.ClientCAs == nil:
+		return errors.New("gateway: Config.ClientCAs is required")
+	case c.CertTTL < time.Minute:
+		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
+	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0:
+		return errors.New("gateway: Heartbeat and HandshakeTimeout must be positive")
+	}
+	return c.Tunnel.Validate()
+}
+
+// Gateway is the hub's agent endpoint.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	tls    *tls.Config
+	tunnel *tunnel.Server
+	grpc   *grpc.Server
+
+	mu       sync.Mutex
+	sessions map[string]*agentSession // by cluster, only after a valid Hello
+	conns    map[*tunnel.Session]struct{}
+	wg       sync.WaitGroup
+}
+
+// agentSession is one connected cluster.
+type agentSession struct {
+	cluster   string
+	sess      *tunnel.Session
+	remote    string
+	since     time.Time
+	version   string
+	hostname  string
+	revision  uint64
+	lastBeat  time.Time
+	lastSaved time.Time
+}
+
+// SessionInfo describes a connected agent.
+type SessionInfo struct {
+	Cluster       string    `json:"cluster"`
+	RemoteAddr    string    `json:"remoteAddr"`
+	Since         time.Time `json:"since"`
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	AgentVersion  string    `json:"agentVersion"`
+	Hostname      string    `json:"hostname"`
+	Revision      uint64    `json:"revision"`
+	BytesIn       uint64    `json:"bytesIn"`
+	BytesOut      uint64    `json:"bytesOut"`
+}
+
+// New returns a Gateway; call Serve to accept connections.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tunnel.Logger == nil {
+		cfg.Tunnel.Logger = cfg.Logger
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sessions: map[string]*agentSession{},
+		conns:    map[*tunnel.Session]struct{}{},
+	}
+	g.tls = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cfg.Certificate},
+		// Enrolment happens before the agent has a certificate; every other
+		// call is refused without one by the interceptors.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  cfg.ClientCAs,
+	}
+	opts := append(tunnel.ServerOptions(cfg.Tunnel),
+		grpc.ChainUnaryInterceptor(g.unaryAuth),
+		grpc.ChainStreamInterceptor(g.streamAuth),
+	)
+	g.grpc = grpc.NewServer(opts...)
+	fleetv1.RegisterEnrollmentServer(g.grpc, &enrollment{g: g})
+	fleetv1.RegisterFleetServer(g.grpc, &fleetService{g: g})
+	var err error
+	if g.tunnel, err = tunnel.NewServer(cfg.Tunnel, g.grpc); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Serve accepts agent connections on ln until ctx is done, then closes every
+// session and waits for them.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer g.closeAll()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				g.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("gateway: accept on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.handle(ctx, conn)
+		}()
+	}
+}
+
+func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
+	remote := raw.RemoteAddr().String()
+	tc := tls.Server(raw, g.tls)
+	hctx, cancel := context.WithTimeout(ctx, g.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		g.log.Info("agent TLS handshake failed", "remote", remote, "err", err)
+		raw.Close()
+		return
+	}
+	sess, err := g.tunnel.ServeConn(ctx, tc)
+	if err != nil {
+		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
+		tc.Close()
+		return
+	}
+	g.mu.Lock()
+	g.conns[sess] = struct{}{}
+	g.mu.Unlock()
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+	}
+	sess.Close()
+	g.mu.Lock()
+	delete(g.conns, sess)
+	g.mu.Unlock()
+}
+
+func (g *Gateway) closeAll() {
+	g.mu.Lock()
+	conns := make([]*tunnel.Session, 0, len(g.conns))
+	for s := range g.conns {
+		conns = append(conns, s)
+	}
+	g.mu.Unlock()
+	for _, s := range conns {
+		s.Close()
+	}
+	g.wg.Wait()
+	g.grpc.Stop()
+}
+
+// Sessions lists connected agents, sorted by cluster.
+func (g *Gateway) Sessions() []SessionInfo {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]SessionInfo, 0, len(g.sessions))
+	for _, s := range g.sessions {
+		out = append(out, s.info())
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return out
+}
+
+// Session returns the connected agent of cluster.
+func (g *Gateway) Session(cluster string) (SessionInfo, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.sessions[cluster]
+	if !ok {
+		return SessionInfo{}, false
+	}
+	return s.info(), true
+}
+
+func (s *agentSession) info() SessionInfo {
+	st := s.sess.Stats()
+	return SessionInfo{
+		Cluster: s.cluster, RemoteAddr: s.remote, Since: s.since, LastHeartbeat: s.lastBeat,
+		AgentVersion: s.version, Hostname: s.hostname, Revision: s.revision,
+		BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+	}
+}
+
+// Disconnect closes the session of cluster, if any: used when a cluster is
+// deleted so its agent must reconnect and be refused.
+func (g *Gateway) Disconnect(cluster string) {
+	g.mu.Lock()
+	s, ok := g.sessions[cluster]
+	g.mu.Unlock()
+	if ok {
+		s.sess.Close()
+	}
+}
+
+// Diagnose calls the agent of cluster over the hub→agent direction of its
+// tunnel.
+func (g *Gateway) Diagnose(ctx context.Context, cluster string) (*fleetv1.DiagnoseResponse, error) {
+	g.mu.Lock()
+	s, ok := g.sessions[cluster]
+	g.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("diagnose cluster %q: not connected", cluster)
+	}
+	cc, err := s.sess.ClientConn()
+	if err != nil {
+		return nil, fmt.Errorf("diagnose cluster %q: %w", cluster, err)
+	}
+	resp, err := fleetv1.NewAgentClient(cc).Diagnose(ctx, &fleetv1.DiagnoseRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("diagnose cluster %q: %w", cluster, err)
+	}
+	return resp, nil
+}
+
+// register makes s the session of its cluster, closing an older one: an
+// agent that reconnects before the hub noticed its old link died wins.
+func (g *Gateway) register(s *agentSession) {
+	g.mu.Lock()
+	old := g.sessions[s.cluster]
+	g.sessions[s.cluster] = s
+	g.mu.Unlock()
+	if old != nil && old.sess != s.sess {
+		g.log.Info("agent reconnected; closing its previous session", "cluster", s.cluster, "old_remote", old.remote)
+		old.sess.Close()
+	}
+}
+
+func (g *Gateway) unregister(s *agentSession) {
+	g.mu.Lock()
+	if g.sessions[s.cluster] == s {
+		delete(g.sessions, s.cluster)
+	}
+	g.mu.Unlock()
+}
+
+// identity is the authorised caller of an agent→hub call.
+type identity struct {
+	cluster string
+	serial  string
+	sess    *tunnel.Session
+	remote  string
+}
+
+type identityKey struct{}
+
+const enrollMethod = "/tether.fleet.v1.Enrollment/Enroll"
+
+func (g *Gateway) authorize(ctx context.Context, method string) (context.Context, error) {
+	ai, ok := tunnel.FromContext(ctx)
+	if !ok || ai.Session == nil {
+		return nil, status.Error(codes.Unauthenticated, "call did not arrive through an agent tunnel")
+	}
+	id := identity{sess: ai.Session, remote: ai.Session.RemoteAddr().String()}
+	if method == enrollMethod {
+		return context.WithValue(ctx, identityKey{}, id), nil
+	}
+	if ai.TLS == nil || len(ai.TLS.PeerCertificates) == 0 {
+		return nil, status.Errorf(codes.Unauthenticated, "%s needs a client certificate: enrol with a join token first", method)
+	}
+	cert := ai.TLS.PeerCertificates[0]
+	cluster, err := clusterOf(cert)
+	if err != nil {
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+	}
+	id.cluster = cluster
+	id.serial = cert.SerialNumber.Text(16)
+	if _, err := g.cfg.Registry.Authorize(ctx, cluster, id.serial); err != nil {
+		if errors.Is(err, fleet.ErrRevoked) {
+			return nil, status.Error(codes.PermissionDenied, err.Error())
+		}
+		return nil, status.Errorf(codes.Unavailable, "authorize: %v", err)
+	}
+	return context.WithValue(ctx, identityKey{}, id), nil
+}
+
+func (g *Gateway) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	ctx, err := g.authorize(ctx, info.FullMethod)
+	if err != nil {
+		g.log.Info("agent call refused", "method", info.FullMethod, "err", err)
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+type authStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s authStream) Context() context.Context { return s.ctx }
+
+func (g *Gateway) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	ctx, err := g.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		g.log.Info("agent call refused", "method", info.FullMethod, "err", err)
+		return err
+	}
+	return h(srv, authStream{ServerStream: ss, ctx: ctx})
+}
+
+func identityFrom(ctx context.Context) identity {
+	id, _ := ctx.Value(identityKey{}).(identity)
+	return id
+}
