@@ -98,12 +98,14 @@ func writeServiceAccountKey(path string) error {
 	return writeFiles(map[string][]byte{path: keyPEM})
 }
 
+// marshalKey uses SEC1 ("EC PRIVATE KEY"): the apiserver reads public keys
+// out of --service-account-key-file only in that form, not PKCS#8.
 func marshalKey(key *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("marshal private key: %w", err)
 	}
-	return pemBlock("PRIVATE KEY", der), nil
+	return pemBlock("EC PRIVATE KEY", der), nil
 }
 
 func pemBlock(typ string, der []byte) []byte {

@@ -289,6 +289,7 @@ func (c *Cluster) runWithPorts(ctx context.Context, name, bin string, nports int
 	if err != nil {
 		return nil, err
 	}
+	p.Ports = got
 	if err := c.track(p); err != nil {
 		return nil, err
 	}

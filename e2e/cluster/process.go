@@ -25,6 +25,7 @@ type Component struct {
 	Name    string // e.g. "etcd", "kube-apiserver"
 	PID     int    // also its process group id
 	LogPath string // combined stdout and stderr
+	Ports   []int  // TCP ports it was told to listen on
 }
 
 // process is one component started in its own process group.

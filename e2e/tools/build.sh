@@ -20,6 +20,14 @@ out="${TETHER_E2E_BIN_DIR:-$repo/e2e/.bin}"
 cache="${TETHER_CACHE:-$HOME/.cache/tether}/bins"
 mkdir -p "$out" "$cache"
 
+# One build at a time per cache: a second `make e2e-bins` waits, then finds
+# the first one's results cached.
+exec 9>"$cache/.lock"
+if ! flock -n 9; then
+	echo "waiting for another e2e-bins build to finish (lock $cache/.lock)…"
+	flock 9
+fi
+
 export GOWORK=off GOFLAGS=-mod=readonly CGO_ENABLED=0
 gover="$(go env GOVERSION)"
 
@@ -146,7 +154,7 @@ for t in "${targets[@]}"; do
 	else
 		(cd "$here/$mod" && go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg")
 	fi
-	mv -T "$tmp" "$cached"
+	mv -T "$tmp" "$cached" 2>/dev/null || rm -rf "$tmp" # lost a race: keep theirs
 	install_artifact "$cached" "$name"
 	echo "$hash" >"$stamp"
 	echo "[$i/$total] $name: built in $((SECONDS - t0))s ($hash)"

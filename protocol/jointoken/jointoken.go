@@ -54,8 +54,6 @@ const (
 // ErrMalformed is wrapped by every error Parse returns.
 var ErrMalformed = errors.New("malformed join token")
 
-var secretEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
 // Token is a parsed join token.
 type Token struct {
 	// ID names the token; it is not secret.
@@ -80,7 +78,8 @@ func New(caFingerprint [32]byte, rand io.Reader) (Token, error) {
 	if _, err := io.ReadFull(rand, b[:]); err != nil {
 		return Token{}, fmt.Errorf("jointoken: new: read random secret: %w", err)
 	}
-	return Token{ID: id, Secret: secretEncoding.EncodeToString(b[:]), CAFingerprint: caFingerprint}, nil
+	enc := base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+	return Token{ID: id, Secret: enc.EncodeToString(b[:]), CAFingerprint: caFingerprint}, nil
 }
 
 // randomID draws n characters uniformly from idAlphabet by rejection sampling.

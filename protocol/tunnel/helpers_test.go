@@ -196,9 +196,15 @@ type hubService struct {
 	last AuthInfo
 }
 
+// allowPlain lets hubService serve calls without a tunnel (benchmarks).
+var allowPlain bool
+
 func (h *hubService) record(ctx context.Context) error {
 	ai, ok := FromContext(ctx)
 	if !ok {
+		if allowPlain {
+			return nil
+		}
 		return status.Error(codes.Unauthenticated, "no tunnel AuthInfo in context")
 	}
 	h.mu.Lock()

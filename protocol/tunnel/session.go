@@ -25,8 +25,10 @@ type Server struct {
 }
 
 // NewServer returns a Server that serves srv on every session. srv must
-// have been created with ServerOptions(cfg) (at least its credentials), or
-// FromContext finds nothing in handlers.
+// have been created with ServerOptions(cfg) (at least its credentials):
+// without credentials FromContext finds nothing in handlers, and with other
+// credentials gRPC fails every connection's handshake. Stopping srv (Stop or
+// GracefulStop) closes every session it serves.
 func NewServer(cfg Config, srv *grpc.Server) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -105,7 +107,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 	s := &Session{
 		cfg:    cfg,
 		hub:    hub,
-		conn:   NewCountingConn(conn),
+		conn:   NewCountingConn(&coalescingConn{Conn: conn}),
 		tls:    state,
 		remote: conn.RemoteAddr(),
 	}
@@ -271,8 +273,11 @@ func (s *Session) muxErr() error {
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			switch {
+			case errors.Is(err, io.EOF):
 				return fmt.Errorf("peer closed the connection: %w", err)
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				return fmt.Errorf("peer closed the connection mid-frame: %w", err)
 			}
 			return err
 		}
@@ -389,3 +394,50 @@ func (c *CountingConn) BytesIn() uint64 { return c.in.Load() }
 
 // BytesOut is the number of bytes written so far.
 func (c *CountingConn) BytesOut() uint64 { return c.out.Load() }
+
+// coalescingConn joins each yamux data frame's header with its body into
+// one Write. yamux writes the 12-byte header and the body separately;
+// under TLS that costs an extra record and syscall per frame. Only yamux's
+// send loop writes to the conn, one frame at a time.
+type coalescingConn struct {
+	net.Conn
+	mu      sync.Mutex
+	hdr     [yamuxHeaderSize]byte
+	pending bool
+}
+
+const (
+	yamuxHeaderSize = 12
+	coalesceMax     = 64 << 10
+)
+
+var coalescePool = sync.Pool{New: func() any { b := make([]byte, 0, coalesceMax); return &b }}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pending {
+		// Version 0, type 0 (data) with a non-empty body: hold the header.
+		if len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && (p[8]|p[9]|p[10]|p[11]) != 0 {
+			copy(c.hdr[:], p)
+			c.pending = true
+			return len(p), nil
+		}
+		return c.Conn.Write(p)
+	}
+	c.pending = false
+	n := min(len(p), coalesceMax-yamuxHeaderSize)
+	bp := coalescePool.Get().(*[]byte)
+	buf := append(append((*bp)[:0], c.hdr[:]...), p[:n]...)
+	w, err := c.Conn.Write(buf)
+	*bp = buf[:0]
+	coalescePool.Put(bp)
+	if err != nil {
+		return max(w-yamuxHeaderSize, 0), err
+	}
+	if n < len(p) {
+		w2, err := c.Conn.Write(p[n:])
+		return n + w2, err
+	}
+	return n, nil
+}

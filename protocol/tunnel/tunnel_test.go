@@ -326,7 +326,7 @@ func TestGarbageInput(t *testing.T) {
 	}{
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: hub\r\n\r\n"), "invalid protocol version"},
 		{"bad msg type", []byte{0, 9, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}, "invalid msg type"},
-		{"window exceeded", []byte{0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}, ""},
+		{"window exceeded", []byte{0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}, "recv window exceeded"},
 		{"truncated header", []byte{0, 0}, "peer closed"},
 	}
 	for _, in := range inputs {

@@ -180,20 +180,21 @@ type agentStatus struct {
 }
 
 type outboxStats struct {
-	Pending uint64 `json:"pending"`
-	Bytes   uint64 `json:"bytes"`
-	Dropped uint64 `json:"dropped"`
+	Pending       uint64            `json:"pending"`
+	Bytes         uint64            `json:"bytes"`
+	Dropped       uint64            `json:"dropped"`
+	DroppedByKind map[string]uint64 `json:"droppedByKind,omitempty"`
 }
 
 // statsSource is what statusOf reads from the cache.
 type statsSource interface {
-	OutboxStats() (pending, bytes, dropped uint64, byKind map[string]uint64, err error)
+	OutboxStats() (cache.OutboxStats, error)
 }
 
 func statusOf(ls link.Status, c statsSource, running bool) agentStatus {
 	st := agentStatus{Running: running, Link: ls}
-	if p, b, d, _, err := c.OutboxStats(); err == nil {
-		st.Outbox = outboxStats{Pending: p, Bytes: b, Dropped: d}
+	if o, err := c.OutboxStats(); err == nil {
+		st.Outbox = outboxStats{Pending: o.Pending, Bytes: o.Bytes, Dropped: o.Dropped, DroppedByKind: o.DroppedByKind}
 	}
 	return st
 }

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,6 +58,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// SeenInterval bounds how often heartbeats are written to the store.
 	SeenInterval time.Duration
+	// SetupTimeout closes a connection that has made no accepted call
+	// (enrol or an authorised sync) this long after its handshake, so idle
+	// or garbage connections cannot pile up.
+	SetupTimeout time.Duration
 	Tunnel       tunnel.Config
 	Logger       *slog.Logger
 	Now          func() time.Time
@@ -70,6 +75,7 @@ func DefaultConfig() Config {
 		Heartbeat:        30 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		SeenInterval:     5 * time.Minute,
+		SetupTimeout:     30 * time.Second,
 		Tunnel:           tunnel.DefaultConfig(),
 	}
 }
@@ -87,8 +93,8 @@ func (c *Config) Validate() error {
 		return errors.New("gateway: Config.ClientCAs is required")
 	case c.CertTTL < time.Minute:
 		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
-	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0:
-		return errors.New("gateway: Heartbeat and HandshakeTimeout must be positive")
+	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0:
+		return errors.New("gateway: Heartbeat, HandshakeTimeout and SetupTimeout must be positive")
 	}
 	return c.Tunnel.Validate()
 }
@@ -103,8 +109,23 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	sessions map[string]*agentSession // by cluster, only after a valid Hello
-	conns    map[*tunnel.Session]struct{}
+	conns    map[*tunnel.Session]*connState
 	wg       sync.WaitGroup
+}
+
+// connState is what the gateway knows of one connection.
+type connState struct {
+	// active is set by the first accepted call.
+	active atomic.Bool
+}
+
+func (g *Gateway) markActive(sess *tunnel.Session) {
+	g.mu.Lock()
+	cs := g.conns[sess]
+	g.mu.Unlock()
+	if cs != nil {
+		cs.active.Store(true)
+	}
 }
 
 // agentSession is one connected cluster.
@@ -151,7 +172,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		sessions: map[string]*agentSession{},
-		conns:    map[*tunnel.Session]struct{}{},
+		conns:    map[*tunnel.Session]*connState{},
 	}
 	g.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -227,12 +248,24 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 		tc.Close()
 		return
 	}
+	cs := &connState{}
 	g.mu.Lock()
-	g.conns[sess] = struct{}{}
+	g.conns[sess] = cs
 	g.mu.Unlock()
-	select {
-	case <-sess.Done():
-	case <-ctx.Done():
+	setup := time.NewTimer(g.cfg.SetupTimeout)
+	defer setup.Stop()
+	for done := false; !done; {
+		select {
+		case <-sess.Done():
+			done = true
+		case <-ctx.Done():
+			done = true
+		case <-setup.C:
+			if !cs.active.Load() {
+				g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
+				done = true
+			}
+		}
 	}
 	sess.Close()
 	g.mu.Lock()
@@ -357,6 +390,7 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 	}
 	id := identity{sess: ai.Session, remote: ai.Session.RemoteAddr().String()}
 	if method == enrollMethod {
+		g.markActive(ai.Session)
 		return context.WithValue(ctx, identityKey{}, id), nil
 	}
 	if ai.TLS == nil || len(ai.TLS.PeerCertificates) == 0 {
@@ -375,6 +409,7 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 		}
 		return nil, status.Errorf(codes.Unavailable, "authorize: %v", err)
 	}
+	g.markActive(ai.Session)
 	return context.WithValue(ctx, identityKey{}, id), nil
 }
 

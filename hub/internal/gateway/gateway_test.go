@@ -60,7 +60,7 @@ type testHub struct {
 
 // newHub runs a gateway with a real CA, a real bbolt store and the fleet
 // registry on a loopback port.
-func newHub(t *testing.T) *testHub {
+func newHub(t *testing.T, opts ...func(*gateway.Config)) *testHub {
 	t.Helper()
 	dir := t.TempDir()
 	clk := &clock{now: time.Now()}
@@ -83,6 +83,9 @@ func newHub(t *testing.T) *testHub {
 	cfg := gateway.DefaultConfig()
 	cfg.Registry, cfg.Signer, cfg.Certificate, cfg.ClientCAs = reg, ca, serving, ca.Pool()
 	cfg.Now = clk.Now
+	for _, o := range opts {
+		o(&cfg)
+	}
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -414,16 +417,28 @@ func TestMalformedAndOversizedInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if _, err := conn.Write([]byte("\x00\x00\x00\x00this is not yamux")); err != nil {
+		if _, err := conn.Write([]byte("\x7fthis is not yamux")); err != nil {
 			t.Fatal(err)
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, _ = io.ReadAll(conn)
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Fatalf("hub did not close a TLS connection carrying garbage: %v", err)
+		}
 	})
 	// After all of that the hub still serves a good agent.
 	_, cc := h.dial(t, good)
 	if _, _, err := hello(t, cc, "edge-1"); err != nil {
 		t.Fatalf("good agent after bad input: %v", err)
+	}
+}
+
+func TestIdleConnectionClosed(t *testing.T) {
+	h := newHub(t, func(c *gateway.Config) { c.SetupTimeout = 200 * time.Millisecond })
+	sess, _ := h.dial(t, h.anonTLS())
+	select {
+	case <-sess.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("hub kept a connection that made no call")
 	}
 }
 

@@ -1,0 +1,722 @@
+// Package cache is the agent's durable state: one bbolt file holding its
+// identity, link state, desired state per revision, chart archives by
+// digest, and the outbox of records waiting to go to the hub. It is what
+// lets the agent keep reconciling while the hub is unreachable.
+//
+// # File layout (schema version 1)
+//
+//	meta/
+//	  "schema"   -> uint64 BE        schema version of this file (1)
+//	identity/
+//	  "current"  -> JSON Identity    key, cert and CA PEM, hub addresses
+//	link/
+//	  "current"  -> JSON LinkState
+//	desired/
+//	  <rev uint64 BE> -> payload     opaque desired-state bytes; the newest
+//	                                 Options.KeepDesired revisions are kept
+//	charts/
+//	  "sha256:<hex>" -> archive      content-addressed; verified on write
+//	outbox/
+//	  <seq uint64 BE> -> entry       at int64 BE unix ns | kind len uint16 BE |
+//	                                 kind | payload
+//	outboxmeta/
+//	  "nextseq"  -> uint64 BE        next sequence number; never reused, so a
+//	                                 late Ack cannot remove newer entries
+//	  "count"    -> uint64 BE        entries pending
+//	  "bytes"    -> uint64 BE        sum of len(kind)+len(payload) pending
+//	  "dropped"  -> uint64 BE        entries dropped because the outbox was full
+//	outboxdrops/
+//	  <kind>     -> uint64 BE        dropped entries per kind
+//
+// Open upgrades an older file one version at a time in one transaction
+// (see upgrade) and refuses a newer one with ErrSchemaTooNew. OpenReadOnly
+// never writes, so it refuses files that need an upgrade.
+//
+// # Outbox
+//
+// The outbox is a FIFO bounded by entry count and bytes. When an Enqueue
+// would exceed a bound, the oldest entries are dropped and counted per
+// kind: status and metrics are snapshots, so a newer record supersedes an
+// older one, and the hub can report how much an offline site lost.
+//
+// The file holds the agent's private key; it is created with mode 0600.
+package cache
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the file layout this package reads and writes.
+const SchemaVersion = 1
+
+// Errors returned by Cache; match them with errors.Is.
+var (
+	// ErrNoIdentity: the agent has not enrolled yet.
+	ErrNoIdentity = errors.New("no identity (agent not enrolled)")
+	// ErrNotFound: no such desired revision, chart or link state.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid: bad input; nothing was changed.
+	ErrInvalid = errors.New("invalid")
+	// ErrDigestMismatch: chart bytes do not hash to the given digest.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrStaleRevision: a desired revision older than the newest one stored.
+	ErrStaleRevision = errors.New("stale revision")
+	// ErrTooLarge: an outbox record is larger than the whole outbox.
+	ErrTooLarge = errors.New("record too large")
+	// ErrLocked: another process holds the file (usually the running agent).
+	ErrLocked = errors.New("locked by another process")
+	// ErrSchemaTooNew: the file was written by a newer tether-agent.
+	ErrSchemaTooNew = errors.New("schema version too new")
+	// ErrReadOnly: a write on a cache opened with OpenReadOnly.
+	ErrReadOnly = errors.New("cache opened read-only")
+	// ErrClosed: the cache has been closed.
+	ErrClosed = errors.New("cache closed")
+)
+
+// Bucket and key names; see the layout in the package comment.
+const (
+	bucketMeta        = "meta"
+	bucketIdentity    = "identity"
+	bucketLink        = "link"
+	bucketDesired     = "desired"
+	bucketCharts      = "charts"
+	bucketOutbox      = "outbox"
+	bucketOutboxMeta  = "outboxmeta"
+	bucketOutboxDrops = "outboxdrops"
+
+	keySchema  = "schema"
+	keyCurrent = "current"
+	keyNextSeq = "nextseq"
+	keyCount   = "count"
+	keyBytes   = "bytes"
+	keyDropped = "dropped"
+)
+
+func allBuckets() []string {
+	return []string{bucketMeta, bucketIdentity, bucketLink, bucketDesired, bucketCharts, bucketOutbox, bucketOutboxMeta, bucketOutboxDrops}
+}
+
+func bucket(tx *bolt.Tx, name string) *bolt.Bucket { return tx.Bucket([]byte(name)) }
+
+// Link states.
+const (
+	LinkConnected  = "Connected"
+	LinkOffline    = "Offline"
+	LinkConnecting = "Connecting"
+	LinkEnrolling  = "Enrolling"
+)
+
+// MaxKindLen bounds an outbox record's kind.
+const MaxKindLen = 255
+
+const entryHeader = 8 + 2
+
+// Options configures Open. The zero value means defaults.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock. Default 1s.
+	LockTimeout time.Duration
+	// KeepDesired is how many desired-state revisions to keep. Default 5.
+	KeepDesired int
+	// OutboxMaxEntries bounds the outbox's entry count. Default 100000.
+	OutboxMaxEntries int
+	// OutboxMaxBytes bounds the outbox's kind+payload bytes. Default 64 MiB.
+	OutboxMaxBytes int64
+	// Now is the clock for outbox timestamps. Default time.Now.
+	Now func() time.Time
+	// NoSync skips fsync on commit. Unsafe: for tests and benchmarks only.
+	NoSync bool
+}
+
+// DefaultOptions returns the defaults Open applies to zero fields.
+func DefaultOptions() Options {
+	return Options{
+		LockTimeout:      time.Second,
+		KeepDesired:      5,
+		OutboxMaxEntries: 100_000,
+		OutboxMaxBytes:   64 << 20,
+		Now:              time.Now,
+	}
+}
+
+// Validate reports options that cannot work.
+func (o Options) Validate() error {
+	switch {
+	case o.LockTimeout < 0:
+		return fmt.Errorf("cache: options: LockTimeout %s is negative", o.LockTimeout)
+	case o.KeepDesired < 0:
+		return fmt.Errorf("cache: options: KeepDesired %d is negative", o.KeepDesired)
+	case o.OutboxMaxEntries < 0:
+		return fmt.Errorf("cache: options: OutboxMaxEntries %d is negative", o.OutboxMaxEntries)
+	case o.OutboxMaxBytes < 0:
+		return fmt.Errorf("cache: options: OutboxMaxBytes %d is negative", o.OutboxMaxBytes)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.LockTimeout == 0 {
+		o.LockTimeout = d.LockTimeout
+	}
+	if o.KeepDesired == 0 {
+		o.KeepDesired = d.KeepDesired
+	}
+	if o.OutboxMaxEntries == 0 {
+		o.OutboxMaxEntries = d.OutboxMaxEntries
+	}
+	if o.OutboxMaxBytes == 0 {
+		o.OutboxMaxBytes = d.OutboxMaxBytes
+	}
+	if o.Now == nil {
+		o.Now = d.Now
+	}
+	return o
+}
+
+// Identity is what the agent got from enrolment.
+type Identity struct {
+	Cluster  string    `json:"cluster"`
+	KeyPEM   []byte    `json:"keyPEM"`
+	CertPEM  []byte    `json:"certPEM"`
+	CAPEM    []byte    `json:"caPEM"`
+	HubAddrs []string  `json:"hubAddrs,omitempty"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
+// LinkState is the agent's view of its connection to the hub, kept so
+// `tether-agent status` can show it.
+type LinkState struct {
+	State          string    `json:"state"` // one of the Link* constants
+	Hub            string    `json:"hub,omitempty"`
+	Since          time.Time `json:"since"`
+	LastContact    time.Time `json:"lastContact"`
+	LastError      string    `json:"lastError,omitempty"`
+	ConnectedCount uint64    `json:"connectedCount"`
+}
+
+// OutboxEntry is one queued record.
+type OutboxEntry struct {
+	Seq     uint64
+	Kind    string
+	Payload []byte
+	At      time.Time
+}
+
+// OutboxStats describes the outbox.
+type OutboxStats struct {
+	Pending       uint64            // entries waiting
+	Bytes         uint64            // their kind+payload bytes
+	Dropped       uint64            // entries dropped because the outbox was full
+	DroppedByKind map[string]uint64 // the same, per kind
+}
+
+// Cache is the agent's bbolt file. It is safe for concurrent use.
+type Cache struct {
+	db   *bolt.DB
+	path string
+	opts Options
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Open opens or creates the cache file at path, upgrading an older schema.
+// If another process holds the file it fails with ErrLocked after
+// Options.LockTimeout.
+func Open(path string, opts Options) (*Cache, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	db, err := openDB(path, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Update(initSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
+	return &Cache{db: db, path: path, opts: opts}, nil
+}
+
+// OpenReadOnly opens an existing cache without writing to it, for
+// `tether-agent status` while the agent is stopped. It shares the file
+// lock with other readers, so it fails with ErrLocked while the agent runs.
+func OpenReadOnly(path string) (*Cache, error) {
+	opts := DefaultOptions()
+	db, err := openDB(path, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := bucket(tx, bucketMeta)
+		if meta == nil {
+			return errors.New("not a tether-agent cache (no meta bucket)")
+		}
+		switch v := readUint(meta, keySchema); {
+		case v > SchemaVersion:
+			return fmt.Errorf("file has schema version %d, this binary supports up to %d: %w", v, SchemaVersion, ErrSchemaTooNew)
+		case v < SchemaVersion:
+			return fmt.Errorf("file has schema version %d and needs an upgrade to %d; start tether-agent once to upgrade it", v, SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cache: open %s read-only: %w", path, err)
+	}
+	return &Cache{db: db, path: path, opts: opts}, nil
+}
+
+func openDB(path string, bo *bolt.Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, bo)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("cache: open %s: %w (is tether-agent running?)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func initSchema(tx *bolt.Tx) error {
+	meta := bucket(tx, bucketMeta)
+	if meta == nil {
+		for _, name := range allBuckets()[1:] {
+			if bucket(tx, name) != nil {
+				return fmt.Errorf("bucket %q without meta bucket: not a tether-agent cache, or damaged", name)
+			}
+		}
+		for _, name := range allBuckets() {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return putUint(bucket(tx, bucketMeta), keySchema, SchemaVersion)
+	}
+	v := readUint(meta, keySchema)
+	if v > SchemaVersion {
+		return fmt.Errorf("file has schema version %d, this binary supports up to %d: %w (upgrade tether-agent)", v, SchemaVersion, ErrSchemaTooNew)
+	}
+	for ; v < SchemaVersion; v++ {
+		if err := upgrade(tx, v); err != nil {
+			return fmt.Errorf("upgrade schema %d to %d: %w", v, v+1, err)
+		}
+		if err := putUint(meta, keySchema, v+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upgrade moves a file from schema version from to from+1. Add a case
+// here with each new SchemaVersion.
+func upgrade(tx *bolt.Tx, from uint64) error {
+	switch from {
+	default:
+		return fmt.Errorf("no upgrade path from schema version %d", from)
+	}
+}
+
+// Path returns the file the cache was opened from.
+func (c *Cache) Path() string { return c.path }
+
+// Close flushes and closes the file. It is idempotent.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if err := c.db.Close(); err != nil {
+		return fmt.Errorf("cache: close %s: %w", c.path, err)
+	}
+	return nil
+}
+
+func (c *Cache) update(op string, fn func(tx *bolt.Tx) error) error {
+	return c.wrap(op, c.db.Update(fn))
+}
+
+func (c *Cache) view(op string, fn func(tx *bolt.Tx) error) error {
+	return c.wrap(op, c.db.View(fn))
+}
+
+// wrap adds "cache: <op>: " to errors that do not already carry it.
+func (c *Cache) wrap(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, bolt.ErrDatabaseNotOpen):
+		return fmt.Errorf("cache: %s: %w", op, ErrClosed)
+	case errors.Is(err, bolt.ErrDatabaseReadOnly):
+		return fmt.Errorf("cache: %s: %w", op, ErrReadOnly)
+	case strings.HasPrefix(err.Error(), "cache: "):
+		return err
+	}
+	return fmt.Errorf("cache: %s: %w", op, err)
+}
+
+// SaveIdentity stores the agent's identity, replacing any previous one.
+func (c *Cache) SaveIdentity(id Identity) error {
+	const op = "save identity"
+	switch {
+	case id.Cluster == "":
+		return fmt.Errorf("cache: %s: %w: cluster is empty", op, ErrInvalid)
+	case len(id.KeyPEM) == 0 || len(id.CertPEM) == 0 || len(id.CAPEM) == 0:
+		return fmt.Errorf("cache: %s for %q: %w: key, cert and CA PEM are all required", op, id.Cluster, ErrInvalid)
+	}
+	data, err := json.Marshal(id)
+	if err != nil {
+		return fmt.Errorf("cache: %s for %q: %w", op, id.Cluster, err)
+	}
+	return c.update(op, func(tx *bolt.Tx) error { return bucket(tx, bucketIdentity).Put([]byte(keyCurrent), data) })
+}
+
+// Identity returns the stored identity, or ErrNoIdentity.
+func (c *Cache) Identity() (Identity, error) {
+	var id Identity
+	err := c.view("read identity", func(tx *bolt.Tx) error {
+		data := bucket(tx, bucketIdentity).Get([]byte(keyCurrent))
+		if data == nil {
+			return fmt.Errorf("cache: read identity: %w", ErrNoIdentity)
+		}
+		return json.Unmarshal(data, &id)
+	})
+	return id, err
+}
+
+// SaveLinkState stores the link state, replacing the previous one.
+func (c *Cache) SaveLinkState(s LinkState) error {
+	const op = "save link state"
+	switch s.State {
+	case LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling:
+	default:
+		return fmt.Errorf("cache: %s: %w: state %q is not one of %s, %s, %s, %s", op, ErrInvalid, s.State, LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("cache: %s: %w", op, err)
+	}
+	return c.update(op, func(tx *bolt.Tx) error { return bucket(tx, bucketLink).Put([]byte(keyCurrent), data) })
+}
+
+// LinkState returns the stored link state, or ErrNotFound.
+func (c *Cache) LinkState() (LinkState, error) {
+	var s LinkState
+	err := c.view("read link state", func(tx *bolt.Tx) error {
+		data := bucket(tx, bucketLink).Get([]byte(keyCurrent))
+		if data == nil {
+			return fmt.Errorf("cache: read link state: %w", ErrNotFound)
+		}
+		return json.Unmarshal(data, &s)
+	})
+	return s, err
+}
+
+// SaveDesired stores the desired-state payload for rev and drops all but
+// the newest Options.KeepDesired revisions. Saving the newest revision again
+// replaces it; an older one fails with ErrStaleRevision.
+func (c *Cache) SaveDesired(rev uint64, payload []byte) error {
+	op := fmt.Sprintf("save desired revision %d", rev)
+	if rev == 0 {
+		return fmt.Errorf("cache: %s: %w: revision must be positive", op, ErrInvalid)
+	}
+	return c.update(op, func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketDesired)
+		if k, _ := b.Cursor().Last(); k != nil {
+			if latest := binary.BigEndian.Uint64(k); rev < latest {
+				return fmt.Errorf("cache: %s: %w: newest stored is %d", op, ErrStaleRevision, latest)
+			}
+		}
+		if err := b.Put(u64(rev), payload); err != nil {
+			return err
+		}
+		// Keys are revisions in ascending order: delete from the front.
+		n := 0
+		cur := b.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			n++
+		}
+		for ; n > c.opts.KeepDesired; n-- {
+			k, _ := b.Cursor().First()
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// LatestDesired returns the newest desired revision, or ErrNotFound.
+func (c *Cache) LatestDesired() (rev uint64, payload []byte, err error) {
+	err = c.view("read latest desired", func(tx *bolt.Tx) error {
+		k, v := bucket(tx, bucketDesired).Cursor().Last()
+		if k == nil {
+			return fmt.Errorf("cache: read latest desired: %w", ErrNotFound)
+		}
+		rev, payload = binary.BigEndian.Uint64(k), bytes.Clone(v)
+		return nil
+	})
+	return rev, payload, err
+}
+
+// Desired returns the payload of one desired revision, or ErrNotFound.
+func (c *Cache) Desired(rev uint64) ([]byte, error) {
+	var payload []byte
+	op := fmt.Sprintf("read desired revision %d", rev)
+	err := c.view(op, func(tx *bolt.Tx) error {
+		v := bucket(tx, bucketDesired).Get(u64(rev))
+		if v == nil {
+			return fmt.Errorf("cache: %s: %w", op, ErrNotFound)
+		}
+		payload = bytes.Clone(v)
+		return nil
+	})
+	return payload, err
+}
+
+// checkDigest validates the "sha256:<64 lower-case hex>" form.
+func checkDigest(digest string) error {
+	hexPart, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok || len(hexPart) != 2*sha256.Size {
+		return fmt.Errorf("%w: digest %q: want sha256:<64 hex characters>", ErrInvalid, digest)
+	}
+	for i := 0; i < len(hexPart); i++ {
+		if c := hexPart[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return fmt.Errorf("%w: digest %q: want lower-case hex", ErrInvalid, digest)
+		}
+	}
+	return nil
+}
+
+// PutChart stores a chart archive under its digest ("sha256:<hex>") after
+// checking that data hashes to it; on mismatch nothing is stored.
+func (c *Cache) PutChart(digest string, data []byte) error {
+	op := "put chart " + digest
+	if err := checkDigest(digest); err != nil {
+		return fmt.Errorf("cache: put chart: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != digest {
+		return fmt.Errorf("cache: %s: %d bytes hash to %s: %w", op, len(data), got, ErrDigestMismatch)
+	}
+	return c.update(op, func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketCharts)
+		if b.Get([]byte(digest)) != nil {
+			return nil // content-addressed: already there
+		}
+		return b.Put([]byte(digest), data)
+	})
+}
+
+// Chart returns a stored chart archive, or ErrNotFound.
+func (c *Cache) Chart(digest string) ([]byte, error) {
+	if err := checkDigest(digest); err != nil {
+		return nil, fmt.Errorf("cache: read chart: %w", err)
+	}
+	var data []byte
+	op := "read chart " + digest
+	err := c.view(op, func(tx *bolt.Tx) error {
+		v := bucket(tx, bucketCharts).Get([]byte(digest))
+		if v == nil {
+			return fmt.Errorf("cache: %s: %w", op, ErrNotFound)
+		}
+		data = bytes.Clone(v)
+		return nil
+	})
+	return data, err
+}
+
+// HasChart reports whether a chart archive is stored.
+func (c *Cache) HasChart(digest string) (bool, error) {
+	if err := checkDigest(digest); err != nil {
+		return false, fmt.Errorf("cache: has chart: %w", err)
+	}
+	var ok bool
+	err := c.view("has chart "+digest, func(tx *bolt.Tx) error {
+		ok = bucket(tx, bucketCharts).Get([]byte(digest)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// Enqueue appends a record to the outbox. If that would exceed
+// OutboxMaxEntries or OutboxMaxBytes, the oldest entries are dropped first
+// and counted per kind. A record larger than OutboxMaxBytes on its own
+// fails with ErrTooLarge and changes nothing.
+func (c *Cache) Enqueue(kind string, payload []byte) error {
+	if kind == "" || len(kind) > MaxKindLen {
+		return fmt.Errorf("cache: enqueue: %w: kind must be 1-%d bytes, got %d", ErrInvalid, MaxKindLen, len(kind))
+	}
+	op := "enqueue " + kind
+	size := uint64(len(kind) + len(payload))
+	if size > uint64(c.opts.OutboxMaxBytes) {
+		return fmt.Errorf("cache: %s: %w: %d bytes, outbox holds at most %d", op, ErrTooLarge, size, c.opts.OutboxMaxBytes)
+	}
+	at := c.opts.Now()
+	return c.update(op, func(tx *bolt.Tx) error {
+		ob, meta := bucket(tx, bucketOutbox), bucket(tx, bucketOutboxMeta)
+		count, total := readUint(meta, keyCount), readUint(meta, keyBytes)
+		var dropped uint64
+		droppedByKind := map[string]uint64{}
+		for count > 0 && (count+1 > uint64(c.opts.OutboxMaxEntries) || total+size > uint64(c.opts.OutboxMaxBytes)) {
+			k, v := ob.Cursor().First()
+			e, err := decodeEntry(k, v)
+			if err != nil {
+				return err
+			}
+			if err := ob.Delete(k); err != nil {
+				return err
+			}
+			count--
+			total -= uint64(len(e.Kind) + len(e.Payload))
+			dropped++
+			droppedByKind[e.Kind]++
+		}
+		if dropped > 0 {
+			if err := putUint(meta, keyDropped, readUint(meta, keyDropped)+dropped); err != nil {
+				return err
+			}
+			drops := bucket(tx, bucketOutboxDrops)
+			for k, n := range droppedByKind {
+				if err := putUint(drops, k, readUint(drops, k)+n); err != nil {
+					return err
+				}
+			}
+		}
+		seq := max(readUint(meta, keyNextSeq), 1)
+		if err := ob.Put(u64(seq), encodeEntry(kind, payload, at)); err != nil {
+			return err
+		}
+		if err := putUint(meta, keyNextSeq, seq+1); err != nil {
+			return err
+		}
+		return putCounts(meta, count+1, total+size)
+	})
+}
+
+// Peek returns up to n of the oldest outbox entries without removing them.
+func (c *Cache) Peek(n int) ([]OutboxEntry, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("cache: peek: %w: n must be positive, got %d", ErrInvalid, n)
+	}
+	var out []OutboxEntry
+	err := c.view("peek", func(tx *bolt.Tx) error {
+		cur := bucket(tx, bucketOutbox).Cursor()
+		for k, v := cur.First(); k != nil && len(out) < n; k, v = cur.Next() {
+			e, err := decodeEntry(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Ack removes outbox entries with Seq ≤ uptoSeq. Acking entries already
+// removed is a no-op; acking a sequence number never issued is an error.
+func (c *Cache) Ack(uptoSeq uint64) error {
+	op := fmt.Sprintf("ack %d", uptoSeq)
+	return c.update(op, func(tx *bolt.Tx) error {
+		ob, meta := bucket(tx, bucketOutbox), bucket(tx, bucketOutboxMeta)
+		if next := readUint(meta, keyNextSeq); uptoSeq >= max(next, 1) {
+			return fmt.Errorf("cache: %s: %w: highest sequence issued is %d", op, ErrInvalid, max(next, 1)-1)
+		}
+		count, total := readUint(meta, keyCount), readUint(meta, keyBytes)
+		removed := false
+		// Re-seek after each delete: a bbolt cursor may skip a key after Delete.
+		for k, v := ob.Cursor().First(); k != nil && binary.BigEndian.Uint64(k) <= uptoSeq; k, v = ob.Cursor().First() {
+			e, err := decodeEntry(k, v)
+			if err != nil {
+				return err
+			}
+			if err := ob.Delete(k); err != nil {
+				return err
+			}
+			count--
+			total -= uint64(len(e.Kind) + len(e.Payload))
+			removed = true
+		}
+		if !removed {
+			return nil
+		}
+		return putCounts(meta, count, total)
+	})
+}
+
+// OutboxStats returns the outbox's size and drop counters.
+func (c *Cache) OutboxStats() (OutboxStats, error) {
+	st := OutboxStats{DroppedByKind: map[string]uint64{}}
+	err := c.view("outbox stats", func(tx *bolt.Tx) error {
+		meta := bucket(tx, bucketOutboxMeta)
+		st.Pending, st.Bytes, st.Dropped = readUint(meta, keyCount), readUint(meta, keyBytes), readUint(meta, keyDropped)
+		return bucket(tx, bucketOutboxDrops).ForEach(func(k, v []byte) error {
+			st.DroppedByKind[string(k)] = decodeUint(v)
+			return nil
+		})
+	})
+	return st, err
+}
+
+func encodeEntry(kind string, payload []byte, at time.Time) []byte {
+	b := make([]byte, entryHeader, entryHeader+len(kind)+len(payload))
+	binary.BigEndian.PutUint64(b[0:8], uint64(at.UnixNano()))
+	binary.BigEndian.PutUint16(b[8:10], uint16(len(kind)))
+	b = append(b, kind...)
+	return append(b, payload...)
+}
+
+func decodeEntry(k, v []byte) (OutboxEntry, error) {
+	if len(k) != 8 || len(v) < entryHeader {
+		return OutboxEntry{}, fmt.Errorf("cache: outbox entry %x: damaged (%d-byte record)", k, len(v))
+	}
+	n := int(binary.BigEndian.Uint16(v[8:10]))
+	if len(v) < entryHeader+n {
+		return OutboxEntry{}, fmt.Errorf("cache: outbox entry %d: damaged (kind length %d, record %d bytes)", binary.BigEndian.Uint64(k), n, len(v))
+	}
+	return OutboxEntry{
+		Seq:     binary.BigEndian.Uint64(k),
+		At:      time.Unix(0, int64(binary.BigEndian.Uint64(v[0:8]))),
+		Kind:    string(v[entryHeader : entryHeader+n]),
+		Payload: bytes.Clone(v[entryHeader+n:]),
+	}, nil
+}
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func decodeUint(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func readUint(b *bolt.Bucket, key string) uint64 { return decodeUint(b.Get([]byte(key))) }
+
+func putUint(b *bolt.Bucket, key string, v uint64) error { return b.Put([]byte(key), u64(v)) }
+
+func putCounts(meta *bolt.Bucket, count, total uint64) error {
+	if err := putUint(meta, keyCount, count); err != nil {
+		return err
+	}
+	return putUint(meta, keyBytes, total)
+}

@@ -1,0 +1,210 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+)
+
+// Benchmarks compare gRPC through the tunnel with plain gRPC, both over TLS
+// 1.3 on loopback TCP with the same certificates and payloads:
+//
+//	go test -run '^$' -bench . -benchmem -benchtime 2s -count 5 ./protocol/tunnel/
+//
+// tunnel is DefaultConfig; tunnel-wbuf0 also turns gRPC's write buffer off
+// (the memory notes' variant); plain is grpc.NewServer/NewClient with
+// credentials.NewTLS and gRPC defaults.
+
+var benchSizes = []int{1 << 10, 64 << 10}
+
+type benchTarget struct {
+	name  string
+	fleet func(b *testing.B) fleetv1.FleetClient
+}
+
+func benchTargets() []benchTarget {
+	wbuf0 := DefaultConfig()
+	wbuf0.WriteBufferSize = 0
+	return []benchTarget{
+		{"tunnel", func(b *testing.B) fleetv1.FleetClient {
+			return fleetClient(b, newPair(b, "tls", pairOpts{}).agent)
+		}},
+		{"tunnel-wbuf0", func(b *testing.B) fleetv1.FleetClient {
+			return fleetClient(b, newPair(b, "tls", pairOpts{hubCfg: &wbuf0, agentCfg: &wbuf0}).agent)
+		}},
+		{"plain", plainFleet},
+	}
+}
+
+// plainFleet serves the test Fleet service with plain gRPC over TLS.
+func plainFleet(b *testing.B) fleetv1.FleetClient {
+	b.Helper()
+	p := getPKI(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.serverTLS())))
+	fleetv1.RegisterFleetServer(srv, &hubService{})
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	b.Cleanup(func() { srv.Stop(); <-served })
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(p.clientTLS())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	return fleetv1.NewFleetClient(cc)
+}
+
+// The plain server has no tunnel AuthInfo; let its handlers through.
+func init() { allowPlain = true }
+
+func BenchmarkUnary(b *testing.B) {
+	for _, tgt := range benchTargets() {
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%dKiB", tgt.name, size>>10), func(b *testing.B) {
+				c := tgt.fleet(b)
+				ctx := context.Background()
+				req := &fleetv1.RenewRequest{CsrDer: make([]byte, size)}
+				if _, err := c.Renew(ctx, req); err != nil { // warm up the transport
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := c.Renew(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkStream(b *testing.B) {
+	for _, tgt := range benchTargets() {
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%dKiB", tgt.name, size>>10), func(b *testing.B) {
+				c := tgt.fleet(b)
+				ctx := context.Background()
+				if _, err := c.Renew(ctx, &fleetv1.RenewRequest{}); err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				stream, err := c.FetchChart(ctx, &fleetv1.FetchChartRequest{Digest: fmt.Sprintf("chunk=%d,count=%d", size, b.N)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var n int
+				for {
+					_, err := stream.Recv()
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+				if n != b.N {
+					b.Fatalf("got %d chunks, want %d", n, b.N)
+				}
+			})
+		}
+	}
+}
+
+// TestIdleWireBytes measures what an idle tunnel costs on the wire (TLS
+// records included). The only traffic on an idle tunnel is yamux
+// keepalive: each end pings every KeepAliveInterval and the other answers.
+// Rather than wait minutes, the test turns the timer off, drives the same
+// pings by hand, and multiplies the exact cost of one round by the rounds
+// per minute at the default interval.
+func TestIdleWireBytes(t *testing.T) {
+	checkLeaks(t)
+	cfg := DefaultConfig()
+	cfg.KeepAliveInterval = time.Hour
+	p := newPair(t, "tls", pairOpts{hubCfg: &cfg, agentCfg: &cfg})
+	// An open Sync stream and both gRPC transports, as in production.
+	ctx := callCtx(t)
+	sync, err := fleetClient(t, p.agent).Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sync.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{Cluster: testCluster}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sync.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agentClient(t, p.hub).Diagnose(ctx, &fleetv1.DiagnoseRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	wire := func() uint64 { return p.wireHub.BytesIn() + p.wireHub.BytesOut() }
+	// Let stray acks (HTTP/2 window updates, BDP pings) settle.
+	waitFor(t, 5*time.Second, "wire to go quiet", func() bool {
+		before := wire()
+		if _, err := p.hub.mux.Ping(); err != nil {
+			t.Fatal(err)
+		}
+		return wire()-before <= 2*(12+22)
+	})
+	const rounds = 20
+	before := wire()
+	for range rounds {
+		if _, err := p.hub.mux.Ping(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.agent.mux.Ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perRound := float64(wire()-before) / rounds
+	perMinute := perRound * float64(time.Minute) / float64(DefaultConfig().KeepAliveInterval)
+	t.Logf("idle tunnel: %.0f wire bytes per keepalive round (ping+pong each way), %.0f B/min at KeepAliveInterval=%v",
+		perRound, perMinute, DefaultConfig().KeepAliveInterval)
+	if perMinute > 1024 {
+		t.Errorf("idle tunnel costs %.0f B/min, want under 1 KiB", perMinute)
+	}
+}
+
+// TestReconnectWireBytes measures the wire bytes of a reconnect whose sync
+// finds nothing new: TLS 1.3 handshake with client certificate, then the
+// tunnel and gRPC transport setup plus one Hello/Welcome exchange.
+func TestReconnectWireBytes(t *testing.T) {
+	checkLeaks(t)
+	p := newPair(t, "tls", pairOpts{})
+	handshake := p.wireHub.BytesIn() + p.wireHub.BytesOut()
+	ctx := callCtx(t)
+	sync, err := fleetClient(t, p.agent).Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
+		Cluster: testCluster, AgentVersion: "v0.1.0", HaveRevision: 42, Hostname: "edge-paris-1-node-a",
+	}}}
+	if err := sync.Send(hello); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sync.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "hub to count the exchange", func() bool {
+		return p.wireAgent.BytesIn() == p.wireHub.BytesOut() && p.wireAgent.BytesOut() == p.wireHub.BytesIn()
+	})
+	total := p.wireHub.BytesIn() + p.wireHub.BytesOut()
+	t.Logf("reconnect, no change: TLS handshake %d B, tunnel+gRPC setup+Hello/Welcome %d B, total %d B (agent→hub %d, hub→agent %d)",
+		handshake, total-handshake, total, p.wireHub.BytesIn(), p.wireHub.BytesOut())
+}
