@@ -404,6 +404,5 @@ func errContains(err error, sub string) bool {
 	return err != nil && strings.Contains(err.Error(), sub)
 }
 
-
 func tlsServer(c net.Conn, p testPKI) *tls.Conn { return tls.Server(c, p.serverTLS()) }
 func tlsClient(c net.Conn, p testPKI) *tls.Conn { return tls.Client(c, p.clientTLS()) }

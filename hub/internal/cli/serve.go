@@ -71,4 +71,3 @@ func (l *logFlags) logger(w interface{ Write([]byte) (int, error) }) (*slog.Logg
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", l.format)}
 }
-

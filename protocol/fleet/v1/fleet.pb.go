@@ -554,9 +554,12 @@ func (x *Ack) GetRevision() uint64 {
 type StatusReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Desired-state revision the report describes.
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Services      []*ServiceStatus       `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
-	Observed      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=observed,proto3" json:"observed,omitempty"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Services []*ServiceStatus       `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	Observed *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=observed,proto3" json:"observed,omitempty"`
+	// Outbox sequence number of this report; the hub answers with a
+	// StatusAck so the agent deletes it from its outbox only once stored.
+	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +613,13 @@ func (x *StatusReport) GetObserved() *timestamppb.Timestamp {
 		return x.Observed
 	}
 	return nil
+}
+
+func (x *StatusReport) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type ServiceStatus struct {
@@ -719,6 +729,7 @@ type HubMessage struct {
 	//
 	//	*HubMessage_Welcome
 	//	*HubMessage_Desired
+	//	*HubMessage_StatusAck
 	Msg           isHubMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -779,6 +790,15 @@ func (x *HubMessage) GetDesired() *DesiredState {
 	return nil
 }
 
+func (x *HubMessage) GetStatusAck() *StatusAck {
+	if x != nil {
+		if x, ok := x.Msg.(*HubMessage_StatusAck); ok {
+			return x.StatusAck
+		}
+	}
+	return nil
+}
+
 type isHubMessage_Msg interface {
 	isHubMessage_Msg()
 }
@@ -791,9 +811,60 @@ type HubMessage_Desired struct {
 	Desired *DesiredState `protobuf:"bytes,2,opt,name=desired,proto3,oneof"`
 }
 
+type HubMessage_StatusAck struct {
+	StatusAck *StatusAck `protobuf:"bytes,3,opt,name=status_ack,json=statusAck,proto3,oneof"`
+}
+
 func (*HubMessage_Welcome) isHubMessage_Msg() {}
 
 func (*HubMessage_Desired) isHubMessage_Msg() {}
+
+func (*HubMessage_StatusAck) isHubMessage_Msg() {}
+
+// StatusAck confirms that the hub stored every status report up to seq.
+type StatusAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusAck) Reset() {
+	*x = StatusAck{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusAck) ProtoMessage() {}
+
+func (x *StatusAck) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
+func (*StatusAck) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StatusAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
 
 // Welcome answers Hello.
 type Welcome struct {
@@ -808,7 +879,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +891,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +904,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Welcome) GetCluster() string {
@@ -873,7 +944,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +956,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +969,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DesiredState) GetCluster() string {
@@ -961,7 +1032,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1044,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1057,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Service) GetName() string {
@@ -1073,7 +1144,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1156,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1169,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1138,7 +1209,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1221,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1234,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1185,7 +1256,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1268,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1281,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1235,7 +1306,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1318,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1331,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 type DiagnoseResponse struct {
@@ -1277,7 +1348,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1360,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1373,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -1375,11 +1446,12 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x0eoutbox_pending\x18\x02 \x01(\x04R\routboxPending\x12%\n" +
 	"\x0eoutbox_dropped\x18\x03 \x01(\x04R\routboxDropped\"!\n" +
 	"\x03Ack\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\x9e\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xb0\x01\n" +
 	"\fStatusReport\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12:\n" +
 	"\bservices\x18\x02 \x03(\v2\x1e.tether.fleet.v1.ServiceStatusR\bservices\x126\n" +
-	"\bobserved\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bobserved\"\x87\x02\n" +
+	"\bobserved\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bobserved\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\x87\x02\n" +
 	"\rServiceStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1388,12 +1460,16 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\brevision\x18\x05 \x01(\x04R\brevision\x12,\n" +
 	"\x12last_deployed_hash\x18\x06 \x01(\tR\x10lastDeployedHash\x12\x18\n" +
 	"\amessage\x18\a \x01(\tR\amessage\x12.\n" +
-	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x84\x01\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xc1\x01\n" +
 	"\n" +
 	"HubMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.tether.fleet.v1.WelcomeH\x00R\awelcome\x129\n" +
-	"\adesired\x18\x02 \x01(\v2\x1d.tether.fleet.v1.DesiredStateH\x00R\adesiredB\x05\n" +
-	"\x03msg\"\x8d\x01\n" +
+	"\adesired\x18\x02 \x01(\v2\x1d.tether.fleet.v1.DesiredStateH\x00R\adesired\x12;\n" +
+	"\n" +
+	"status_ack\x18\x03 \x01(\v2\x1a.tether.fleet.v1.StatusAckH\x00R\tstatusAckB\x05\n" +
+	"\x03msg\"\x1d\n" +
+	"\tStatusAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x8d\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1467,7 +1543,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -1480,49 +1556,51 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*StatusReport)(nil),          // 8: tether.fleet.v1.StatusReport
 	(*ServiceStatus)(nil),         // 9: tether.fleet.v1.ServiceStatus
 	(*HubMessage)(nil),            // 10: tether.fleet.v1.HubMessage
-	(*Welcome)(nil),               // 11: tether.fleet.v1.Welcome
-	(*DesiredState)(nil),          // 12: tether.fleet.v1.DesiredState
-	(*Service)(nil),               // 13: tether.fleet.v1.Service
-	(*Tombstone)(nil),             // 14: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 15: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 16: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 17: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 18: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*StatusAck)(nil),             // 11: tether.fleet.v1.StatusAck
+	(*Welcome)(nil),               // 12: tether.fleet.v1.Welcome
+	(*DesiredState)(nil),          // 13: tether.fleet.v1.DesiredState
+	(*Service)(nil),               // 14: tether.fleet.v1.Service
+	(*Tombstone)(nil),             // 15: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 16: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 17: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 18: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 19: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	19, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	19, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	20, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	20, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	5,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	6,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	7,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	8,  // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
-	19, // 6: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	20, // 6: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	9,  // 7: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	19, // 8: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	19, // 9: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
-	11, // 10: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
-	12, // 11: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
-	19, // 12: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	13, // 13: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	14, // 14: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	19, // 15: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	19, // 16: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 17: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 18: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 19: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	15, // 20: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	17, // 21: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 22: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 23: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	10, // 24: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	16, // 25: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	18, // 26: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	20, // 8: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	20, // 9: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	12, // 10: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
+	13, // 11: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
+	11, // 12: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
+	20, // 13: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	14, // 14: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
+	15, // 15: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	20, // 16: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	20, // 17: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 18: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 19: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 20: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	16, // 21: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	18, // 22: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 23: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 24: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	10, // 25: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	17, // 26: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	19, // 27: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -1539,6 +1617,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 	file_protocol_fleet_v1_fleet_proto_msgTypes[10].OneofWrappers = []any{
 		(*HubMessage_Welcome)(nil),
 		(*HubMessage_Desired)(nil),
+		(*HubMessage_StatusAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1546,7 +1625,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
