@@ -50,9 +50,9 @@ up() {
 	for c in edge-paris-1 edge-berlin-1; do
 		if [ ! -f "$state/$c/agent.db" ]; then
 			token="$("$bin/tether" token create --cluster "$c" --label site="${c%-1}" 2>/dev/null)"
-			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --hub "$agent_addr" --token "$token"
+			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --hub "$agent_addr" --token "$token" --no-cluster
 		else
-			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c"
+			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --no-cluster
 		fi
 	done
 	wait_for "two agents to connect" 60 connected 2

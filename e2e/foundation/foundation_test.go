@@ -212,7 +212,7 @@ func TestConnectedFleet(t *testing.T) {
 	for _, name := range []string{"edge-a", "edge-b"} {
 		tok := strings.TrimSpace(mustRun(t, env, "tether", "token", "create", "--cluster", name, "--ttl", "10m"))
 		dirs[name] = t.TempDir()
-		start(t, name, "tether-agent", "run", "--data-dir", dirs[name], "--hub", agentAddr, "--token", tok, "--max-backoff", "2s")
+		start(t, name, "tether-agent", "run", "--data-dir", dirs[name], "--hub", agentAddr, "--token", tok, "--max-backoff", "2s", "--no-cluster")
 	}
 	allState := func(want string) func() (bool, string) {
 		return func() (bool, string) {

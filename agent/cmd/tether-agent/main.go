@@ -22,9 +22,11 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
 	"github.com/tetherfleet/tether/agent/internal/localapi"
+	"github.com/tetherfleet/tether/agent/internal/reconcile"
 	"github.com/tetherfleet/tether/protocol/version"
 )
 
@@ -69,7 +71,9 @@ const dbName = "agent.db"
 func newRunCmd(stderr io.Writer) *cobra.Command {
 	cfg := link.DefaultConfig()
 	var (
-		dataDir, logLevel, logFormat string
+		dataDir, logLevel, logFormat, kubeconfig string
+		noCluster                                bool
+		driftInterval                            time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run --data-dir DIR [--hub HOST:PORT --token TOKEN]",
@@ -109,14 +113,50 @@ whatever it installed running.`,
 				}
 			}()
 			cfg.Cache = c
+			cfg.Outbox = c
 			cfg.Logger = log
 			cfg.Hubs = splitHubs(cfg.Hubs)
-			l, err := link.New(cfg)
+			var rec *reconcile.Reconciler
+			var l *link.Link
+			if !noCluster {
+				rc, err := apply.LoadRESTConfig(kubeconfig)
+				if err != nil {
+					return fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
+				}
+				ecfg := apply.DefaultConfig()
+				ecfg.RESTConfig = rc
+				ecfg.Logger = log
+				engine, err := apply.New(ecfg)
+				if err != nil {
+					return err
+				}
+				defer engine.Close()
+				rcfg := reconcile.DefaultConfig()
+				rcfg.Cache, rcfg.Engine, rcfg.Logger = c, engine, log
+				rcfg.Charts = chartsVia(func() *link.Link { return l })
+				rcfg.Notify = func() { l.KickOutbox() }
+				if driftInterval > 0 {
+					rcfg.Interval = driftInterval
+				}
+				if rec, err = reconcile.New(rcfg); err != nil {
+					return err
+				}
+				cfg.Handler = rec
+			}
+			l, err = link.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer l.Close()
-			local, err := localapi.Listen(dataDir, func() any { return statusOf(l.Status(), c, true) }, log)
+			local, err := localapi.Listen(dataDir, func() any {
+				st := statusOf(l.Status(), c, true)
+				if rec != nil {
+					for _, s := range rec.Statuses() {
+						st.Services = append(st.Services, serviceView{Name: s.GetName(), Namespace: s.GetNamespace(), State: s.GetState(), Message: s.GetMessage()})
+					}
+				}
+				return st
+			}, log)
 			if err != nil {
 				return err
 			}
@@ -129,7 +169,14 @@ whatever it installed running.`,
 					log.Warn("local status socket", "err", err)
 				}
 			})
-			log.Info("agent starting", "version", version.Get(), "data_dir", dataDir)
+			if rec != nil {
+				wg.Go(func() {
+					if err := rec.Run(ctx); err != nil {
+						log.Error("reconcile loop", "err", err)
+					}
+				})
+			}
+			log.Info("agent starting", "version", version.Get(), "data_dir", dataDir, "manages_cluster", rec != nil)
 			err = l.Run(ctx)
 			cancel()
 			return err
@@ -140,9 +187,20 @@ whatever it installed running.`,
 	f.StringSliceVar(&cfg.Hubs, "hub", nil, "hub agent address HOST:PORT (repeatable; tried in turn)")
 	f.StringVar(&cfg.Token, "token", os.Getenv("TETHER_TOKEN"), "join token for the first start (default $TETHER_TOKEN)")
 	f.DurationVar(&cfg.MaxBackoff, "max-backoff", cfg.MaxBackoff, "longest wait between reconnect attempts")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default $KUBECONFIG, in-cluster, else ~/.kube/config)")
+	f.BoolVar(&noCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
+	f.DurationVar(&driftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd
+}
+
+// chartsVia fetches charts through the link, which is created after the
+// reconciler that needs it.
+type chartsVia func() *link.Link
+
+func (f chartsVia) FetchChart(ctx context.Context, digest string) ([]byte, error) {
+	return f().FetchChart(ctx, digest)
 }
 
 func splitHubs(in []string) []string {
@@ -177,6 +235,15 @@ type agentStatus struct {
 	Running bool        `json:"running"`
 	Link    link.Status `json:"link"`
 	Outbox  outboxStats `json:"outbox"`
+	// Services is what the reconciler last saw, when the agent runs.
+	Services []serviceView `json:"services,omitempty"`
+}
+
+type serviceView struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	State     string `json:"state"`
+	Message   string `json:"message,omitempty"`
 }
 
 type outboxStats struct {
@@ -321,7 +388,19 @@ func printStatus(w io.Writer, st agentStatus, format string) error {
 		fmt.Fprintf(tw, "Certificate expires:\t%s\n", l.CertExpires.Local().Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "Outbox:\t%d pending (%d bytes), %d dropped\n", st.Outbox.Pending, st.Outbox.Bytes, st.Outbox.Dropped)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Services) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tNAMESPACE\tSTATE\tMESSAGE")
+		for _, s := range st.Services {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.Namespace, s.State, s.Message)
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
 func newVersionCmd(stdout io.Writer) *cobra.Command {

@@ -6,8 +6,10 @@ package link
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
@@ -51,6 +54,20 @@ type Cache interface {
 	SaveLinkState(cache.LinkState) error
 }
 
+// Outbox is the agent's durable queue of reports for the hub. Entries are
+// removed only after the hub acknowledged storing them.
+type Outbox interface {
+	Peek(n int) ([]cache.OutboxEntry, error)
+	Ack(uptoSeq uint64) error
+	OutboxStats() (cache.OutboxStats, error)
+}
+
+// Outbox entry kinds the link knows how to send.
+const (
+	// KindStatus entries hold a marshalled fleetv1.StatusReport.
+	KindStatus = "status"
+)
+
 // Handler receives desired state from the hub. Desired must persist the
 // state before it returns: the link acknowledges it afterwards.
 type Handler interface {
@@ -67,7 +84,9 @@ type Config struct {
 	// Token enrols the agent when the cache holds no identity.
 	Token   string
 	Handler Handler
-	Tunnel  tunnel.Config
+	// Outbox holds status reports to send; nil sends none.
+	Outbox Outbox
+	Tunnel tunnel.Config
 	// DialTimeout bounds TCP connect plus TLS handshake.
 	DialTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the reconnect delay.
@@ -116,6 +135,13 @@ type Link struct {
 	renewAt  time.Time
 	st       Status
 	hubIndex int
+	// client is the Fleet client of the live connection, nil when offline.
+	client fleetv1.FleetClient
+	// outboxKick wakes the outbox drain.
+	outboxKick chan struct{}
+	// tickets caches TLS session tickets so a reconnect resumes the session
+	// instead of a full handshake with certificates.
+	tickets tls.ClientSessionCache
 }
 
 // New returns a Link; Run connects it.
@@ -145,7 +171,7 @@ func New(cfg Config) (*Link, error) {
 	if err := cfg.Tunnel.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Link{cfg: cfg, log: cfg.Logger}
+	l := &Link{cfg: cfg, log: cfg.Logger, outboxKick: make(chan struct{}, 1), tickets: tls.NewLRUClientSessionCache(4)}
 	l.grpc = grpc.NewServer(tunnel.ServerOptions(cfg.Tunnel)...)
 	fleetv1.RegisterAgentServer(l.grpc, &agentService{l: l})
 	return l, nil
@@ -427,6 +453,7 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) 
 func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 	l.mu.Lock()
 	tc := mutualTLS(l.cert, l.ca)
+	tc.ClientSessionCache = l.tickets
 	cluster := l.id.Cluster
 	l.mu.Unlock()
 	sess, err := l.dialHub(ctx, hub, tc, l.grpc)
@@ -475,17 +502,30 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 		beat = 30 * time.Second
 	}
 	out := &syncSender{stream: stream}
+	l.mu.Lock()
+	l.client = client
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.client = nil
+		l.mu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Go(func() {
-		if err := l.heartbeats(sctx, out, client, beat); err != nil && sctx.Err() == nil {
+	fail := func(err error) {
+		if err != nil && sctx.Err() == nil {
 			select {
 			case errc <- err:
 			default:
 			}
 			cancel()
 		}
-	})
+	}
+	acks := make(chan uint64, 1)
+	wg.Go(func() { fail(l.heartbeats(sctx, out, client, beat)) })
+	if l.cfg.Outbox != nil {
+		wg.Go(func() { fail(l.drain(sctx, out, acks)) })
+	}
 	defer wg.Wait()
 	defer cancel()
 	for {
@@ -504,6 +544,20 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 		l.mu.Lock()
 		l.st.LastContact = l.cfg.Now()
 		l.mu.Unlock()
+		if a := msg.GetStatusAck(); a != nil {
+			select {
+			case acks <- a.GetSeq():
+			default:
+				// The drain has not read the previous ack; the newer one
+				// covers it.
+				select {
+				case <-acks:
+				default:
+				}
+				acks <- a.GetSeq()
+			}
+			continue
+		}
 		if ds := msg.GetDesired(); ds != nil && l.cfg.Handler != nil {
 			if err := l.cfg.Handler.Desired(sctx, ds); err != nil {
 				return fmt.Errorf("store desired revision %d: %w", ds.GetRevision(), err)
@@ -540,9 +594,13 @@ func (l *Link) heartbeats(ctx context.Context, out *syncSender, client fleetv1.F
 			return nil
 		case <-t.C:
 		}
-		err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Heartbeat{Heartbeat: &fleetv1.Heartbeat{
-			Sent: timestamppb.New(l.cfg.Now()),
-		}}})
+		hb := &fleetv1.Heartbeat{Sent: timestamppb.New(l.cfg.Now())}
+		if l.cfg.Outbox != nil {
+			if st, err := l.cfg.Outbox.OutboxStats(); err == nil {
+				hb.OutboxPending, hb.OutboxDropped = st.Pending, st.Dropped
+			}
+		}
+		err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Heartbeat{Heartbeat: hb}})
 		if err != nil {
 			return fmt.Errorf("send heartbeat: %w", err)
 		}
@@ -585,6 +643,130 @@ func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error
 	}
 	l.log.Info("certificate renewed", "cluster", id.Cluster, "expires", id.NotAfter)
 	return nil
+}
+
+// KickOutbox tells the link that new outbox entries are waiting.
+func (l *Link) KickOutbox() {
+	select {
+	case l.outboxKick <- struct{}{}:
+	default:
+	}
+}
+
+// drainBatch bounds the reports in flight before the hub acknowledges.
+const drainBatch = 32
+
+// drain sends outbox entries oldest first and deletes them once the hub
+// acknowledged storing them. Entries survive a broken link and an agent
+// restart; a report sent twice is harmless because newer reports supersede
+// older ones at the hub.
+func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan uint64) error {
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	for {
+		entries, err := l.cfg.Outbox.Peek(drainBatch)
+		if err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		var last uint64
+		for _, e := range entries {
+			last = e.Seq
+			if e.Kind != KindStatus {
+				l.log.Warn("dropping outbox entry of unknown kind", "kind", e.Kind, "seq", e.Seq)
+				continue
+			}
+			var rep fleetv1.StatusReport
+			if err := proto.Unmarshal(e.Payload, &rep); err != nil {
+				l.log.Warn("dropping unreadable outbox entry", "seq", e.Seq, "err", err)
+				continue
+			}
+			rep.Seq = e.Seq
+			if err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Status{Status: &rep}}); err != nil {
+				return fmt.Errorf("send status report: %w", err)
+			}
+		}
+		if len(entries) > 0 {
+			if err := l.awaitAck(ctx, acks, last); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.outboxKick:
+		case <-poll.C:
+		}
+	}
+}
+
+// ackTimeout bounds the wait for the hub to acknowledge status reports.
+const ackTimeout = time.Minute
+
+func (l *Link) awaitAck(ctx context.Context, acks <-chan uint64, seq uint64) error {
+	t := time.NewTimer(ackTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			return fmt.Errorf("hub did not acknowledge status report %d within %s", seq, ackTimeout)
+		case got := <-acks:
+			if got > seq {
+				return fmt.Errorf("hub acknowledged status report %d, only sent up to %d", got, seq)
+			}
+			if err := l.cfg.Outbox.Ack(got); err != nil {
+				return fmt.Errorf("ack outbox up to %d: %w", got, err)
+			}
+			if got == seq {
+				return nil
+			}
+		}
+	}
+}
+
+// ErrOffline: the call needs the hub and the link is down.
+var ErrOffline = errors.New("hub is not connected")
+
+// maxChartSize bounds a chart download.
+const maxChartSize = 64 << 20
+
+// FetchChart downloads a chart archive by digest over the live tunnel and
+// checks the digest.
+func (l *Link) FetchChart(ctx context.Context, digest string) ([]byte, error) {
+	l.mu.Lock()
+	client := l.client
+	l.mu.Unlock()
+	if client == nil {
+		return nil, fmt.Errorf("fetch chart %s: %w", digest, ErrOffline)
+	}
+	stream, err := client.FetchChart(ctx, &fleetv1.FetchChartRequest{Digest: digest})
+	if err != nil {
+		return nil, fmt.Errorf("fetch chart %s: %w", digest, err)
+	}
+	var buf []byte
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch chart %s: %w", digest, err)
+		}
+		if chunk.GetTotalSize() > maxChartSize || uint64(len(buf)+len(chunk.GetData())) > maxChartSize {
+			return nil, fmt.Errorf("fetch chart %s: larger than %d bytes", digest, maxChartSize)
+		}
+		if buf == nil {
+			buf = make([]byte, 0, chunk.GetTotalSize())
+		}
+		buf = append(buf, chunk.GetData()...)
+	}
+	sum := sha256.Sum256(buf)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != digest {
+		return nil, fmt.Errorf("fetch chart %s: received archive has digest %s", digest, got)
+	}
+	return buf, nil
 }
 
 type agentService struct {

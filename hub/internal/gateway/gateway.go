@@ -62,9 +62,13 @@ type Config struct {
 	// (enrol or an authorised sync) this long after its handshake, so idle
 	// or garbage connections cannot pile up.
 	SetupTimeout time.Duration
-	Tunnel       tunnel.Config
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// SessionTicketKey, if set, encrypts TLS session tickets. Keeping it
+	// across restarts lets agents resume their TLS session after a hub
+	// restart instead of a full handshake with certificates.
+	SessionTicketKey [32]byte
+	Tunnel           tunnel.Config
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // DefaultConfig returns a Config with production defaults; Registry,
@@ -181,6 +185,9 @@ func New(cfg Config) (*Gateway, error) {
 		// call is refused without one by the interceptors.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  cfg.ClientCAs,
+	}
+	if cfg.SessionTicketKey != ([32]byte{}) {
+		g.tls.SetSessionTicketKeys([][32]byte{cfg.SessionTicketKey})
 	}
 	opts := append(tunnel.ServerOptions(cfg.Tunnel),
 		grpc.ChainUnaryInterceptor(g.unaryAuth),

@@ -1,0 +1,564 @@
+// Package reconcile keeps the agent's cluster in line with its desired
+// state. It materialises the hub's desired-state deltas into the bbolt
+// cache (before the link acknowledges them), installs and upgrades Helm
+// releases in dependsOn order, watches their health, corrects drift,
+// uninstalls what was deleted, and queues per-service status in the outbox.
+// It works from the cache alone while the hub is unreachable, also across
+// agent restarts.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+)
+
+// Service states reported to the hub.
+const (
+	StatePending      = "Pending"
+	StateProvisioning = "Provisioning"
+	StateDeployed     = "Deployed"
+	StateFailed       = "Failed"
+	StateDeleting     = "Deleting"
+	StateDeleted      = "Deleted"
+)
+
+// OutboxKindStatus is the outbox kind of status reports (the link sends
+// entries of this kind as StatusReport messages).
+const OutboxKindStatus = "status"
+
+// Cache is the part of the agent's bbolt file the reconciler uses.
+type Cache interface {
+	SaveDesired(rev uint64, payload []byte) error
+	LatestDesired() (uint64, []byte, error)
+	HasChart(digest string) (bool, error)
+	Chart(digest string) ([]byte, error)
+	PutChart(digest string, data []byte) error
+	Enqueue(kind string, payload []byte) error
+}
+
+// Engine applies Helm releases to the cluster.
+type Engine interface {
+	Apply(ctx context.Context, r apply.Release) (apply.Result, error)
+	Repair(ctx context.Context, r apply.Release) (apply.Result, error)
+	Health(ctx context.Context, name, namespace string) (apply.Health, error)
+	Drift(ctx context.Context, name, namespace string) (apply.Drift, error)
+	Uninstall(ctx context.Context, name, namespace string) error
+	List(ctx context.Context) ([]apply.ReleaseInfo, error)
+}
+
+// Charts fetches chart archives from the hub.
+type Charts interface {
+	FetchChart(ctx context.Context, digest string) ([]byte, error)
+}
+
+// Config configures a Reconciler.
+type Config struct {
+	Cache  Cache
+	Engine Engine
+	Charts Charts
+	// Notify is called after status was queued in the outbox.
+	Notify func()
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Interval is how often releases are checked for drift when nothing
+	// changes.
+	Interval time.Duration
+	// ProgressInterval is how often health is checked while a service is
+	// being provisioned.
+	ProgressInterval time.Duration
+	// HealthTimeout is how long a release may take to become healthy
+	// before it is reported Failed.
+	HealthTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults; Cache, Engine and Charts must be set.
+func DefaultConfig() Config {
+	return Config{Interval: 30 * time.Second, ProgressInterval: 2 * time.Second, HealthTimeout: 5 * time.Minute}
+}
+
+// Reconciler is the agent's control loop.
+type Reconciler struct {
+	cfg  Config
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu      sync.Mutex
+	desired *fleetv1.DesiredState // the full materialised state
+	svc     map[string]*svcState  // by namespace/name
+	// reported is the last status queued, to queue only changes.
+	reported []*fleetv1.ServiceStatus
+}
+
+// svcState is what the loop remembers of one service between passes.
+type svcState struct {
+	state    string
+	message  string
+	hash     string // lastDeployedHash
+	applied  string // hash last applied, healthy or not
+	since    time.Time
+	revision uint64
+	template string
+}
+
+// New loads the last desired state from the cache.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Cache == nil || cfg.Engine == nil || cfg.Charts == nil {
+		return nil, errors.New("reconcile: Config.Cache, Engine and Charts are required")
+	}
+	d := DefaultConfig()
+	if cfg.Interval <= 0 {
+		cfg.Interval = d.Interval
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = d.ProgressInterval
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = d.HealthTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Notify == nil {
+		cfg.Notify = func() {}
+	}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}}
+	rev, payload, err := cfg.Cache.LatestDesired()
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("reconcile: load desired state: %w", err)
+	default:
+		ds := &fleetv1.DesiredState{}
+		if err := proto.Unmarshal(payload, ds); err != nil {
+			return nil, fmt.Errorf("reconcile: cached desired revision %d: %w", rev, err)
+		}
+		r.desired = ds
+	}
+	return r, nil
+}
+
+// Revision is the desired-state revision the agent holds.
+func (r *Reconciler) Revision() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired.GetRevision()
+}
+
+func key(namespace, name string) string { return namespace + "/" + name }
+
+// Desired merges a delta (or full state) from the hub into the materialised
+// state and saves it before returning, so the link acknowledges only what
+// survives a crash. An older or equal revision is ignored.
+func (r *Reconciler) Desired(_ context.Context, ds *fleetv1.DesiredState) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ds.GetRevision() <= r.desired.GetRevision() {
+		return nil
+	}
+	next := &fleetv1.DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true}
+	byKey := map[string]*fleetv1.Service{}
+	if !ds.GetFull() {
+		for _, s := range r.desired.GetServices() {
+			byKey[key(s.GetNamespace(), s.GetName())] = s
+		}
+		for _, t := range ds.GetTombstones() {
+			delete(byKey, key(t.GetNamespace(), t.GetName()))
+		}
+	}
+	for _, s := range ds.GetServices() {
+		if s.GetName() == "" || s.GetNamespace() == "" {
+			return fmt.Errorf("desired revision %d: service %q in namespace %q: name and namespace are required", ds.GetRevision(), s.GetName(), s.GetNamespace())
+		}
+		byKey[key(s.GetNamespace(), s.GetName())] = s
+	}
+	for _, k := range slices.Sorted(mapsKeys(byKey)) {
+		next.Services = append(next.Services, byKey[k])
+	}
+	b, err := proto.Marshal(next)
+	if err != nil {
+		return err
+	}
+	if err := r.cfg.Cache.SaveDesired(next.GetRevision(), b); err != nil {
+		return err
+	}
+	r.desired = next
+	r.log.Info("desired state stored", "revision", next.GetRevision(), "services", len(next.GetServices()), "delta", !ds.GetFull())
+	r.Kick()
+	return nil
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// Kick asks for a reconcile pass now.
+func (r *Reconciler) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles until ctx is done.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+		case <-t.C:
+		}
+		busy := r.Pass(ctx)
+		next := r.cfg.Interval
+		if busy {
+			next = r.cfg.ProgressInterval
+		}
+		t.Reset(next)
+	}
+}
+
+// Pass runs one reconcile pass and reports whether a service is still in
+// progress.
+func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
+	r.mu.Lock()
+	ds := r.desired
+	r.mu.Unlock()
+	order, cycle := topoOrder(ds.GetServices())
+	done := map[string]bool{} // Deployed in this pass
+	for _, s := range order {
+		if ctx.Err() != nil {
+			return false
+		}
+		k := key(s.GetNamespace(), s.GetName())
+		st := r.state(k, s, ds.GetRevision())
+		if cycle[k] {
+			r.set(st, StateFailed, "dependsOn forms a cycle")
+			continue
+		}
+		if dep, ok := waitingOn(s, done); !ok {
+			r.set(st, StatePending, fmt.Sprintf("waiting for %s to be Deployed", dep))
+			continue
+		}
+		r.service(ctx, s, st)
+		if st.state == StateDeployed {
+			done[k] = true
+		}
+		busy = busy || st.state == StateProvisioning
+	}
+	if ds.GetRevision() > 0 {
+		r.removeDeleted(ctx, ds)
+	}
+	r.report(ds)
+	return busy
+}
+
+func (r *Reconciler) state(k string, s *fleetv1.Service, rev uint64) *svcState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.svc[k]
+	if !ok {
+		st = &svcState{state: StatePending, since: r.cfg.Now()}
+		r.svc[k] = st
+	}
+	st.revision = rev
+	st.template = s.GetTemplate()
+	return st
+}
+
+func (r *Reconciler) set(st *svcState, state, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.state != state {
+		st.since = r.cfg.Now()
+	}
+	st.state, st.message = state, msg
+}
+
+// service brings one service towards Deployed.
+func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcState) {
+	name, ns := s.GetName(), s.GetNamespace()
+	chart, err := r.chart(ctx, s.GetChartDigest())
+	if err != nil {
+		r.set(st, StatePending, err.Error())
+		return
+	}
+	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash()}
+	res, err := r.cfg.Engine.Apply(ctx, rel)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		r.set(st, StateFailed, err.Error())
+		r.log.Warn("apply failed", "service", key(ns, name), "err", err)
+		return
+	}
+	if res.Action != apply.ActionUnchanged {
+		r.log.Info("release applied", "service", key(ns, name), "action", res.Action, "revision", res.Revision)
+		r.mu.Lock()
+		st.applied = s.GetValuesHash()
+		st.since = r.cfg.Now()
+		st.state = StateProvisioning
+		st.message = string(res.Action)
+		r.mu.Unlock()
+	} else if st.state == StateDeployed || st.state == StateFailed && st.applied == s.GetValuesHash() {
+		// Up to date by hash: look for drift on the cluster.
+		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
+			r.log.Warn("drift check failed", "service", key(ns, name), "err", err)
+		} else if d.Drifted {
+			r.log.Info("drift found; repairing", "service", key(ns, name), "reasons", d.Reasons)
+			if _, err := r.cfg.Engine.Repair(ctx, rel); err != nil {
+				r.set(st, StateFailed, fmt.Sprintf("repair drift (%v): %v", d.Reasons, err))
+				return
+			}
+			r.set(st, StateProvisioning, "repaired drift: "+joinReasons(d.Reasons))
+		}
+	}
+	h, err := r.cfg.Engine.Health(ctx, name, ns)
+	if err != nil {
+		r.set(st, StateFailed, fmt.Sprintf("health check: %v", err))
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case h.Ready:
+		if st.state != StateDeployed {
+			st.since = r.cfg.Now()
+		}
+		st.state, st.message, st.hash, st.applied = StateDeployed, "", s.GetValuesHash(), s.GetValuesHash()
+	case r.cfg.Now().Sub(st.since) >= r.cfg.HealthTimeout:
+		if st.state != StateFailed {
+			st.since = r.cfg.Now()
+		}
+		st.state = StateFailed
+		st.message = fmt.Sprintf("not healthy after %s: %s", r.cfg.HealthTimeout, h.Message)
+	case st.state == StateDeployed:
+		// Was healthy, is not now (a pod died): provisioning again.
+		st.state, st.since, st.message = StateProvisioning, r.cfg.Now(), h.Message
+	case st.state != StateFailed:
+		st.state, st.message = StateProvisioning, h.Message
+	}
+}
+
+func joinReasons(rs []string) string {
+	if len(rs) > 3 {
+		rs = append(rs[:3:3], fmt.Sprintf("and %d more", len(rs)-3))
+	}
+	out := ""
+	for i, r := range rs {
+		if i > 0 {
+			out += "; "
+		}
+		out += r
+	}
+	return out
+}
+
+// chart returns a chart archive from the cache, fetching it from the hub
+// once when missing.
+func (r *Reconciler) chart(ctx context.Context, digest string) ([]byte, error) {
+	if digest == "" {
+		return nil, errors.New("desired state names no chart digest")
+	}
+	if ok, err := r.cfg.Cache.HasChart(digest); err != nil {
+		return nil, err
+	} else if ok {
+		return r.cfg.Cache.Chart(digest)
+	}
+	b, err := r.cfg.Charts.FetchChart(ctx, digest)
+	if err != nil {
+		return nil, fmt.Errorf("chart %s is not cached and could not be fetched: %w", digest, err)
+	}
+	if err := r.cfg.Cache.PutChart(digest, b); err != nil {
+		return nil, fmt.Errorf("cache chart %s: %w", digest, err)
+	}
+	return b, nil
+}
+
+// removeDeleted uninstalls releases this agent manages that the desired
+// state no longer holds. It never runs before a first desired state
+// arrived, so a wiped cache cannot remove a cluster's services.
+func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState) {
+	want := map[string]bool{}
+	for _, s := range ds.GetServices() {
+		want[key(s.GetNamespace(), s.GetName())] = true
+	}
+	rels, err := r.cfg.Engine.List(ctx)
+	if err != nil {
+		r.log.Warn("list releases", "err", err)
+		return
+	}
+	for _, rel := range rels {
+		k := key(rel.Namespace, rel.Name)
+		if want[k] {
+			continue
+		}
+		r.mu.Lock()
+		st, ok := r.svc[k]
+		if !ok {
+			st = &svcState{}
+			r.svc[k] = st
+		}
+		st.state, st.message, st.revision = StateDeleting, "", ds.GetRevision()
+		r.mu.Unlock()
+		if err := r.cfg.Engine.Uninstall(ctx, rel.Name, rel.Namespace); err != nil {
+			r.set(st, StateFailed, fmt.Sprintf("uninstall: %v", err))
+			continue
+		}
+		r.log.Info("release uninstalled", "service", k)
+		r.set(st, StateDeleted, "")
+	}
+}
+
+// Statuses returns the current status of every service, sorted.
+func (r *Reconciler) Statuses() []*fleetv1.ServiceStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.statusesLocked()
+}
+
+func (r *Reconciler) statusesLocked() []*fleetv1.ServiceStatus {
+	keys := slices.Sorted(mapsKeys(r.svc))
+	out := make([]*fleetv1.ServiceStatus, 0, len(keys))
+	for _, k := range keys {
+		st := r.svc[k]
+		ns, name := splitKey(k)
+		out = append(out, &fleetv1.ServiceStatus{
+			Name: name, Namespace: ns, Template: st.template, State: st.state, Revision: st.revision,
+			LastDeployedHash: st.hash, Message: st.message, Time: timestamppb.New(st.since),
+		})
+	}
+	return out
+}
+
+func splitKey(k string) (ns, name string) {
+	for i := range len(k) {
+		if k[i] == '/' {
+			return k[:i], k[i+1:]
+		}
+	}
+	return "", k
+}
+
+// report queues a status report when anything changed since the last one.
+// Deleted services are reported once, then forgotten.
+func (r *Reconciler) report(ds *fleetv1.DesiredState) {
+	r.mu.Lock()
+	cur := r.statusesLocked()
+	changed := len(cur) != len(r.reported)
+	for i := 0; !changed && i < len(cur); i++ {
+		a, b := cur[i], r.reported[i]
+		changed = a.GetName() != b.GetName() || a.GetNamespace() != b.GetNamespace() || a.GetState() != b.GetState() ||
+			a.GetMessage() != b.GetMessage() || a.GetRevision() != b.GetRevision() || a.GetLastDeployedHash() != b.GetLastDeployedHash()
+	}
+	for k, st := range r.svc {
+		if st.state == StateDeleted {
+			delete(r.svc, k)
+		}
+	}
+	if !changed {
+		r.mu.Unlock()
+		return
+	}
+	r.reported = cur
+	r.mu.Unlock()
+	rep := &fleetv1.StatusReport{Revision: ds.GetRevision(), Services: cur, Observed: timestamppb.New(r.cfg.Now())}
+	b, err := proto.Marshal(rep)
+	if err == nil {
+		err = r.cfg.Cache.Enqueue(OutboxKindStatus, b)
+	}
+	if err != nil {
+		r.log.Warn("queue status report", "err", err)
+		return
+	}
+	r.cfg.Notify()
+}
+
+// topoOrder orders services so dependencies come first; services in a
+// dependency cycle are returned in cycle. dependsOn entries name a service
+// as "namespace/name" or, in the same namespace, "name".
+func topoOrder(svcs []*fleetv1.Service) (order []*fleetv1.Service, cycle map[string]bool) {
+	byKey := map[string]*fleetv1.Service{}
+	for _, s := range svcs {
+		byKey[key(s.GetNamespace(), s.GetName())] = s
+	}
+	const (
+		unseen = iota
+		visiting
+		visited
+	)
+	mark := map[string]int{}
+	cycle = map[string]bool{}
+	var visit func(k string, path []string)
+	visit = func(k string, path []string) {
+		switch mark[k] {
+		case visited:
+			return
+		case visiting:
+			for i := len(path) - 1; i >= 0; i-- {
+				cycle[path[i]] = true
+				if path[i] == k {
+					break
+				}
+			}
+			return
+		}
+		mark[k] = visiting
+		s := byKey[k]
+		for _, d := range s.GetDependsOn() {
+			dk := depKey(s, d)
+			if _, ok := byKey[dk]; ok {
+				visit(dk, append(path, k))
+			}
+		}
+		mark[k] = visited
+		order = append(order, s)
+	}
+	for _, s := range svcs {
+		k := key(s.GetNamespace(), s.GetName())
+		visit(k, []string{k})
+	}
+	return order, cycle
+}
+
+func depKey(s *fleetv1.Service, dep string) string {
+	for i := range len(dep) {
+		if dep[i] == '/' {
+			return dep
+		}
+	}
+	return key(s.GetNamespace(), dep)
+}
+
+// waitingOn returns the first dependency not yet Deployed in this pass.
+func waitingOn(s *fleetv1.Service, done map[string]bool) (string, bool) {
+	for _, d := range s.GetDependsOn() {
+		if !done[depKey(s, d)] {
+			return d, false
+		}
+	}
+	return "", true
+}
