@@ -5,151 +5,48 @@
 package foundation
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
-var binDir string
+var bins *e2etest.Bins
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tether-e2e-bin-")
-	if err != nil {
+	var err error
+	if bins, err = e2etest.Build(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binDir = dir
-	for name, pkg := range map[string]string{
-		"tether":       "github.com/tetherfleet/tether/hub/cmd/tether",
-		"tether-agent": "github.com/tetherfleet/tether/agent/cmd/tether-agent",
-	} {
-		out, err := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	bins.Remove()
 	os.Exit(code)
 }
 
-// proc is a background process whose output goes to a log file that is
-// printed when the test fails.
-type proc struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-func start(t *testing.T, name string, args ...string) *proc {
+func run(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(binDir, args[0]), args[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- log of %s ---\n%s", name, b)
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and waits for the process to exit.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		t.Errorf("%s did not exit within 20s of SIGTERM", p.cmd.Path)
-	}
-}
-
-// run runs a CLI command to completion.
-func run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, args[0]), args[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code = cmd.ProcessState.ExitCode()
-	if err != nil && code < 0 {
-		t.Fatalf("%v: %v", args, err)
-	}
-	return o.String(), e.String(), code
+	return bins.Run(t, env, args...)
 }
 
 func mustRun(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	out, errOut, code := run(t, env, args...)
-	if code != 0 {
-		t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
-	}
-	return out
+	return bins.MustRun(t, env, args...)
 }
 
-func freeAddr(t *testing.T) string {
+func start(t *testing.T, name string, args ...string) *e2etest.Proc {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return bins.Start(t, name, nil, args...)
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if state != "" {
-			last = state
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last state:\n%s", timeout, what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+var eventually = e2etest.Eventually
 
 type cluster struct {
 	Name         string `json:"name"`
@@ -195,22 +92,15 @@ func status(t *testing.T, dataDir string) agentStatus {
 }
 
 func TestConnectedFleet(t *testing.T) {
-	hubDir := t.TempDir()
-	agentAddr, apiAddr := freeAddr(t), freeAddr(t)
-	hubArgs := []string{"tether", "serve", "--data-dir", hubDir, "--agent-addr", agentAddr, "--api-addr", apiAddr, "--heartbeat", "1s"}
-	hub := start(t, "hub", hubArgs...)
-	env := []string{"TETHER_CONFIG=" + filepath.Join(hubDir, "admin.yaml")}
-	eventually(t, "hub console API", 30*time.Second, func() (bool, string) {
-		out, errOut, code := run(t, env, "tether", "version")
-		return code == 0 && strings.Contains(out, "Hub:"), errOut
-	})
+	hub := bins.StartHub(t, "--heartbeat", "1s")
+	hubDir, agentAddr, env := hub.Dir, hub.AgentAddr, hub.Env
 	if fi, err := os.Stat(filepath.Join(hubDir, "admin.yaml")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin config: %v, mode %v; want mode 0600", err, fi.Mode())
 	}
 
 	dirs := map[string]string{}
 	for _, name := range []string{"edge-a", "edge-b"} {
-		tok := strings.TrimSpace(mustRun(t, env, "tether", "token", "create", "--cluster", name, "--ttl", "10m"))
+		tok := hub.Token(t, name)
 		dirs[name] = t.TempDir()
 		start(t, name, "tether-agent", "run", "--data-dir", dirs[name], "--hub", agentAddr, "--token", tok, "--max-backoff", "2s", "--no-cluster")
 	}
@@ -240,14 +130,14 @@ func TestConnectedFleet(t *testing.T) {
 	}
 
 	// Hub down: agents report Offline and keep retrying.
-	hub.stop(t)
+	hub.Proc.Stop(t)
 	eventually(t, "agent status Offline", 30*time.Second, func() (bool, string) {
 		st := status(t, dirs["edge-a"])
 		return st.Link.State == "Offline", fmt.Sprintf("%+v", st)
 	})
 
 	// Hub back: agents reconnect with only their data dir, no token.
-	start(t, "hub-restarted", hubArgs...)
+	hub.Restart(t)
 	eventually(t, "agents reconnect after hub restart", time.Minute, allState("Connected"))
 
 	// Delete revokes: the agent is disconnected and refused from then on.
@@ -277,4 +167,40 @@ func TestAgentStatusWithoutAgentOrHub(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, dir) {
 		t.Errorf("status of empty data dir: exit %d, stderr %q; want an error naming the dir", code, errOut)
 	}
+}
+
+func TestWrongCAPinRefused(t *testing.T) {
+	hub := bins.StartHub(t)
+	tok := hub.Token(t, "edge-pin")
+	// Same token, but pinning another CA: the agent must refuse the hub
+	// before it sends the secret.
+	parts := strings.Split(tok, ".")
+	parts[3] = strings.Repeat("ab", 32)
+	bad := strings.Join(parts, ".")
+	dir := t.TempDir()
+	_, errOut, code := run(t, nil, "tether-agent", "run", "--data-dir", dir, "--hub", hub.AgentAddr, "--token", bad, "--no-cluster")
+	if code == 0 || !strings.Contains(errOut, "pinned CA") {
+		t.Fatalf("agent with wrong CA pin: exit %d, stderr:\n%s\nwant a non-zero exit naming the pinned CA", code, errOut)
+	}
+	// The real token was not spent: it still enrols.
+	p := start(t, "agent", "tether-agent", "run", "--data-dir", t.TempDir(), "--hub", hub.AgentAddr, "--token", tok, "--no-cluster")
+	eventually(t, "agent with the right token connects", time.Minute, func() (bool, string) {
+		c := clusters(t, hub.Env)["edge-pin"]
+		return c.State == "Connected", fmt.Sprint(c)
+	})
+	p.Stop(t)
+}
+
+func TestHubAddressThatIsNotAHub(t *testing.T) {
+	// A plain HTTP server where the hub should be.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hello")) }))
+	defer srv.Close()
+	hub := bins.StartHub(t)
+	tok := hub.Token(t, "edge-x")
+	dir := t.TempDir()
+	start(t, "agent", "tether-agent", "run", "--data-dir", dir, "--hub", strings.TrimPrefix(srv.URL, "http://"), "--token", tok, "--no-cluster", "--max-backoff", "1s")
+	eventually(t, "status names the bad hub address", time.Minute, func() (bool, string) {
+		st := status(t, dir)
+		return strings.Contains(st.Link.LastError, "did not complete a TLS handshake as a Tether hub"), fmt.Sprintf("%+v", st)
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherfleet/tether/hub/internal/charts"
 	"github.com/tetherfleet/tether/hub/internal/fleet"
 )
 
@@ -48,21 +49,28 @@ func IsNotFound(err error) bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if in == nil {
+		return c.doRaw(ctx, method, path, "", nil, out)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.doRaw(ctx, method, path, "application/json", b, out)
+}
+
+func (c *Client) doRaw(ctx context.Context, method, path, contentType string, in []byte, out any) error {
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.cfg.Server, "/")+path, body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -123,4 +131,57 @@ func (c *Client) LabelCluster(ctx context.Context, name string, labels map[strin
 func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (fleet.TokenInfo, error) {
 	var t fleet.TokenInfo
 	return t, c.do(ctx, http.MethodPost, "/v1/tokens", req, &t)
+}
+
+// Apply sends one file's documents; they are applied atomically.
+func (c *Client) Apply(ctx context.Context, source string, data []byte) ([]ApplyResult, error) {
+	var out []ApplyResult
+	return out, c.doRaw(ctx, http.MethodPost, "/v1/apply?source="+url.QueryEscape(source), "application/yaml", data, &out)
+}
+
+// Objects lists objects of a kind; namespace "" means all namespaces.
+func (c *Client) Objects(ctx context.Context, kind, namespace string) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	p := "/v1/objects/" + url.PathEscape(kind)
+	if namespace != "" {
+		p += "?namespace=" + url.QueryEscape(namespace)
+	}
+	return out, c.do(ctx, http.MethodGet, p, nil, &out)
+}
+
+// Object returns one object.
+func (c *Client) Object(ctx context.Context, kind, namespace, name string) (json.RawMessage, error) {
+	var out json.RawMessage
+	return out, c.do(ctx, http.MethodGet, objectPath(kind, namespace, name), nil, &out)
+}
+
+// DeleteObject deletes one object.
+func (c *Client) DeleteObject(ctx context.Context, kind, namespace, name string) error {
+	return c.do(ctx, http.MethodDelete, objectPath(kind, namespace, name), nil, nil)
+}
+
+func objectPath(kind, namespace, name string) string {
+	return "/v1/objects/" + url.PathEscape(kind) + "/" + url.PathEscape(namespace) + "/" + url.PathEscape(name)
+}
+
+// PushChart uploads a chart archive.
+func (c *Client) PushChart(ctx context.Context, archive []byte) (charts.Chart, error) {
+	var out charts.Chart
+	return out, c.doRaw(ctx, http.MethodPost, "/v1/charts", "application/gzip", archive, &out)
+}
+
+// Charts lists the hub's charts.
+func (c *Client) Charts(ctx context.Context) ([]charts.Chart, error) {
+	var out []charts.Chart
+	return out, c.do(ctx, http.MethodGet, "/v1/charts", nil, &out)
+}
+
+// Services lists services per cluster; cluster "" means all.
+func (c *Client) Services(ctx context.Context, cluster string) ([]Service, error) {
+	var out []Service
+	p := "/v1/services"
+	if cluster != "" {
+		p += "?cluster=" + url.QueryEscape(cluster)
+	}
+	return out, c.do(ctx, http.MethodGet, p, nil, &out)
 }

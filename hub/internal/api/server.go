@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -100,6 +101,10 @@ type Config struct {
 	Fleet   Fleet
 	Gateway Gateway
 	Auth    Authenticator
+	Objects Objects
+	Charts  Charts
+	Desired Desired
+	Reports Reports
 	Logger  *slog.Logger
 }
 
@@ -116,7 +121,8 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("DELETE /v1/clusters/{name}", s.auth(RoleAdmin, s.deleteCluster))
 	mux.Handle("PATCH /v1/clusters/{name}/labels", s.auth(RoleAdmin, s.labelCluster))
 	mux.Handle("POST /v1/tokens", s.auth(RoleAdmin, s.createToken))
-	return http.MaxBytesHandler(mux, maxBody)
+	s.registerObjects(mux)
+	return mux
 }
 
 // maxBody bounds request bodies.
@@ -192,7 +198,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("decode %s body: %v", r.URL.Path, err)
@@ -266,6 +272,9 @@ func (s *server) deleteCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.cfg.Gateway.Disconnect(name)
+	if err := s.cfg.Reports.Delete(r.Context(), name); err != nil {
+		s.cfg.Logger.Warn("forget status reports of deleted cluster", "cluster", name, "err", err)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -100,6 +100,8 @@ console config from --config, else $TETHER_CONFIG, else
 		newDescribeCmd(g),
 		newDeleteCmd(g),
 		newLabelCmd(g),
+		newApplyCmd(g),
+		newChartCmd(g),
 	)
 	return root
 }

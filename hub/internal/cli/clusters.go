@@ -13,66 +13,6 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/api"
 )
 
-// clusterKinds are the names `get`, `describe` and `delete` accept.
-var clusterKinds = []string{"clusters", "cluster", "cl"}
-
-func isClusterKind(s string) bool { return slices.Contains(clusterKinds, s) }
-
-func kindArg(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return usageError{fmt.Errorf("%s: name a kind, e.g. clusters (see --help)", cmd.CommandPath())}
-	}
-	if !isClusterKind(args[0]) {
-		return usageError{fmt.Errorf("%s: unknown kind %q; known kinds: clusters", cmd.CommandPath(), args[0])}
-	}
-	return nil
-}
-
-func newGetCmd(g *globals) *cobra.Command {
-	var out outputFlag
-	cmd := &cobra.Command{
-		Use:   "get KIND [NAME]",
-		Short: "List objects of a kind, or show one",
-		Example: `  tether get clusters
-  tether get clusters -o wide
-  tether get cluster edge-paris-1 -o yaml`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := kindArg(cmd, args); err != nil {
-				return err
-			}
-			if len(args) > 2 {
-				return usageError{fmt.Errorf("%s: at most one name, got %d", cmd.CommandPath(), len(args)-1)}
-			}
-			return out.validate()
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
-			var cs []api.Cluster
-			if len(args) == 2 {
-				cl, err := c.Cluster(ctx, args[1], false)
-				if err != nil {
-					return fmt.Errorf("get cluster %q: %w", args[1], err)
-				}
-				cs = []api.Cluster{cl}
-			} else if cs, err = c.Clusters(ctx); err != nil {
-				return fmt.Errorf("get clusters: %w", err)
-			}
-			var v any = cs
-			if len(args) == 2 {
-				v = cs[0]
-			}
-			return out.print(g.stdout, v, func() table { return clusterTable(cs, time.Now()) })
-		},
-	}
-	addOutputFlag(cmd, &out, "wide", "yaml", "json")
-	return cmd
-}
-
 func clusterTable(cs []api.Cluster, now time.Time) table {
 	t := table{headers: []string{"NAME", "STATE", "LAST SEEN", "AGENT", "ADDRESS", "REVISION", "LABELS", "CERT EXPIRES"}, wide: 5}
 	for _, c := range cs {
@@ -99,34 +39,6 @@ func formatLabels(l map[string]string) string {
 		parts = append(parts, k+"="+l[k])
 	}
 	return strings.Join(parts, ",")
-}
-
-func newDescribeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "describe KIND NAME",
-		Short:   "Show one object in detail, asking its agent if connected",
-		Example: `  tether describe cluster edge-paris-1`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := kindArg(cmd, args); err != nil {
-				return err
-			}
-			return exactArgs(2, "KIND NAME")(cmd, args)
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
-			cl, err := c.Cluster(ctx, args[1], true)
-			if err != nil {
-				return fmt.Errorf("describe cluster %q: %w", args[1], err)
-			}
-			describeCluster(g, cl, time.Now())
-			return nil
-		},
-	}
 }
 
 func describeCluster(g *globals, c api.Cluster, now time.Time) {
@@ -165,36 +77,6 @@ func describeCluster(g *globals, c api.Cluster, now time.Time) {
 	tw.Flush()
 }
 
-func newDeleteCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "delete KIND NAME",
-		Short: "Delete an object; deleting a cluster revokes its agent",
-		Long: `Delete an object. Deleting a cluster removes it from the fleet, revokes its
-agent's certificate and join tokens, and closes its connection: the agent's
-next connect is refused. Workloads already on the cluster keep running.`,
-		Example: `  tether delete cluster edge-paris-1`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if err := kindArg(cmd, args); err != nil {
-				return err
-			}
-			return exactArgs(2, "KIND NAME")(cmd, args)
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(cmd)
-			defer cancel()
-			if err := c.DeleteCluster(ctx, args[1]); err != nil {
-				return fmt.Errorf("delete cluster %q: %w", args[1], err)
-			}
-			fmt.Fprintf(g.stdout, "cluster %q deleted; its agent certificate is revoked\n", args[1])
-			return nil
-		},
-	}
-}
-
 func newLabelCmd(g *globals) *cobra.Command {
 	var out outputFlag
 	cmd := &cobra.Command{
@@ -203,8 +85,8 @@ func newLabelCmd(g *globals) *cobra.Command {
 		Example: `  tether label cluster edge-paris-1 region=eu-west tier=edge
   tether label cluster edge-paris-1 tier-`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if err := kindArg(cmd, args); err != nil {
-				return err
+			if len(args) == 0 || args[0] != "cluster" && args[0] != "clusters" {
+				return usageError{fmt.Errorf("%s: only clusters have labels here: label cluster NAME KEY=VALUE", cmd.CommandPath())}
 			}
 			if len(args) < 3 {
 				return usageError{fmt.Errorf("%s: want cluster NAME and at least one KEY=VALUE or KEY-", cmd.CommandPath())}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -36,6 +37,25 @@ type Registry interface {
 	Seen(ctx context.Context, cluster string, info fleet.AgentInfo) error
 }
 
+// Desired answers what a cluster should run, as deltas from a revision.
+type Desired interface {
+	Delta(ctx context.Context, cluster string, have uint64) (*fleetv1.DesiredState, error)
+	Subscribe(cluster string) (<-chan struct{}, func())
+	// HasChart reports whether digest is in the cluster's desired state:
+	// an agent may fetch only its own charts.
+	HasChart(ctx context.Context, cluster, digest string) (bool, error)
+}
+
+// Charts serves chart archives by digest.
+type Charts interface {
+	Open(digest string) (io.ReadCloser, int64, error)
+}
+
+// StatusSink stores status reports from agents.
+type StatusSink interface {
+	SaveReport(ctx context.Context, cluster string, rep *fleetv1.StatusReport) error
+}
+
 // Signer signs agent certificates.
 type Signer interface {
 	SignAgentCSR(csrDER []byte, cluster string, ttl time.Duration, now time.Time) (certDER []byte, notAfter time.Time, err error)
@@ -45,6 +65,11 @@ type Signer interface {
 type Config struct {
 	Registry Registry
 	Signer   Signer
+	// Desired, Charts and Status serve services; nil leaves agents with no
+	// desired state.
+	Desired Desired
+	Charts  Charts
+	Status  StatusSink
 	// Certificate is the hub's serving certificate; its chain should include
 	// the CA so agents can pin it by fingerprint.
 	Certificate tls.Certificate

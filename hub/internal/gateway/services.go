@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -139,7 +140,8 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		}
 		g.log.Info("agent disconnected", "cluster", id.cluster, "remote", id.remote)
 	}()
-	err = stream.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
+	out := &hubSender{stream: stream}
+	err = out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
 		Cluster:          id.cluster,
 		ServerTime:       timestamppb.New(now),
 		HeartbeatSeconds: uint32(g.cfg.Heartbeat / time.Second),
@@ -147,6 +149,63 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 	if err != nil {
 		return err
 	}
+	if g.cfg.Desired != nil {
+		// Subscribe before the first delta so no change falls in between.
+		changed, unsubscribe := g.cfg.Desired.Subscribe(id.cluster)
+		defer unsubscribe()
+		pctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		wg.Go(func() { g.push(pctx, out, id.cluster, hello.GetHaveRevision(), changed) })
+	}
+	return g.receive(ctx, stream, out, s)
+}
+
+// hubSender serialises Send on a sync stream: the push loop and the
+// receive loop (status acks) both send.
+type hubSender struct {
+	mu     sync.Mutex
+	stream fleetv1.Fleet_SyncServer
+}
+
+func (h *hubSender) send(m *fleetv1.HubMessage) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stream.Send(m)
+}
+
+// push sends the agent what is newer than the revision it has, at once and
+// after every change. It ends with ctx; a failed send means the stream is
+// broken, which also ends the receive loop and so the call.
+func (g *Gateway) push(ctx context.Context, out *hubSender, cluster string, have uint64, changed <-chan struct{}) {
+	retry := time.NewTimer(0)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		ds, err := g.cfg.Desired.Delta(ctx, cluster, have)
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("desired state delta; will retry", "cluster", cluster, "err", err)
+			retry.Reset(5 * time.Second)
+		}
+		if ds != nil {
+			if err := out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Desired{Desired: ds}}); err != nil {
+				return
+			}
+			g.log.Info("desired state sent", "cluster", cluster, "revision", ds.GetRevision(), "from", have, "full", ds.GetFull(), "services", len(ds.GetServices()), "tombstones", len(ds.GetTombstones()))
+			have = ds.GetRevision()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-retry.C:
+		}
+	}
+}
+
+// receive handles what the agent sends on its sync stream until it ends.
+func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, out *hubSender, s *agentSession) error {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -164,6 +223,9 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 			g.mu.Unlock()
 		case *fleetv1.AgentMessage_Status:
 			g.beat(ctx, s)
+			if err := g.report(ctx, out, s.cluster, m.Status); err != nil {
+				return err
+			}
 		case *fleetv1.AgentMessage_Hello:
 			return status.Error(codes.InvalidArgument, "sync: hello sent twice")
 		default:
@@ -184,6 +246,60 @@ func (g *Gateway) beat(ctx context.Context, s *agentSession) {
 	if save {
 		if err := g.cfg.Registry.Seen(ctx, s.cluster, fleet.AgentInfo{}); err != nil {
 			g.log.Warn("record heartbeat", "cluster", s.cluster, "err", err)
+		}
+	}
+}
+
+// report stores a status report, then acknowledges it so the agent can
+// drop it from its outbox.
+func (g *Gateway) report(ctx context.Context, out *hubSender, cluster string, rep *fleetv1.StatusReport) error {
+	if g.cfg.Status != nil {
+		if err := g.cfg.Status.SaveReport(ctx, cluster, rep); err != nil {
+			// Not acknowledged: the agent sends it again after reconnecting.
+			return status.Errorf(codes.Unavailable, "store status report %d of %q: %v", rep.GetSeq(), cluster, err)
+		}
+	}
+	return out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_StatusAck{StatusAck: &fleetv1.StatusAck{Seq: rep.GetSeq()}}})
+}
+
+// chartChunk is the size of one FetchChart message.
+const chartChunk = 256 << 10
+
+// FetchChart streams a chart archive that is part of the caller's desired
+// state.
+func (f *fleetService) FetchChart(req *fleetv1.FetchChartRequest, stream fleetv1.Fleet_FetchChartServer) error {
+	g := f.g
+	ctx := stream.Context()
+	id := identityFrom(ctx)
+	digest := req.GetDigest()
+	if g.cfg.Desired == nil || g.cfg.Charts == nil {
+		return status.Error(codes.Unimplemented, "this hub serves no charts")
+	}
+	ok, err := g.cfg.Desired.HasChart(ctx, id.cluster, digest)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "fetch chart %q: %v", digest, err)
+	}
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "fetch chart %q: not in the desired state of cluster %q", digest, id.cluster)
+	}
+	rc, size, err := g.cfg.Charts.Open(digest)
+	if err != nil {
+		return status.Errorf(codes.NotFound, "fetch chart %q: %v", digest, err)
+	}
+	defer rc.Close()
+	buf := make([]byte, chartChunk)
+	for {
+		n, err := io.ReadFull(rc, buf)
+		if n > 0 {
+			if serr := stream.Send(&fleetv1.ChartChunk{Data: buf[:n], TotalSize: uint64(size)}); serr != nil {
+				return serr
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if err != nil {
+			return status.Errorf(codes.Internal, "fetch chart %q: read: %v", digest, err)
 		}
 	}
 }

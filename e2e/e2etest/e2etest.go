@@ -1,0 +1,222 @@
+// Package e2etest runs the real tether and tether-agent binaries for the
+// end-to-end scenarios: it builds them once per test binary, starts them as
+// background processes whose logs are printed when a test fails, runs CLI
+// commands, and waits on conditions with deadlines.
+package e2etest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bins holds the built binaries.
+type Bins struct {
+	Dir string
+}
+
+// Build compiles tether and tether-agent (with -race) into a new temporary
+// directory; call it from TestMain and Remove the directory after m.Run.
+func Build() (*Bins, error) {
+	dir, err := os.MkdirTemp("", "tether-e2e-bin-")
+	if err != nil {
+		return nil, err
+	}
+	for name, pkg := range map[string]string{
+		"tether":       "github.com/tetherfleet/tether/hub/cmd/tether",
+		"tether-agent": "github.com/tetherfleet/tether/agent/cmd/tether-agent",
+	} {
+		out, err := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	return &Bins{Dir: dir}, nil
+}
+
+// Remove deletes the binaries.
+func (b *Bins) Remove() { os.RemoveAll(b.Dir) }
+
+// Proc is a background process whose output goes to a log file that is
+// printed when the test fails.
+type Proc struct {
+	cmd  *exec.Cmd
+	Log  string
+	done chan struct{}
+}
+
+// Start runs a binary (args[0]: "tether" or "tether-agent") in the
+// background until Stop or the end of the test.
+func (b *Bins) Start(t *testing.T, name string, env []string, args ...string) *Proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(b.Dir, args[0]), args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &Proc{cmd: cmd, Log: logPath, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			t.Logf("--- log of %s (tail) ---\n%s", name, b)
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (p *Proc) Stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		t.Errorf("%s did not exit within 30s of SIGTERM", p.cmd.Path)
+	}
+}
+
+// Run runs a command to completion.
+func (b *Bins) Run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return b.RunStdin(t, env, nil, args...)
+}
+
+// RunStdin runs a command with stdin.
+func (b *Bins) RunStdin(t *testing.T, env []string, stdin []byte, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(b.Dir, args[0]), args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = cmd.ProcessState.ExitCode()
+	if err != nil && code < 0 {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// MustRun runs a command that must succeed and returns its stdout.
+func (b *Bins) MustRun(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	out, errOut, code := b.Run(t, env, args...)
+	if code != 0 {
+		t.Fatalf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// JSON runs a command that must succeed and decodes its stdout into v.
+func (b *Bins) JSON(t *testing.T, env []string, v any, args ...string) {
+	t.Helper()
+	out := b.MustRun(t, env, args...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("%s: decode output: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// FreeAddr returns a loopback address with a free port.
+func FreeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Eventually polls cond until it holds or the deadline passes; cond
+// returns whether it holds and a description of the current state for the
+// failure message.
+func Eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if state != "" {
+			last = state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state:\n%s", timeout, what, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Hub is a running hub process and the environment to reach it.
+type Hub struct {
+	Proc      *Proc
+	Dir       string
+	AgentAddr string
+	APIAddr   string
+	Env       []string
+	args      []string
+	bins      *Bins
+}
+
+// StartHub starts `tether serve` on free loopback ports and waits for its
+// console API.
+func (b *Bins) StartHub(t *testing.T, extra ...string) *Hub {
+	t.Helper()
+	h := &Hub{Dir: t.TempDir(), AgentAddr: FreeAddr(t), APIAddr: FreeAddr(t), bins: b}
+	h.args = append([]string{"tether", "serve", "--data-dir", h.Dir, "--agent-addr", h.AgentAddr, "--api-addr", h.APIAddr}, extra...)
+	h.Env = []string{"TETHER_CONFIG=" + filepath.Join(h.Dir, "admin.yaml")}
+	h.Restart(t)
+	return h
+}
+
+// Restart starts the hub again with the same data dir and ports (after
+// Proc.Stop).
+func (h *Hub) Restart(t *testing.T) {
+	t.Helper()
+	h.Proc = h.bins.Start(t, "hub", nil, h.args...)
+	Eventually(t, "hub console API", time.Minute, func() (bool, string) {
+		out, errOut, code := h.bins.Run(t, h.Env, "tether", "version")
+		return code == 0 && strings.Contains(out, "Hub:") && !strings.Contains(out, "unreachable"), out + errOut
+	})
+}
+
+// Token creates a join token for cluster.
+func (h *Hub) Token(t *testing.T, cluster string) string {
+	t.Helper()
+	return strings.TrimSpace(h.bins.MustRun(t, h.Env, "tether", "token", "create", "--cluster", cluster, "--ttl", "10m"))
+}

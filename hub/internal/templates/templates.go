@@ -1,0 +1,187 @@
+// Package templates resolves each ServiceTemplate's chart: it fetches the
+// chart from the template's HelmRepository (or finds a pushed one) into the
+// hub's chart store once, and records the digest in the template's status,
+// which the desired-state compiler reads. Failures are recorded in the
+// status message and retried.
+package templates
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tetherfleet/tether/hub/internal/charts"
+	"github.com/tetherfleet/tether/hub/internal/objects"
+	"github.com/tetherfleet/tether/hub/internal/store"
+)
+
+// Repo is the part of the object repository the resolver uses.
+type Repo interface {
+	Get(ctx context.Context, kind, namespace, name string) (objects.Object, error)
+	List(ctx context.Context, kind, namespace string) ([]objects.Object, error)
+	UpdateStatus(ctx context.Context, kind, namespace, name string, mutate func(objects.Object) error) (objects.Object, error)
+}
+
+// Charts resolves charts into the chart store.
+type Charts interface {
+	Resolve(ctx context.Context, ref charts.RepoRef, name, version string) (charts.Chart, error)
+}
+
+// Watcher follows store changes.
+type Watcher interface {
+	Watch(ctx context.Context, kind string, fromRevision uint64) (<-chan store.Event, error)
+	Revision(ctx context.Context) (uint64, error)
+}
+
+// Config configures a Resolver.
+type Config struct {
+	Repo    Repo
+	Charts  Charts
+	Watcher Watcher
+	Logger  *slog.Logger
+	// Retry is how often templates that failed to resolve are retried.
+	Retry time.Duration
+}
+
+// Resolver keeps ServiceTemplate statuses resolved.
+type Resolver struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Resolver.
+func New(cfg Config) (*Resolver, error) {
+	if cfg.Repo == nil || cfg.Charts == nil || cfg.Watcher == nil {
+		return nil, errors.New("templates: Config.Repo, Charts and Watcher are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = 30 * time.Second
+	}
+	return &Resolver{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// ResolveAll resolves every template whose status does not match its spec.
+// It returns how many are still unresolved.
+func (r *Resolver) ResolveAll(ctx context.Context) (pending int, err error) {
+	objs, err := r.cfg.Repo.List(ctx, objects.KindServiceTemplate, "")
+	if err != nil {
+		return 0, fmt.Errorf("list service templates: %w", err)
+	}
+	for _, o := range objs {
+		st, ok := o.(*objects.ServiceTemplate)
+		if !ok {
+			continue
+		}
+		if ready, _ := st.Ready(); ready {
+			continue
+		}
+		if !r.resolve(ctx, st) {
+			pending++
+		}
+	}
+	return pending, nil
+}
+
+// resolve fetches one template's chart and records the outcome.
+func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) bool {
+	md := st.Metadata
+	cs := st.Spec.Helm.ChartSpec
+	ref, err := r.repoRef(ctx, md.Namespace, cs.SourceRef)
+	var c charts.Chart
+	if err == nil {
+		c, err = r.cfg.Charts.Resolve(ctx, ref, cs.Chart, cs.Version)
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	_, uerr := r.cfg.Repo.UpdateStatus(ctx, objects.KindServiceTemplate, md.Namespace, md.Name, func(o objects.Object) error {
+		t := o.(*objects.ServiceTemplate)
+		if err != nil {
+			t.Status = objects.ServiceTemplateStatus{Message: err.Error()}
+			return nil
+		}
+		t.Status = objects.ServiceTemplateStatus{ChartDigest: c.Digest, ChartName: c.Name, ChartVersion: c.Version, Valid: true}
+		return nil
+	})
+	if uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
+		r.log.Warn("record service template status", "template", md.Namespace+"/"+md.Name, "err", uerr)
+	}
+	if err != nil {
+		r.log.Warn("service template chart not resolved", "template", md.Namespace+"/"+md.Name, "chart", cs.Chart, "version", cs.Version, "err", err)
+		return false
+	}
+	r.log.Info("service template resolved", "template", md.Namespace+"/"+md.Name, "chart", c.Name, "version", c.Version, "digest", c.Digest)
+	return true
+}
+
+func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.SourceRef) (charts.RepoRef, error) {
+	if src.Name == objects.LocalRepository {
+		return charts.RepoRef{Name: objects.LocalRepository}, nil
+	}
+	o, err := r.cfg.Repo.Get(ctx, objects.KindHelmRepository, namespace, src.Name)
+	if err != nil {
+		return charts.RepoRef{}, fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, err)
+	}
+	hr := o.(*objects.HelmRepository)
+	return charts.RepoRef{Name: hr.Metadata.Name, URL: hr.Spec.URL, Type: hr.Spec.Type}, nil
+}
+
+// Run resolves templates when they or their repositories change, and
+// retries failures, until ctx is done.
+func (r *Resolver) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := r.watch(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("template resolver: watch ended; relisting", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Resolver) watch(ctx context.Context) error {
+	rev, err := r.cfg.Watcher.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := r.cfg.Watcher.Watch(wctx, "", rev)
+	if err != nil {
+		return err
+	}
+	retry := time.NewTimer(0) // resolve once at start
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if ev.Type == store.EventError {
+				return ev.Err
+			}
+			if k := ev.Object.Kind; k != objects.KindServiceTemplate && k != objects.KindHelmRepository {
+				continue
+			}
+			retry.Reset(50 * time.Millisecond) // batch bursts
+		case <-retry.C:
+			pending, err := r.ResolveAll(ctx)
+			if err != nil {
+				return err
+			}
+			if pending > 0 {
+				retry.Reset(r.cfg.Retry)
+			}
+		}
+	}
+}
