@@ -73,7 +73,7 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 	var (
 		dataDir, logLevel, logFormat, kubeconfig string
 		noCluster                                bool
-		driftInterval                            time.Duration
+		driftInterval, healthTimeout             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run --data-dir DIR [--hub HOST:PORT --token TOKEN]",
@@ -138,6 +138,9 @@ whatever it installed running.`,
 				if driftInterval > 0 {
 					rcfg.Interval = driftInterval
 				}
+				if healthTimeout > 0 {
+					rcfg.HealthTimeout = healthTimeout
+				}
 				if rec, err = reconcile.New(rcfg); err != nil {
 					return err
 				}
@@ -190,6 +193,7 @@ whatever it installed running.`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default $KUBECONFIG, in-cluster, else ~/.kube/config)")
 	f.BoolVar(&noCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
 	f.DurationVar(&driftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
+	f.DurationVar(&healthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd

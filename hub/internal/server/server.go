@@ -18,10 +18,16 @@ import (
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/api"
+	"github.com/tetherfleet/tether/hub/internal/charts"
+	"github.com/tetherfleet/tether/hub/internal/desired"
 	"github.com/tetherfleet/tether/hub/internal/fleet"
 	"github.com/tetherfleet/tether/hub/internal/gateway"
+	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/pki"
+	"github.com/tetherfleet/tether/hub/internal/reports"
+	"github.com/tetherfleet/tether/hub/internal/store"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
+	"github.com/tetherfleet/tether/hub/internal/templates"
 )
 
 // Config configures a hub.
@@ -56,16 +62,21 @@ func DefaultConfig() Config {
 
 // Hub is a running hub.
 type Hub struct {
-	cfg      Config
-	log      *slog.Logger
-	store    *boltstore.Store
-	ca       *pki.CA
-	fleet    *fleet.Registry
-	gw       *gateway.Gateway
-	agentLn  net.Listener
-	apiLn    net.Listener
-	api      *http.Server
-	adminCfg string
+	cfg       Config
+	log       *slog.Logger
+	store     *boltstore.Store
+	ca        *pki.CA
+	fleet     *fleet.Registry
+	objects   *objects.Repo
+	charts    *charts.Store
+	desired   *desired.Compiler
+	templates *templates.Resolver
+	reports   *reports.Reports
+	gw        *gateway.Gateway
+	agentLn   net.Listener
+	apiLn     net.Listener
+	api       *http.Server
+	adminCfg  string
 }
 
 // AdminConfigPath is where a hub writes its admin console config.
@@ -105,6 +116,23 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.objects, err = objects.NewRepo(objects.RepoConfig{Store: h.store}); err != nil {
+		return nil, err
+	}
+	h.charts, err = charts.New(charts.Config{Dir: filepath.Join(cfg.DataDir, "charts"), Store: h.store, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	dcfg := desired.DefaultConfig()
+	dcfg.Store, dcfg.Logger = h.store, cfg.Logger
+	if h.desired, err = desired.New(dcfg); err != nil {
+		return nil, err
+	}
+	h.templates, err = templates.New(templates.Config{Repo: h.objects, Charts: h.charts, Watcher: h.store, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	h.reports = &reports.Reports{Store: h.store}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
 	for _, a := range []string{cfg.AgentAddr, cfg.APIAddr} {
 		if host, _, err := net.SplitHostPort(a); err == nil && host != "" {
@@ -124,6 +152,9 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	gcfg.Certificate = serving
 	gcfg.ClientCAs = h.ca.Pool()
 	gcfg.Logger = cfg.Logger
+	gcfg.Desired = desiredSource{h.desired}
+	gcfg.Charts = h.charts
+	gcfg.Status = h.reports
 	if gcfg.SessionTicketKey, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "pki", "ticket.key")); err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
@@ -146,7 +177,10 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	}
 	users := &api.Users{Store: h.store, Now: time.Now}
 	h.api = &http.Server{
-		Handler:           api.Handler(api.Config{Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger}),
+		Handler: api.Handler(api.Config{
+			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
+			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
+		}),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -211,10 +245,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 4)
 	wg.Go(func() {
 		if err := h.gw.Serve(ctx, h.agentLn); err != nil {
 			errs <- err
+			cancel()
+		}
+	})
+	wg.Go(func() {
+		if err := h.desired.Run(ctx); err != nil {
+			errs <- fmt.Errorf("desired-state compiler: %w", err)
+			cancel()
+		}
+	})
+	wg.Go(func() {
+		if err := h.templates.Run(ctx); err != nil {
+			errs <- fmt.Errorf("template resolver: %w", err)
 			cancel()
 		}
 	})
@@ -245,6 +291,25 @@ func (h *Hub) close() {
 			h.log.Warn("close store", "err", err)
 		}
 	}
+}
+
+// desiredSource adapts the compiler to what the gateway asks.
+type desiredSource struct{ *desired.Compiler }
+
+func (d desiredSource) HasChart(ctx context.Context, cluster, digest string) (bool, error) {
+	st, err := d.State(ctx, cluster)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, s := range st.Services {
+		if s.ChartDigest == digest {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // loadOrCreateKey reads a 32-byte secret, creating it (mode 0600) on first

@@ -1,0 +1,558 @@
+package desired
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"text/template"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tetherfleet/tether/hub/internal/objects"
+)
+
+// Cluster is a fleet cluster as Compile sees it.
+type Cluster struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Inputs is everything desired state is compiled from.
+type Inputs struct {
+	Clusters             []Cluster
+	ClusterDeployments   []*objects.ClusterDeployment
+	MultiClusterServices []*objects.MultiClusterService
+	ServiceTemplates     []*objects.ServiceTemplate
+	ConfigMaps           []*objects.ConfigMap
+	Secrets              []*objects.Secret
+	// Previous is the last compiled services per cluster. A service that
+	// cannot be compiled now (template not ready, values error, missing
+	// ConfigMap) keeps its previous entry rather than being deleted, so a
+	// template upgrade waiting for its chart does not uninstall anything.
+	Previous map[string][]Service
+}
+
+// Service is one Helm release in a cluster's desired state.
+type Service struct {
+	Name         string   `json:"name"`
+	Namespace    string   `json:"namespace"`
+	Template     string   `json:"template"`
+	ChartName    string   `json:"chartName"`
+	ChartVersion string   `json:"chartVersion"`
+	ChartDigest  string   `json:"chartDigest"`
+	Values       []byte   `json:"values"` // canonical YAML
+	ValuesHash   string   `json:"valuesHash"`
+	Priority     int32    `json:"priority"`
+	DependsOn    []string `json:"dependsOn,omitempty"` // "namespace/name"
+	// Source is the object the service came from.
+	Source Ref `json:"source"`
+	// Revision is the desired-state revision in which the service last
+	// changed; set by the Compiler, 0 from Compile.
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// Key is "namespace/name".
+func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// ClusterDesired is one cluster's compiled services, in apply order
+// (dependencies first, then by namespace/name).
+type ClusterDesired struct {
+	Cluster  string
+	Services []Service
+}
+
+// Ref names an object.
+type Ref struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// Problem codes.
+const (
+	// ProblemConflict: another source won the same namespace/name.
+	ProblemConflict = "Conflict"
+	// ProblemTemplateNotReady: the ServiceTemplate is missing or its chart
+	// is not resolved.
+	ProblemTemplateNotReady = "TemplateNotReady"
+	// ProblemValues: values could not be rendered, read or merged.
+	ProblemValues = "ValuesError"
+	// ProblemDependency: dependsOn names a service absent on the cluster,
+	// or the services form a cycle.
+	ProblemDependency = "DependencyError"
+	// ProblemClusterNotFound: a ClusterDeployment names no enrolled
+	// cluster.
+	ProblemClusterNotFound = "ClusterNotFound"
+)
+
+// Problem is one reason a source's service is not (or not as written) in a
+// cluster's desired state. The API shows them in the source's status.
+type Problem struct {
+	Cluster string `json:"cluster"`
+	Source  Ref    `json:"source"`
+	Service string `json:"service,omitempty"` // namespace/name
+	Code    string `json:"code"`
+	Reason  string `json:"reason"`
+}
+
+func (p Problem) String() string {
+	s := p.Source.String() + ": cluster " + p.Cluster
+	if p.Service != "" {
+		s += ": service " + p.Service
+	}
+	return s + ": " + p.Code + ": " + p.Reason
+}
+
+// source is a ClusterDeployment or MultiClusterService being compiled.
+type source struct {
+	ref       Ref
+	createRev uint64
+	spec      *objects.ServiceSpec
+	selector  *objects.LabelSelector // nil for a ClusterDeployment
+	services  []prepared
+}
+
+// prepared is a source's service with everything that does not depend on
+// the cluster worked out once.
+type prepared struct {
+	svc       objects.Service
+	key       string
+	dependsOn []string
+	tmpl      *objects.ServiceTemplate
+	problem   *Problem // cluster-independent problem (Cluster unset)
+	base      map[string]any
+	inline    *template.Template // values with template actions
+	static    []byte             // canonical values when not templated
+	hash      string
+}
+
+// Compile computes every cluster's desired state. It is a pure function of
+// its inputs: the same inputs give the same output, byte for byte.
+func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
+	c := compiler{
+		parsed:    map[string]parsedValues{},
+		yamls:     map[string][]byte{},
+		templates: map[string]*objects.ServiceTemplate{},
+		cms:       map[string]*objects.ConfigMap{},
+		secrets:   map[string]*objects.Secret{},
+	}
+	for _, t := range in.ServiceTemplates {
+		c.templates[nsName(t.Metadata.Namespace, t.Metadata.Name)] = t
+	}
+	for _, o := range in.ConfigMaps {
+		c.cms[nsName(o.Metadata.Namespace, o.Metadata.Name)] = o
+	}
+	for _, o := range in.Secrets {
+		c.secrets[nsName(o.Metadata.Namespace, o.Metadata.Name)] = o
+	}
+	var sources []*source
+	for _, o := range in.ClusterDeployments {
+		sources = append(sources, c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, nil))
+	}
+	for _, o := range in.MultiClusterServices {
+		sources = append(sources, c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, &o.Spec.ClusterSelector))
+	}
+	slices.SortFunc(sources, func(a, b *source) int {
+		return cmp.Or(cmp.Compare(a.ref.Kind, b.ref.Kind), cmp.Compare(a.ref.Namespace, b.ref.Namespace), cmp.Compare(a.ref.Name, b.ref.Name))
+	})
+
+	clusters := slices.Clone(in.Clusters)
+	slices.SortFunc(clusters, func(a, b Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	byName := map[string]bool{}
+	for _, cl := range clusters {
+		byName[cl.Name] = true
+	}
+	for _, s := range sources {
+		if s.selector == nil && !byName[s.ref.Name] && len(s.services) > 0 {
+			c.problems = append(c.problems, Problem{Cluster: s.ref.Name, Source: s.ref, Code: ProblemClusterNotFound,
+				Reason: fmt.Sprintf("no enrolled cluster is named %q", s.ref.Name)})
+		}
+	}
+	out := make(map[string]ClusterDesired, len(clusters))
+	for _, cl := range clusters {
+		out[cl.Name] = c.cluster(cl, sources, in.Previous[cl.Name])
+	}
+	slices.SortStableFunc(c.problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Source.Kind, b.Source.Kind), cmp.Compare(a.Source.Namespace, b.Source.Namespace),
+			cmp.Compare(a.Source.Name, b.Source.Name), cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Service, b.Service))
+	})
+	return out, c.problems
+}
+
+type compiler struct {
+	// Caches: many sources share values text, and many clusters render a
+	// template to the same text.
+	parsed map[string]parsedValues // values text -> parsed
+	yamls  map[string][]byte       // canonical JSON -> canonical YAML
+
+	templates map[string]*objects.ServiceTemplate
+	cms       map[string]*objects.ConfigMap
+	secrets   map[string]*objects.Secret
+	problems  []Problem
+}
+
+func nsName(ns, name string) string { return ns + "/" + name }
+
+func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *objects.LabelSelector) *source {
+	ns := h.Metadata.Namespace
+	s := &source{
+		ref:       Ref{Kind: h.Kind, Namespace: ns, Name: h.Metadata.Name},
+		createRev: h.Metadata.CreateRevision,
+		spec:      spec,
+		selector:  sel,
+	}
+	keys := map[string]string{}
+	for _, svc := range spec.Services {
+		keys[svc.Name] = nsName(svc.Namespace, svc.Name)
+	}
+	for _, svc := range spec.Services {
+		p := prepared{svc: svc, key: nsName(svc.Namespace, svc.Name)}
+		for _, d := range svc.DependsOn {
+			if k, ok := keys[d]; ok {
+				p.dependsOn = append(p.dependsOn, k)
+			}
+		}
+		slices.Sort(p.dependsOn)
+		fail := func(code, format string, args ...any) {
+			p.problem = &Problem{Source: s.ref, Service: p.key, Code: code, Reason: fmt.Sprintf(format, args...)}
+		}
+		t := c.templates[nsName(ns, svc.Template)]
+		if t == nil {
+			t = c.templates[nsName(objects.SystemNamespace, svc.Template)]
+		}
+		if t == nil {
+			fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s not found", ns, svc.Template)
+			s.services = append(s.services, p)
+			continue
+		}
+		if ok, why := t.Ready(); !ok {
+			fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s: %s", ns, svc.Template, why)
+			s.services = append(s.services, p)
+			continue
+		}
+		p.tmpl = t
+		base := map[string]any{}
+		for i, vf := range svc.ValuesFrom {
+			data, err := c.valuesFrom(ns, vf)
+			if err == nil {
+				var m map[string]any
+				if m, err = c.parse(data); err == nil {
+					base = merge(base, m)
+				}
+			}
+			if err != nil {
+				fail(ProblemValues, "valuesFrom[%d]: %v", i, err)
+				break
+			}
+		}
+		if p.problem == nil {
+			p.base = base
+			text := string(svc.Values)
+			switch {
+			case objects.HasTemplate(text):
+				t, err := objects.ParseValuesTemplate(text)
+				if err != nil {
+					fail(ProblemValues, "values: %v", err)
+				}
+				p.inline = t
+			default:
+				m, err := c.parse([]byte(text))
+				if err != nil {
+					fail(ProblemValues, "values: %v", err)
+					break
+				}
+				p.static, p.hash, err = c.canonical(merge(base, m), p.tmpl.Status.ChartDigest)
+				if err != nil {
+					fail(ProblemValues, "values: %v", err)
+				}
+			}
+		}
+		s.services = append(s.services, p)
+	}
+	return s
+}
+
+func (c *compiler) valuesFrom(ns string, vf objects.ValuesFrom) ([]byte, error) {
+	var data map[string][]byte
+	switch vf.Kind {
+	case objects.KindConfigMap:
+		cm := c.cms[nsName(ns, vf.Name)]
+		if cm == nil {
+			return nil, fmt.Errorf("%s %s/%s not found", vf.Kind, ns, vf.Name)
+		}
+		data = map[string][]byte{}
+		for k, v := range cm.Data {
+			data[k] = []byte(v)
+		}
+	case objects.KindSecret:
+		s := c.secrets[nsName(ns, vf.Name)]
+		if s == nil {
+			return nil, fmt.Errorf("%s %s/%s not found", vf.Kind, ns, vf.Name)
+		}
+		data = s.Data
+	default:
+		return nil, fmt.Errorf("kind %q: want ConfigMap or Secret", vf.Kind)
+	}
+	for _, k := range []string{"values.yaml", "values"} {
+		if v, ok := data[k]; ok {
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("%s %s/%s has no key values.yaml or values", vf.Kind, ns, vf.Name)
+}
+
+// candidate is one source's offer of a service on a cluster.
+type candidate struct {
+	src *source
+	p   *prepared
+}
+
+func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) ClusterDesired {
+	tc := objects.NewTemplateCluster(cl.Name, cl.Labels)
+	var applicable []*source
+	for _, s := range sources {
+		if s.selector == nil && s.ref.Name == cl.Name || s.selector != nil && s.selector.Matches(cl.Labels) {
+			applicable = append(applicable, s)
+		}
+	}
+	// Resolve conflicts; sources that stop on conflict and lose one drop out
+	// entirely, which can only remove conflicts, so one retry suffices.
+	winners, losers := resolve(applicable)
+	var stopped []*source
+	for _, l := range losers {
+		if l.src.spec.StopOnConflict && !slices.Contains(stopped, l.src) {
+			stopped = append(stopped, l.src)
+		}
+	}
+	if len(stopped) > 0 {
+		kept := slices.DeleteFunc(slices.Clone(applicable), func(s *source) bool { return slices.Contains(stopped, s) })
+		winners, _ = resolve(kept)
+		for _, s := range stopped {
+			c.problems = append(c.problems, Problem{Cluster: cl.Name, Source: s.ref, Code: ProblemConflict,
+				Reason: "lost a conflict and stopOnConflict is set: none of its services are deployed on this cluster"})
+		}
+	}
+	for _, l := range losers {
+		w := winners[l.p.key]
+		if w.src == nil {
+			continue // its winner stopped; reported above
+		}
+		c.problems = append(c.problems, Problem{Cluster: cl.Name, Source: l.src.ref, Service: l.p.key, Code: ProblemConflict,
+			Reason: fmt.Sprintf("%s is deployed by %s (priority %d over %d)", l.p.key, w.src.ref, w.src.spec.Priority, l.src.spec.Priority)})
+	}
+
+	prev := map[string]*Service{}
+	for i := range previous {
+		prev[previous[i].Key()] = &previous[i]
+	}
+	services := make([]Service, 0, len(winners))
+	for _, key := range slices.Sorted(maps.Keys(winners)) {
+		w := winners[key]
+		svc, prob := c.render(w, tc)
+		if prob != nil {
+			prob.Cluster = cl.Name
+			if old, ok := prev[key]; ok {
+				prob.Reason += "; keeping the last good version"
+				services = append(services, *old)
+				services[len(services)-1].Revision = 0
+			}
+			c.problems = append(c.problems, *prob)
+			continue
+		}
+		services = append(services, svc)
+	}
+	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
+}
+
+// resolve picks one candidate per namespace/name: higher priority, then
+// older source (lower creation revision), then source name.
+func resolve(sources []*source) (map[string]candidate, []candidate) {
+	all := map[string][]candidate{}
+	for _, s := range sources {
+		for i := range s.services {
+			p := &s.services[i]
+			all[p.key] = append(all[p.key], candidate{s, p})
+		}
+	}
+	winners := make(map[string]candidate, len(all))
+	var losers []candidate
+	for _, key := range slices.Sorted(maps.Keys(all)) {
+		cs := all[key]
+		slices.SortStableFunc(cs, func(a, b candidate) int {
+			return cmp.Or(
+				-cmp.Compare(a.src.spec.Priority, b.src.spec.Priority),
+				cmp.Compare(a.src.createRev, b.src.createRev),
+				cmp.Compare(a.src.ref.Kind, b.src.ref.Kind),
+				cmp.Compare(a.src.ref.Namespace, b.src.ref.Namespace),
+				cmp.Compare(a.src.ref.Name, b.src.ref.Name))
+		})
+		winners[key] = cs[0]
+		losers = append(losers, cs[1:]...)
+	}
+	return winners, losers
+}
+
+func (c *compiler) render(w candidate, tc objects.TemplateCluster) (Service, *Problem) {
+	p := w.p
+	if p.problem != nil {
+		prob := *p.problem
+		return Service{}, &prob
+	}
+	values, hash := p.static, p.hash
+	if p.inline != nil {
+		fail := func(err error) (Service, *Problem) {
+			return Service{}, &Problem{Source: w.src.ref, Service: p.key, Code: ProblemValues, Reason: "values: " + err.Error()}
+		}
+		text, err := objects.RenderValues(p.inline, tc)
+		if err != nil {
+			return fail(err)
+		}
+		m, err := c.parse([]byte(text))
+		if err != nil {
+			return fail(fmt.Errorf("rendered: %w", err))
+		}
+		if values, hash, err = c.canonical(merge(p.base, m), p.tmpl.Status.ChartDigest); err != nil {
+			return fail(err)
+		}
+	}
+	st := p.tmpl.Status
+	return Service{
+		Name:         p.svc.Name,
+		Namespace:    p.svc.Namespace,
+		Template:     p.svc.Template,
+		ChartName:    cmp.Or(st.ChartName, p.tmpl.Spec.Helm.ChartSpec.Chart),
+		ChartVersion: cmp.Or(st.ChartVersion, p.tmpl.Spec.Helm.ChartSpec.Version),
+		ChartDigest:  st.ChartDigest,
+		Values:       values,
+		ValuesHash:   hash,
+		Priority:     w.src.spec.Priority,
+		DependsOn:    p.dependsOn,
+		Source:       w.src.ref,
+	}, nil
+}
+
+// order sorts services dependencies first, otherwise by namespace/name
+// (services arrive sorted by key). Dependencies on absent services and
+// cycles are reported; services in a cycle go last, by key.
+func (c *compiler) order(cluster string, services []Service) []Service {
+	present := make(map[string]bool, len(services))
+	for _, s := range services {
+		present[s.Key()] = true
+	}
+	for _, s := range services {
+		for _, d := range s.DependsOn {
+			if !present[d] {
+				c.problems = append(c.problems, Problem{Cluster: cluster, Source: s.Source, Service: s.Key(), Code: ProblemDependency,
+					Reason: fmt.Sprintf("depends on %s, which is not in this cluster's desired state", d)})
+			}
+		}
+	}
+	out := make([]Service, 0, len(services))
+	done := make(map[string]bool, len(services))
+	for len(out) < len(services) {
+		progress := false
+		for _, s := range services {
+			if done[s.Key()] {
+				continue
+			}
+			ready := true
+			for _, d := range s.DependsOn {
+				if present[d] && !done[d] {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				out = append(out, s)
+				done[s.Key()] = true
+				progress = true
+				break // restart so the smallest ready key goes next
+			}
+		}
+		if !progress {
+			for _, s := range services {
+				if !done[s.Key()] {
+					c.problems = append(c.problems, Problem{Cluster: cluster, Source: s.Source, Service: s.Key(), Code: ProblemDependency,
+						Reason: "dependsOn forms a cycle across sources"})
+					out = append(out, s)
+					done[s.Key()] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// merge deep-merges src over dst without modifying either: maps merge by
+// key, anything else from src replaces.
+func merge(dst, src map[string]any) map[string]any {
+	out := make(map[string]any, len(dst)+len(src))
+	maps.Copy(out, dst)
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := out[k].(map[string]any); ok {
+				out[k] = merge(dm, sm)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+type parsedValues struct {
+	m   map[string]any
+	err error
+}
+
+// parse parses values YAML once per distinct text. The result is shared:
+// merge never modifies its inputs.
+func (c *compiler) parse(text []byte) (map[string]any, error) {
+	if p, ok := c.parsed[string(text)]; ok {
+		return p.m, p.err
+	}
+	m, err := objects.ParseValues(text)
+	c.parsed[string(text)] = parsedValues{m, err}
+	return m, err
+}
+
+// canonical returns values as canonical YAML (keys sorted) and the hash
+// over digest and those bytes.
+func (c *compiler) canonical(values map[string]any, digest string) ([]byte, string, error) {
+	j, err := json.Marshal(values)
+	if err != nil {
+		return nil, "", err
+	}
+	y, ok := c.yamls[string(j)]
+	if !ok {
+		if y, err = yaml.JSONToYAML(j); err != nil {
+			return nil, "", err
+		}
+		c.yamls[string(j)] = y
+	}
+	return y, valuesHash(y, digest), nil
+}
+
+// valuesHash is "sha256:" over the chart digest, a NUL, and the canonical
+// values.
+func valuesHash(values []byte, digest string) string {
+	h := sha256.New()
+	h.Write([]byte(digest))
+	h.Write([]byte{0})
+	h.Write(values)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+func equalService(a, b *Service) bool {
+	return a.Name == b.Name && a.Namespace == b.Namespace && a.Template == b.Template &&
+		a.ChartName == b.ChartName && a.ChartVersion == b.ChartVersion && a.ChartDigest == b.ChartDigest &&
+		bytes.Equal(a.Values, b.Values) && a.ValuesHash == b.ValuesHash && a.Priority == b.Priority &&
+		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source
+}

@@ -1,0 +1,689 @@
+package desired
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tetherfleet/tether/hub/internal/objects"
+	"github.com/tetherfleet/tether/hub/internal/store"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+)
+
+// Store kinds this package reads or owns.
+const (
+	// KindDesiredState is owned by this package: one cluster-scoped object
+	// per cluster, named after it, holding a State as JSON.
+	KindDesiredState = "DesiredState"
+	// kindCluster is the fleet registry's cluster record (fleet.Cluster).
+	kindCluster = "Cluster"
+)
+
+// inputKinds are the kinds whose changes trigger a recompile.
+var inputKinds = []string{
+	kindCluster, objects.KindClusterDeployment, objects.KindMultiClusterService,
+	objects.KindServiceTemplate, objects.KindConfigMap, objects.KindSecret,
+}
+
+// State is one cluster's stored desired state.
+type State struct {
+	Cluster string `json:"cluster"`
+	// Revision is the store revision of the write that last changed the
+	// services or tombstones.
+	Revision uint64 `json:"revision"`
+	// Horizon: an agent whose revision is below it may have missed pruned
+	// tombstones (or holds state from before the cluster was re-created)
+	// and gets a full state.
+	Horizon    uint64      `json:"horizon,omitempty"`
+	Services   []Service   `json:"services"`
+	Tombstones []Tombstone `json:"tombstones,omitempty"`
+}
+
+// Tombstone records a deleted service.
+type Tombstone struct {
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	Revision  uint64    `json:"revision"`
+	DeletedAt time.Time `json:"deletedAt"`
+}
+
+// Store is the part of the hub store the Compiler uses.
+type Store interface {
+	Get(ctx context.Context, kind, namespace, name string) (store.Object, error)
+	Txn(ctx context.Context, fn func(tx store.Tx) error) error
+	Watch(ctx context.Context, kind string, fromRevision uint64) (<-chan store.Event, error)
+	Revision(ctx context.Context) (uint64, error)
+}
+
+// Config configures a Compiler.
+type Config struct {
+	Store  Store
+	Logger *slog.Logger
+	// Now is the clock for tombstones; nil means time.Now.
+	Now func() time.Time
+	// TombstoneGrace is how long a deleted service is remembered so that
+	// long-offline agents still learn of it. Default 30 days.
+	TombstoneGrace time.Duration
+	// Debounce is how long Run waits after a change before recompiling, to
+	// batch bursts. Default 100ms.
+	Debounce time.Duration
+	// Resync is how often Run recompiles without a change (prunes
+	// tombstones). Default 1h.
+	Resync time.Duration
+}
+
+// DefaultConfig returns the defaults New applies to zero fields.
+func DefaultConfig() Config {
+	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("desired: Config.Store is required")
+	case c.TombstoneGrace < 0, c.Debounce < 0, c.Resync < 0:
+		return errors.New("desired: Config durations must not be negative")
+	}
+	return nil
+}
+
+// Compiler keeps every cluster's desired state in the store, up to date
+// with the objects it is compiled from, and answers agents' delta
+// requests.
+type Compiler struct {
+	cfg Config
+	log *slog.Logger
+
+	compileMu sync.Mutex // serialises Recompile
+
+	mu       sync.RWMutex
+	loaded   bool // states reflects the store
+	states   map[string]*State
+	problems []Problem
+	compiled uint64            // store revision the last compile read
+	prints   map[string]string // input "kind/ns/name" -> fingerprint of what matters
+	subs     map[string]map[chan struct{}]struct{}
+}
+
+// New returns a Compiler.
+func New(cfg Config) (*Compiler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := DefaultConfig()
+	if cfg.TombstoneGrace == 0 {
+		cfg.TombstoneGrace = d.TombstoneGrace
+	}
+	if cfg.Debounce == 0 {
+		cfg.Debounce = d.Debounce
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = d.Resync
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Compiler{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		states: map[string]*State{},
+		prints: map[string]string{},
+		subs:   map[string]map[chan struct{}]struct{}{},
+	}, nil
+}
+
+// snapshot is what Recompile reads in one transaction.
+type snapshot struct {
+	rev    uint64
+	in     Inputs
+	states map[string]*State
+	rvs    map[string]uint64 // DesiredState resourceVersions
+	prints map[string]string
+}
+
+// Recompile reads every input in one store transaction, compiles, and
+// writes the DesiredState of each cluster whose services changed (its
+// revision is the revision of that write), tombstones for services that
+// went away, and deletes the DesiredState of clusters that no longer
+// exist. It returns the store revision the inputs were read at.
+func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
+	c.compileMu.Lock()
+	defer c.compileMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		snap, err := c.read(ctx)
+		if err != nil {
+			return 0, err
+		}
+		prev := make(map[string][]Service, len(snap.states))
+		for name, st := range snap.states {
+			prev[name] = st.Services
+		}
+		snap.in.Previous = prev
+		out, problems := Compile(snap.in)
+		changed, err := c.write(ctx, snap, out)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue // someone else wrote a DesiredState; read again
+		}
+		if err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		c.loaded = true
+		c.problems = problems
+		c.compiled = snap.rev
+		c.prints = snap.prints
+		c.states = snap.states
+		c.notifyLocked(changed)
+		c.mu.Unlock()
+		return snap.rev, nil
+	}
+}
+
+func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
+	snap := &snapshot{states: map[string]*State{}, rvs: map[string]uint64{}, prints: map[string]string{}}
+	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		snap.rev = tx.Revision()
+		objs, err := tx.List(kindCluster, "")
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			var cl Cluster
+			if err := json.Unmarshal(o.Value, &struct {
+				Name   *string            `json:"name"`
+				Labels *map[string]string `json:"labels"`
+			}{&cl.Name, &cl.Labels}); err != nil {
+				return fmt.Errorf("cluster %s: %w", o.Name, err)
+			}
+			cl.Name = o.Name
+			snap.in.Clusters = append(snap.in.Clusters, cl)
+			snap.prints[printKey(o.Kind, o.Namespace, o.Name)] = fingerprint(o)
+		}
+		for _, kind := range inputKinds[1:] {
+			sos, err := tx.List(kind, "")
+			if err != nil {
+				return err
+			}
+			for _, so := range sos {
+				o, err := objects.FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+				if err != nil {
+					return fmt.Errorf("%s %s/%s: %w", kind, so.Namespace, so.Name, err)
+				}
+				snap.prints[printKey(so.Kind, so.Namespace, so.Name)] = fingerprint(so)
+				switch o := o.(type) {
+				case *objects.ClusterDeployment:
+					snap.in.ClusterDeployments = append(snap.in.ClusterDeployments, o)
+				case *objects.MultiClusterService:
+					snap.in.MultiClusterServices = append(snap.in.MultiClusterServices, o)
+				case *objects.ServiceTemplate:
+					snap.in.ServiceTemplates = append(snap.in.ServiceTemplates, o)
+				case *objects.ConfigMap:
+					snap.in.ConfigMaps = append(snap.in.ConfigMaps, o)
+				case *objects.Secret:
+					snap.in.Secrets = append(snap.in.Secrets, o)
+				}
+			}
+		}
+		sos, err := tx.List(KindDesiredState, "")
+		if err != nil {
+			return err
+		}
+		for _, so := range sos {
+			var st State
+			if err := json.Unmarshal(so.Value, &st); err != nil {
+				return fmt.Errorf("DesiredState %s: %w", so.Name, err)
+			}
+			snap.states[so.Name] = &st
+			snap.rvs[so.Name] = so.ResourceVersion
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("desired: read inputs: %w", err)
+	}
+	return snap, nil
+}
+
+// write stores the states that changed, in one transaction, and updates
+// snap.states to what was written. It returns the changed clusters.
+func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]ClusterDesired) ([]string, error) {
+	now := c.cfg.Now().UTC()
+	var changed []string
+	next := map[string]*State{}
+	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		changed, next = nil, map[string]*State{}
+		rev := tx.Revision() + 1 // the revision this transaction commits as
+		for _, name := range sortedKeys(out) {
+			old := snap.states[name]
+			st, write := nextState(old, out[name], rev, now, c.cfg.TombstoneGrace)
+			next[name] = st
+			if !write {
+				continue
+			}
+			v, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			so := store.Object{Kind: KindDesiredState, Name: name, Value: v}
+			if old == nil {
+				_, err = tx.Create(so)
+			} else {
+				so.ResourceVersion = snap.rvs[name]
+				_, err = tx.Update(so)
+			}
+			if err != nil {
+				return fmt.Errorf("desired: write %s: %w", name, err)
+			}
+			changed = append(changed, name)
+		}
+		for _, name := range sortedKeys(snap.states) {
+			if _, ok := out[name]; ok {
+				continue
+			}
+			if err := tx.Delete(KindDesiredState, "", name, snap.rvs[name]); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("desired: delete %s: %w", name, err)
+			}
+			changed = append(changed, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	snap.states = next
+	return changed, nil
+}
+
+// nextState merges a compile result into the previous state. It reports
+// whether the state must be written; Revision grows only when services or
+// tombstones change (pruning alone keeps it).
+func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace time.Duration) (*State, bool) {
+	if old == nil {
+		st := &State{Cluster: cd.Cluster, Revision: rev, Horizon: rev, Services: cd.Services}
+		for i := range st.Services {
+			st.Services[i].Revision = rev
+		}
+		if st.Services == nil {
+			st.Services = []Service{}
+		}
+		return st, true
+	}
+	st := &State{Cluster: cd.Cluster, Revision: old.Revision, Horizon: old.Horizon, Services: make([]Service, 0, len(cd.Services))}
+	changed := false
+	oldSvc := map[string]*Service{}
+	for i := range old.Services {
+		oldSvc[old.Services[i].Key()] = &old.Services[i]
+	}
+	newKeys := map[string]bool{}
+	for _, s := range cd.Services {
+		newKeys[s.Key()] = true
+		if o, ok := oldSvc[s.Key()]; ok && equalService(o, &s) {
+			s.Revision = o.Revision
+		} else {
+			s.Revision = rev
+			changed = true
+		}
+		st.Services = append(st.Services, s)
+	}
+	if !changed && len(cd.Services) == len(old.Services) {
+		// same set; order may differ only if content did
+		for i := range cd.Services {
+			if cd.Services[i].Key() != old.Services[i].Key() {
+				changed = true
+				break
+			}
+		}
+	}
+	for _, t := range old.Tombstones {
+		if newKeys[t.Namespace+"/"+t.Name] {
+			changed = true // re-created: the service entry supersedes it
+			continue
+		}
+		st.Tombstones = append(st.Tombstones, t)
+	}
+	for _, o := range old.Services {
+		if !newKeys[o.Key()] {
+			st.Tombstones = append(st.Tombstones, Tombstone{Name: o.Name, Namespace: o.Namespace, Revision: rev, DeletedAt: now})
+			changed = true
+		}
+	}
+	pruned := false
+	st.Tombstones = slices.DeleteFunc(st.Tombstones, func(t Tombstone) bool {
+		if now.Sub(t.DeletedAt) > grace {
+			st.Horizon = max(st.Horizon, t.Revision)
+			pruned = true
+			return true
+		}
+		return false
+	})
+	if changed {
+		st.Revision = rev
+	}
+	return st, changed || pruned
+}
+
+// Delta returns what an agent that has revision have needs: nil when it is
+// up to date (have == current revision, or the cluster has no desired
+// state yet); a full state when have is 0, below the tombstone horizon, or
+// above the current revision (the hub's store was restored from an older
+// copy); otherwise the services and tombstones changed after have.
+func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64) (*fleetv1.DesiredState, error) {
+	st, err := c.State(ctx, cluster)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if have == st.Revision {
+		return nil, nil
+	}
+	ds := &fleetv1.DesiredState{Cluster: cluster, Revision: st.Revision}
+	if have == 0 || have < st.Horizon || have > st.Revision {
+		ds.Full = true
+		for i := range st.Services {
+			ds.Services = append(ds.Services, wireService(&st.Services[i]))
+		}
+		return ds, nil
+	}
+	for i := range st.Services {
+		if st.Services[i].Revision > have {
+			ds.Services = append(ds.Services, wireService(&st.Services[i]))
+		}
+	}
+	for _, t := range st.Tombstones {
+		if t.Revision > have {
+			ds.Tombstones = append(ds.Tombstones, &fleetv1.Tombstone{
+				Name: t.Name, Namespace: t.Namespace, Revision: t.Revision, DeletedAt: timestamppb.New(t.DeletedAt),
+			})
+		}
+	}
+	return ds, nil
+}
+
+func wireService(s *Service) *fleetv1.Service {
+	return &fleetv1.Service{
+		Name:         s.Name,
+		Namespace:    s.Namespace,
+		Template:     s.Template,
+		ChartName:    s.ChartName,
+		ChartVersion: s.ChartVersion,
+		ChartDigest:  s.ChartDigest,
+		ValuesYaml:   s.Values,
+		Priority:     s.Priority,
+		DependsOn:    s.DependsOn,
+		ValuesHash:   s.ValuesHash,
+	}
+}
+
+// State returns a cluster's current desired state (shared: do not modify),
+// or an error wrapping store.ErrNotFound.
+func (c *Compiler) State(ctx context.Context, cluster string) (*State, error) {
+	c.mu.RLock()
+	st, loaded := c.states[cluster], c.loaded
+	c.mu.RUnlock()
+	if st != nil {
+		return st, nil
+	}
+	if loaded {
+		return nil, fmt.Errorf("desired state of %s: %w", cluster, store.ErrNotFound)
+	}
+	so, err := c.cfg.Store.Get(ctx, KindDesiredState, "", cluster)
+	if err != nil {
+		return nil, fmt.Errorf("desired state of %s: %w", cluster, err)
+	}
+	var s State
+	if err := json.Unmarshal(so.Value, &s); err != nil {
+		return nil, fmt.Errorf("desired state of %s: %w", cluster, err)
+	}
+	return &s, nil
+}
+
+// Revision returns a cluster's current desired-state revision (0 if none).
+func (c *Compiler) Revision(ctx context.Context, cluster string) (uint64, error) {
+	st, err := c.State(ctx, cluster)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return st.Revision, nil
+}
+
+// Subscribe returns a channel that receives a value (coalesced: at most
+// one pending) whenever the cluster's desired state changes, and a cancel
+// function (idempotent) that ends the subscription.
+func (c *Compiler) Subscribe(cluster string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	if c.subs[cluster] == nil {
+		c.subs[cluster] = map[chan struct{}]struct{}{}
+	}
+	c.subs[cluster][ch] = struct{}{}
+	c.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.subs[cluster], ch)
+			if len(c.subs[cluster]) == 0 {
+				delete(c.subs, cluster)
+			}
+			c.mu.Unlock()
+		})
+	}
+}
+
+func (c *Compiler) notifyLocked(clusters []string) {
+	for _, name := range clusters {
+		for ch := range c.subs[name] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Problems returns the problems found by the last compile, sorted by
+// source, cluster and service.
+func (c *Compiler) Problems() []Problem {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.problems)
+}
+
+// ProblemsFor returns the last compile's problems of one source object.
+func (c *Compiler) ProblemsFor(kind, namespace, name string) []Problem {
+	ref := Ref{Kind: kind, Namespace: namespace, Name: name}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []Problem
+	for _, p := range c.problems {
+		if p.Source == ref {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Run keeps desired state up to date until ctx is done: it recompiles,
+// watches the input kinds from the revision it read, and recompiles
+// (debounced) after a change that matters; also every Resync. A watch that
+// expires or is compacted starts over with a fresh read. It returns nil
+// when ctx is cancelled.
+func (c *Compiler) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		err := c.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, store.ErrClosed) {
+			return err
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+		if err != nil {
+			c.log.Warn("desired state: recompile loop restarting", "err", err, "backoff", backoff)
+		} else {
+			backoff = 0
+		}
+		wait := time.Duration(float64(backoff) * (0.5 + rand.Float64()))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// runOnce compiles, then follows the watches until one ends. A nil error
+// means "start over" (watch expired).
+func (c *Compiler) runOnce(ctx context.Context) error {
+	rev, err := c.Recompile(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	events := make(chan store.Event)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (deferred later, runs first)
+	defer cancel()
+	for _, kind := range inputKinds {
+		ch, err := c.cfg.Store.Watch(wctx, kind, rev)
+		if errors.Is(err, store.ErrCompacted) {
+			c.log.Info("desired state: watch compacted, listing again", "kind", kind)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("desired: watch %s: %w", kind, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ev := range ch {
+				select {
+				case events <- ev:
+				case <-wctx.Done():
+					return
+				}
+			}
+			// Closed without an error event: the store or ctx ended.
+			select {
+			case events <- store.Event{Type: store.EventError, Err: fmt.Errorf("watch %s closed: %w", kind, store.ErrWatchExpired)}:
+			case <-wctx.Done():
+			}
+		}()
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	pending := false
+	arm := func() {
+		if !pending {
+			pending = true
+			debounce.Reset(c.cfg.Debounce)
+		}
+	}
+	// With fromRevision 0 ("from now") a write between the read and the
+	// watch could be missed; compare revisions once the watches are up.
+	if now, err := c.cfg.Store.Revision(ctx); err == nil && now > rev {
+		arm()
+	}
+	resync := time.NewTicker(c.cfg.Resync)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-events:
+			if ev.Type == store.EventError {
+				if errors.Is(ev.Err, store.ErrClosed) {
+					return ev.Err
+				}
+				c.log.Info("desired state: watch ended, listing again", "err", ev.Err)
+				return nil
+			}
+			if c.relevant(ev) {
+				arm()
+			}
+		case <-debounce.C:
+			pending = false
+			if _, err := c.Recompile(ctx); err != nil {
+				return err
+			}
+		case <-resync.C:
+			if _, err := c.Recompile(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// relevant reports whether an event changes compile input: heartbeats
+// that touch a Cluster's lastSeen, or status writes on ClusterDeployments,
+// do not.
+func (c *Compiler) relevant(ev store.Event) bool {
+	key := printKey(ev.Object.Kind, ev.Object.Namespace, ev.Object.Name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ev.Revision <= c.compiled {
+		return false
+	}
+	if ev.Type == store.EventDelete {
+		delete(c.prints, key)
+		return true
+	}
+	fp := fingerprint(ev.Object)
+	if old, ok := c.prints[key]; ok && old == fp {
+		return false
+	}
+	c.prints[key] = fp
+	return true
+}
+
+func printKey(kind, ns, name string) string { return kind + "/" + ns + "/" + name }
+
+// fingerprint captures the part of a stored input that compiling reads.
+func fingerprint(so store.Object) string {
+	var v struct {
+		Labels   map[string]string `json:"labels"`
+		Metadata struct {
+			Generation int64 `json:"generation"`
+		} `json:"metadata"`
+		Status json.RawMessage `json:"status"`
+	}
+	_ = json.Unmarshal(so.Value, &v)
+	create := fmt.Sprint(so.CreateRevision)
+	switch so.Kind {
+	case kindCluster:
+		b, _ := json.Marshal(v.Labels) // sorted keys
+		return create + " " + string(b)
+	case objects.KindServiceTemplate:
+		return fmt.Sprintf("%s %d %s", create, v.Metadata.Generation, v.Status)
+	default:
+		return fmt.Sprintf("%s %d", create, v.Metadata.Generation)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,425 @@
+package objects
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tetherfleet/tether/hub/internal/store"
+)
+
+// Store is the part of the hub store the repository uses.
+type Store interface {
+	Get(ctx context.Context, kind, namespace, name string) (store.Object, error)
+	List(ctx context.Context, kind, namespace string) ([]store.Object, error)
+	Txn(ctx context.Context, fn func(tx store.Tx) error) error
+}
+
+// RepoConfig configures a Repo.
+type RepoConfig struct {
+	Store Store
+	// Now is the clock for creationTimestamp; nil means time.Now.
+	Now func() time.Time
+}
+
+// Repo reads and writes API objects in the hub store, as JSON under
+// (kind, namespace, name). metadata.resourceVersion and the creation
+// revision come from the store record and are not part of the value.
+type Repo struct {
+	cfg RepoConfig
+}
+
+// NewRepo returns a Repo.
+func NewRepo(cfg RepoConfig) (*Repo, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("objects: RepoConfig.Store is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Repo{cfg: cfg}, nil
+}
+
+// Action says what Apply did with one object.
+type Action string
+
+// Actions.
+const (
+	Created    Action = "created"
+	Configured Action = "configured"
+	Unchanged  Action = "unchanged"
+)
+
+// Result is the outcome of applying one object.
+type Result struct {
+	Kind, Namespace, Name string
+	Action                Action
+	Generation            int64
+	ResourceVersion       uint64
+}
+
+// String is kubectl's form, e.g. "servicetemplate/nginx created".
+func (r Result) String() string {
+	return fmt.Sprintf("%s/%s %s", strings.ToLower(r.Kind), r.Name, r.Action)
+}
+
+// Apply creates or updates objs in one store transaction: all or nothing.
+// Each object is defaulted and validated; references are checked against
+// the store and the batch (a ServiceTemplate's HelmRepository unless it is
+// "tether-local"; every ServiceTemplate a serviceSpec names). Status in
+// input is ignored and an existing status kept; metadata.generation grows
+// only when the spec changes; an object equal to the stored one is not
+// written. Results are in input order. Errors are *ObjectError values
+// (joined), wrapping ErrInvalid.
+func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
+	batch := make([]Object, len(objs))
+	index := map[string]Object{}
+	var errs []error
+	for i, o := range objs {
+		if o == nil || New(o.GetHeader().Kind) == nil {
+			kind := ""
+			if o != nil {
+				kind = o.GetHeader().Kind
+			}
+			errs = append(errs, &ObjectError{Kind: kind, Err: fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(sortedKinds(), ", "))})
+			continue
+		}
+		c, err := deepCopy(o)
+		if err != nil {
+			errs = append(errs, &ObjectError{Kind: o.GetHeader().Kind, Err: err})
+			continue
+		}
+		Default(c)
+		if err := Validate(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h := c.GetHeader()
+		if _, dup := index[h.Key()]; dup {
+			errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Err: errors.New("listed twice")})
+			continue
+		}
+		index[h.Key()] = c
+		batch[i] = c
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	results := make([]Result, len(batch))
+	err := r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		var errs []error
+		for _, o := range batch {
+			if fe := checkRefs(tx, o, index); len(fe) > 0 {
+				h := o.GetHeader()
+				errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Fields: fe})
+			}
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		var written []int
+		for i, o := range batch {
+			res, err := r.applyOne(tx, o)
+			if err != nil {
+				return err
+			}
+			results[i] = res
+			if res.Action != Unchanged {
+				written = append(written, i)
+			}
+		}
+		for _, i := range written {
+			results[i].ResourceVersion = tx.Revision()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
+	h := o.GetHeader()
+	md := &h.Metadata
+	res := Result{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name}
+	o.clearStatus()
+	md.ResourceVersion, md.CreateRevision = 0, 0
+	cur, err := tx.Get(h.Kind, md.Namespace, md.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		now := r.cfg.Now().UTC().Truncate(time.Second)
+		md.Generation = 1
+		md.CreationTimestamp = &now
+		md.UID = newUID()
+		v, err := json.Marshal(o)
+		if err != nil {
+			return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+		}
+		if _, err := tx.Create(store.Object{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name, Value: v}); err != nil {
+			return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+		}
+		res.Action, res.Generation = Created, 1
+		return res, nil
+	case err != nil:
+		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+	}
+	old, err := FromStored(h.Kind, cur.Value, cur.ResourceVersion, cur.CreateRevision)
+	if err != nil {
+		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+	}
+	om := old.GetHeader().Metadata
+	md.UID, md.CreationTimestamp, md.Generation = om.UID, om.CreationTimestamp, om.Generation
+	o.setStatusFrom(old)
+	specChanged := !jsonEqual(o.spec(), old.spec())
+	if specChanged {
+		md.Generation++
+	}
+	res.Generation = md.Generation
+	if !specChanged && mapsEqual(md.Labels, om.Labels) && mapsEqual(md.Annotations, om.Annotations) {
+		res.Action, res.ResourceVersion = Unchanged, cur.ResourceVersion
+		return res, nil
+	}
+	v, err := json.Marshal(o)
+	if err != nil {
+		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+	}
+	if _, err := tx.Update(store.Object{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name, Value: v, ResourceVersion: cur.ResourceVersion}); err != nil {
+		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
+	}
+	res.Action = Configured
+	return res, nil
+}
+
+// checkRefs checks that the objects o names exist in the batch or store.
+func checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
+	var errs FieldErrors
+	ns := o.GetHeader().Metadata.Namespace
+	exists := func(kind, name string) bool {
+		if _, ok := batch[kind+" "+ns+"/"+name]; ok {
+			return true
+		}
+		_, err := tx.Get(kind, ns, name)
+		return err == nil
+	}
+	if st, ok := o.(*ServiceTemplate); ok {
+		ref := st.Spec.Helm.ChartSpec.SourceRef
+		if ref.Name != LocalRepository && !exists(KindHelmRepository, ref.Name) {
+			errs.add("spec.helm.chartSpec.sourceRef.name", "HelmRepository %s/%s not found", ns, ref.Name)
+		}
+	}
+	if ss := ServiceSpecOf(o); ss != nil {
+		for i, svc := range ss.Services {
+			if !exists(KindServiceTemplate, svc.Template) && !existsIn(tx, batch, KindServiceTemplate, SystemNamespace, svc.Template) {
+				errs.add(path("spec.serviceSpec.services").index(i).child("template"), "ServiceTemplate %s not found in namespace %s or %s", svc.Template, ns, SystemNamespace)
+			}
+		}
+	}
+	return errs
+}
+
+func existsIn(tx store.Tx, batch map[string]Object, kind, ns, name string) bool {
+	if _, ok := batch[kind+" "+ns+"/"+name]; ok {
+		return true
+	}
+	_, err := tx.Get(kind, ns, name)
+	return err == nil
+}
+
+// Get returns one object; namespace "" means "default".
+func (r *Repo) Get(ctx context.Context, kind, namespace, name string) (Object, error) {
+	if New(kind) == nil {
+		return nil, fmt.Errorf("get %s: %w", kind, ErrUnknownKind)
+	}
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	so, err := r.cfg.Store.Get(ctx, kind, namespace, name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s/%s: %w", kind, namespace, name, err)
+	}
+	return FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+}
+
+// List returns a kind's objects in namespace ("" = all), sorted by
+// namespace then name.
+func (r *Repo) List(ctx context.Context, kind, namespace string) ([]Object, error) {
+	if New(kind) == nil {
+		return nil, fmt.Errorf("list %s: %w", kind, ErrUnknownKind)
+	}
+	sos, err := r.cfg.Store.List(ctx, kind, namespace)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	return decodeAll(kind, sos)
+}
+
+func decodeAll(kind string, sos []store.Object) ([]Object, error) {
+	out := make([]Object, 0, len(sos))
+	for _, so := range sos {
+		o, err := FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s/%s: %w", kind, so.Namespace, so.Name, err)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// Delete removes an object; namespace "" means "default". A
+// ServiceTemplate used by a ClusterDeployment or MultiClusterService, or a
+// HelmRepository used by a ServiceTemplate, is not deleted: the error wraps
+// ErrInUse and names the users.
+func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
+	if New(kind) == nil {
+		return fmt.Errorf("delete %s: %w", kind, ErrUnknownKind)
+	}
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	return r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(kind, namespace, name); err != nil {
+			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
+		}
+		users, err := usersOf(tx, kind, namespace, name)
+		if err != nil {
+			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("delete %s %s/%s: %w by %s", kind, namespace, name, ErrInUse, strings.Join(users, ", "))
+		}
+		return tx.Delete(kind, namespace, name, 0)
+	})
+}
+
+// usersOf lists the objects that reference kind namespace/name.
+func usersOf(tx store.Tx, kind, namespace, name string) ([]string, error) {
+	var users []string
+	switch kind {
+	case KindServiceTemplate:
+		// Templates in the system namespace serve every namespace that has
+		// no template of that name.
+		scope := namespace
+		if namespace == SystemNamespace {
+			scope = ""
+		}
+		for _, k := range []string{KindClusterDeployment, KindMultiClusterService} {
+			sos, err := tx.List(k, scope)
+			if err != nil {
+				return nil, err
+			}
+			objs, err := decodeAll(k, sos)
+			if err != nil {
+				return nil, err
+			}
+			for _, o := range objs {
+				ons := o.GetHeader().Metadata.Namespace
+				if ons != namespace {
+					if _, err := tx.Get(KindServiceTemplate, ons, name); err == nil {
+						continue // uses its own namespace's template
+					}
+				}
+				for i, svc := range ServiceSpecOf(o).Services {
+					if svc.Template == name {
+						users = append(users, fmt.Sprintf("%s (services[%d])", o.GetHeader().Key(), i))
+					}
+				}
+			}
+		}
+	case KindHelmRepository:
+		sos, err := tx.List(KindServiceTemplate, namespace)
+		if err != nil {
+			return nil, err
+		}
+		objs, err := decodeAll(KindServiceTemplate, sos)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			if o.(*ServiceTemplate).Spec.Helm.ChartSpec.SourceRef.Name == name {
+				users = append(users, o.GetHeader().Key())
+			}
+		}
+	}
+	return users, nil
+}
+
+// maxStatusRetries bounds UpdateStatus's compare-and-swap attempts.
+const maxStatusRetries = 16
+
+// UpdateStatus changes an object's status. mutate gets a fresh copy of the
+// object and changes its Status (type-assert to the kind); anything else
+// it changes is discarded. It runs outside the store lock and is called
+// again if the object changed meanwhile (compare-and-swap on
+// resourceVersion), so it must be repeatable. An unchanged status is not
+// written. It returns the stored object.
+func (r *Repo) UpdateStatus(ctx context.Context, kind, namespace, name string, mutate func(Object) error) (Object, error) {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := r.Get(ctx, kind, namespace, name)
+		if err != nil {
+			return nil, fmt.Errorf("update status: %w", err)
+		}
+		rv := uint64(cur.GetHeader().Metadata.ResourceVersion)
+		mut := DeepCopy(cur)
+		if err := mutate(mut); err != nil {
+			return nil, fmt.Errorf("update status %s %s/%s: %w", kind, namespace, name, err)
+		}
+		if jsonEqual(mut.status(), cur.status()) {
+			return cur, nil
+		}
+		next := DeepCopy(cur)
+		next.setStatusFrom(mut)
+		md := &next.GetHeader().Metadata
+		md.ResourceVersion = 0
+		v, err := json.Marshal(next)
+		if err != nil {
+			return nil, fmt.Errorf("update status %s %s/%s: %w", kind, namespace, name, err)
+		}
+		err = r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+			so, err := tx.Update(store.Object{Kind: kind, Namespace: namespace, Name: name, Value: v, ResourceVersion: rv})
+			md.ResourceVersion = Revision(so.ResourceVersion)
+			return err
+		})
+		if errors.Is(err, store.ErrConflict) && attempt < maxStatusRetries {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("update status %s %s/%s: %w", kind, namespace, name, err)
+		}
+		return next, nil
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	ja, err1 := json.Marshal(a)
+	jb, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func newUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

@@ -1,0 +1,541 @@
+package objects
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// API versions.
+const (
+	// APIVersion is the group/version every tether kind is stored under.
+	APIVersion = "tether.dev/v1alpha1"
+	// CoreAPIVersion is the version of ConfigMap and Secret.
+	CoreAPIVersion = "v1"
+)
+
+// Kinds.
+const (
+	KindHelmRepository      = "HelmRepository"
+	KindServiceTemplate     = "ServiceTemplate"
+	KindClusterDeployment   = "ClusterDeployment"
+	KindMultiClusterService = "MultiClusterService"
+	KindConfigMap           = "ConfigMap"
+	KindSecret              = "Secret"
+)
+
+// Kinds lists every kind this package knows, in the order Apply writes them
+// (referenced kinds first).
+var Kinds = []string{
+	KindHelmRepository, KindConfigMap, KindSecret, KindServiceTemplate,
+	KindClusterDeployment, KindMultiClusterService,
+}
+
+// Well-known names.
+const (
+	// DefaultNamespace is the namespace of objects that name none.
+	DefaultNamespace = "default"
+	// SystemNamespace holds ServiceTemplates every namespace may use: a
+	// serviceSpec's template is looked up in the object's own namespace,
+	// then here (as k0rdent's system templates).
+	SystemNamespace = "tether-system"
+	// LocalRepository is the built-in HelmRepository of charts pushed with
+	// `tether chart push`; it needs no object.
+	LocalRepository = "tether-local"
+	// TemplateAdopted in ClusterDeployment.spec.template binds the object to
+	// the enrolled fleet cluster of the same name.
+	TemplateAdopted = "adopted"
+	// DefaultPriority is a serviceSpec's priority when it names none.
+	DefaultPriority = 100
+	// MinPriority and MaxPriority bound serviceSpec.priority (as k0rdent).
+	MinPriority = 1
+	MaxPriority = 2147483646
+)
+
+// Object is any API object of this package: a pointer to one of
+// HelmRepository, ServiceTemplate, ClusterDeployment, MultiClusterService,
+// ConfigMap or Secret. The set is closed.
+type Object interface {
+	// GetHeader returns the object's apiVersion, kind and metadata, for
+	// reading and writing.
+	GetHeader() *Header
+	// spec returns the part whose change bumps metadata.generation.
+	spec() any
+	// status returns a pointer to the status (nil for kinds without one).
+	status() any
+	clearStatus()
+	setStatusFrom(Object)
+	setDefaults()
+	validateSpec(p path) FieldErrors
+}
+
+// Header is the part every object has.
+type Header struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+}
+
+// GetHeader implements Object.
+func (h *Header) GetHeader() *Header { return h }
+
+// Key returns "Kind ns/name", the form errors use.
+func (h *Header) Key() string {
+	return h.Kind + " " + h.Metadata.Namespace + "/" + h.Metadata.Name
+}
+
+// Metadata is the object metadata. Generation, ResourceVersion, UID and
+// CreationTimestamp are set by the hub; values in applied input are ignored.
+type Metadata struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	Generation        int64             `json:"generation,omitempty"`
+	ResourceVersion   Revision          `json:"resourceVersion,omitempty"`
+	CreationTimestamp *time.Time        `json:"creationTimestamp,omitempty"`
+	UID               string            `json:"uid,omitempty"`
+	// CreateRevision is the store revision of the object's creation; it
+	// breaks priority ties (older wins). Filled in when read from the store.
+	CreateRevision uint64 `json:"-"`
+}
+
+// Revision is a store revision. In JSON it reads a number or a decimal
+// string (Kubernetes writes resourceVersion as a string) and writes a
+// string, so manifests from `kubectl get -o yaml` decode.
+type Revision uint64
+
+// MarshalJSON implements json.Marshaler.
+func (r Revision) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + strconv.FormatUint(uint64(r), 10) + `"`), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (r *Revision) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+	}
+	if s == "" || s == "null" {
+		*r = 0
+		return nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("resourceVersion %q is not a non-negative integer", s)
+	}
+	*r = Revision(n)
+	return nil
+}
+
+// Condition is a status condition, as in Kubernetes.
+type Condition struct {
+	Type               string     `json:"type"`
+	Status             string     `json:"status"` // True, False, Unknown
+	Reason             string     `json:"reason,omitempty"`
+	Message            string     `json:"message,omitempty"`
+	LastTransitionTime *time.Time `json:"lastTransitionTime,omitempty"`
+}
+
+// ---- HelmRepository ----
+
+// HelmRepository is a chart source.
+type HelmRepository struct {
+	Header `json:",inline"`
+	Spec   HelmRepositorySpec   `json:"spec"`
+	Status HelmRepositoryStatus `json:"status,omitzero"`
+}
+
+// HelmRepositorySpec says where charts come from.
+type HelmRepositorySpec struct {
+	// URL is http(s):// for an index.yaml repository, oci:// for OCI.
+	URL string `json:"url"`
+	// Type is "default" (index.yaml) or "oci"; defaulted from the URL.
+	Type                  string `json:"type,omitempty"`
+	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify,omitempty"`
+}
+
+// HelmRepositoryStatus is written by the hub.
+type HelmRepositoryStatus struct {
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// ---- ServiceTemplate ----
+
+// ServiceTemplate names one chart version from a HelmRepository.
+type ServiceTemplate struct {
+	Header `json:",inline"`
+	Spec   ServiceTemplateSpec   `json:"spec"`
+	Status ServiceTemplateStatus `json:"status,omitzero"`
+}
+
+// ServiceTemplateSpec wraps the chart reference (k0rdent shape).
+type ServiceTemplateSpec struct {
+	Helm HelmSpec `json:"helm"`
+}
+
+// HelmSpec holds the chart reference.
+type HelmSpec struct {
+	ChartSpec ChartSpec `json:"chartSpec"`
+}
+
+// ChartSpec names a chart.
+type ChartSpec struct {
+	Chart     string    `json:"chart"`
+	Version   string    `json:"version"`
+	SourceRef SourceRef `json:"sourceRef"`
+}
+
+// SourceRef points at a HelmRepository in the template's namespace.
+type SourceRef struct {
+	Kind string `json:"kind,omitempty"` // HelmRepository (default)
+	Name string `json:"name"`
+}
+
+// ServiceTemplateStatus is the resolved chart, written by the charts
+// package. A template is ready when ChartDigest is set, Valid is true and
+// ChartName/ChartVersion match the spec.
+type ServiceTemplateStatus struct {
+	ChartDigest  string `json:"chartDigest,omitempty"`
+	ChartName    string `json:"chartName,omitempty"`
+	ChartVersion string `json:"chartVersion,omitempty"`
+	Valid        bool   `json:"valid,omitempty"`
+	Message      string `json:"message,omitempty"`
+}
+
+// Ready reports whether the template's chart is resolved for its current
+// spec, and if not, why.
+func (t *ServiceTemplate) Ready() (bool, string) {
+	st, cs := t.Status, t.Spec.Helm.ChartSpec
+	switch {
+	case st.ChartDigest == "":
+		if st.Message != "" {
+			return false, "chart not resolved: " + st.Message
+		}
+		return false, "chart not resolved yet (no chartDigest)"
+	case !st.Valid:
+		return false, "chart invalid: " + st.Message
+	case st.ChartName != "" && st.ChartName != cs.Chart,
+		st.ChartVersion != "" && st.ChartVersion != cs.Version:
+		return false, fmt.Sprintf("chart %s %s not resolved yet (status has %s %s)", cs.Chart, cs.Version, st.ChartName, st.ChartVersion)
+	}
+	return true, ""
+}
+
+// ---- ServiceSpec (ClusterDeployment, MultiClusterService) ----
+
+// ServiceSpec lists services to deploy.
+type ServiceSpec struct {
+	Services []Service `json:"services,omitempty"`
+	// Priority decides conflicts between sources that deploy the same
+	// namespace/name on one cluster: higher wins. Default 100.
+	Priority int32 `json:"priority,omitempty"`
+	// StopOnConflict: when this source loses a conflict on a cluster, none
+	// of its services are deployed there.
+	StopOnConflict bool `json:"stopOnConflict,omitempty"`
+}
+
+// Service is one Helm release.
+type Service struct {
+	// Template is a ServiceTemplate in the object's namespace.
+	Template string `json:"template"`
+	// Name is the Helm release name.
+	Name string `json:"name"`
+	// Namespace is the release namespace; default "default".
+	Namespace string `json:"namespace,omitempty"`
+	// Values is Helm values YAML; it may use Go templates over .Cluster.
+	Values Values `json:"values,omitempty"`
+	// ValuesFrom are merged in order, then Values on top.
+	ValuesFrom []ValuesFrom `json:"valuesFrom,omitempty"`
+	// DependsOn names services of the same spec deployed first.
+	DependsOn []string `json:"dependsOn,omitempty"`
+}
+
+// Values is a YAML document kept as text (it may hold template actions). In
+// input it may also be written as a YAML mapping, which is kept as YAML
+// text.
+type Values string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (v *Values) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*v = Values(s)
+		return nil
+	}
+	if string(b) == "null" {
+		*v = ""
+		return nil
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("want a string or a mapping")
+	}
+	y, err := jsonToYAML(b)
+	if err != nil {
+		return err
+	}
+	*v = Values(y)
+	return nil
+}
+
+// ValuesFrom names a ConfigMap or Secret in the object's namespace whose
+// key "values.yaml" (or "values") holds values YAML.
+type ValuesFrom struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+// ServiceState is the status of one service on one cluster.
+type ServiceState struct {
+	Cluster          string     `json:"cluster,omitempty"`
+	Name             string     `json:"name"`
+	Namespace        string     `json:"namespace"`
+	Template         string     `json:"template,omitempty"`
+	State            string     `json:"state"`
+	Revision         uint64     `json:"revision,omitempty"`
+	LastDeployedHash string     `json:"lastDeployedHash,omitempty"`
+	Message          string     `json:"message,omitempty"`
+	Time             *time.Time `json:"time,omitempty"`
+}
+
+// ServicesStatus is the status of ClusterDeployment and MultiClusterService.
+type ServicesStatus struct {
+	Services   []ServiceState `json:"services,omitempty"`
+	Conditions []Condition    `json:"conditions,omitempty"`
+}
+
+// ---- ClusterDeployment ----
+
+// ClusterDeployment binds services to one cluster.
+type ClusterDeployment struct {
+	Header `json:",inline"`
+	Spec   ClusterDeploymentSpec `json:"spec"`
+	Status ServicesStatus        `json:"status,omitzero"`
+}
+
+// ClusterDeploymentSpec is the desired cluster and its services.
+type ClusterDeploymentSpec struct {
+	// Template is "adopted" (bind to the enrolled cluster of the same
+	// name) or a cluster template name for CAPI provisioning.
+	Template   string `json:"template"`
+	Credential string `json:"credential,omitempty"`
+	// Config is free-form configuration for the cluster template.
+	Config      json.RawMessage `json:"config,omitempty"`
+	ServiceSpec ServiceSpec     `json:"serviceSpec,omitzero"`
+}
+
+// ---- MultiClusterService ----
+
+// MultiClusterService deploys services on every cluster its selector
+// matches.
+type MultiClusterService struct {
+	Header `json:",inline"`
+	Spec   MultiClusterServiceSpec `json:"spec"`
+	Status ServicesStatus          `json:"status,omitzero"`
+}
+
+// MultiClusterServiceSpec selects clusters and lists services.
+type MultiClusterServiceSpec struct {
+	// ClusterSelector matches fleet cluster labels; empty matches all.
+	ClusterSelector LabelSelector `json:"clusterSelector,omitzero"`
+	ServiceSpec     ServiceSpec   `json:"serviceSpec,omitzero"`
+	// Rollout is accepted and stored as is; the rollout package reads it.
+	Rollout json.RawMessage `json:"rollout,omitempty"`
+}
+
+// LabelSelector is Kubernetes' LabelSelector.
+type LabelSelector struct {
+	MatchLabels      map[string]string `json:"matchLabels,omitempty"`
+	MatchExpressions []LabelExpression `json:"matchExpressions,omitempty"`
+}
+
+// LabelExpression is one selector requirement.
+type LabelExpression struct {
+	Key      string   `json:"key"`
+	Operator string   `json:"operator"` // In, NotIn, Exists, DoesNotExist
+	Values   []string `json:"values,omitempty"`
+}
+
+// Matches reports whether labels satisfy the selector (all terms ANDed; an
+// empty selector matches everything).
+func (s *LabelSelector) Matches(labels map[string]string) bool {
+	for k, v := range s.MatchLabels {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		v, ok := labels[e.Key]
+		switch e.Operator {
+		case "In":
+			if !ok || !contains(e.Values, v) {
+				return false
+			}
+		case "NotIn":
+			if ok && contains(e.Values, v) {
+				return false
+			}
+		case "Exists":
+			if !ok {
+				return false
+			}
+		case "DoesNotExist":
+			if ok {
+				return false
+			}
+		default:
+			return false // unknown operators never match (validation refuses them)
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ---- ConfigMap, Secret ----
+
+// ConfigMap holds values for valuesFrom (hub-side only).
+type ConfigMap struct {
+	Header `json:",inline"`
+	Data   map[string]string `json:"data,omitempty"`
+}
+
+// Secret holds values for valuesFrom (hub-side only). Data is base64 in
+// JSON and YAML, as in Kubernetes; StringData is merged into Data on apply
+// and never stored.
+type Secret struct {
+	Header     `json:",inline"`
+	Type       string            `json:"type,omitempty"`
+	Data       map[string][]byte `json:"data,omitempty"`
+	StringData map[string]string `json:"stringData,omitempty"`
+}
+
+// ---- Object implementations ----
+
+func (o *HelmRepository) spec() any    { return &o.Spec }
+func (o *HelmRepository) status() any  { return &o.Status }
+func (o *HelmRepository) clearStatus() { o.Status = HelmRepositoryStatus{} }
+func (o *HelmRepository) setStatusFrom(x Object) {
+	if s, ok := x.(*HelmRepository); ok {
+		o.Status = s.Status
+	}
+}
+
+func (o *ServiceTemplate) spec() any    { return &o.Spec }
+func (o *ServiceTemplate) status() any  { return &o.Status }
+func (o *ServiceTemplate) clearStatus() { o.Status = ServiceTemplateStatus{} }
+func (o *ServiceTemplate) setStatusFrom(x Object) {
+	if s, ok := x.(*ServiceTemplate); ok {
+		o.Status = s.Status
+	}
+}
+
+func (o *ClusterDeployment) spec() any    { return &o.Spec }
+func (o *ClusterDeployment) status() any  { return &o.Status }
+func (o *ClusterDeployment) clearStatus() { o.Status = ServicesStatus{} }
+func (o *ClusterDeployment) setStatusFrom(x Object) {
+	if s, ok := x.(*ClusterDeployment); ok {
+		o.Status = s.Status
+	}
+}
+
+func (o *MultiClusterService) spec() any    { return &o.Spec }
+func (o *MultiClusterService) status() any  { return &o.Status }
+func (o *MultiClusterService) clearStatus() { o.Status = ServicesStatus{} }
+func (o *MultiClusterService) setStatusFrom(x Object) {
+	if s, ok := x.(*MultiClusterService); ok {
+		o.Status = s.Status
+	}
+}
+
+func (o *ConfigMap) spec() any            { return o.Data }
+func (o *ConfigMap) status() any          { return nil }
+func (o *ConfigMap) clearStatus()         {}
+func (o *ConfigMap) setStatusFrom(Object) {}
+
+func (o *Secret) spec() any            { return struct{ T, D any }{o.Type, o.Data} }
+func (o *Secret) status() any          { return nil }
+func (o *Secret) clearStatus()         {}
+func (o *Secret) setStatusFrom(Object) {}
+
+// ServiceSpecOf returns the serviceSpec of a ClusterDeployment or
+// MultiClusterService, else nil.
+func ServiceSpecOf(o Object) *ServiceSpec {
+	switch o := o.(type) {
+	case *ClusterDeployment:
+		return &o.Spec.ServiceSpec
+	case *MultiClusterService:
+		return &o.Spec.ServiceSpec
+	}
+	return nil
+}
+
+// New returns an empty object of kind with its header set, or nil for an
+// unknown kind.
+func New(kind string) Object {
+	var o Object
+	switch kind {
+	case KindHelmRepository:
+		o = &HelmRepository{}
+	case KindServiceTemplate:
+		o = &ServiceTemplate{}
+	case KindClusterDeployment:
+		o = &ClusterDeployment{}
+	case KindMultiClusterService:
+		o = &MultiClusterService{}
+	case KindConfigMap:
+		o = &ConfigMap{}
+	case KindSecret:
+		o = &Secret{}
+	default:
+		return nil
+	}
+	h := o.GetHeader()
+	h.Kind = kind
+	h.APIVersion = apiVersionFor(kind)
+	return o
+}
+
+func apiVersionFor(kind string) string {
+	if kind == KindConfigMap || kind == KindSecret {
+		return CoreAPIVersion
+	}
+	return APIVersion
+}
+
+// DeepCopy returns an independent copy of o. It panics if o does not
+// marshal (a json.RawMessage field holding invalid JSON); Repo methods
+// check instead.
+func DeepCopy(o Object) Object {
+	c, err := deepCopy(o)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func deepCopy(o Object) (Object, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("copy %s: %w", o.GetHeader().Key(), err)
+	}
+	c := New(o.GetHeader().Kind)
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("copy %s: %w", o.GetHeader().Key(), err)
+	}
+	c.GetHeader().Metadata.CreateRevision = o.GetHeader().Metadata.CreateRevision
+	return c, nil
+}

@@ -1,0 +1,430 @@
+package objects
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/Masterminds/semver/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Default fills in defaults: namespace "default", apiVersion normalised,
+// priority 100, service namespace "default", sourceRef kind
+// HelmRepository, HelmRepository type from the URL scheme, Secret
+// stringData merged into data. It is idempotent.
+func Default(o Object) {
+	h := o.GetHeader()
+	h.APIVersion = apiVersionFor(h.Kind)
+	if h.Metadata.Namespace == "" {
+		h.Metadata.Namespace = DefaultNamespace
+	}
+	o.setDefaults()
+}
+
+// Validate checks one object on its own (references to other objects are
+// checked by Repo.Apply). Call Default first. The error is an
+// *ObjectError listing every problem with its field path.
+func Validate(o Object) error {
+	if fe := validate(o); len(fe) > 0 {
+		h := o.GetHeader()
+		return &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Fields: fe}
+	}
+	return nil
+}
+
+func validate(o Object) FieldErrors {
+	var errs FieldErrors
+	validateMetadata(&o.GetHeader().Metadata, "metadata", &errs)
+	errs = append(errs, o.validateSpec("")...)
+	return errs
+}
+
+func validateMetadata(m *Metadata, p path, errs *FieldErrors) {
+	if m.Name == "" {
+		errs.add(p.child("name"), "required")
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(m.Name) {
+			errs.add(p.child("name"), "%q: %s", m.Name, msg)
+		}
+	}
+	for _, msg := range validation.IsDNS1123Label(m.Namespace) {
+		errs.add(p.child("namespace"), "%q: %s", m.Namespace, msg)
+	}
+	for _, k := range sortedKeys(m.Labels) {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs.add(p.child("labels").key(k), "key: %s", msg)
+		}
+		for _, msg := range validation.IsValidLabelValue(m.Labels[k]) {
+			errs.add(p.child("labels").key(k), "%q: %s", m.Labels[k], msg)
+		}
+	}
+	for _, k := range sortedKeys(m.Annotations) {
+		for _, msg := range validation.IsQualifiedName(strings.ToLower(k)) {
+			errs.add(p.child("annotations").key(k), "key: %s", msg)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ---- HelmRepository ----
+
+func (o *HelmRepository) setDefaults() {
+	if o.Spec.Type == "" {
+		o.Spec.Type = "default"
+		if strings.HasPrefix(o.Spec.URL, "oci://") {
+			o.Spec.Type = "oci"
+		}
+	}
+}
+
+func (o *HelmRepository) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	sp := p.child("spec")
+	switch u, err := url.Parse(o.Spec.URL); {
+	case o.Spec.URL == "":
+		errs.add(sp.child("url"), "required")
+	case err != nil:
+		errs.add(sp.child("url"), "%v", err)
+	case u.Host == "":
+		errs.add(sp.child("url"), "%q has no host", o.Spec.URL)
+	case o.Spec.Type == "oci" && u.Scheme != "oci":
+		errs.add(sp.child("url"), "%q: type oci needs an oci:// URL", o.Spec.URL)
+	case o.Spec.Type == "default" && u.Scheme != "http" && u.Scheme != "https":
+		errs.add(sp.child("url"), "%q: want an http:// or https:// URL (or type oci with oci://)", o.Spec.URL)
+	}
+	if o.Spec.Type != "default" && o.Spec.Type != "oci" {
+		errs.add(sp.child("type"), "%q: want default or oci", o.Spec.Type)
+	}
+	return errs
+}
+
+// ---- ServiceTemplate ----
+
+func (o *ServiceTemplate) setDefaults() {
+	if o.Spec.Helm.ChartSpec.SourceRef.Kind == "" {
+		o.Spec.Helm.ChartSpec.SourceRef.Kind = KindHelmRepository
+	}
+}
+
+func (o *ServiceTemplate) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	cp := p.child("spec").child("helm").child("chartSpec")
+	cs := o.Spec.Helm.ChartSpec
+	if cs.Chart == "" {
+		errs.add(cp.child("chart"), "required")
+	} else if msgs := validation.IsDNS1123Subdomain(strings.ReplaceAll(cs.Chart, "_", "-")); len(msgs) > 0 {
+		errs.add(cp.child("chart"), "%q: want lower-case letters, digits, '-', '_' or '.'", cs.Chart)
+	}
+	if cs.Version == "" {
+		errs.add(cp.child("version"), "required")
+	} else if _, err := semver.StrictNewVersion(strings.TrimPrefix(cs.Version, "v")); err != nil {
+		errs.add(cp.child("version"), "%q is not a semantic version (an exact version such as 1.2.3 is required)", cs.Version)
+	}
+	if cs.SourceRef.Kind != KindHelmRepository {
+		errs.add(cp.child("sourceRef").child("kind"), "%q: want HelmRepository", cs.SourceRef.Kind)
+	}
+	if cs.SourceRef.Name == "" {
+		errs.add(cp.child("sourceRef").child("name"), "required")
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(cs.SourceRef.Name) {
+			errs.add(cp.child("sourceRef").child("name"), "%q: %s", cs.SourceRef.Name, msg)
+		}
+	}
+	return errs
+}
+
+// ---- ServiceSpec ----
+
+func defaultServiceSpec(s *ServiceSpec) {
+	if s.Priority == 0 {
+		s.Priority = DefaultPriority
+	}
+	for i := range s.Services {
+		if s.Services[i].Namespace == "" {
+			s.Services[i].Namespace = DefaultNamespace
+		}
+	}
+}
+
+// maxReleaseName is Helm's limit on release names.
+const maxReleaseName = 53
+
+func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
+	if s.Priority < MinPriority || s.Priority > MaxPriority {
+		errs.add(p.child("priority"), "%d is out of range [%d, %d]", s.Priority, MinPriority, MaxPriority)
+	}
+	names := map[string]int{}
+	for i, svc := range s.Services {
+		sp := p.child("services").index(i)
+		if svc.Name == "" {
+			errs.add(sp.child("name"), "required")
+		} else {
+			for _, msg := range validation.IsDNS1123Label(svc.Name) {
+				errs.add(sp.child("name"), "%q: %s", svc.Name, msg)
+			}
+			if len(svc.Name) > maxReleaseName {
+				errs.add(sp.child("name"), "%q: Helm release names are at most %d characters", svc.Name, maxReleaseName)
+			}
+			if j, dup := names[svc.Name]; dup {
+				errs.add(sp.child("name"), "%q is also the name of services[%d]", svc.Name, j)
+			} else {
+				names[svc.Name] = i
+			}
+		}
+		for _, msg := range validation.IsDNS1123Label(svc.Namespace) {
+			errs.add(sp.child("namespace"), "%q: %s", svc.Namespace, msg)
+		}
+		if svc.Template == "" {
+			errs.add(sp.child("template"), "required")
+		} else {
+			for _, msg := range validation.IsDNS1123Subdomain(svc.Template) {
+				errs.add(sp.child("template"), "%q: %s", svc.Template, msg)
+			}
+		}
+		for j, vf := range svc.ValuesFrom {
+			vp := sp.child("valuesFrom").index(j)
+			if vf.Kind != KindConfigMap && vf.Kind != KindSecret {
+				errs.add(vp.child("kind"), "%q: want ConfigMap or Secret", vf.Kind)
+			}
+			if vf.Name == "" {
+				errs.add(vp.child("name"), "required")
+			} else {
+				for _, msg := range validation.IsDNS1123Subdomain(vf.Name) {
+					errs.add(vp.child("name"), "%q: %s", vf.Name, msg)
+				}
+			}
+		}
+		if err := CheckValues(string(svc.Values)); err != nil {
+			errs.add(sp.child("values"), "%v", err)
+		}
+	}
+	// dependsOn: names in this spec, no self, no duplicates, no cycles.
+	for i, svc := range s.Services {
+		seen := map[string]bool{}
+		for j, d := range svc.DependsOn {
+			dp := p.child("services").index(i).child("dependsOn").index(j)
+			switch _, ok := names[d]; {
+			case d == svc.Name:
+				errs.add(dp, "%q: a service cannot depend on itself", d)
+			case !ok:
+				errs.add(dp, "%q is not a service in this spec", d)
+			case seen[d]:
+				errs.add(dp, "%q is listed twice", d)
+			}
+			seen[d] = true
+		}
+	}
+	if cyc := findCycle(s.Services, names); cyc != nil {
+		errs.add(p.child("services").index(names[cyc[0]]).child("dependsOn"), "dependency cycle: %s", strings.Join(cyc, " -> "))
+	}
+}
+
+// findCycle returns one dependsOn cycle (first name repeated at the end),
+// or nil.
+func findCycle(svcs []Service, names map[string]int) []string {
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := make([]int, len(svcs))
+	var stack []string
+	var visit func(i int) []string
+	visit = func(i int) []string {
+		color[i] = grey
+		stack = append(stack, svcs[i].Name)
+		for _, d := range svcs[i].DependsOn {
+			j, ok := names[d]
+			if !ok || j == i {
+				continue
+			}
+			switch color[j] {
+			case grey:
+				for k, n := range stack {
+					if n == d {
+						return append(append([]string(nil), stack[k:]...), d)
+					}
+				}
+			case white:
+				if c := visit(j); c != nil {
+					return c
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[i] = black
+		return nil
+	}
+	for i := range svcs {
+		if color[i] == white {
+			if c := visit(i); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// ---- ClusterDeployment ----
+
+func (o *ClusterDeployment) setDefaults() {
+	defaultServiceSpec(&o.Spec.ServiceSpec)
+	o.Spec.Config = compactJSON(o.Spec.Config)
+}
+
+func (o *ClusterDeployment) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	sp := p.child("spec")
+	if o.Spec.Template == "" {
+		errs.add(sp.child("template"), "required (%q binds the enrolled cluster of the same name)", TemplateAdopted)
+	} else {
+		for _, msg := range validation.IsDNS1123Subdomain(o.Spec.Template) {
+			errs.add(sp.child("template"), "%q: %s", o.Spec.Template, msg)
+		}
+	}
+	if o.Spec.Template == TemplateAdopted {
+		for _, msg := range validation.IsDNS1123Label(o.Metadata.Name) {
+			errs.add("metadata.name", "%q: an adopted cluster's name must be a cluster name: %s", o.Metadata.Name, msg)
+		}
+	}
+	if len(o.Spec.Config) > 0 && !json.Valid(o.Spec.Config) {
+		errs.add(sp.child("config"), "not valid JSON")
+	}
+	validateServiceSpec(&o.Spec.ServiceSpec, sp.child("serviceSpec"), &errs)
+	return errs
+}
+
+// ---- MultiClusterService ----
+
+func (o *MultiClusterService) setDefaults() {
+	defaultServiceSpec(&o.Spec.ServiceSpec)
+	o.Spec.Rollout = compactJSON(o.Spec.Rollout)
+}
+
+func (o *MultiClusterService) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	sp := p.child("spec")
+	validateSelector(&o.Spec.ClusterSelector, sp.child("clusterSelector"), &errs)
+	if len(o.Spec.Rollout) > 0 && !json.Valid(o.Spec.Rollout) {
+		errs.add(sp.child("rollout"), "not valid JSON")
+	}
+	validateServiceSpec(&o.Spec.ServiceSpec, sp.child("serviceSpec"), &errs)
+	return errs
+}
+
+func validateSelector(s *LabelSelector, p path, errs *FieldErrors) {
+	for _, k := range sortedKeys(s.MatchLabels) {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs.add(p.child("matchLabels").key(k), "key: %s", msg)
+		}
+		for _, msg := range validation.IsValidLabelValue(s.MatchLabels[k]) {
+			errs.add(p.child("matchLabels").key(k), "%q: %s", s.MatchLabels[k], msg)
+		}
+	}
+	for i, e := range s.MatchExpressions {
+		ep := p.child("matchExpressions").index(i)
+		if e.Key == "" {
+			errs.add(ep.child("key"), "required")
+		} else {
+			for _, msg := range validation.IsQualifiedName(e.Key) {
+				errs.add(ep.child("key"), "%q: %s", e.Key, msg)
+			}
+		}
+		switch e.Operator {
+		case "In", "NotIn":
+			if len(e.Values) == 0 {
+				errs.add(ep.child("values"), "must be non-empty for operator %s", e.Operator)
+			}
+			for j, v := range e.Values {
+				for _, msg := range validation.IsValidLabelValue(v) {
+					errs.add(ep.child("values").index(j), "%q: %s", v, msg)
+				}
+			}
+		case "Exists", "DoesNotExist":
+			if len(e.Values) > 0 {
+				errs.add(ep.child("values"), "must be empty for operator %s", e.Operator)
+			}
+		case "":
+			errs.add(ep.child("operator"), "required (In, NotIn, Exists or DoesNotExist)")
+		default:
+			errs.add(ep.child("operator"), "%q: want In, NotIn, Exists or DoesNotExist", e.Operator)
+		}
+	}
+}
+
+// ---- ConfigMap, Secret ----
+
+// maxDataBytes bounds a ConfigMap's or Secret's data, as Kubernetes does.
+const maxDataBytes = 1 << 20
+
+func (o *ConfigMap) setDefaults() {}
+
+func (o *ConfigMap) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	total := 0
+	for _, k := range sortedKeys(o.Data) {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs.add(p.child("data").key(k), "key: %s", msg)
+		}
+		total += len(k) + len(o.Data[k])
+	}
+	if total > maxDataBytes {
+		errs.add(p.child("data"), "%d bytes, more than the limit of %d", total, maxDataBytes)
+	}
+	return errs
+}
+
+func (o *Secret) setDefaults() {
+	if len(o.StringData) > 0 {
+		if o.Data == nil {
+			o.Data = map[string][]byte{}
+		}
+		for k, v := range o.StringData {
+			o.Data[k] = []byte(v)
+		}
+		o.StringData = nil
+	}
+	if o.Type == "" {
+		o.Type = "Opaque"
+	}
+}
+
+func (o *Secret) validateSpec(p path) FieldErrors {
+	var errs FieldErrors
+	total := 0
+	for _, k := range sortedKeys(o.Data) {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs.add(p.child("data").key(k), "key: %s", msg)
+		}
+		total += len(k) + len(o.Data[k])
+	}
+	for _, k := range sortedKeys(o.StringData) {
+		errs.add(p.child("stringData").key(k), "not merged into data (call Default)")
+	}
+	if total > maxDataBytes {
+		errs.add(p.child("data"), "%d bytes, more than the limit of %d", total, maxDataBytes)
+	}
+	return errs
+}
+
+func compactJSON(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 || string(b) == "null" {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b // Validate reports it
+	}
+	return buf.Bytes()
+}
