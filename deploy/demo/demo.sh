@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# demo.sh up|down|hub-stop|hub-start: a hub and two agents on this machine.
-# State, logs and pids live in .demo/ at the repo root.
+# demo.sh up|down|hub-stop|hub-start: a local simulated cluster (make
+# dev-cluster), a hub, and two agents: edge-paris-1 manages the local
+# cluster, edge-berlin-1 runs link-only. Applies the seed example and waits
+# until nginx-web is Deployed with its pods Running. State, logs and pids
+# live in .demo/ at the repo root.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 state="$root/.demo"
@@ -44,27 +47,51 @@ connected() { # n
 	[ "$("$bin/tether" get clusters -o json | grep -c '"state": "Connected"')" -ge "$1" ]
 }
 
+start_agent() { # cluster extra-args...
+	local c="$1"; shift
+	if [ ! -f "$state/$c/agent.db" ]; then
+		local token
+		token="$("$bin/tether" token create --cluster "$c" --label site="${c%-1}" 2>/dev/null)"
+		start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --hub "$agent_addr" --token "$token" "$@"
+	else
+		start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" "$@"
+	fi
+}
+
+deployed() {
+	"$bin/tether" get services --cluster edge-paris-1 -o json | grep -q '"state": "Deployed"'
+}
+
 up() {
 	mkdir -p "$state"
+	echo "== local cluster (make dev-cluster; the first run builds Kubernetes from source, ~20 min on 2 cores)"
+	make -C "$root" --no-print-directory dev-cluster DEV_STATE_DIR="$state/cluster"
+	kubeconfig="$state/cluster/kubeconfig"
+	echo "== hub"
 	hub_start
-	for c in edge-paris-1 edge-berlin-1; do
-		if [ ! -f "$state/$c/agent.db" ]; then
-			token="$("$bin/tether" token create --cluster "$c" --label site="${c%-1}" 2>/dev/null)"
-			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --hub "$agent_addr" --token "$token" --no-cluster
-		else
-			start_bg "$c" "$bin/tether-agent" run --data-dir "$state/$c" --no-cluster
-		fi
-	done
+	echo "== agents"
+	start_agent edge-paris-1 --kubeconfig "$kubeconfig"
+	start_agent edge-berlin-1 --no-cluster
 	wait_for "two agents to connect" 60 connected 2
-	echo
-	echo "\$ tether get clusters -o wide"
 	"$bin/tether" get clusters -o wide
+	echo
+	echo "== seed example: push the chart, apply deploy/demo/seed.yaml"
+	"$bin/tether" chart push "$root/bundles/services/simple-nginx"
+	"$bin/tether" apply -f "$root/deploy/demo/seed.yaml"
+	wait_for "nginx-web to be Deployed on edge-paris-1" 300 deployed
+	echo
+	echo "\$ tether get services"
+	"$bin/tether" get services
+	echo
+	echo "\$ kubectl get pods -n applications-web"
+	KUBECONFIG="$kubeconfig" kubectl get pods -n applications-web
 	cat <<EOT
 
-The hub and two agents run in the background (logs in .demo/). Try:
-  export TETHER_CONFIG=$TETHER_CONFIG PATH=$bin:\$PATH
-  tether describe cluster edge-paris-1
-  deploy/demo/demo.sh hub-stop; tether-agent status --data-dir .demo/edge-paris-1   # Offline
+The cluster, the hub and two agents run in the background (logs in .demo/). Try:
+  export TETHER_CONFIG=$TETHER_CONFIG KUBECONFIG=$kubeconfig PATH=$bin:\$PATH
+  tether get clusterdeployments -A; tether describe cluster edge-paris-1
+  deploy/demo/demo.sh hub-stop; tether-agent status --data-dir .demo/edge-paris-1   # Offline, still reconciling
+  kubectl delete deployment -n applications-web --all                               # the agent restores it
   deploy/demo/demo.sh hub-start; tether get clusters                                # reconnected, no token
   make demo-down
 EOT
@@ -74,6 +101,7 @@ case "${1:-}" in
 up) up ;;
 down)
 	for n in edge-paris-1 edge-berlin-1 hub; do stop_bg "$n"; done
+	make -C "$root" --no-print-directory dev-cluster-down DEV_STATE_DIR="$state/cluster"
 	echo "demo stopped (state kept in .demo/; rm -rf .demo to start afresh)"
 	;;
 hub-stop) stop_bg hub; echo "hub stopped" ;;
