@@ -333,16 +333,40 @@ func (i AgentInfo) apply(c *Cluster) {
 	}
 }
 
-// Seen records contact with a cluster's agent.
-func (r *Registry) Seen(ctx context.Context, cluster string, info AgentInfo) error {
-	now := r.cfg.Now().UTC()
-	err := r.update(ctx, cluster, func(c *Cluster) error {
-		info.apply(c)
-		c.LastSeen = now
+// Contact is one observed contact with a cluster's agent.
+type Contact struct {
+	Info AgentInfo
+	At   time.Time
+}
+
+// SeenMany records contacts with agents in one write; clusters deleted
+// meanwhile are skipped. The gateway batches contacts so that thousands of
+// agents connecting at once cost a few writes, not one fsync each.
+func (r *Registry) SeenMany(ctx context.Context, contacts map[string]Contact) error {
+	if len(contacts) == 0 {
+		return nil
+	}
+	err := r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		for name, ct := range contacts {
+			var c Cluster
+			obj, err := getJSON(tx, kindCluster, name, &c)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			ct.Info.apply(&c)
+			if ct.At.After(c.LastSeen) {
+				c.LastSeen = ct.At.UTC()
+			}
+			if err := updateJSON(tx, kindCluster, name, obj.ResourceVersion, c); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record contact with cluster %q: %w", cluster, err)
+		return fmt.Errorf("record contact with %d clusters: %w", len(contacts), err)
 	}
 	return nil
 }

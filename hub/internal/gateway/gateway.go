@@ -34,7 +34,7 @@ type Registry interface {
 	Enroll(ctx context.Context, token string, info fleet.AgentInfo, sign fleet.SignFunc) (string, fleet.Issued, error)
 	Authorize(ctx context.Context, cluster, serial string) (fleet.Cluster, error)
 	Renew(ctx context.Context, cluster, serial string, sign fleet.SignFunc) (fleet.Issued, error)
-	Seen(ctx context.Context, cluster string, info fleet.AgentInfo) error
+	SeenMany(ctx context.Context, contacts map[string]fleet.Contact) error
 }
 
 // Desired answers what a cluster should run, as deltas from a revision.
@@ -83,6 +83,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// SeenInterval bounds how often heartbeats are written to the store.
 	SeenInterval time.Duration
+	// SeenFlush is how often recorded contacts (connects, disconnects,
+	// heartbeats) are written to the store, in one batch.
+	SeenFlush time.Duration
 	// SetupTimeout closes a connection that has made no accepted call
 	// (enrol or an authorised sync) this long after its handshake, so idle
 	// or garbage connections cannot pile up.
@@ -104,6 +107,7 @@ func DefaultConfig() Config {
 		Heartbeat:        30 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		SeenInterval:     5 * time.Minute,
+		SeenFlush:        time.Second,
 		SetupTimeout:     30 * time.Second,
 		Tunnel:           tunnel.DefaultConfig(),
 	}
@@ -122,8 +126,8 @@ func (c *Config) Validate() error {
 		return errors.New("gateway: Config.ClientCAs is required")
 	case c.CertTTL < time.Minute:
 		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
-	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0:
-		return errors.New("gateway: Heartbeat, HandshakeTimeout and SetupTimeout must be positive")
+	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0 || c.SeenFlush <= 0:
+		return errors.New("gateway: Heartbeat, HandshakeTimeout, SetupTimeout and SeenFlush must be positive")
 	}
 	return c.Tunnel.Validate()
 }
@@ -140,12 +144,17 @@ type Gateway struct {
 	sessions map[string]*agentSession // by cluster, only after a valid Hello
 	conns    map[*tunnel.Session]*connState
 	wg       sync.WaitGroup
+
+	seenMu sync.Mutex
+	seen   map[string]fleet.Contact // contacts not yet written
 }
 
 // connState is what the gateway knows of one connection.
 type connState struct {
 	// active is set by the first accepted call.
 	active atomic.Bool
+	// wire counts the connection's bytes, TLS included.
+	wire *tunnel.CountingConn
 }
 
 func (g *Gateway) markActive(sess *tunnel.Session) {
@@ -168,6 +177,8 @@ type agentSession struct {
 	revision  uint64
 	lastBeat  time.Time
 	lastSaved time.Time
+	// wire counts the connection's bytes on the wire, TLS included.
+	wire *tunnel.CountingConn
 }
 
 // SessionInfo describes a connected agent.
@@ -202,6 +213,7 @@ func New(cfg Config) (*Gateway, error) {
 		log:      cfg.Logger,
 		sessions: map[string]*agentSession{},
 		conns:    map[*tunnel.Session]*connState{},
+		seen:     map[string]fleet.Contact{},
 	}
 	g.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -233,6 +245,11 @@ func New(cfg Config) (*Gateway, error) {
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	fctx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+	var flusher sync.WaitGroup
+	flusher.Go(func() { g.flushSeen(fctx) })
+	defer flusher.Wait()
+	defer stopFlush()
 	defer g.closeAll()
 	var delay time.Duration
 	for {
@@ -263,8 +280,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
-	remote := raw.RemoteAddr().String()
+func (g *Gateway) handle(ctx context.Context, conn net.Conn) {
+	remote := conn.RemoteAddr().String()
+	// Count below TLS so the numbers are what crosses the wire.
+	raw := tunnel.NewCountingConn(conn)
 	tc := tls.Server(raw, g.tls)
 	hctx, cancel := context.WithTimeout(ctx, g.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -280,7 +299,7 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 		tc.Close()
 		return
 	}
-	cs := &connState{}
+	cs := &connState{wire: raw}
 	g.mu.Lock()
 	g.conns[sess] = cs
 	g.mu.Unlock()
@@ -319,6 +338,51 @@ func (g *Gateway) closeAll() {
 	g.grpc.Stop()
 }
 
+// noteSeen records a contact with cluster's agent, written by flushSeen.
+func (g *Gateway) noteSeen(cluster string, info fleet.AgentInfo) {
+	g.seenMu.Lock()
+	defer g.seenMu.Unlock()
+	c := g.seen[cluster]
+	if info.Version != "" {
+		c.Info.Version = info.Version
+	}
+	if info.Hostname != "" {
+		c.Info.Hostname = info.Hostname
+	}
+	if info.Address != "" {
+		c.Info.Address = info.Address
+	}
+	c.At = g.cfg.Now()
+	g.seen[cluster] = c
+}
+
+// flushSeen writes recorded contacts every SeenFlush, and once more when
+// ctx ends (after every session closed).
+func (g *Gateway) flushSeen(ctx context.Context) {
+	t := time.NewTicker(g.cfg.SeenFlush)
+	defer t.Stop()
+	for {
+		done := false
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-t.C:
+		}
+		g.seenMu.Lock()
+		batch := g.seen
+		g.seen = map[string]fleet.Contact{}
+		g.seenMu.Unlock()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if err := g.cfg.Registry.SeenMany(wctx, batch); err != nil {
+			g.log.Warn("record agent contacts", "err", err)
+		}
+		cancel()
+		if done {
+			return
+		}
+	}
+}
+
 // Sessions lists connected agents, sorted by cluster.
 func (g *Gateway) Sessions() []SessionInfo {
 	g.mu.Lock()
@@ -343,12 +407,14 @@ func (g *Gateway) Session(cluster string) (SessionInfo, bool) {
 }
 
 func (s *agentSession) info() SessionInfo {
-	st := s.sess.Stats()
-	return SessionInfo{
+	si := SessionInfo{
 		Cluster: s.cluster, RemoteAddr: s.remote, Since: s.since, LastHeartbeat: s.lastBeat,
 		AgentVersion: s.version, Hostname: s.hostname, Revision: s.revision,
-		BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 	}
+	if s.wire != nil {
+		si.BytesIn, si.BytesOut = s.wire.BytesIn(), s.wire.BytesOut()
+	}
+	return si
 }
 
 // Disconnect closes the session of cluster, if any: used when a cluster is
@@ -386,6 +452,9 @@ func (g *Gateway) Diagnose(ctx context.Context, cluster string) (*fleetv1.Diagno
 // agent that reconnects before the hub noticed its old link died wins.
 func (g *Gateway) register(s *agentSession) {
 	g.mu.Lock()
+	if cs := g.conns[s.sess]; cs != nil {
+		s.wire = cs.wire
+	}
 	old := g.sessions[s.cluster]
 	g.sessions[s.cluster] = s
 	g.mu.Unlock()

@@ -223,6 +223,11 @@ func TestEnrollThenSync(t *testing.T) {
 		t.Fatalf("first message = %v; want a welcome for edge-1", msg)
 	}
 	waitFor(t, "session listed", func() bool { _, ok := h.gw.Session("edge-1"); return ok })
+	// Contacts are written in batches: wait for the connect to be stored.
+	waitFor(t, "contact stored", func() bool {
+		c, err := h.fleet.Get(context.Background(), "edge-1")
+		return err == nil && !c.LastSeen.IsZero()
+	})
 	c, err := h.fleet.Get(context.Background(), "edge-1")
 	if err != nil || c.Enrolled.IsZero() || c.AgentVersion != "test" || len(c.CertSerials) != 1 {
 		t.Fatalf("stored cluster = %+v, %v", c, err)

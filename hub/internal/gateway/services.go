@@ -126,18 +126,12 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		cluster: id.cluster, sess: id.sess, remote: id.remote, since: now, lastBeat: now, lastSaved: now,
 		version: hello.GetAgentVersion(), hostname: hello.GetHostname(), revision: hello.GetHaveRevision(),
 	}
-	info := fleet.AgentInfo{Version: s.version, Hostname: s.hostname, Address: s.remote}
-	if err := g.cfg.Registry.Seen(ctx, id.cluster, info); err != nil {
-		return status.Errorf(codes.Unavailable, "sync: %v", err)
-	}
+	g.noteSeen(id.cluster, fleet.AgentInfo{Version: s.version, Hostname: s.hostname, Address: s.remote})
 	g.register(s)
 	g.log.Info("agent connected", "cluster", id.cluster, "remote", id.remote, "version", s.version, "revision", s.revision)
 	defer func() {
 		g.unregister(s)
-		// The stream's context is done; record the last contact regardless.
-		if err := g.cfg.Registry.Seen(context.WithoutCancel(ctx), id.cluster, fleet.AgentInfo{}); err != nil && !errors.Is(err, fleet.ErrNotFound) {
-			g.log.Warn("record disconnect", "cluster", id.cluster, "err", err)
-		}
+		g.noteSeen(id.cluster, fleet.AgentInfo{})
 		g.log.Info("agent disconnected", "cluster", id.cluster, "remote", id.remote)
 	}()
 	out := &hubSender{stream: stream}
@@ -244,9 +238,7 @@ func (g *Gateway) beat(ctx context.Context, s *agentSession) {
 	}
 	g.mu.Unlock()
 	if save {
-		if err := g.cfg.Registry.Seen(ctx, s.cluster, fleet.AgentInfo{}); err != nil {
-			g.log.Warn("record heartbeat", "cluster", s.cluster, "err", err)
-		}
+		g.noteSeen(s.cluster, fleet.AgentInfo{})
 	}
 }
 

@@ -489,9 +489,7 @@ func validDNSName(h string) bool {
 	if len(h) > 253 {
 		return false
 	}
-	if strings.HasPrefix(h, "*.") { // wildcard allowed in the leftmost label
-		h = h[2:]
-	}
+	h = strings.TrimPrefix(h, "*.") // wildcard allowed in the leftmost label
 	for _, label := range strings.Split(h, ".") {
 		if label == "" || len(label) > 63 {
 			return false

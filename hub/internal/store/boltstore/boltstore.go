@@ -43,6 +43,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tetherfleet/tether/hub/internal/store"
 )
@@ -158,7 +159,7 @@ func Open(path string, opts Options) (*Store, error) {
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
 	})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("boltstore: open %s: %w after %s (is another tether hub running?)", path, ErrLocked, opts.LockTimeout)
 	}
 	if err != nil {
@@ -279,7 +280,7 @@ func readErr(err error, op, kind, ns, name string) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, bolt.ErrDatabaseNotOpen):
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		err = store.ErrClosed
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		return err
@@ -291,7 +292,7 @@ func readErr(err error, op, kind, ns, name string) error {
 }
 
 func mapErr(op string, err error) error {
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return fmt.Errorf("store: %s: %w", op, store.ErrClosed)
 	}
 	return err

@@ -370,11 +370,11 @@ func testTxn(t *testing.T, f Factory) {
 			// The transaction sees its own writes.
 			got, err := tx.Get("Cluster", "acme", "b")
 			if err != nil || !bytes.Equal(got.Value, b.Value) {
-				return fmt.Errorf("Get inside txn after Create = %v, %v", got, err)
+				return fmt.Errorf("get inside txn after create = %v, %v", got, err)
 			}
 			list, err := tx.List("Cluster", "acme")
 			if err != nil || len(list) != 2 || string(list[0].Value) != "2" {
-				return fmt.Errorf("List inside txn = %v, %v", list, err)
+				return fmt.Errorf("list inside txn = %v, %v", list, err)
 			}
 			seen = tx.Revision()
 			return nil
