@@ -1,0 +1,126 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+)
+
+// noEngine fails every call: these tests exercise state handling only; the
+// Helm side runs against a real cluster in e2e/services.
+type noEngine struct{ Engine }
+
+type noCharts struct{}
+
+func (noCharts) FetchChart(context.Context, string) ([]byte, error) { return nil, errors.New("offline") }
+
+func newReconciler(t *testing.T, path string) (*Reconciler, *cache.Cache) {
+	t.Helper()
+	c, err := cache.Open(path, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r, err := New(Config{Cache: c, Engine: noEngine{}, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, c
+}
+
+func svc(ns, name string, deps ...string) *fleetv1.Service {
+	return &fleetv1.Service{Name: name, Namespace: ns, ChartDigest: "sha256:x", ValuesHash: name, DependsOn: deps}
+}
+
+func names(ds *fleetv1.DesiredState) []string {
+	var out []string
+	for _, s := range ds.GetServices() {
+		out = append(out, s.GetNamespace()+"/"+s.GetName())
+	}
+	return out
+}
+
+func TestDesiredDeltasPersistBeforeAck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	r, c := newReconciler(t, path)
+	ctx := context.Background()
+	steps := []struct {
+		name string
+		ds   *fleetv1.DesiredState
+		want []string
+		rev  uint64
+	}{
+		{"full", &fleetv1.DesiredState{Revision: 5, Full: true, Services: []*fleetv1.Service{svc("a", "web"), svc("b", "db")}}, []string{"a/web", "b/db"}, 5},
+		{"delta adds and changes", &fleetv1.DesiredState{Revision: 7, Services: []*fleetv1.Service{svc("c", "cache"), svc("a", "web")}}, []string{"a/web", "b/db", "c/cache"}, 7},
+		{"tombstone deletes", &fleetv1.DesiredState{Revision: 9, Tombstones: []*fleetv1.Tombstone{{Name: "db", Namespace: "b", Revision: 9}}}, []string{"a/web", "c/cache"}, 9},
+		{"stale revision ignored", &fleetv1.DesiredState{Revision: 8, Full: true}, []string{"a/web", "c/cache"}, 9},
+		{"full replaces", &fleetv1.DesiredState{Revision: 12, Full: true, Services: []*fleetv1.Service{svc("z", "only")}}, []string{"z/only"}, 12},
+	}
+	for _, st := range steps {
+		if err := r.Desired(ctx, st.ds); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := names(r.desired); !equal(got, st.want) || r.Revision() != st.rev {
+			t.Fatalf("%s: services %v rev %d; want %v rev %d", st.name, got, r.Revision(), st.want, st.rev)
+		}
+	}
+	// What was acknowledged survives a restart.
+	c.Close()
+	r2, _ := newReconciler(t, path)
+	if got := names(r2.desired); r2.Revision() != 12 || !equal(got, []string{"z/only"}) {
+		t.Fatalf("after reopen: %v rev %d", got, r2.Revision())
+	}
+}
+
+func TestDesiredRejectsBadService(t *testing.T) {
+	r, _ := newReconciler(t, filepath.Join(t.TempDir(), "agent.db"))
+	err := r.Desired(context.Background(), &fleetv1.DesiredState{Revision: 3, Full: true, Services: []*fleetv1.Service{{Name: "x"}}})
+	if err == nil || r.Revision() != 0 {
+		t.Fatalf("service without namespace: err %v, revision %d; want an error and nothing stored", err, r.Revision())
+	}
+}
+
+func TestTopoOrder(t *testing.T) {
+	svcs := []*fleetv1.Service{svc("n", "app", "n/db", "cache"), svc("n", "db"), svc("n", "cache", "db"), svc("n", "x", "y"), svc("n", "y", "n/x")}
+	order, cycle := topoOrder(svcs)
+	pos := map[string]int{}
+	for i, s := range order {
+		pos[s.GetName()] = i
+	}
+	if !(pos["db"] < pos["cache"] && pos["cache"] < pos["app"]) {
+		t.Errorf("order %v: dependencies must come first", names(&fleetv1.DesiredState{Services: order}))
+	}
+	if !cycle["n/x"] || !cycle["n/y"] || cycle["n/app"] {
+		t.Errorf("cycle = %v; want exactly n/x and n/y", cycle)
+	}
+	if len(order) != len(svcs) {
+		t.Errorf("order has %d services, want %d", len(order), len(svcs))
+	}
+}
+
+func TestWaitingOn(t *testing.T) {
+	s := svc("n", "app", "db")
+	if dep, ok := waitingOn(s, map[string]bool{}); ok || dep != "db" {
+		t.Errorf("waitingOn with nothing deployed = %q, %v", dep, ok)
+	}
+	if _, ok := waitingOn(s, map[string]bool{"n/db": true}); !ok {
+		t.Error("waitingOn with db deployed should be satisfied")
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
