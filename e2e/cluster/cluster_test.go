@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -220,9 +221,9 @@ func TestTeardownLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, comp := range comps {
-		// Stop reaped the leader; the group must be empty too.
-		if err := syscall.Kill(-comp.PID, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("%s process group %d still exists after Stop (kill: %v)", comp.Name, comp.PID, err)
+		// Stop reaped the leader; no live process may remain in its group.
+		if live := liveGroupMembers(t, comp.PID); len(live) > 0 {
+			t.Errorf("%s process group %d still has live processes %v after Stop", comp.Name, comp.PID, live)
 		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", comp.PID)); err == nil {
 			t.Errorf("%s pid %d still in /proc after Stop", comp.Name, comp.PID)
@@ -278,4 +279,30 @@ func newClientset(t *testing.T, cfg *rest.Config) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// liveGroupMembers lists the pids of non-zombie processes in group pgid.
+func liveGroupMembers(t *testing.T, pgid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		i := strings.LastIndexByte(string(st), ')')
+		f := strings.Fields(string(st[i+1:])) // state ppid pgrp ...
+		if len(f) >= 3 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

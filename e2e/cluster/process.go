@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,11 +99,53 @@ func (p *process) stop(grace time.Duration) {
 		}
 		t.Stop()
 	}
-	// Sweep anything the component itself started in its group.
-	if syscall.Kill(-p.PID, 0) == nil {
+	// Sweep anything the component itself started in its group, and wait
+	// until the kernel has taken it down (init reaps such orphans).
+	if groupAlive(p.PID) {
 		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		deadline := time.Now().Add(5 * time.Second)
+		t := time.NewTicker(10 * time.Millisecond)
+		for groupAlive(p.PID) && time.Now().Before(deadline) {
+			<-t.C
+		}
+		t.Stop()
 	}
 	_ = p.logFile.Close()
+}
+
+// groupAlive reports whether process group pgid has a member that is not a
+// zombie. kill(-pgid, 0) alone also counts zombies not yet reaped.
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After "pid (comm) ": state ppid pgrp ...
+		i := bytes.LastIndexByte(st, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) < 3 || f[0] == "Z" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid && pid > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // tail returns the last n lines of the component's log.

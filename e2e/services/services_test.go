@@ -434,3 +434,61 @@ spec:
 	})
 	t.Logf("edge-b no-change reconnect: %d bytes in, %d out (TLS resumption, hello/welcome)", cl.BytesIn, cl.BytesOut)
 }
+
+func TestApplyRefusesBadInput(t *testing.T) {
+	hub := bins.StartHub(t)
+	good := `apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: web-1.0.0, namespace: apps}
+spec: {helm: {chartSpec: {chart: web, version: 1.0.0, sourceRef: {kind: HelmRepository, name: tether-local}}}}
+`
+	if _, errOut, code := bins.RunStdin(t, hub.Env, []byte(good), "tether", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply good template: %s", errOut)
+	}
+	// Each bad file also carries a valid ConfigMap: a file is applied
+	// atomically, so it must not appear.
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: apps}\ndata: {a: b}\n---\n"
+	tests := []struct{ name, doc, want string }{
+		{"invalid YAML", "kind: [unclosed\n", "document 2"},
+		{"unknown kind", "apiVersion: tether.dev/v1alpha1\nkind: Widget\nmetadata: {name: w}\n", `unknown kind "Widget"`},
+		{"missing template", "apiVersion: tether.dev/v1alpha1\nkind: ClusterDeployment\nmetadata: {name: edge, namespace: apps}\nspec: {template: adopted, serviceSpec: {services: [{template: nope, name: web, namespace: web}]}}\n", "ServiceTemplate nope not found"},
+		{"bad values", "apiVersion: tether.dev/v1alpha1\nkind: ClusterDeployment\nmetadata: {name: edge, namespace: apps}\nspec: {template: adopted, serviceSpec: {services: [{template: web-1.0.0, name: web, namespace: web, values: \"replicaCount: [1\"}]}}\n", "values"},
+		{"unknown field", "apiVersion: tether.dev/v1alpha1\nkind: ServiceTemplate\nmetadata: {name: web-2, namespace: apps}\nspec: {helm: {chartSpec: {chart: web, version: 1.0.0, sourceRef: {name: tether-local}}}, colour: blue}\n", "colour"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := bins.RunStdin(t, hub.Env, []byte(cm+tt.doc), "tether", "apply", "-f", "-")
+			if code != 1 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "stdin") {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 naming the source and %q", code, errOut, tt.want)
+			}
+		})
+	}
+	var cms, sts []any
+	bins.JSON(t, hub.Env, &cms, "tether", "get", "configmaps", "-A", "-o", "json")
+	bins.JSON(t, hub.Env, &sts, "tether", "get", "servicetemplates", "-A", "-o", "json")
+	if len(cms) != 0 || len(sts) != 1 {
+		t.Fatalf("after refused applies: %d configmaps, %d templates; want 0 and the 1 applied before", len(cms), len(sts))
+	}
+
+	// Charts: not a chart, and too big.
+	dir := t.TempDir()
+	notChart := filepath.Join(dir, "x.tgz")
+	if err := os.WriteFile(notChart, []byte{0x1f, 0x8b, 0, 0, 0}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := bins.Run(t, hub.Env, "tether", "chart", "push", notChart); code != 1 || !strings.Contains(errOut, "push chart") {
+		t.Errorf("push of a non-chart: exit %d, %s", code, errOut)
+	}
+	big := filepath.Join(dir, "big.tgz")
+	if err := os.WriteFile(big, append([]byte{0x1f, 0x8b}, make([]byte, 21<<20)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := bins.Run(t, hub.Env, "tether", "chart", "push", big); code != 1 || !strings.Contains(strings.ToLower(errOut), "large") {
+		t.Errorf("push of a 21 MiB file: exit %d, %s", code, errOut)
+	}
+	var charts []any
+	bins.JSON(t, hub.Env, &charts, "tether", "get", "charts", "-o", "json")
+	if len(charts) != 0 {
+		t.Errorf("refused pushes stored %d charts", len(charts))
+	}
+}

@@ -44,6 +44,10 @@ type Cluster struct {
 	Revision       uint64            `json:"revision"`
 	BytesIn        uint64            `json:"bytesIn,omitempty"`
 	BytesOut       uint64            `json:"bytesOut,omitempty"`
+	// OutboxPending and OutboxDropped: the agent's queued reports and those
+	// it dropped while offline because its outbox was full.
+	OutboxPending uint64 `json:"outboxPending,omitempty"`
+	OutboxDropped uint64 `json:"outboxDropped,omitempty"`
 	// Agent is the agent's own answer, fetched over the tunnel by describe.
 	Agent *AgentDiagnosis `json:"agent,omitempty"`
 }
@@ -229,6 +233,7 @@ func (s *server) view(c fleet.Cluster) Cluster {
 		v.Address = si.RemoteAddr
 		v.Revision = si.Revision
 		v.BytesIn, v.BytesOut = si.BytesIn, si.BytesOut
+		v.OutboxPending, v.OutboxDropped = si.OutboxPending, si.OutboxDropped
 	}
 	return v
 }

@@ -57,7 +57,8 @@ func describeCluster(g *globals, c api.Cluster, now time.Time) {
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ts(c.LastSeen))
 	if c.State == api.StateConnected {
 		fmt.Fprintf(tw, "Connected since:\t%s\n", ts(c.ConnectedSince))
-		fmt.Fprintf(tw, "Tunnel bytes:\tin %d, out %d\n", c.BytesIn, c.BytesOut)
+		fmt.Fprintf(tw, "Tunnel bytes:\tin %d, out %d (TLS included)\n", c.BytesIn, c.BytesOut)
+		fmt.Fprintf(tw, "Agent outbox:\t%d pending, %d dropped while offline\n", c.OutboxPending, c.OutboxDropped)
 	}
 	fmt.Fprintf(tw, "Address:\t%s\n", orNone(c.Address))
 	fmt.Fprintf(tw, "Hostname:\t%s\n", orNone(c.Hostname))

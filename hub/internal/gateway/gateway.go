@@ -179,6 +179,8 @@ type agentSession struct {
 	lastSaved time.Time
 	// wire counts the connection's bytes on the wire, TLS included.
 	wire *tunnel.CountingConn
+	// outboxPending and outboxDropped are from the last heartbeat.
+	outboxPending, outboxDropped uint64
 }
 
 // SessionInfo describes a connected agent.
@@ -192,6 +194,11 @@ type SessionInfo struct {
 	Revision      uint64    `json:"revision"`
 	BytesIn       uint64    `json:"bytesIn"`
 	BytesOut      uint64    `json:"bytesOut"`
+	// OutboxPending and OutboxDropped are the agent's outbox counters from
+	// its last heartbeat: reports waiting, and reports dropped because the
+	// outbox was full while offline.
+	OutboxPending uint64 `json:"outboxPending"`
+	OutboxDropped uint64 `json:"outboxDropped"`
 }
 
 // New returns a Gateway; call Serve to accept connections.
@@ -410,6 +417,7 @@ func (s *agentSession) info() SessionInfo {
 	si := SessionInfo{
 		Cluster: s.cluster, RemoteAddr: s.remote, Since: s.since, LastHeartbeat: s.lastBeat,
 		AgentVersion: s.version, Hostname: s.hostname, Revision: s.revision,
+		OutboxPending: s.outboxPending, OutboxDropped: s.outboxDropped,
 	}
 	if s.wire != nil {
 		si.BytesIn, si.BytesOut = s.wire.BytesIn(), s.wire.BytesOut()

@@ -210,6 +210,9 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 		}
 		switch m := msg.GetMsg().(type) {
 		case *fleetv1.AgentMessage_Heartbeat:
+			g.mu.Lock()
+			s.outboxPending, s.outboxDropped = m.Heartbeat.GetOutboxPending(), m.Heartbeat.GetOutboxDropped()
+			g.mu.Unlock()
 			g.beat(ctx, s)
 		case *fleetv1.AgentMessage_Ack:
 			g.mu.Lock()
