@@ -44,6 +44,20 @@ func Build() (*Bins, error) {
 	return &Bins{Dir: dir}, nil
 }
 
+// Main builds the binaries into *bins, runs the tests and removes the
+// binaries: the whole TestMain of a scenario package.
+func Main(m *testing.M, bins **Bins) {
+	b, err := Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bins = b
+	code := m.Run()
+	b.Remove()
+	os.Exit(code)
+}
+
 // Remove deletes the binaries.
 func (b *Bins) Remove() { os.RemoveAll(b.Dir) }
 

@@ -32,16 +32,7 @@ import (
 
 var bins *e2etest.Bins
 
-func TestMain(m *testing.M) {
-	var err error
-	if bins, err = e2etest.Build(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	bins.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { e2etest.Main(m, &bins) }
 
 // repoRoot finds the module root, where ../shared lies beside it.
 func repoRoot(t *testing.T) string {
