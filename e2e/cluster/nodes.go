@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // Well-known node labels the harness sets.
@@ -134,9 +135,28 @@ func (c *Cluster) addNodes(ctx context.Context, specs []NodeSpec, count int) err
 		if err != nil {
 			return fmt.Errorf("create node %s: %w", s.Name, err)
 		}
-		// Status is ignored on create; kwok keeps it after this.
-		created.Status = status
-		if _, err := c.Clientset.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		// Status is ignored on create; kwok keeps it after this. kwok and
+		// the node lifecycle controller write the status too, so set
+		// capacity on the latest version and retry on a conflict.
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := c.Clientset.CoreV1().Nodes().Get(ctx, created.Name, getOpts)
+			if err != nil {
+				return err
+			}
+			cur.Status.Capacity, cur.Status.Allocatable = status.Capacity, status.Allocatable
+			if len(cur.Status.Conditions) == 0 {
+				cur.Status.Conditions = status.Conditions
+			}
+			if len(cur.Status.Addresses) == 0 {
+				cur.Status.Addresses = status.Addresses
+			}
+			if cur.Status.NodeInfo == (corev1.NodeSystemInfo{}) {
+				cur.Status.NodeInfo = status.NodeInfo
+			}
+			_, err = c.Clientset.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("set status of node %s: %w", s.Name, err)
 		}
 		names = append(names, s.Name)

@@ -1,0 +1,63 @@
+// Package apply installs, upgrades, checks and repairs the Helm releases of
+// one cluster: the agent's Helm SDK engine.
+//
+// # Releases
+//
+// A [Release] is a chart archive, values and a hash over both. [Engine.Apply]
+// installs a release that is absent (creating its namespace), upgrades it
+// when the hash recorded on the stored release differs, and leaves it alone
+// otherwise. Release records live in Secrets (Helm's default driver) with at
+// most [Config.MaxHistory] revisions. Every release the engine writes carries
+// the label [LabelManagedBy]=tether, so the engine never touches releases it
+// did not create (see [ErrForeignRelease]), and [LabelHash] with the hash.
+//
+// Helm runs without Wait and without Atomic: Apply returns once Helm has sent
+// the objects, and readiness is a separate question ([Engine.Health],
+// [Engine.WaitHealthy]). A failed upgrade leaves a failed release and
+// whatever objects the API server accepted; the next Apply upgrades again
+// (Action "repaired"). Rolling back on failure (Atomic) would need Helm's
+// Wait and would hide the error on an edge site that should converge
+// forward. Render and validation errors happen before Helm stores or sends
+// anything, so they change nothing.
+//
+// # Interrupted operations
+//
+// A release left in pending-install, pending-upgrade, pending-rollback or
+// uninstalling state can only come from a process that died during a Helm
+// call: the engine holds a per-release lock for as long as Helm runs,
+// including after the caller's context is done. Apply therefore marks such
+// a release failed and upgrades it with the desired chart and values. This
+// is non-destructive (no uninstall, no window without the workload) and
+// works also for a pending-install with no deployed revision, because Helm
+// upgrades from a failed revision when none is deployed; the three-way merge
+// creates what the interrupted call did not create and patches the rest.
+// Objects created by the interrupted call and absent from the desired
+// manifest are left in place.
+//
+// # Cancellation
+//
+// Helm's RunWithContext returns when its context is done but leaves the
+// work running (and, for upgrades, a goroutine blocked forever). The engine
+// therefore gives Helm context.WithoutCancel and runs it on a goroutine it
+// owns: when the caller's context ends first, the call returns the
+// context's error while Helm finishes in the background still holding the
+// release lock, and [Engine.Close] waits for it. Helm's own timeout
+// ([Config.Timeout]) bounds its hooks and waits.
+//
+// # Drift
+//
+// [Engine.Drift] compares each object of the stored manifest with the live
+// object as a subset: every field the manifest sets must be present with
+// the same value, fields the live object has in addition are ignored. Only
+// metadata labels and annotations are compared (the server owns the rest of
+// metadata) and status never. Numbers compare by value and resource
+// quantities by amount ("0.5" equals "500m"). A manifest field that is
+// empty or zero ("", 0, false, {}, [], null) matches an absent live field,
+// because the server drops such fields; an empty string also matches any
+// live value, because it asks the server for a default (Service clusterIP).
+// Lists compare item by item; the live list may be longer (admission
+// webhooks inject containers and env). A Secret's stringData is compared
+// with its data. [Engine.Repair] upgrades with the same chart and values:
+// Helm's three-way merge between the stored manifest, the new manifest and
+// the live object re-creates deleted objects and resets changed fields.
+package apply

@@ -1,0 +1,273 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/kube"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Errors returned by the engine. Wrapped with the release they concern;
+// check with errors.Is.
+var (
+	// ErrInvalidRelease: the Release is unusable (bad name, namespace,
+	// chart archive or values). Nothing was changed.
+	ErrInvalidRelease = errors.New("invalid release")
+	// ErrForeignRelease: a Helm release of that name exists but was not
+	// installed by tether; the engine leaves it alone.
+	ErrForeignRelease = errors.New("release not managed by tether")
+	// ErrReleaseNotFound: no release of that name in that namespace.
+	ErrReleaseNotFound = errors.New("release not found")
+	// ErrNotReady: WaitHealthy gave up; the message says what is not ready.
+	ErrNotReady = errors.New("release not ready")
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("apply engine closed")
+)
+
+// Labels the engine puts on the Helm release records (the storage
+// Secrets), not on the chart's objects.
+const (
+	// LabelManagedBy marks releases tether owns; its value is ManagedByValue.
+	LabelManagedBy = "tether.dev/managed-by"
+	ManagedByValue = "tether"
+	// LabelHash holds the release's hash in label form (see HashLabel).
+	LabelHash = "tether.dev/hash"
+)
+
+// Config configures an Engine. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// RESTConfig reaches the cluster; see LoadRESTConfig. Required.
+	RESTConfig *rest.Config
+	// Logger receives progress and Helm's debug output. Default: discard.
+	Logger *slog.Logger
+	// MaxHistory is the number of release revisions Helm keeps. Default 5.
+	MaxHistory int
+	// Timeout bounds one Helm operation's hooks and waits. Default 5m.
+	Timeout time.Duration
+	// HealthTimeout is WaitHealthy's default when it gets 0. Default 5m.
+	HealthTimeout time.Duration
+	// PollInterval is how often WaitHealthy looks. Default 2s.
+	PollInterval time.Duration
+}
+
+// DefaultConfig returns the defaults; RESTConfig is left nil.
+func DefaultConfig() Config {
+	return Config{
+		Logger:        slog.New(slog.DiscardHandler),
+		MaxHistory:    5,
+		Timeout:       5 * time.Minute,
+		HealthTimeout: 5 * time.Minute,
+		PollInterval:  2 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.MaxHistory == 0 {
+		c.MaxHistory = d.MaxHistory
+	}
+	if c.Timeout == 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = d.HealthTimeout
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = d.PollInterval
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.RESTConfig == nil:
+		return errors.New("apply config: RESTConfig is required")
+	case c.MaxHistory < 0:
+		return fmt.Errorf("apply config: MaxHistory %d is negative", c.MaxHistory)
+	case c.Timeout < 0, c.HealthTimeout < 0, c.PollInterval < 0:
+		return errors.New("apply config: durations must not be negative")
+	}
+	return nil
+}
+
+// Engine applies and checks the Helm releases of one cluster. It is safe
+// for concurrent use; operations on the same release run one at a time.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	rest    *rest.Config
+	disc    discovery.CachedDiscoveryInterface
+	mapper  meta.ResettableRESTMapper
+	kube    kubernetes.Interface
+	dynamic dynamic.Interface
+
+	mu     sync.Mutex
+	closed bool
+	locks  map[releaseKey]chan struct{} // one-slot semaphores, per release
+	wg     sync.WaitGroup               // Helm calls in flight
+}
+
+// New returns an engine for the cluster cfg.RESTConfig reaches. It does not
+// contact the cluster.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	rc := rest.CopyConfig(cfg.RESTConfig)
+	if rc.QPS == 0 {
+		// Helm lists and patches many objects; client-go's 5 QPS default
+		// makes a chart like ingress-nginx crawl.
+		rc.QPS, rc.Burst = 50, 100
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("apply: kubernetes client: %w", err)
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("apply: dynamic client: %w", err)
+	}
+	disc := memory.NewMemCacheClient(kc.Discovery())
+	return &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		rest:    rc,
+		disc:    disc,
+		mapper:  restmapper.NewDeferredDiscoveryRESTMapper(disc),
+		kube:    kc,
+		dynamic: dc,
+		locks:   map[releaseKey]chan struct{}{},
+	}, nil
+}
+
+// Close refuses new operations and waits for Helm calls still running
+// (those whose callers gave up). It leaves installed releases alone and is
+// safe to call more than once.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	e.wg.Wait()
+	return nil
+}
+
+type releaseKey struct{ namespace, name string }
+
+func (k releaseKey) String() string { return k.namespace + "/" + k.name }
+
+// lock takes the release's lock, or gives up when ctx is done.
+func (e *Engine) lock(ctx context.Context, k releaseKey) (unlock func(), err error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	ch := e.locks[k]
+	if ch == nil {
+		ch = make(chan struct{}, 1)
+		e.locks[k] = ch
+	}
+	e.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for the previous operation on the release: %w", context.Cause(ctx))
+	}
+}
+
+// runLocked runs fn under the release lock on a goroutine the engine owns,
+// with a context that is not cancelled: Helm must not be interrupted half
+// way. If ctx ends first, runLocked returns ctx's cause and fn finishes in
+// the background, keeping the lock until it does.
+func runLocked[T any](e *Engine, ctx context.Context, k releaseKey, fn func(context.Context) (T, error)) (T, error) {
+	var zero T
+	unlock, err := e.lock(ctx, k)
+	if err != nil {
+		return zero, err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		unlock()
+		return zero, ErrClosed
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+
+	type outcome struct {
+		v   T
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer e.wg.Done()
+		defer unlock()
+		v, err := fn(context.WithoutCancel(ctx))
+		done <- outcome{v, err}
+	}()
+	select {
+	case o := <-done:
+		return o.v, o.err
+	case <-ctx.Done():
+		return zero, fmt.Errorf("%w (the Helm operation goes on in the background)", context.Cause(ctx))
+	}
+}
+
+// helmConfig returns a Helm action configuration for one namespace,
+// storing releases in Secrets.
+func (e *Engine) helmConfig(namespace string) (*action.Configuration, error) {
+	g := &restGetter{config: e.rest, disc: e.disc, mapper: e.mapper, namespace: namespace}
+	hc := new(action.Configuration)
+	helmLog := func(format string, v ...any) {
+		if e.log.Enabled(context.Background(), slog.LevelDebug) {
+			e.log.Debug(fmt.Sprintf(format, v...), "component", "helm", "namespace", namespace)
+		}
+	}
+	if err := hc.Init(g, namespace, "secret", helmLog); err != nil {
+		return nil, fmt.Errorf("helm init for namespace %s: %w", namespace, err)
+	}
+	if kc, ok := hc.KubeClient.(*kube.Client); ok {
+		kc.Namespace = namespace
+	}
+	return hc, nil
+}
+
+// restGetter is the genericclioptions.RESTClientGetter Helm needs, over a
+// rest.Config, sharing one cached discovery client and REST mapper.
+type restGetter struct {
+	config    *rest.Config
+	disc      discovery.CachedDiscoveryInterface
+	mapper    meta.RESTMapper
+	namespace string
+}
+
+func (g *restGetter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.config), nil }
+func (g *restGetter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	return g.disc, nil
+}
+func (g *restGetter) ToRESTMapper() (meta.RESTMapper, error) { return g.mapper, nil }
+func (g *restGetter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
+	return clientcmd.NewDefaultClientConfig(*clientcmdapi.NewConfig(),
+		&clientcmd.ConfigOverrides{Context: clientcmdapi.Context{Namespace: g.namespace}})
+}

@@ -1,0 +1,365 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Release is what should be installed: one chart with values, as a Helm
+// release name in a namespace.
+type Release struct {
+	Name      string
+	Namespace string
+	// Chart is the chart archive (.tgz).
+	Chart []byte
+	// Values override the chart's values. At most one of Values and
+	// ValuesYAML may be set.
+	Values     map[string]any
+	ValuesYAML []byte
+	// Hash identifies chart and values (the hub's values hash + chart
+	// digest). It is recorded on the release so Apply can skip a release
+	// that is up to date without rendering. Empty: computed from Chart and
+	// the values.
+	Hash string
+}
+
+// Action says what Apply or Repair did.
+type Action string
+
+const (
+	ActionInstalled Action = "installed"
+	ActionUpgraded  Action = "upgraded"  // the hash changed
+	ActionUnchanged Action = "unchanged" // deployed with this hash: nothing done
+	ActionRepaired  Action = "repaired"  // same hash, re-applied (Repair, or a failed or interrupted release)
+)
+
+// Result describes the release after Apply or Repair.
+type Result struct {
+	Action   Action
+	Revision int
+	// Manifest is the rendered manifest Helm stored for the revision.
+	Manifest string
+	// Hash is the label form of the hash now recorded (see HashLabel).
+	Hash string
+}
+
+// ReleaseInfo describes a release tether manages.
+type ReleaseInfo struct {
+	Name, Namespace string
+	Revision        int
+	Status          string // Helm's: deployed, failed, pending-upgrade, ...
+	Chart, Version  string
+	Hash            string // label form, see HashLabel
+	Updated         time.Time
+	Description     string
+}
+
+// HashLabel returns how a hash is recorded in LabelHash: the hash itself
+// when it is a valid label value, else a digest of it that is.
+func HashLabel(hash string) string {
+	if len(validation.IsValidLabelValue(hash)) == 0 {
+		return hash
+	}
+	sum := sha256.Sum256([]byte(hash))
+	return "sha256-" + hex.EncodeToString(sum[:])[:56]
+}
+
+// prepared is a validated Release, ready for Helm.
+type prepared struct {
+	key    releaseKey
+	chart  *chart.Chart
+	values map[string]any
+	hash   string // label form
+}
+
+func (r Release) key() releaseKey { return releaseKey{namespace: r.Namespace, name: r.Name} }
+
+func checkName(name, namespace string) error {
+	if err := chartutil.ValidateReleaseName(name); err != nil {
+		return fmt.Errorf("%w: release name %q: %v", ErrInvalidRelease, name, err)
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return fmt.Errorf("%w: namespace %q: %s", ErrInvalidRelease, namespace, errs[0])
+	}
+	return nil
+}
+
+// prepare checks r and loads its chart and values.
+func prepare(r Release) (prepared, error) {
+	if err := checkName(r.Name, r.Namespace); err != nil {
+		return prepared{}, err
+	}
+	if len(r.Chart) == 0 {
+		return prepared{}, fmt.Errorf("%w: no chart archive", ErrInvalidRelease)
+	}
+	ch, err := loader.LoadArchive(bytes.NewReader(r.Chart))
+	if err != nil {
+		return prepared{}, fmt.Errorf("%w: load chart archive: %v", ErrInvalidRelease, err)
+	}
+	vals := r.Values
+	if len(r.ValuesYAML) > 0 {
+		if len(r.Values) > 0 {
+			return prepared{}, fmt.Errorf("%w: both Values and ValuesYAML set", ErrInvalidRelease)
+		}
+		v, err := chartutil.ReadValues(r.ValuesYAML)
+		if err != nil {
+			return prepared{}, fmt.Errorf("%w: values: %v", ErrInvalidRelease, err)
+		}
+		vals = v
+	}
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	hash := r.Hash
+	if hash == "" {
+		js, err := json.Marshal(vals) // map keys sorted: canonical
+		if err != nil {
+			return prepared{}, fmt.Errorf("%w: values: %v", ErrInvalidRelease, err)
+		}
+		h := sha256.New()
+		h.Write(r.Chart)
+		h.Write([]byte{0})
+		h.Write(js)
+		hash = hex.EncodeToString(h.Sum(nil))[:40]
+	}
+	return prepared{key: r.key(), chart: ch, values: vals, hash: HashLabel(hash)}, nil
+}
+
+func managed(r *release.Release) bool { return r.Labels[LabelManagedBy] == ManagedByValue }
+
+func (p prepared) labels() map[string]string {
+	return map[string]string{LabelManagedBy: ManagedByValue, LabelHash: p.hash}
+}
+
+func resultOf(a Action, r *release.Release) Result {
+	return Result{Action: a, Revision: r.Version, Manifest: r.Manifest, Hash: r.Labels[LabelHash]}
+}
+
+// Apply makes the release match r: install when absent, upgrade when its
+// hash differs or it is failed or was interrupted, nothing when it is
+// deployed with r's hash. It does not wait for readiness (see WaitHealthy).
+func (e *Engine) Apply(ctx context.Context, r Release) (Result, error) {
+	return e.apply(ctx, r, false)
+}
+
+// Repair re-applies r even when it is up to date: Helm's three-way merge
+// re-creates deleted objects and resets changed fields (see Drift).
+func (e *Engine) Repair(ctx context.Context, r Release) (Result, error) {
+	return e.apply(ctx, r, true)
+}
+
+func (e *Engine) apply(ctx context.Context, r Release, force bool) (Result, error) {
+	op := "apply"
+	if force {
+		op = "repair"
+	}
+	p, err := prepare(r)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s release %s/%s: %w", op, r.Namespace, r.Name, err)
+	}
+	res, err := runLocked(e, ctx, p.key, func(ctx context.Context) (Result, error) {
+		return e.applyLocked(ctx, p, force)
+	})
+	if err != nil {
+		return res, fmt.Errorf("%s release %s: %w", op, p.key, err)
+	}
+	e.log.Info("release applied", "release", p.key.String(), "action", res.Action, "revision", res.Revision)
+	return res, nil
+}
+
+func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Result, error) {
+	hc, err := e.helmConfig(p.key.namespace)
+	if err != nil {
+		return Result{}, err
+	}
+	last, err := hc.Releases.Last(p.key.name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return e.install(ctx, hc, p, false, force)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("read release: %w", err)
+	}
+	if !managed(last) {
+		return Result{}, ErrForeignRelease
+	}
+	sameHash := last.Labels[LabelHash] == p.hash
+	act := ActionUpgraded
+	if sameHash {
+		act = ActionRepaired
+	}
+	switch st := last.Info.Status; {
+	case st == release.StatusDeployed && sameHash && !force:
+		return resultOf(ActionUnchanged, last), nil
+	case st == release.StatusUninstalled:
+		// Only with KeepHistory, which the engine never uses.
+		return e.install(ctx, hc, p, true, force)
+	case st.IsPending() || st == release.StatusUninstalling:
+		// Interrupted by a crash: see "Interrupted operations" in doc.go.
+		e.log.Warn("recovering interrupted release", "release", p.key.String(), "status", st, "revision", last.Version)
+		last.SetStatus(release.StatusFailed, fmt.Sprintf("interrupted while %s; recovered by tether", st))
+		if err := hc.Releases.Update(last); err != nil {
+			return Result{}, fmt.Errorf("mark interrupted revision %d failed: %w", last.Version, err)
+		}
+	}
+	up := action.NewUpgrade(hc)
+	up.Namespace = p.key.namespace
+	up.MaxHistory = e.cfg.MaxHistory
+	up.Timeout = e.cfg.Timeout
+	up.ResetValues = true // exactly p.values over the chart's, never the previous release's
+	up.Labels = p.labels()
+	rel, err := up.RunWithContext(ctx, p.key.name, p.chart, p.values)
+	if err != nil {
+		return Result{}, fmt.Errorf("upgrade: %w", err)
+	}
+	return resultOf(act, rel), nil
+}
+
+func (e *Engine) install(ctx context.Context, hc *action.Configuration, p prepared, replace, force bool) (Result, error) {
+	in := action.NewInstall(hc)
+	in.ReleaseName = p.key.name
+	in.Namespace = p.key.namespace
+	in.CreateNamespace = true
+	in.Replace = replace
+	in.Timeout = e.cfg.Timeout
+	in.Labels = p.labels()
+	rel, err := in.RunWithContext(ctx, p.chart, p.values)
+	if err != nil {
+		return Result{}, fmt.Errorf("install: %w", err)
+	}
+	act := ActionInstalled
+	if force {
+		act = ActionRepaired
+	}
+	return resultOf(act, rel), nil
+}
+
+// Uninstall removes a release and its objects, and waits (up to
+// Config.Timeout) until they are gone. An absent release is not an error.
+// The namespace stays.
+func (e *Engine) Uninstall(ctx context.Context, name, namespace string) error {
+	if err := checkName(name, namespace); err != nil {
+		return fmt.Errorf("uninstall release %s/%s: %w", namespace, name, err)
+	}
+	k := releaseKey{namespace: namespace, name: name}
+	_, err := runLocked(e, ctx, k, func(context.Context) (struct{}, error) {
+		hc, err := e.helmConfig(namespace)
+		if err != nil {
+			return struct{}{}, err
+		}
+		last, err := hc.Releases.Last(name)
+		if errors.Is(err, driver.ErrReleaseNotFound) {
+			return struct{}{}, nil
+		}
+		if err != nil {
+			return struct{}{}, fmt.Errorf("read release: %w", err)
+		}
+		if !managed(last) {
+			return struct{}{}, ErrForeignRelease
+		}
+		un := action.NewUninstall(hc)
+		un.Timeout = e.cfg.Timeout
+		un.Wait = true
+		un.IgnoreNotFound = true
+		_, err = un.Run(name)
+		return struct{}{}, err
+	})
+	if err != nil {
+		return fmt.Errorf("uninstall release %s: %w", k, err)
+	}
+	e.log.Info("release uninstalled", "release", k.String())
+	return nil
+}
+
+// List returns the releases tether manages in all namespaces, latest
+// revision of each, sorted by namespace and name.
+func (e *Engine) List(ctx context.Context) ([]ReleaseInfo, error) {
+	d := driver.NewSecrets(e.kube.CoreV1().Secrets(""))
+	rels, err := d.Query(map[string]string{"owner": "helm", LabelManagedBy: ManagedByValue})
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
+	latest := map[releaseKey]*release.Release{}
+	for _, r := range rels {
+		k := releaseKey{namespace: r.Namespace, name: r.Name}
+		if cur, ok := latest[k]; !ok || r.Version > cur.Version {
+			latest[k] = r
+		}
+	}
+	out := make([]ReleaseInfo, 0, len(latest))
+	for _, r := range latest {
+		out = append(out, infoOf(r))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+func infoOf(r *release.Release) ReleaseInfo {
+	ri := ReleaseInfo{Name: r.Name, Namespace: r.Namespace, Revision: r.Version, Hash: r.Labels[LabelHash]}
+	if r.Info != nil {
+		ri.Status = r.Info.Status.String()
+		ri.Updated = r.Info.LastDeployed.Time
+		ri.Description = r.Info.Description
+	}
+	if r.Chart != nil && r.Chart.Metadata != nil {
+		ri.Chart, ri.Version = r.Chart.Metadata.Name, r.Chart.Metadata.Version
+	}
+	return ri
+}
+
+// Get returns the latest revision of a release tether manages; the error
+// wraps ErrReleaseNotFound or ErrForeignRelease when it cannot.
+func (e *Engine) Get(ctx context.Context, name, namespace string) (ReleaseInfo, error) {
+	r, err := e.lastRelease(ctx, name, namespace)
+	if err != nil {
+		return ReleaseInfo{}, err
+	}
+	return infoOf(r), nil
+}
+
+// lastRelease reads the latest revision of a managed release.
+func (e *Engine) lastRelease(ctx context.Context, name, namespace string) (*release.Release, error) {
+	if err := checkName(name, namespace); err != nil {
+		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	hc, err := e.helmConfig(namespace)
+	if err != nil {
+		return nil, err
+	}
+	last, err := hc.Releases.Last(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, ErrReleaseNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, err)
+	}
+	if !managed(last) {
+		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, ErrForeignRelease)
+	}
+	return last, nil
+}
