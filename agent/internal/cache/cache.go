@@ -55,6 +55,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the file layout this package reads and writes.
@@ -281,7 +282,7 @@ func OpenReadOnly(path string) (*Cache, error) {
 
 func openDB(path string, bo *bolt.Options) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, bo)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("cache: open %s: %w (is tether-agent running?)", path, ErrLocked)
 	}
 	if err != nil {
@@ -359,9 +360,9 @@ func (c *Cache) wrap(op string, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, bolt.ErrDatabaseNotOpen):
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return fmt.Errorf("cache: %s: %w", op, ErrClosed)
-	case errors.Is(err, bolt.ErrDatabaseReadOnly):
+	case errors.Is(err, berrors.ErrDatabaseReadOnly):
 		return fmt.Errorf("cache: %s: %w", op, ErrReadOnly)
 	case strings.HasPrefix(err.Error(), "cache: "):
 		return err
