@@ -323,8 +323,9 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		st.state = StateProvisioning
 		st.message = string(res.Action)
 		r.mu.Unlock()
-	} else if st.state == StateDeployed || st.state == StateFailed && st.applied == s.GetValuesHash() {
-		// Up to date by hash: look for drift on the cluster.
+	} else {
+		// Up to date by hash (also right after an agent restart, when this
+		// loop has no memory yet): look for drift on the cluster.
 		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
 			r.log.Warn("drift check failed", "service", key(ns, name), "err", err)
 		} else if d.Drifted {
