@@ -16,7 +16,9 @@ type noEngine struct{ Engine }
 
 type noCharts struct{}
 
-func (noCharts) FetchChart(context.Context, string) ([]byte, error) { return nil, errors.New("offline") }
+func (noCharts) FetchChart(context.Context, string) ([]byte, error) {
+	return nil, errors.New("offline")
+}
 
 func newReconciler(t *testing.T, path string) (*Reconciler, *cache.Cache) {
 	t.Helper()
@@ -123,4 +125,3 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
-
