@@ -73,6 +73,7 @@ func agentRSS(b *testing.B) {
 	last, peak := sampleRSS(b, agent.pid(), settle)
 	b.ReportMetric(mib(last), "MiB-idle")
 	b.ReportMetric(mib(peak), "MiB-idle-peak")
+	logStatus(b, "idle", agent.pid())
 	hubIdle, _ := vmRSS(hub.proc.pid())
 
 	var doc strings.Builder
@@ -105,6 +106,7 @@ func agentRSS(b *testing.B) {
 	last, peak = sampleRSS(b, agent.pid(), settle)
 	b.ReportMetric(mib(last), "MiB-20svc")
 	b.ReportMetric(mib(peak), "MiB-20svc-peak")
+	logStatus(b, fmt.Sprintf("%d services", serviceCount), agent.pid())
 	if n, err := vmRSS(hub.proc.pid()); err == nil {
 		b.Logf("hub VmRSS: %.1f MiB idle, %.1f MiB with %d services", mib(hubIdle), mib(n), serviceCount)
 	}
@@ -133,8 +135,8 @@ spec:
 `
 
 const service = `      - template: podinfo-6.14.1
-        name: podinfo
-        namespace: svc-%02d
+        name: podinfo-%02[1]d
+        namespace: svc-%02[1]d
         values: |
           replicaCount: 1
 `
@@ -161,6 +163,26 @@ func sampleRSS(tb testing.TB, pid int, d time.Duration) (last, peak int64) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// logStatus logs how the resident memory divides: RssAnon is the Go heap,
+// stacks and runtime; RssFile the pages of the binary (and other files)
+// that were touched.
+func logStatus(tb testing.TB, phase string, pid int) {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var parts []string
+	for line := range strings.Lines(string(b)) {
+		for _, k := range []string{"VmRSS:", "RssAnon:", "RssFile:", "RssShmem:", "VmHWM:", "Threads:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				parts = append(parts, k+" "+strings.TrimSpace(v))
+			}
+		}
+	}
+	tb.Logf("agent %s: %s", phase, strings.Join(parts, ", "))
+}
 
 // vmRSS reads VmRSS from /proc/PID/status, in bytes.
 func vmRSS(pid int) (int64, error) {

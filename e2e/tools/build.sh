@@ -42,6 +42,7 @@ targets=(
 	"kube-controller-manager|kube|./cmd/kube-controller-manager|kube|~3 min"
 	"kube-scheduler|kube|./cmd/kube-scheduler|kube|~1 min"
 	"kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|plain|~2 min"
+	"helm|helm|helm.sh/helm/v3/cmd/helm|plain|~2 min"
 	"capi-manager|capi|sigs.k8s.io/cluster-api/core|plain|~3.5 min"
 	"kubeadm-bootstrap-manager|capi|sigs.k8s.io/cluster-api/bootstrap/kubeadm|plain|~1 min"
 	"kubeadm-control-plane-manager|capi|sigs.k8s.io/cluster-api/controlplane/kubeadm|plain|~1 min"
