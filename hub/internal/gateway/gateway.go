@@ -90,13 +90,9 @@ type Config struct {
 	// (enrol or an authorised sync) this long after its handshake, so idle
 	// or garbage connections cannot pile up.
 	SetupTimeout time.Duration
-	// SessionTicketKey, if set, encrypts TLS session tickets. Keeping it
-	// across restarts lets agents resume their TLS session after a hub
-	// restart instead of a full handshake with certificates.
-	SessionTicketKey [32]byte
-	Tunnel           tunnel.Config
-	Logger           *slog.Logger
-	Now              func() time.Time
+	Tunnel       tunnel.Config
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // DefaultConfig returns a Config with production defaults; Registry,
@@ -131,6 +127,11 @@ func (c *Config) Validate() error {
 	}
 	return c.Tunnel.Validate()
 }
+
+// maxTickets bounds the TLS session states kept for resumption (about 1.5
+// KB each); beyond it the oldest are forgotten and those agents do a full
+// handshake.
+const maxTickets = 50000
 
 // Gateway is the hub's agent endpoint.
 type Gateway struct {
@@ -230,9 +231,8 @@ func New(cfg Config) (*Gateway, error) {
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  cfg.ClientCAs,
 	}
-	if cfg.SessionTicketKey != ([32]byte{}) {
-		g.tls.SetSessionTicketKeys([][32]byte{cfg.SessionTicketKey})
-	}
+	tickets := newTicketStore(maxTickets, 24*time.Hour, cfg.Now)
+	g.tls.WrapSession, g.tls.UnwrapSession = tickets.wrap, tickets.unwrap
 	opts := append(tunnel.ServerOptions(cfg.Tunnel),
 		grpc.ChainUnaryInterceptor(g.unaryAuth),
 		grpc.ChainStreamInterceptor(g.streamAuth),

@@ -474,3 +474,40 @@ func TestRenewKeepsPreviousCertificateValid(t *testing.T) {
 	_, _, err := hello(t, cc, "edge-1")
 	wantCode(t, err, codes.PermissionDenied, "replaced")
 }
+
+func TestReconnectResumesTLSWithSmallTicket(t *testing.T) {
+	h := newHub(t)
+	tc := mustEnroll(t, h, "edge-1")
+	tc.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	tc.CurvePreferences = []tls.CurveID{tls.X25519}
+	connect := func() (resumed bool, wire uint64) {
+		raw, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted := tunnel.NewCountingConn(raw)
+		conn := tls.Client(counted, tc)
+		sess, err := tunnel.Dial(context.Background(), conn, tunnel.DefaultConfig(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sess.Close()
+		cc, err := sess.ClientConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := hello(t, cc, "edge-1"); err != nil {
+			t.Fatal(err)
+		}
+		return conn.ConnectionState().DidResume, counted.BytesIn() + counted.BytesOut()
+	}
+	r1, full := connect()
+	r2, resumed := connect()
+	t.Logf("connect + hello/welcome on the wire: full handshake %d B, resumed %d B", full, resumed)
+	if r1 || !r2 {
+		t.Fatalf("DidResume = %v then %v; want a full handshake then a resumed one", r1, r2)
+	}
+	if resumed >= full {
+		t.Fatalf("resumed connect used %d B, full %d B; resumption should save the certificates", resumed, full)
+	}
+}

@@ -4,7 +4,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -155,9 +154,6 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	gcfg.Desired = desiredSource{h.desired}
 	gcfg.Charts = h.charts
 	gcfg.Status = h.reports
-	if gcfg.SessionTicketKey, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "pki", "ticket.key")); err != nil {
-		return nil, fmt.Errorf("hub: %w", err)
-	}
 	if cfg.AgentCertTTL > 0 {
 		gcfg.CertTTL = cfg.AgentCertTTL
 	}
@@ -310,27 +306,4 @@ func (d desiredSource) HasChart(ctx context.Context, cluster, digest string) (bo
 		}
 	}
 	return false, nil
-}
-
-// loadOrCreateKey reads a 32-byte secret, creating it (mode 0600) on first
-// start.
-func loadOrCreateKey(path string) ([32]byte, error) {
-	var key [32]byte
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil && len(b) == len(key):
-		copy(key[:], b)
-		return key, nil
-	case err == nil:
-		return key, fmt.Errorf("%s: want %d bytes, found %d", path, len(key), len(b))
-	case !errors.Is(err, os.ErrNotExist):
-		return key, err
-	}
-	if _, err := rand.Read(key[:]); err != nil {
-		return key, err
-	}
-	if err := os.WriteFile(path, key[:], 0o600); err != nil {
-		return key, fmt.Errorf("write session ticket key: %w", err)
-	}
-	return key, nil
 }
