@@ -164,6 +164,9 @@ func Launch(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	defer func() {
 		if err != nil {
+			if tails := c.LogTails(20); tails != "" {
+				err = fmt.Errorf("%w\nlogs of the components that were running:\n%s", err, tails)
+			}
 			_ = c.Stop()
 		}
 	}()
@@ -205,13 +208,27 @@ func (c *Cluster) Stop() error {
 		procs := slices.Clone(c.procs)
 		c.stopped = true
 		c.mu.Unlock()
-		// All at once: components only talk to the apiserver, and a
-		// controller outliving it just logs connection errors.
-		var wg sync.WaitGroup
+		// Clients of the apiserver first (in parallel), then the
+		// apiserver, then etcd: an apiserver whose etcd is gone hangs in
+		// its graceful shutdown instead of exiting.
+		var clients, apiserver, store []*process
 		for _, p := range procs {
-			wg.Go(func() { p.stop(stopGrace) })
+			switch p.Name {
+			case "kube-apiserver":
+				apiserver = append(apiserver, p)
+			case "etcd":
+				store = append(store, p)
+			default:
+				clients = append(clients, p)
+			}
 		}
-		wg.Wait()
+		for _, stage := range [][]*process{clients, apiserver, store} {
+			var wg sync.WaitGroup
+			for _, p := range stage {
+				wg.Go(func() { p.stop(stopGrace) })
+			}
+			wg.Wait()
+		}
 		if c.removeDir {
 			if rerr := os.RemoveAll(c.Dir); rerr != nil {
 				err = fmt.Errorf("stop cluster %s: remove %s: %w", c.Name, c.Dir, rerr)

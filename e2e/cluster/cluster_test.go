@@ -39,7 +39,9 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func(ctx 
 		if ok {
 			return
 		}
-		last = seen
+		if ctx.Err() == nil { // else seen is only "context deadline exceeded"
+			last = seen
+		}
 		select {
 		case <-ctx.Done():
 			t.Fatalf("%s: not true within %s; last seen: %s", what, timeout, last)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,11 @@ kind: DevCluster
 metadata:
   name: {{NAME}}
   namespace: {{NS}}
+  # CAPD v1.14.2's in-memory backend writes an annotation into a nil map
+  # and panics when the DevCluster has none (ClusterClass-made ones always
+  # have some), so give it one.
+  annotations:
+    tether.dev/e2e: in-memory
 spec:
   backend:
     inMemory: {}
@@ -106,6 +112,16 @@ spec:
 func TestManagementClusterProvisionsInMemoryCluster(t *testing.T) {
 	mgmt := cluster.Start(t, cluster.Options{Management: true})
 	ctx := t.Context()
+
+	// Webhooks are registered with failurePolicy Fail, so the apply below
+	// succeeding also proves every manager serves its webhooks.
+	var hooks admissionv1.ValidatingWebhookConfigurationList
+	if err := mgmt.Client.List(ctx, &hooks); err != nil {
+		t.Fatal(err)
+	}
+	if len(hooks.Items) != 4 {
+		t.Errorf("validating webhook configurations = %d, want one per provider (4)", len(hooks.Items))
+	}
 	const ns, name = "fleet", "edge-1"
 	manifest := strings.NewReplacer("{{NS}}", ns, "{{NAME}}", name).Replace(inMemoryCluster)
 	if err := mgmt.Apply(ctx, []byte(manifest)); err != nil {
@@ -141,8 +157,11 @@ func TestManagementClusterProvisionsInMemoryCluster(t *testing.T) {
 	var out []byte
 	eventually(t, "kubectl get nodes on the workload cluster", time.Minute, func(ctx context.Context) (bool, string) {
 		var err error
-		out, err = exec.CommandContext(ctx, "kubectl", "--kubeconfig", kc, "get", "nodes", "--request-timeout=5s").CombinedOutput()
-		return err == nil && strings.Contains(string(out), "Ready"), fmt.Sprintf("%v: %s", err, out)
+		// The simulated API server has no table printer for nodes, so
+		// ask for name=Ready-status pairs.
+		out, err = exec.CommandContext(ctx, "kubectl", "--kubeconfig", kc, "get", "nodes", "--request-timeout=5s",
+			"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`).CombinedOutput()
+		return err == nil && strings.Contains(string(out), "=True"), fmt.Sprintf("%v: %s", err, out)
 	})
 	t.Logf("workload cluster nodes:\n%s", out)
 }

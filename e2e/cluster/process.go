@@ -33,6 +33,7 @@ type Component struct {
 type process struct {
 	Component
 	cmd     *exec.Cmd
+	log     *slog.Logger
 	logFile *os.File
 	done    chan struct{} // closed once cmd.Wait returned
 	waitErr error         // set before done is closed
@@ -64,6 +65,7 @@ func startProcess(log *slog.Logger, dir, name, bin string, args []string, env []
 	p := &process{
 		Component: Component{Name: name, PID: cmd.Process.Pid, LogPath: logPath},
 		cmd:       cmd,
+		log:       log,
 		logFile:   lf,
 		done:      make(chan struct{}),
 	}
@@ -89,13 +91,16 @@ func (p *process) exited() (bool, error) {
 // period, and waits for the process to be reaped. It is safe to call twice.
 func (p *process) stop(grace time.Duration) {
 	if done, _ := p.exited(); !done {
+		start := time.Now()
 		_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		select {
 		case <-p.done:
+			p.log.Debug("component stopped", "component", p.Name, "pid", p.PID, "elapsed", time.Since(start).Round(time.Millisecond))
 		case <-t.C:
 			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 			<-p.done
+			p.log.Info("component ignored SIGTERM; killed", "component", p.Name, "pid", p.PID, "grace", grace)
 		}
 		t.Stop()
 	}
@@ -261,10 +266,14 @@ func waitFor(ctx context.Context, what string, p *process, interval time.Duratio
 		}
 		select {
 		case <-ctx.Done():
+			err := fmt.Errorf("wait for %s: %w", what, context.Cause(ctx))
 			if lastErr != nil {
-				return fmt.Errorf("wait for %s: %w (last error: %v)", what, context.Cause(ctx), lastErr)
+				err = fmt.Errorf("%w (last error: %v)", err, lastErr)
 			}
-			return fmt.Errorf("wait for %s: %w", what, context.Cause(ctx))
+			if p != nil {
+				err = fmt.Errorf("%w; %s log tail:\n%s", err, p.Name, p.tail(20))
+			}
+			return err
 		case <-t.C:
 		}
 	}

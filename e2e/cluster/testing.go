@@ -21,7 +21,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Name = sanitize(t.Name())
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx := t.Context()
 	c, err := Launch(ctx, opts)

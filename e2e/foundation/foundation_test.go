@@ -191,7 +191,12 @@ func TestHubAddressThatIsNotAHub(t *testing.T) {
 	dir := t.TempDir()
 	start(t, "agent", "tether-agent", "run", "--data-dir", dir, "--hub", strings.TrimPrefix(srv.URL, "http://"), "--token", tok, "--no-cluster", "--max-backoff", "1s")
 	eventually(t, "status names the bad hub address", time.Minute, func() (bool, string) {
-		st := status(t, dir)
+		// The agent may not have created its files yet: retry on errors.
+		out, errOut, code := run(t, nil, "tether-agent", "status", "--data-dir", dir, "-o", "json")
+		var st agentStatus
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			return false, errOut
+		}
 		return strings.Contains(st.Link.LastError, "did not complete a TLS handshake as a Tether hub"), fmt.Sprintf("%+v", st)
 	})
 }
