@@ -13,7 +13,7 @@ import (
 func (c *Cluster) RSS() (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, comp := range c.Components() {
-		n, err := vmRSS(comp.PID)
+		n, err := VmRSS(comp.PID)
 		if err != nil {
 			return nil, fmt.Errorf("rss of %s (pid %d): %w", comp.Name, comp.PID, err)
 		}
@@ -22,7 +22,9 @@ func (c *Cluster) RSS() (map[string]int64, error) {
 	return out, nil
 }
 
-func vmRSS(pid int) (int64, error) {
+// VmRSS reads a process's resident set size, in bytes, from
+// /proc/PID/status.
+func VmRSS(pid int) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err

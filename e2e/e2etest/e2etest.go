@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/repo"
 )
 
 // Bins holds the built binaries.
@@ -24,9 +30,11 @@ type Bins struct {
 	Dir string
 }
 
-// Build compiles tether and tether-agent (with -race) into a new temporary
-// directory; call it from TestMain and Remove the directory after m.Run.
-func Build() (*Bins, error) {
+// Build compiles tether and tether-agent into a new temporary directory,
+// with the race detector when race is set (tests) and without it when
+// measuring (its runtime multiplies memory); Remove the directory after
+// use.
+func Build(race bool) (*Bins, error) {
 	dir, err := os.MkdirTemp("", "tether-e2e-bin-")
 	if err != nil {
 		return nil, err
@@ -35,7 +43,11 @@ func Build() (*Bins, error) {
 		"tether":       "github.com/tetherfleet/tether/hub/cmd/tether",
 		"tether-agent": "github.com/tetherfleet/tether/agent/cmd/tether-agent",
 	} {
-		out, err := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		args := []string{"build", "-o", filepath.Join(dir, name), pkg}
+		if race {
+			args = append(args[:1], append([]string{"-race"}, args[1:]...)...)
+		}
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("build %s: %v\n%s", name, err, out)
@@ -47,7 +59,7 @@ func Build() (*Bins, error) {
 // Main builds the binaries into *bins, runs the tests and removes the
 // binaries: the whole TestMain of a scenario package.
 func Main(m *testing.M, bins **Bins) {
-	b, err := Build()
+	b, err := Build(true)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -71,7 +83,7 @@ type Proc struct {
 
 // Start runs a binary (args[0]: "tether" or "tether-agent") in the
 // background until Stop or the end of the test.
-func (b *Bins) Start(t *testing.T, name string, env []string, args ...string) *Proc {
+func (b *Bins) Start(t testing.TB, name string, env []string, args ...string) *Proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
@@ -100,8 +112,11 @@ func (b *Bins) Start(t *testing.T, name string, env []string, args ...string) *P
 	return p
 }
 
+// PID is the process ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // Stop sends SIGTERM and waits for the process to exit.
-func (p *Proc) Stop(t *testing.T) {
+func (p *Proc) Stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -119,13 +134,13 @@ func (p *Proc) Stop(t *testing.T) {
 }
 
 // Run runs a command to completion.
-func (b *Bins) Run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+func (b *Bins) Run(t testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	return b.RunStdin(t, env, nil, args...)
 }
 
 // RunStdin runs a command with stdin.
-func (b *Bins) RunStdin(t *testing.T, env []string, stdin []byte, args ...string) (stdout, stderr string, code int) {
+func (b *Bins) RunStdin(t testing.TB, env []string, stdin []byte, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -145,7 +160,7 @@ func (b *Bins) RunStdin(t *testing.T, env []string, stdin []byte, args ...string
 }
 
 // MustRun runs a command that must succeed and returns its stdout.
-func (b *Bins) MustRun(t *testing.T, env []string, args ...string) string {
+func (b *Bins) MustRun(t testing.TB, env []string, args ...string) string {
 	t.Helper()
 	out, errOut, code := b.Run(t, env, args...)
 	if code != 0 {
@@ -155,7 +170,7 @@ func (b *Bins) MustRun(t *testing.T, env []string, args ...string) string {
 }
 
 // JSON runs a command that must succeed and decodes its stdout into v.
-func (b *Bins) JSON(t *testing.T, env []string, v any, args ...string) {
+func (b *Bins) JSON(t testing.TB, env []string, v any, args ...string) {
 	t.Helper()
 	out := b.MustRun(t, env, args...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
@@ -164,7 +179,7 @@ func (b *Bins) JSON(t *testing.T, env []string, v any, args ...string) {
 }
 
 // FreeAddr returns a loopback address with a free port.
-func FreeAddr(t *testing.T) string {
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -177,7 +192,7 @@ func FreeAddr(t *testing.T) string {
 // Eventually polls cond until it holds or the deadline passes; cond
 // returns whether it holds and a description of the current state for the
 // failure message.
-func Eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+func Eventually(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -209,7 +224,7 @@ type Hub struct {
 
 // StartHub starts `tether serve` on free loopback ports and waits for its
 // console API.
-func (b *Bins) StartHub(t *testing.T, extra ...string) *Hub {
+func (b *Bins) StartHub(t testing.TB, extra ...string) *Hub {
 	t.Helper()
 	h := &Hub{Dir: t.TempDir(), AgentAddr: FreeAddr(t), APIAddr: FreeAddr(t), bins: b}
 	h.args = append([]string{"tether", "serve", "--data-dir", h.Dir, "--agent-addr", h.AgentAddr, "--api-addr", h.APIAddr}, extra...)
@@ -220,7 +235,7 @@ func (b *Bins) StartHub(t *testing.T, extra ...string) *Hub {
 
 // Restart starts the hub again with the same data dir and ports (after
 // Proc.Stop).
-func (h *Hub) Restart(t *testing.T) {
+func (h *Hub) Restart(t testing.TB) {
 	t.Helper()
 	h.Proc = h.bins.Start(t, "hub", nil, h.args...)
 	Eventually(t, "hub console API", time.Minute, func() (bool, string) {
@@ -230,7 +245,59 @@ func (h *Hub) Restart(t *testing.T) {
 }
 
 // Token creates a join token for cluster.
-func (h *Hub) Token(t *testing.T, cluster string) string {
+func (h *Hub) Token(t testing.TB, cluster string) string {
 	t.Helper()
 	return strings.TrimSpace(h.bins.MustRun(t, h.Env, "tether", "token", "create", "--cluster", cluster, "--ttl", "10m"))
+}
+
+// RepoRoot finds the module root, where ../shared lies beside it.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// SharedChart is the path of a chart in ../shared/testdata/charts.
+func SharedChart(t testing.TB, name string) string {
+	t.Helper()
+	return filepath.Join(RepoRoot(t), "..", "shared", "testdata", "charts", name)
+}
+
+// HelmRepo packages chart directories into a real Helm repository
+// (index.yaml + archives) served on loopback until the test ends, and
+// returns its URL.
+func HelmRepo(t testing.TB, chartDirs ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range chartDirs {
+		ch, err := loader.LoadDir(d)
+		if err != nil {
+			t.Fatalf("load chart %s: %v", d, err)
+		}
+		if _, err := chartutil.Save(ch, dir); err != nil {
+			t.Fatalf("package chart %s: %v", d, err)
+		}
+	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	idx, err := repo.IndexDirectory(dir, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL
 }

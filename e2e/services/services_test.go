@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,9 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/repo"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -33,52 +28,6 @@ import (
 var bins *e2etest.Bins
 
 func TestMain(m *testing.M) { e2etest.Main(m, &bins) }
-
-// repoRoot finds the module root, where ../shared lies beside it.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// helmRepo packages charts into a directory served as a real Helm
-// repository (index.yaml + archives) on loopback.
-func helmRepo(t *testing.T, chartDirs ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range chartDirs {
-		ch, err := loader.LoadDir(d)
-		if err != nil {
-			t.Fatalf("load chart %s: %v", d, err)
-		}
-		if _, err := chartutil.Save(ch, dir); err != nil {
-			t.Fatalf("package chart %s: %v", d, err)
-		}
-	}
-	srv := httptest.NewUnstartedServer(http.FileServer(http.Dir(dir)))
-	srv.Start()
-	t.Cleanup(srv.Close)
-	idx, err := repo.IndexDirectory(dir, srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := idx.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return srv.URL
-}
 
 // brokenChart writes a chart whose template fails to render.
 func brokenChart(t *testing.T) string {
@@ -271,9 +220,7 @@ const ingressService = `      - template: ingress-nginx-4.15.1
 `
 
 func TestServicesAtTheEdge(t *testing.T) {
-	root := repoRoot(t)
-	charts := filepath.Join(root, "..", "shared", "testdata", "charts")
-	repoURL := helmRepo(t, filepath.Join(charts, "podinfo"), filepath.Join(charts, "ingress-nginx"))
+	repoURL := e2etest.HelmRepo(t, e2etest.SharedChart(t, "podinfo"), e2etest.SharedChart(t, "ingress-nginx"))
 	ctx := t.Context()
 
 	hub := bins.StartHub(t, "--heartbeat", "2s")
