@@ -40,7 +40,7 @@ listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
 	f.StringVar(&cfg.AgentAddr, "agent-addr", cfg.AgentAddr, "address agents connect to (HOST:PORT)")
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "console API address (HOST:PORT)")
 	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS name or IP for the hub's serving certificate (repeatable)")
-	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates; agents renew at about 2/3")
+	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates; agents renew at about 2/3, so an agent may stay offline for about 1/3 of it")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "agent heartbeat interval")
 	logs.register(cmd)
 	return cmd

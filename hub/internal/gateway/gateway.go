@@ -99,7 +99,7 @@ type Config struct {
 // Signer, Certificate and ClientCAs must still be set.
 func DefaultConfig() Config {
 	return Config{
-		CertTTL:          24 * time.Hour,
+		CertTTL:          30 * 24 * time.Hour,
 		Heartbeat:        30 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		SeenInterval:     5 * time.Minute,

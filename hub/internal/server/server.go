@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 		DataDir:      "tether-data",
 		AgentAddr:    "127.0.0.1:7070",
 		APIAddr:      "127.0.0.1:7443",
-		AgentCertTTL: 24 * time.Hour,
+		AgentCertTTL: 30 * 24 * time.Hour,
 		Heartbeat:    30 * time.Second,
 	}
 }
