@@ -45,7 +45,16 @@ func NewServer(cfg Config, srv *grpc.Server) (*Server, error) {
 // net.Dialer.DialContext: the session lives until Close, or until the
 // peer goes away. The session owns conn. On error conn is closed.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true)
+	return newSession(ctx, conn, s.cfg, s.grpc, true, nil)
+}
+
+// ServeConnFunc is ServeConn with a function called once when the session
+// stops serving (it ended, or its grpc.Server stopped), on a goroutine the
+// session already runs, so a
+// caller tracking thousands of sessions needs no goroutine per session to
+// wait for them. onEnd may call Close.
+func (s *Server) ServeConnFunc(ctx context.Context, conn net.Conn, onEnd func(*Session)) (*Session, error) {
+	return newSession(ctx, conn, s.cfg, s.grpc, true, onEnd)
 }
 
 // Dial starts the agent side of a tunnel on conn, normally a *tls.Conn to
@@ -57,7 +66,7 @@ func Dial(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server) (*Se
 		conn.Close()
 		return nil, err
 	}
-	return newSession(ctx, conn, cfg, srv, false)
+	return newSession(ctx, conn, cfg, srv, false, nil)
 }
 
 // Session is one tunnel: one connection, one yamux session, gRPC both ways.
@@ -97,7 +106,7 @@ type Stats struct {
 	BytesIn, BytesOut uint64
 }
 
-func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, hub bool) (*Session, error) {
+func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, hub bool, onEnd func(*Session)) (*Session, error) {
 	role := roleName(hub)
 	state, err := tlsState(ctx, conn, cfg)
 	if err != nil {
@@ -124,9 +133,15 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 	}
 	s.serveDone = make(chan struct{})
 	s.acceptDone = make(chan struct{})
+	ended := func() {
+		if onEnd != nil {
+			onEnd(s)
+		}
+	}
 	if srv != nil {
 		lis := &listener{s: s}
 		go func() {
+			defer ended() // after serveDone is closed, so onEnd may Close
 			defer close(s.serveDone)
 			defer s.acceptFinished() // Serve on a stopped server never calls Accept
 			// Serve returns when the session dies (Accept fails) or srv
@@ -138,6 +153,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 	} else {
 		// Nothing to serve: refuse the peer's streams so its calls fail fast.
 		go func() {
+			defer ended()
 			defer close(s.serveDone)
 			defer s.acceptFinished()
 			for {

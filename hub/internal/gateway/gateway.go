@@ -146,6 +146,10 @@ type Gateway struct {
 	conns    map[*tunnel.Session]*connState
 	wg       sync.WaitGroup
 
+	// closing is set when Serve ends: sessions set up after that are
+	// closed at once.
+	closing bool
+
 	seenMu sync.Mutex
 	seen   map[string]fleet.Contact // contacts not yet written
 }
@@ -156,6 +160,8 @@ type connState struct {
 	active atomic.Bool
 	// wire counts the connection's bytes, TLS included.
 	wire *tunnel.CountingConn
+	// setup closes the connection if no call was accepted in time.
+	setup *time.Timer
 }
 
 func (g *Gateway) markActive(sess *tunnel.Session) {
@@ -300,39 +306,53 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn) {
 		raw.Close()
 		return
 	}
-	sess, err := g.tunnel.ServeConn(ctx, tc)
+	sess, err := g.tunnel.ServeConnFunc(ctx, tc, g.sessionEnded)
 	if err != nil {
 		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
 		tc.Close()
 		return
 	}
+	// From here on the session's own goroutines carry it: no goroutine per
+	// agent waits for it to end (that cost ~4 KB per connected agent).
 	cs := &connState{wire: raw}
-	g.mu.Lock()
-	g.conns[sess] = cs
-	g.mu.Unlock()
-	setup := time.NewTimer(g.cfg.SetupTimeout)
-	defer setup.Stop()
-	for done := false; !done; {
-		select {
-		case <-sess.Done():
-			done = true
-		case <-ctx.Done():
-			done = true
-		case <-setup.C:
-			if !cs.active.Load() {
-				g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
-				done = true
-			}
+	cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
+		if !cs.active.Load() {
+			g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
+			sess.Close()
 		}
-	}
-	sess.Close()
+	})
 	g.mu.Lock()
+	closing := g.closing
+	if !closing {
+		g.conns[sess] = cs
+	}
+	g.mu.Unlock()
+	select {
+	case <-sess.Done():
+		closing = true // ended before it was registered: sessionEnded may have missed it
+	default:
+	}
+	if closing {
+		g.sessionEnded(sess)
+	}
+}
+
+// sessionEnded forgets a session and releases it; called by the tunnel when
+// the session stops serving.
+func (g *Gateway) sessionEnded(sess *tunnel.Session) {
+	g.mu.Lock()
+	cs := g.conns[sess]
 	delete(g.conns, sess)
 	g.mu.Unlock()
+	if cs != nil {
+		cs.setup.Stop()
+	}
+	sess.Close()
 }
 
 func (g *Gateway) closeAll() {
 	g.mu.Lock()
+	g.closing = true
 	conns := make([]*tunnel.Session, 0, len(g.conns))
 	for s := range g.conns {
 		conns = append(conns, s)
