@@ -185,3 +185,9 @@ func (c *Client) Services(ctx context.Context, cluster string) ([]Service, error
 	}
 	return out, c.do(ctx, http.MethodGet, p, nil, &out)
 }
+
+// CreateUser creates a console user and returns its token (shown once).
+func (c *Client) CreateUser(ctx context.Context, name string, role Role) (UserToken, error) {
+	var out UserToken
+	return out, c.do(ctx, http.MethodPost, "/v1/users", UserRequest{Name: name, Role: string(role)}, &out)
+}

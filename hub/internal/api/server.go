@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
 	"github.com/tetherfleet/tether/hub/internal/gateway"
+	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/version"
 )
@@ -95,9 +96,23 @@ type Gateway interface {
 	Diagnose(ctx context.Context, cluster string) (*fleetv1.DiagnoseResponse, error)
 }
 
-// Authenticator checks bearer tokens.
+// Authenticator checks bearer tokens and creates console users.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (string, Role, error)
+	Create(ctx context.Context, name string, role Role) (string, error)
+}
+
+// UserRequest is the body of POST /v1/users.
+type UserRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// UserToken is a created console user's token, shown once.
+type UserToken struct {
+	Name  string `json:"name"`
+	Role  Role   `json:"role"`
+	Token string `json:"token"`
 }
 
 // Config configures the API handler.
@@ -125,6 +140,7 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("DELETE /v1/clusters/{name}", s.auth(RoleAdmin, s.deleteCluster))
 	mux.Handle("PATCH /v1/clusters/{name}/labels", s.auth(RoleAdmin, s.labelCluster))
 	mux.Handle("POST /v1/tokens", s.auth(RoleAdmin, s.createToken))
+	mux.Handle("POST /v1/users", s.auth(RoleAdmin, s.createUser))
 	s.registerObjects(mux)
 	return mux
 }
@@ -311,5 +327,25 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("%v", err)
 	}
 	writeJSON(w, http.StatusCreated, info)
+	return nil
+}
+
+func (s *server) createUser(w http.ResponseWriter, r *http.Request) error {
+	var req UserRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	role, err := ParseRole(req.Role)
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	tok, err := s.cfg.Auth.Create(r.Context(), req.Name, role)
+	if err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return httpError{http.StatusConflict, err}
+		}
+		return badRequest("%v", err)
+	}
+	writeJSON(w, http.StatusCreated, UserToken{Name: req.Name, Role: role, Token: tok})
 	return nil
 }

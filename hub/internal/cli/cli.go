@@ -102,6 +102,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newLabelCmd(g),
 		newApplyCmd(g),
 		newChartCmd(g),
+		newUserCmd(g),
 	)
 	return root
 }
