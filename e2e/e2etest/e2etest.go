@@ -269,10 +269,40 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// SharedChart is the path of a chart in ../shared/testdata/charts.
+// SharedChart is the directory of an upstream test chart in
+// ../shared/testdata/charts (beside the checkout).
 func SharedChart(t testing.TB, name string) string {
 	t.Helper()
-	return filepath.Join(RepoRoot(t), "..", "shared", "testdata", "charts", name)
+	dir := filepath.Join(RepoRoot(t), "..", "shared", "testdata", "charts", name)
+	if _, err := os.Stat(filepath.Join(dir, "Chart.yaml")); err != nil {
+		t.Fatalf("test chart %s missing: want it at %s (shared/testdata beside the checkout): %v", name, dir, err)
+	}
+	return dir
+}
+
+// PackageChartTo writes a chart directory's .tgz into outDir, as `helm
+// package` does, and returns its path.
+func PackageChartTo(t testing.TB, chartDir, outDir string) string {
+	t.Helper()
+	ch, err := loader.LoadDir(chartDir)
+	if err != nil {
+		t.Fatalf("load chart %s: %v", chartDir, err)
+	}
+	path, err := chartutil.Save(ch, outDir)
+	if err != nil {
+		t.Fatalf("package chart %s: %v", chartDir, err)
+	}
+	return path
+}
+
+// PackageChart returns a chart directory's .tgz bytes.
+func PackageChart(t testing.TB, chartDir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(PackageChartTo(t, chartDir, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // HelmRepo packages chart directories into a real Helm repository
@@ -282,13 +312,7 @@ func HelmRepo(t testing.TB, chartDirs ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range chartDirs {
-		ch, err := loader.LoadDir(d)
-		if err != nil {
-			t.Fatalf("load chart %s: %v", d, err)
-		}
-		if _, err := chartutil.Save(ch, dir); err != nil {
-			t.Fatalf("package chart %s: %v", d, err)
-		}
+		PackageChartTo(t, d, dir)
 	}
 	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 	t.Cleanup(srv.Close)

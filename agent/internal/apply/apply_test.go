@@ -15,7 +15,6 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/e2e/cluster"
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
 // One cluster serves every test in this file: starting one costs more
@@ -83,45 +83,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
-}
-
-// chartsDir is shared/testdata/charts beside the repository root.
-func chartsDir(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			d := filepath.Join(dir, "..", "shared", "testdata", "charts")
-			if _, err := os.Stat(d); err != nil {
-				t.Fatalf("test charts: %v", err)
-			}
-			return d
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatalf("no go.mod above %s", wd)
-		}
-	}
-}
-
-// packageChart makes the .tgz of a chart folder, as `helm package` would.
-func packageChart(t *testing.T, dir string) []byte {
-	t.Helper()
-	ch, err := loader.LoadDir(dir)
-	if err != nil {
-		t.Fatalf("load chart %s: %v", dir, err)
-	}
-	path, err := chartutil.Save(ch, t.TempDir())
-	if err != nil {
-		t.Fatalf("package chart %s: %v", dir, err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // eventually polls cond until it holds or timeout passes.
@@ -191,7 +152,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 	c := testCluster(t)
 	e := newEngine(t, c)
 	ctx := t.Context()
-	chart := packageChart(t, filepath.Join(chartsDir(t), "podinfo"))
+	chart := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
 	const ns, name = "applications-web", "podinfo"
 	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: []byte("replicaCount: 1\n"), Hash: "v1"}
 
@@ -371,7 +332,7 @@ func helmConfig(t *testing.T, c *cluster.Cluster, ns string) *action.Configurati
 func TestNeverReady(t *testing.T) {
 	c := testCluster(t)
 	e := newEngine(t, c)
-	chart := packageChart(t, filepath.Join(chartsDir(t), "podinfo"))
+	chart := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
 	const ns, name = "never-ready", "podinfo"
 	rel := apply.Release{Name: name, Namespace: ns, Chart: chart,
 		Values: map[string]any{"replicaCount": 2, "nodeSelector": map[string]any{"tether.dev/no-such-node": "true"}}}
@@ -415,7 +376,7 @@ func TestRenderError(t *testing.T) {
 		}
 	}
 	const ns = "render-error"
-	_, err := e.Apply(t.Context(), apply.Release{Name: "broken", Namespace: ns, Chart: packageChart(t, dir)})
+	_, err := e.Apply(t.Context(), apply.Release{Name: "broken", Namespace: ns, Chart: e2etest.PackageChart(t, dir)})
 	if err == nil || !strings.Contains(err.Error(), `function "nosuchfunc" not defined`) || !strings.Contains(err.Error(), "render-error/broken") {
 		t.Fatalf("Apply error = %v, want Helm's parse error naming the release", err)
 	}
@@ -456,7 +417,7 @@ func TestTwoNamespaces(t *testing.T) {
 	c := testCluster(t)
 	e := newEngine(t, c)
 	ctx := t.Context()
-	chart := packageChart(t, filepath.Join(chartsDir(t), "podinfo"))
+	chart := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
 	for i, ns := range []string{"team-a", "team-b"} {
 		mustApply(t, e, apply.Release{Name: "web", Namespace: ns, Chart: chart, Values: map[string]any{"replicaCount": i + 1}}, apply.ActionInstalled)
 	}
@@ -472,7 +433,7 @@ func TestTwoNamespaces(t *testing.T) {
 	hc := helmConfig(t, c, "team-a")
 	foreign := action.NewInstall(hc)
 	foreign.ReleaseName, foreign.Namespace = "foreign", "team-a"
-	ch, err := loader.LoadDir(filepath.Join(chartsDir(t), "podinfo"))
+	ch, err := loader.LoadDir(e2etest.SharedChart(t, "podinfo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +477,7 @@ func TestTwoNamespaces(t *testing.T) {
 func TestCancelledApply(t *testing.T) {
 	c := testCluster(t)
 	e := newEngine(t, c)
-	chart := packageChart(t, filepath.Join(chartsDir(t), "podinfo"))
+	chart := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
 	rel := apply.Release{Name: "podinfo", Namespace: "cancelled", Chart: chart}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -550,7 +511,7 @@ func TestCancelledApply(t *testing.T) {
 func TestIngressNginx(t *testing.T) {
 	c := testCluster(t)
 	e := newEngine(t, c)
-	chart := packageChart(t, filepath.Join(chartsDir(t), "ingress-nginx"))
+	chart := e2etest.PackageChart(t, e2etest.SharedChart(t, "ingress-nginx"))
 	const ns, name = "ingress-nginx", "ingress-nginx"
 	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: []byte(`
 controller:

@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-
 	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/e2e/cluster"
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
 // BenchmarkApplyVsHelmCLI compares the time from nothing to a ready podinfo
@@ -39,7 +37,7 @@ func BenchmarkApplyVsHelmCLI(b *testing.B) {
 	}
 	c := cluster.Start(b, cluster.Options{Name: "apply-bench", NodeCount: 2, Logger: slog.New(slog.DiscardHandler)})
 	dir := b.TempDir()
-	chartPath := benchPackage(b, filepath.Join(benchChartsDir(b), "podinfo"), dir)
+	chartPath := e2etest.PackageChartTo(b, e2etest.SharedChart(b, "podinfo"), dir)
 	archive, err := os.ReadFile(chartPath)
 	if err != nil {
 		b.Fatal(err)
@@ -112,34 +110,4 @@ func benchMedian(ds []time.Duration) time.Duration {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// benchChartsDir is shared/testdata/charts beside the module root.
-func benchChartsDir(tb testing.TB) string {
-	tb.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for dir := wd; filepath.Dir(dir) != dir; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "charts")
-		}
-	}
-	tb.Fatalf("no go.mod above %s", wd)
-	return ""
-}
-
-// benchPackage writes the chart's .tgz into dir, as `helm package` would.
-func benchPackage(tb testing.TB, chartDir, dir string) string {
-	tb.Helper()
-	ch, err := loader.LoadDir(chartDir)
-	if err != nil {
-		tb.Fatalf("load chart %s: %v", chartDir, err)
-	}
-	path, err := chartutil.Save(ch, dir)
-	if err != nil {
-		tb.Fatalf("package chart %s: %v", chartDir, err)
-	}
-	return path
 }

@@ -13,11 +13,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
 func simpleNginxDir(t testing.TB) string {
 	t.Helper()
-	return filepath.Join(repoRoot(t), "bundles", "services", "simple-nginx")
+	return filepath.Join(e2etest.RepoRoot(t), "bundles", "services", "simple-nginx")
 }
 
 // TestSimpleNginx packages the shipped chart, loads it back and renders it

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/repo"
+
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
 func TestResolveFetchesOnce(t *testing.T) {
@@ -411,7 +413,7 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	archive, err := PackageDir(filepath.Join(repoRoot(t), "bundles", "services", "simple-nginx"))
+	archive, err := PackageDir(filepath.Join(e2etest.RepoRoot(t), "bundles", "services", "simple-nginx"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,37 +17,15 @@ import (
 	"helm.sh/helm/v3/pkg/repo"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tetherfleet/tether/e2e/e2etest"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
 )
-
-// repoRoot is the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
 
 // testChart is the directory of an upstream test chart in
 // ../shared/testdata/charts (beside the checkout).
 func testChart(t testing.TB, name string) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "..", "shared", "testdata", "charts", name)
-	if _, err := os.Stat(filepath.Join(dir, "Chart.yaml")); err != nil {
-		t.Fatalf("test chart %s missing: want it at %s (shared/testdata beside the checkout): %v", name, dir, err)
-	}
-	return dir
+	return e2etest.SharedChart(t, name)
 }
 
 // helmPackage packages a chart directory the way `helm package` does.
