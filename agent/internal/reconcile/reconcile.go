@@ -110,6 +110,19 @@ type svcState struct {
 	since    time.Time
 	revision uint64
 	template string
+	// failures counts consecutive failed applies of failedHash; the next
+	// attempt waits until retryAt, so a chart that never renders is not
+	// re-rendered on every pass.
+	failures   int
+	failedHash string
+	retryAt    time.Time
+}
+
+// retryDelay is the wait after n consecutive failed applies of the same
+// desired service: 2 s doubling up to 5 minutes.
+func retryDelay(n int) time.Duration {
+	const first, limit = 2 * time.Second, 5 * time.Minute
+	return min(first<<min(max(n-1, 0), 20), limit)
 }
 
 // New loads the last desired state from the cache.
@@ -300,6 +313,15 @@ func (r *Reconciler) set(st *svcState, state, msg string) {
 // service brings one service towards Deployed.
 func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcState) {
 	name, ns := s.GetName(), s.GetNamespace()
+	r.mu.Lock()
+	if st.failedHash != s.GetValuesHash() {
+		st.failures, st.failedHash, st.retryAt = 0, "", time.Time{} // desired changed: try at once
+	}
+	wait := st.failures > 0 && r.cfg.Now().Before(st.retryAt)
+	r.mu.Unlock()
+	if wait {
+		return
+	}
 	chart, err := r.chart(ctx, s.GetChartDigest())
 	if err != nil {
 		r.set(st, StatePending, err.Error())
@@ -311,10 +333,18 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		if ctx.Err() != nil {
 			return
 		}
+		r.mu.Lock()
+		st.failures++
+		st.failedHash = s.GetValuesHash()
+		st.retryAt = r.cfg.Now().Add(retryDelay(st.failures))
+		r.mu.Unlock()
 		r.set(st, StateFailed, err.Error())
-		r.log.Warn("apply failed", "service", key(ns, name), "err", err)
+		r.log.Warn("apply failed; will retry", "service", key(ns, name), "err", err, "attempt", st.failures, "retry_in", retryDelay(st.failures))
 		return
 	}
+	r.mu.Lock()
+	st.failures, st.failedHash = 0, ""
+	r.mu.Unlock()
 	if res.Action != apply.ActionUnchanged {
 		r.log.Info("release applied", "service", key(ns, name), "action", res.Action, "revision", res.Revision)
 		r.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
@@ -124,4 +125,15 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func TestRetryDelay(t *testing.T) {
+	for _, tt := range []struct {
+		n    int
+		want time.Duration
+	}{{0, 2 * time.Second}, {1, 2 * time.Second}, {2, 4 * time.Second}, {5, 32 * time.Second}, {8, 256 * time.Second}, {9, 5 * time.Minute}, {1000, 5 * time.Minute}} {
+		if got := retryDelay(tt.n); got != tt.want {
+			t.Errorf("retryDelay(%d) = %s, want %s", tt.n, got, tt.want)
+		}
+	}
 }
