@@ -1,0 +1,102 @@
+package templates_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherfleet/tether/e2e/e2etest"
+	"github.com/tetherfleet/tether/hub/internal/charts"
+	"github.com/tetherfleet/tether/hub/internal/objects"
+	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
+	"github.com/tetherfleet/tether/hub/internal/templates"
+)
+
+const manifests = `
+apiVersion: tether.dev/v1alpha1
+kind: HelmRepository
+metadata: {name: repo, namespace: apps}
+spec: {url: %q}
+---
+apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: podinfo, namespace: apps}
+spec: {helm: {chartSpec: {chart: podinfo, version: 6.14.1, sourceRef: {kind: HelmRepository, name: repo}}}}
+---
+apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: missing, namespace: apps}
+spec: {helm: {chartSpec: {chart: podinfo, version: 9.9.9, sourceRef: {kind: HelmRepository, name: repo}}}}
+`
+
+func TestResolverRecordsDigestsAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	st, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	repo, err := objects.NewRepo(objects.RepoConfig{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := charts.New(charts.Config{Dir: filepath.Join(dir, "charts"), Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := e2etest.HelmRepo(t, e2etest.SharedChart(t, "podinfo"))
+	objs, err := objects.Decode([]byte(strings.Replace(manifests, "%q", `"`+url+`"`, 1)), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := repo.Apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	r, err := templates.New(templates.Config{Repo: repo, Charts: cs, Watcher: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := r.ResolveAll(ctx)
+	if err != nil || pending != 1 {
+		t.Fatalf("ResolveAll = %d pending, %v; want the missing version pending", pending, err)
+	}
+	get := func(name string) *objects.ServiceTemplate {
+		o, err := repo.Get(ctx, objects.KindServiceTemplate, "apps", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*objects.ServiceTemplate)
+	}
+	ok := get("podinfo")
+	if ready, why := ok.Ready(); !ready || !strings.HasPrefix(ok.Status.ChartDigest, "sha256:") || !cs.Has(ok.Status.ChartDigest) {
+		t.Fatalf("podinfo template: ready %v (%s), status %+v", ready, why, ok.Status)
+	}
+	bad := get("missing")
+	if ready, _ := bad.Ready(); ready || !strings.Contains(bad.Status.Message, "9.9.9") {
+		t.Fatalf("missing-version template: status %+v; want not ready with a message naming the version", bad.Status)
+	}
+
+	// Run picks up a fix: the template now names an existing version.
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	fixed, err := objects.Decode([]byte(`apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: missing, namespace: apps}
+spec: {helm: {chartSpec: {chart: podinfo, version: 6.14.1, sourceRef: {kind: HelmRepository, name: repo}}}}
+`), "fix.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Apply(ctx, fixed); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.Eventually(t, "fixed template resolved", 30*time.Second, func() (bool, string) {
+		st := get("missing").Status
+		return st.Valid && st.ChartDigest == ok.Status.ChartDigest, st.Message
+	})
+}
