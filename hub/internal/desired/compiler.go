@@ -112,6 +112,7 @@ type Compiler struct {
 	compiled uint64            // store revision the last compile read
 	prints   map[string]string // input "kind/ns/name" -> fingerprint of what matters
 	subs     map[string]map[chan struct{}]struct{}
+	funcs    map[string]map[*func()]struct{}
 }
 
 // New returns a Compiler.
@@ -141,6 +142,7 @@ func New(cfg Config) (*Compiler, error) {
 		states: map[string]*State{},
 		prints: map[string]string{},
 		subs:   map[string]map[chan struct{}]struct{}{},
+		funcs:  map[string]map[*func()]struct{}{},
 	}, nil
 }
 
@@ -487,8 +489,36 @@ func (c *Compiler) Subscribe(cluster string) (<-chan struct{}, func()) {
 	}
 }
 
+// SubscribeFunc calls fn whenever the cluster's desired state changes, and
+// returns a cancel function (idempotent). fn runs with the compiler's lock
+// held: it must not block or call the Compiler. It lets a caller with
+// thousands of subscriptions avoid a goroutine parked on each.
+func (c *Compiler) SubscribeFunc(cluster string, fn func()) func() {
+	key := &fn
+	c.mu.Lock()
+	if c.funcs[cluster] == nil {
+		c.funcs[cluster] = map[*func()]struct{}{}
+	}
+	c.funcs[cluster][key] = struct{}{}
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.funcs[cluster], key)
+			if len(c.funcs[cluster]) == 0 {
+				delete(c.funcs, cluster)
+			}
+			c.mu.Unlock()
+		})
+	}
+}
+
 func (c *Compiler) notifyLocked(clusters []string) {
 	for _, name := range clusters {
+		for fn := range c.funcs[name] {
+			(*fn)()
+		}
 		for ch := range c.subs[name] {
 			select {
 			case ch <- struct{}{}:

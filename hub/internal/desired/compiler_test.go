@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -376,6 +377,25 @@ func TestSubscribeCoalesces(t *testing.T) {
 	case <-ch:
 		t.Fatal("notifications not coalesced")
 	default:
+	}
+}
+
+func TestSubscribeFunc(t *testing.T) {
+	e := newEnv(t)
+	var calls []string
+	cancel := e.c.SubscribeFunc("x", func() { calls = append(calls, "x") })
+	other := e.c.SubscribeFunc("y", func() { calls = append(calls, "y") })
+	defer other()
+	e.c.mu.Lock()
+	e.c.notifyLocked([]string{"x"})
+	e.c.mu.Unlock()
+	cancel()
+	cancel() // idempotent
+	e.c.mu.Lock()
+	e.c.notifyLocked([]string{"x", "y"})
+	e.c.mu.Unlock()
+	if strings.Join(calls, ",") != "x,y" {
+		t.Fatalf("calls = %v; want x (subscribed), then only y", calls)
 	}
 }
 

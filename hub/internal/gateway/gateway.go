@@ -40,7 +40,9 @@ type Registry interface {
 // Desired answers what a cluster should run, as deltas from a revision.
 type Desired interface {
 	Delta(ctx context.Context, cluster string, have uint64) (*fleetv1.DesiredState, error)
-	Subscribe(cluster string) (<-chan struct{}, func())
+	// SubscribeFunc calls fn (which must not block) when cluster's desired
+	// state changes; the returned function cancels.
+	SubscribeFunc(cluster string, fn func()) func()
 	// HasChart reports whether digest is in the cluster's desired state:
 	// an agent may fetch only its own charts.
 	HasChart(ctx context.Context, cluster, digest string) (bool, error)

@@ -145,13 +145,11 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 	}
 	if g.cfg.Desired != nil {
 		// Subscribe before the first delta so no change falls in between.
-		changed, unsubscribe := g.cfg.Desired.Subscribe(id.cluster)
+		p := &pusher{g: g, out: out, cluster: id.cluster, have: hello.GetHaveRevision(), ctx: ctx}
+		unsubscribe := g.cfg.Desired.SubscribeFunc(id.cluster, p.kick)
+		defer p.stop()
 		defer unsubscribe()
-		pctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		defer cancel()
-		wg.Go(func() { g.push(pctx, out, id.cluster, hello.GetHaveRevision(), changed) })
+		p.kick()
 	}
 	return g.receive(ctx, stream, out, s)
 }
@@ -169,33 +167,92 @@ func (h *hubSender) send(m *fleetv1.HubMessage) error {
 	return h.stream.Send(m)
 }
 
-// push sends the agent what is newer than the revision it has, at once and
-// after every change. It ends with ctx; a failed send means the stream is
-// broken, which also ends the receive loop and so the call.
-func (g *Gateway) push(ctx context.Context, out *hubSender, cluster string, have uint64, changed <-chan struct{}) {
-	retry := time.NewTimer(0)
-	retry.Stop()
-	defer retry.Stop()
+// pusher sends an agent what is newer than the revision it has, at once
+// and after every change. It runs a goroutine only while there is something
+// to send, so thousands of idle agents park none.
+type pusher struct {
+	g       *Gateway
+	out     *hubSender
+	cluster string
+	ctx     context.Context
+
+	mu      sync.Mutex
+	have    uint64
+	running bool // a send goroutine runs
+	dirty   bool // a change arrived while it ran
+	stopped bool
+	retry   *time.Timer
+	wg      sync.WaitGroup
+}
+
+// kick asks for a push; it never blocks (it runs under the compiler's lock).
+func (p *pusher) kick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	if p.running {
+		p.dirty = true
+		return
+	}
+	p.running = true
+	p.wg.Go(p.run)
+}
+
+func (p *pusher) run() {
 	for {
-		ds, err := g.cfg.Desired.Delta(ctx, cluster, have)
-		if err != nil && ctx.Err() == nil {
-			g.log.Warn("desired state delta; will retry", "cluster", cluster, "err", err)
-			retry.Reset(5 * time.Second)
-		}
-		if ds != nil {
-			if err := out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Desired{Desired: ds}}); err != nil {
+		p.mu.Lock()
+		p.dirty = false
+		have := p.have
+		p.mu.Unlock()
+		ds, err := p.g.cfg.Desired.Delta(p.ctx, p.cluster, have)
+		switch {
+		case err != nil && p.ctx.Err() == nil:
+			p.g.log.Warn("desired state delta; will retry", "cluster", p.cluster, "err", err)
+			p.mu.Lock()
+			if !p.stopped && p.retry == nil {
+				p.retry = time.AfterFunc(5*time.Second, func() {
+					p.mu.Lock()
+					p.retry = nil
+					p.mu.Unlock()
+					p.kick()
+				})
+			}
+			p.mu.Unlock()
+		case ds != nil:
+			if err := p.out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Desired{Desired: ds}}); err != nil {
+				// The stream is broken; the receive loop ends the call.
+				p.mu.Lock()
+				p.running = false
+				p.mu.Unlock()
 				return
 			}
-			g.log.Info("desired state sent", "cluster", cluster, "revision", ds.GetRevision(), "from", have, "full", ds.GetFull(), "services", len(ds.GetServices()), "tombstones", len(ds.GetTombstones()))
-			have = ds.GetRevision()
+			p.g.log.Info("desired state sent", "cluster", p.cluster, "revision", ds.GetRevision(), "from", have, "full", ds.GetFull(), "services", len(ds.GetServices()), "tombstones", len(ds.GetTombstones()))
+			p.mu.Lock()
+			p.have = ds.GetRevision()
+			p.mu.Unlock()
 		}
-		select {
-		case <-ctx.Done():
+		p.mu.Lock()
+		if !p.dirty || p.stopped {
+			p.running = false
+			p.mu.Unlock()
 			return
-		case <-changed:
-		case <-retry.C:
 		}
+		p.mu.Unlock()
 	}
+}
+
+// stop ends pushing and waits for a send in progress.
+func (p *pusher) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	if p.retry != nil {
+		p.retry.Stop()
+		p.retry = nil
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 // receive handles what the agent sends on its sync stream until it ends.
