@@ -116,6 +116,9 @@ const (
 	LinkOffline    = "Offline"
 	LinkConnecting = "Connecting"
 	LinkEnrolling  = "Enrolling"
+	// LinkRefused: the hub refused the agent (cluster deleted or
+	// re-enrolled, or enrolment refused).
+	LinkRefused = "Refused"
 )
 
 // MaxKindLen bounds an outbox record's kind.
@@ -403,9 +406,9 @@ func (c *Cache) Identity() (Identity, error) {
 func (c *Cache) SaveLinkState(s LinkState) error {
 	const op = "save link state"
 	switch s.State {
-	case LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling:
+	case LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling, LinkRefused:
 	default:
-		return fmt.Errorf("cache: %s: %w: state %q is not one of %s, %s, %s, %s", op, ErrInvalid, s.State, LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling)
+		return fmt.Errorf("cache: %s: %w: state %q is not one of %s, %s, %s, %s, %s", op, ErrInvalid, s.State, LinkConnected, LinkOffline, LinkConnecting, LinkEnrolling, LinkRefused)
 	}
 	data, err := json.Marshal(s)
 	if err != nil {

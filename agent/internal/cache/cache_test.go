@@ -156,6 +156,14 @@ func TestLinkState(t *testing.T) {
 	_, err := c.LinkState()
 	wantErr(t, err, ErrNotFound, "cache: read link state")
 	wantErr(t, c.SaveLinkState(LinkState{State: "Up"}), ErrInvalid, `state "Up" is not one of`)
+	// A refused agent's state must persist: `tether-agent status` shows it
+	// while the agent is not running.
+	if err := c.SaveLinkState(LinkState{State: LinkRefused, LastError: "cluster deleted"}); err != nil {
+		t.Fatalf("save Refused: %v", err)
+	}
+	if got, err := c.LinkState(); err != nil || got.State != LinkRefused {
+		t.Fatalf("LinkState after saving Refused = %+v, %v", got, err)
+	}
 
 	want := LinkState{State: LinkOffline, Hub: "hub-a:7443", Since: t0, LastContact: t0.Add(-time.Minute), LastError: "dial tcp: connection refused", ConnectedCount: 3}
 	if err := c.SaveLinkState(want); err != nil {

@@ -35,13 +35,13 @@ import (
 
 // Link states, as persisted and shown by `tether-agent status`.
 const (
-	StateEnrolling  = "Enrolling"
-	StateConnecting = "Connecting"
-	StateConnected  = "Connected"
-	StateOffline    = "Offline"
+	StateEnrolling  = cache.LinkEnrolling
+	StateConnecting = cache.LinkConnecting
+	StateConnected  = cache.LinkConnected
+	StateOffline    = cache.LinkOffline
 	// StateRefused: the hub refused this agent's certificate (cluster
 	// deleted or re-enrolled elsewhere); it keeps retrying at the cap.
-	StateRefused = "Refused"
+	StateRefused = cache.LinkRefused
 )
 
 // ErrNotEnrolled: no identity in the cache and no token to get one.

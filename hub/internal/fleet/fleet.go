@@ -12,7 +12,6 @@ package fleet
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -518,7 +517,3 @@ func updateJSON(tx store.Tx, kind, name string, rv uint64, v any) error {
 	_, err = tx.Update(store.Object{Kind: kind, Name: name, Value: b, ResourceVersion: rv})
 	return err
 }
-
-// FingerprintOf returns the sha256 of a DER certificate, as embedded in join
-// tokens.
-func FingerprintOf(der []byte) [32]byte { return sha256.Sum256(der) }
