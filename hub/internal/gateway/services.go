@@ -270,13 +270,13 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 			g.mu.Lock()
 			s.outboxPending, s.outboxDropped = m.Heartbeat.GetOutboxPending(), m.Heartbeat.GetOutboxDropped()
 			g.mu.Unlock()
-			g.beat(ctx, s)
+			g.beat(s)
 		case *fleetv1.AgentMessage_Ack:
 			g.mu.Lock()
 			s.revision = max(s.revision, m.Ack.GetRevision())
 			g.mu.Unlock()
 		case *fleetv1.AgentMessage_Status:
-			g.beat(ctx, s)
+			g.beat(s)
 			if err := g.report(ctx, out, s.cluster, m.Status); err != nil {
 				return err
 			}
@@ -288,7 +288,7 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 	}
 }
 
-func (g *Gateway) beat(ctx context.Context, s *agentSession) {
+func (g *Gateway) beat(s *agentSession) {
 	now := g.cfg.Now()
 	g.mu.Lock()
 	s.lastBeat = now
