@@ -2,7 +2,7 @@
 # Installs the protobuf toolchain used to generate protocol/fleet/v1 and
 # prints the directory holding the Go plugins.
 #
-#   protoc             from Debian (apt-get install protobuf-compiler), if missing
+#   protoc             from Debian (apt-get install protobuf-compiler libprotobuf-dev), if missing
 #   protoc-gen-go      built into $TETHER_CACHE/tools/protoc-gen-go/<version>/
 #   protoc-gen-go-grpc built into $TETHER_CACHE/tools/protoc-gen-go-grpc/<version>/
 #
@@ -16,16 +16,18 @@ set -euo pipefail
 : "${PROTOC_GEN_GO_GRPC_VERSION:?PROTOC_GEN_GO_GRPC_VERSION must be set, e.g. v1.6.2}"
 cache="${TETHER_CACHE:-$HOME/.cache/tether}/tools"
 
-if ! command -v protoc >/dev/null 2>&1; then
+# protoc and the well-known types (timestamp.proto, ...) come from two
+# Debian packages; a fresh machine has neither.
+if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/timestamp.proto ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
-		echo "install-tools: protoc not found and apt-get unavailable; install protoc ${PROTOC_VERSION}" >&2
+		echo "install-tools: protoc or its includes not found and apt-get unavailable; install protoc ${PROTOC_VERSION} and its well-known .proto files" >&2
 		exit 1
 	fi
 	sudo=""
 	if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-	echo "install-tools: installing protobuf-compiler with apt-get" >&2
-	$sudo apt-get install -y --no-install-recommends protobuf-compiler >&2 ||
-		{ $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends protobuf-compiler >&2; }
+	echo "install-tools: installing protobuf-compiler libprotobuf-dev with apt-get" >&2
+	$sudo apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev >&2 ||
+		{ $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev >&2; }
 fi
 have="$(protoc --version | awk '{print $2}')"
 if [ "$have" != "$PROTOC_VERSION" ]; then
