@@ -49,6 +49,8 @@ type ApplyResult struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Action    string `json:"action"`
+	// Warnings name accepted fields that have no effect yet.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Service is one service on one cluster, as `tether get services` shows it.
@@ -114,8 +116,9 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := make([]ApplyResult, 0, len(res))
-	for _, x := range res {
-		out = append(out, ApplyResult{Kind: x.Kind, Namespace: x.Namespace, Name: x.Name, Action: string(x.Action)})
+	for i, x := range res {
+		out = append(out, ApplyResult{Kind: x.Kind, Namespace: x.Namespace, Name: x.Name, Action: string(x.Action),
+			Warnings: objects.Warnings(objs[i])})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -287,6 +290,7 @@ func (s *server) services(ctx context.Context, only string) ([]Service, error) {
 // withStatus fills a ClusterDeployment's or MultiClusterService's
 // status.services from the agents' reports, and its Ready condition.
 func (s *server) withStatus(ctx context.Context, o objects.Object) error {
+	objects.WithWarnings(o)
 	var st *objects.ServicesStatus
 	var clusterField bool
 	switch x := o.(type) {

@@ -400,6 +400,11 @@ applied in order; a directory's files in name order.`,
 					return fmt.Errorf("apply %s: %w", s.name, err)
 				}
 				all = append(all, res...)
+				for _, r := range res {
+					for _, w := range r.Warnings {
+						fmt.Fprintf(g.stderr, "Warning: %s %s/%s: %s\n", r.Kind, r.Namespace, r.Name, w)
+					}
+				}
 				if out.format == "" {
 					for _, r := range res {
 						fmt.Fprintf(g.stdout, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)

@@ -42,6 +42,7 @@ listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
 	f.StringSliceVar(&cfg.Hosts, "host", nil, "extra DNS name or IP for the hub's serving certificate (repeatable)")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates; agents renew at about 2/3, so an agent may stay offline for about 1/3 of it")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "agent heartbeat interval")
+	f.StringSliceVar(&cfg.SystemNamespaces, "system-namespaces", cfg.SystemNamespaces, "namespaces whose ServiceTemplates every namespace may use, searched in order after the object's own")
 	logs.register(cmd)
 	return cmd
 }

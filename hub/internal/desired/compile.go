@@ -35,6 +35,9 @@ type Inputs struct {
 	// ConfigMap) keeps its previous entry rather than being deleted, so a
 	// template upgrade waiting for its chart does not uninstall anything.
 	Previous map[string][]Service
+	// SystemNamespaces are searched in order for a ServiceTemplate a
+	// service names when its own namespace has none.
+	SystemNamespaces []string
 }
 
 // Service is one Helm release in a cluster's desired state.
@@ -142,6 +145,8 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 		templates: map[string]*objects.ServiceTemplate{},
 		cms:       map[string]*objects.ConfigMap{},
 		secrets:   map[string]*objects.Secret{},
+
+		systemNamespaces: in.SystemNamespaces,
 	}
 	for _, t := range in.ServiceTemplates {
 		c.templates[nsName(t.Metadata.Namespace, t.Metadata.Name)] = t
@@ -193,6 +198,8 @@ type compiler struct {
 	yamls  map[string][]byte       // canonical JSON -> canonical YAML
 
 	templates map[string]*objects.ServiceTemplate
+	// systemNamespaces: see Inputs.SystemNamespaces.
+	systemNamespaces []string
 	cms       map[string]*objects.ConfigMap
 	secrets   map[string]*objects.Secret
 	problems  []Problem
@@ -224,8 +231,11 @@ func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *ob
 			p.problem = &Problem{Source: s.ref, Service: p.key, Code: code, Reason: fmt.Sprintf(format, args...)}
 		}
 		t := c.templates[nsName(ns, svc.Template)]
-		if t == nil {
-			t = c.templates[nsName(objects.SystemNamespace, svc.Template)]
+		for _, sys := range c.systemNamespaces {
+			if t != nil {
+				break
+			}
+			t = c.templates[nsName(sys, svc.Template)]
 		}
 		if t == nil {
 			fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s not found", ns, svc.Template)

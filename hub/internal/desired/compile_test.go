@@ -351,3 +351,42 @@ func TestBenchInputs(t *testing.T) {
 		t.Errorf("dependsOn = %v", out["edge-0001"].Services[1].DependsOn)
 	}
 }
+
+func TestCompileSystemNamespaceTemplates(t *testing.T) {
+	inNS := func(name, namespace, digest string) *objects.ServiceTemplate {
+		x := tmpl(name, true)
+		x.Metadata.Namespace = namespace
+		x.Status.ChartDigest = digest
+		return x
+	}
+	clusters := []Cluster{{Name: "edge-1"}}
+	for _, tc := range []struct {
+		name      string
+		templates []*objects.ServiceTemplate
+		want      string // chart digest of the service, "" for a problem
+	}{
+		{"own namespace first", []*objects.ServiceTemplate{inNS("nginx", "kcm-system", "sha256:kcm"), inNS("nginx", ns, "sha256:own")}, "sha256:own"},
+		{"first system namespace in order", []*objects.ServiceTemplate{inNS("nginx", "k0rdent-system", "sha256:k0rdent"), inNS("nginx", "kcm-system", "sha256:kcm")}, "sha256:kcm"},
+		{"k0rdent-system serves every namespace", []*objects.ServiceTemplate{inNS("nginx", "k0rdent-system", "sha256:k0rdent")}, "sha256:k0rdent"},
+		{"other namespaces do not", []*objects.ServiceTemplate{inNS("nginx", "other", "sha256:other")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, problems := Compile(Inputs{
+				Clusters:           clusters,
+				ServiceTemplates:   tc.templates,
+				ClusterDeployments: []*objects.ClusterDeployment{cd("edge-1", 1, 100, svc("web", "nginx"))},
+				SystemNamespaces:   objects.DefaultSystemNamespaces(),
+			})
+			svcs := out["edge-1"].Services
+			if tc.want == "" {
+				if len(svcs) != 0 || len(problems) != 1 || problems[0].Code != ProblemTemplateNotReady {
+					t.Fatalf("services %+v, problems %+v; want one %s problem", svcs, problems, ProblemTemplateNotReady)
+				}
+				return
+			}
+			if len(svcs) != 1 || svcs[0].ChartDigest != tc.want {
+				t.Fatalf("services %+v (problems %+v); want chart %s", svcs, problems, tc.want)
+			}
+		})
+	}
+}

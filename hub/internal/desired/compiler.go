@@ -78,11 +78,15 @@ type Config struct {
 	// Resync is how often Run recompiles without a change (prunes
 	// tombstones). Default 1h.
 	Resync time.Duration
+	// SystemNamespaces hold ServiceTemplates every namespace may use.
+	// Default objects.DefaultSystemNamespaces().
+	SystemNamespaces []string
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
-	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour}
+	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour,
+		SystemNamespaces: objects.DefaultSystemNamespaces()}
 }
 
 // Validate reports a configuration that cannot work.
@@ -126,6 +130,9 @@ func New(cfg Config) (*Compiler, error) {
 	}
 	if cfg.Debounce == 0 {
 		cfg.Debounce = d.Debounce
+	}
+	if cfg.SystemNamespaces == nil {
+		cfg.SystemNamespaces = d.SystemNamespaces
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = d.Resync
@@ -173,6 +180,7 @@ func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
 			prev[name] = st.Services
 		}
 		snap.in.Previous = prev
+		snap.in.SystemNamespaces = c.cfg.SystemNamespaces
 		out, problems := Compile(snap.in)
 		changed, err := c.write(ctx, snap, out)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {

@@ -43,6 +43,10 @@ var (
 // stored as APIVersion.
 var acceptedGroups = []string{APIVersion, "k0rdent.mirantis.com/v1alpha1", "k0rdent.mirantis.com/v1beta1"}
 
+// fluxSourceGroups are Flux's source API versions: k0rdent's chart sources
+// (HelmRepository) are Flux objects, so its manifests carry these.
+var fluxSourceGroups = []string{"source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2"}
+
 // FieldError is one problem at a field path such as
 // "spec.serviceSpec.services[1].dependsOn[0]".
 type FieldError struct {
@@ -370,8 +374,11 @@ func sortedKinds() []string {
 }
 
 func acceptedVersions(kind string) []string {
-	if kind == KindConfigMap || kind == KindSecret {
+	switch kind {
+	case KindConfigMap, KindSecret:
 		return []string{CoreAPIVersion}
+	case KindHelmRepository:
+		return append(append([]string(nil), acceptedGroups...), fluxSourceGroups...)
 	}
 	return acceptedGroups
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type RepoConfig struct {
 	Store Store
 	// Now is the clock for creationTimestamp; nil means time.Now.
 	Now func() time.Time
+	// SystemNamespaces hold ServiceTemplates every namespace may use;
+	// nil means DefaultSystemNamespaces().
+	SystemNamespaces []string
 }
 
 // Repo reads and writes API objects in the hub store, as JSON under
@@ -41,6 +45,9 @@ func NewRepo(cfg RepoConfig) (*Repo, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SystemNamespaces == nil {
+		cfg.SystemNamespaces = DefaultSystemNamespaces()
 	}
 	return &Repo{cfg: cfg}, nil
 }
@@ -114,7 +121,7 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 	err := r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		var errs []error
 		for _, o := range batch {
-			if fe := checkRefs(tx, o, index); len(fe) > 0 {
+			if fe := r.checkRefs(tx, o, index); len(fe) > 0 {
 				h := o.GetHeader()
 				errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Fields: fe})
 			}
@@ -197,7 +204,7 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 }
 
 // checkRefs checks that the objects o names exist in the batch or store.
-func checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
+func (r *Repo) checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
 	var errs FieldErrors
 	ns := o.GetHeader().Metadata.Namespace
 	exists := func(kind, name string) bool {
@@ -215,12 +222,27 @@ func checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
 	}
 	if ss := ServiceSpecOf(o); ss != nil {
 		for i, svc := range ss.Services {
-			if !exists(KindServiceTemplate, svc.Template) && !existsIn(tx, batch, KindServiceTemplate, SystemNamespace, svc.Template) {
-				errs.add(path("spec.serviceSpec.services").index(i).child("template"), "ServiceTemplate %s not found in namespace %s or %s", svc.Template, ns, SystemNamespace)
+			if _, ok := r.templateNamespace(tx, batch, ns, svc.Template); !ok {
+				errs.add(path("spec.serviceSpec.services").index(i).child("template"), "ServiceTemplate %s not found in namespace %s or the system namespaces (%s)", svc.Template, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
 			}
 		}
 	}
 	return errs
+}
+
+// templateNamespace returns the namespace whose ServiceTemplate name an
+// object in namespace ns uses: its own, else the first system namespace
+// that has one (in the batch or the store).
+func (r *Repo) templateNamespace(tx store.Tx, batch map[string]Object, ns, name string) (string, bool) {
+	if existsIn(tx, batch, KindServiceTemplate, ns, name) {
+		return ns, true
+	}
+	for _, sys := range r.cfg.SystemNamespaces {
+		if existsIn(tx, batch, KindServiceTemplate, sys, name) {
+			return sys, true
+		}
+	}
+	return "", false
 }
 
 func existsIn(tx store.Tx, batch map[string]Object, kind, ns, name string) bool {
@@ -286,7 +308,7 @@ func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
 		if _, err := tx.Get(kind, namespace, name); err != nil {
 			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
 		}
-		users, err := usersOf(tx, kind, namespace, name)
+		users, err := r.usersOf(tx, kind, namespace, name)
 		if err != nil {
 			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
 		}
@@ -298,14 +320,14 @@ func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
 }
 
 // usersOf lists the objects that reference kind namespace/name.
-func usersOf(tx store.Tx, kind, namespace, name string) ([]string, error) {
+func (r *Repo) usersOf(tx store.Tx, kind, namespace, name string) ([]string, error) {
 	var users []string
 	switch kind {
 	case KindServiceTemplate:
-		// Templates in the system namespace serve every namespace that has
-		// no template of that name.
+		// Templates in a system namespace serve every namespace that has
+		// no template of that name (nor an earlier system namespace).
 		scope := namespace
-		if namespace == SystemNamespace {
+		if slices.Contains(r.cfg.SystemNamespaces, namespace) {
 			scope = ""
 		}
 		for _, k := range []string{KindClusterDeployment, KindMultiClusterService} {
@@ -319,10 +341,8 @@ func usersOf(tx store.Tx, kind, namespace, name string) ([]string, error) {
 			}
 			for _, o := range objs {
 				ons := o.GetHeader().Metadata.Namespace
-				if ons != namespace {
-					if _, err := tx.Get(KindServiceTemplate, ons, name); err == nil {
-						continue // uses its own namespace's template
-					}
+				if used, _ := r.templateNamespace(tx, nil, ons, name); used != namespace {
+					continue // resolves to another namespace's template
 				}
 				for i, svc := range ServiceSpecOf(o).Services {
 					if svc.Template == name {

@@ -137,7 +137,7 @@ func TestApplyReferences(t *testing.T) {
 	r, _ := newRepo(t)
 	ctx := context.Background()
 	_, err := r.Apply(ctx, mustDecode(t, cdYAML))
-	if err == nil || !strings.Contains(err.Error(), "ClusterDeployment acme/edge-1: spec.serviceSpec.services[0].template: ServiceTemplate nginx not found in namespace acme or tether-system") {
+	if err == nil || !strings.Contains(err.Error(), "ClusterDeployment acme/edge-1: spec.serviceSpec.services[0].template: ServiceTemplate nginx not found in namespace acme or the system namespaces (tether-system, kcm-system, k0rdent-system)") {
 		t.Fatalf("err = %v", err)
 	}
 	// tether-local needs no HelmRepository; references in the same batch count.
@@ -147,7 +147,7 @@ func TestApplyReferences(t *testing.T) {
 	}
 	// A reference in another namespace does not count.
 	other := strings.Replace(cdYAML, "namespace: acme", "namespace: other", 1)
-	if _, err := r.Apply(ctx, mustDecode(t, other)); err == nil || !strings.Contains(err.Error(), "ServiceTemplate nginx not found in namespace other or tether-system") {
+	if _, err := r.Apply(ctx, mustDecode(t, other)); err == nil || !strings.Contains(err.Error(), "ServiceTemplate nginx not found in namespace other or the system namespaces (tether-system, kcm-system, k0rdent-system)") {
 		t.Fatalf("cross-namespace reference: %v", err)
 	}
 }

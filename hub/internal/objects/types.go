@@ -36,9 +36,8 @@ var Kinds = []string{
 const (
 	// DefaultNamespace is the namespace of objects that name none.
 	DefaultNamespace = "default"
-	// SystemNamespace holds ServiceTemplates every namespace may use: a
-	// serviceSpec's template is looked up in the object's own namespace,
-	// then here (as k0rdent's system templates).
+	// SystemNamespace is Tether's own system namespace; it is the first of
+	// DefaultSystemNamespaces.
 	SystemNamespace = "tether-system"
 	// LocalRepository is the built-in HelmRepository of charts pushed with
 	// `tether chart push`; it needs no object.
@@ -52,6 +51,16 @@ const (
 	MinPriority = 1
 	MaxPriority = 2147483646
 )
+
+// DefaultSystemNamespaces returns the namespaces whose ServiceTemplates
+// every namespace may use unless the hub is configured otherwise: a
+// serviceSpec's template is looked up in the object's own namespace, then
+// in these, in order (as k0rdent's system templates). kcm-system and
+// k0rdent-system are where k0rdent keeps them, so its manifests work as
+// written.
+func DefaultSystemNamespaces() []string {
+	return []string{SystemNamespace, "kcm-system", "k0rdent-system"}
+}
 
 // Object is any API object of this package: a pointer to one of
 // HelmRepository, ServiceTemplate, ClusterDeployment, MultiClusterService,
@@ -149,18 +158,60 @@ type HelmRepository struct {
 	Status HelmRepositoryStatus `json:"status,omitzero"`
 }
 
-// HelmRepositorySpec says where charts come from.
+// HelmRepositorySpec says where charts come from. Its fields are Flux's
+// HelmRepository (source.toolkit.fluxcd.io/v1), as k0rdent uses it, plus
+// Tether's insecureSkipTLSVerify.
 type HelmRepositorySpec struct {
 	// URL is http(s):// for an index.yaml repository, oci:// for OCI.
 	URL string `json:"url"`
 	// Type is "default" (index.yaml) or "oci"; defaulted from the URL.
 	Type                  string `json:"type,omitempty"`
 	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify,omitempty"`
+	// Interval is how often the index is fetched again while a template's
+	// chart is not resolved yet (a resolved chart is pinned by digest).
+	Interval Duration `json:"interval,omitempty"`
+	// Timeout bounds one index or chart download.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Insecure allows plain http for an OCI registry (Flux's field).
+	Insecure bool `json:"insecure,omitempty"`
+	// SecretRef names a Secret with username/password for the repository.
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// CertSecretRef names a Secret with ca.crt (and tls.crt/tls.key).
+	CertSecretRef *LocalObjectReference `json:"certSecretRef,omitempty"`
+	// PassCredentials sends SecretRef's credentials to chart URLs on other
+	// hosts too.
+	PassCredentials bool `json:"passCredentials,omitempty"`
+	// Provider is Flux's OCI auth provider: generic, aws, azure or gcp.
+	Provider string `json:"provider,omitempty"`
+	// Suspend stops fetching from the repository.
+	Suspend bool `json:"suspend,omitempty"`
+	// AccessFrom is Flux's cross-namespace access list; kept, unused.
+	AccessFrom json.RawMessage `json:"accessFrom,omitempty"`
+}
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	Name string `json:"name"`
 }
 
 // HelmRepositoryStatus is written by the hub.
 type HelmRepositoryStatus struct {
 	Conditions []Condition `json:"conditions,omitempty"`
+	// Warnings lists accepted fields that have no effect in Tether yet.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Duration is a Go/Kubernetes duration string such as "10m" or "1h30m".
+type Duration string
+
+// Std returns d as a time.Duration; an empty or invalid Duration is 0
+// (validation refuses invalid ones).
+func (d Duration) Std() time.Duration {
+	v, err := time.ParseDuration(string(d))
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // ---- ServiceTemplate ----
@@ -174,7 +225,12 @@ type ServiceTemplate struct {
 
 // ServiceTemplateSpec wraps the chart reference (k0rdent shape).
 type ServiceTemplateSpec struct {
-	Helm HelmSpec `json:"helm"`
+	// DisplayName and Description are for people (the console shows
+	// them). k0rdent's schema has neither and prunes them; Tether keeps
+	// them.
+	DisplayName string   `json:"displayName,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Helm        HelmSpec `json:"helm"`
 }
 
 // HelmSpec holds the chart reference.
@@ -182,11 +238,20 @@ type HelmSpec struct {
 	ChartSpec ChartSpec `json:"chartSpec"`
 }
 
-// ChartSpec names a chart.
+// ChartSpec names a chart: Flux's HelmChartTemplateSpec, as in k0rdent.
 type ChartSpec struct {
 	Chart     string    `json:"chart"`
 	Version   string    `json:"version"`
 	SourceRef SourceRef `json:"sourceRef"`
+	// Interval is Flux's chart re-check period; Tether pins the resolved
+	// chart by digest, so it has no effect (accepted with a warning).
+	Interval Duration `json:"interval,omitempty"`
+	// ReconcileStrategy, ValuesFiles, IgnoreMissingValuesFiles and Verify
+	// are Flux's; accepted with a warning.
+	ReconcileStrategy        string          `json:"reconcileStrategy,omitempty"`
+	ValuesFiles              []string        `json:"valuesFiles,omitempty"`
+	IgnoreMissingValuesFiles bool            `json:"ignoreMissingValuesFiles,omitempty"`
+	Verify                   json.RawMessage `json:"verify,omitempty"`
 }
 
 // SourceRef points at a HelmRepository in the template's namespace.
@@ -204,6 +269,8 @@ type ServiceTemplateStatus struct {
 	ChartVersion string `json:"chartVersion,omitempty"`
 	Valid        bool   `json:"valid,omitempty"`
 	Message      string `json:"message,omitempty"`
+	// Warnings lists accepted fields that have no effect in Tether yet.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Ready reports whether the template's chart is resolved for its current
@@ -308,6 +375,8 @@ type ServiceState struct {
 type ServicesStatus struct {
 	Services   []ServiceState `json:"services,omitempty"`
 	Conditions []Condition    `json:"conditions,omitempty"`
+	// Warnings lists accepted fields that have no effect in Tether yet.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ---- ClusterDeployment ----

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -106,7 +107,34 @@ func (o *HelmRepository) validateSpec(p path) FieldErrors {
 	if o.Spec.Type != "default" && o.Spec.Type != "oci" {
 		errs.add(sp.child("type"), "%q: want default or oci", o.Spec.Type)
 	}
+	validateDuration(o.Spec.Interval, sp.child("interval"), &errs)
+	validateDuration(o.Spec.Timeout, sp.child("timeout"), &errs)
+	for _, r := range []struct {
+		ref  *LocalObjectReference
+		name string
+	}{{o.Spec.SecretRef, "secretRef"}, {o.Spec.CertSecretRef, "certSecretRef"}} {
+		if r.ref != nil && r.ref.Name == "" {
+			errs.add(sp.child(r.name).child("name"), "required")
+		}
+	}
+	switch o.Spec.Provider {
+	case "", "generic", "aws", "azure", "gcp":
+	default:
+		errs.add(sp.child("provider"), "%q: want generic, aws, azure or gcp", o.Spec.Provider)
+	}
 	return errs
+}
+
+// validateDuration checks an optional duration field: a positive Go
+// duration such as "10m" or "1h30m".
+func validateDuration(d Duration, p path, errs *FieldErrors) {
+	if d == "" {
+		return
+	}
+	v, err := time.ParseDuration(string(d))
+	if err != nil || v <= 0 {
+		errs.add(p, "%q: want a positive duration such as 30s, 10m or 1h", string(d))
+	}
 }
 
 // ---- ServiceTemplate ----
@@ -133,6 +161,12 @@ func (o *ServiceTemplate) validateSpec(p path) FieldErrors {
 	}
 	if cs.SourceRef.Kind != KindHelmRepository {
 		errs.add(cp.child("sourceRef").child("kind"), "%q: want HelmRepository", cs.SourceRef.Kind)
+	}
+	validateDuration(cs.Interval, cp.child("interval"), &errs)
+	switch cs.ReconcileStrategy {
+	case "", "ChartVersion", "Revision":
+	default:
+		errs.add(cp.child("reconcileStrategy"), "%q: want ChartVersion or Revision", cs.ReconcileStrategy)
 	}
 	if cs.SourceRef.Name == "" {
 		errs.add(cp.child("sourceRef").child("name"), "required")

@@ -43,7 +43,9 @@ type Config struct {
 	AgentCertTTL time.Duration
 	// Heartbeat is the agent heartbeat interval.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// SystemNamespaces hold ServiceTemplates every namespace may use.
+	SystemNamespaces []string
+	Logger           *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -56,6 +58,8 @@ func DefaultConfig() Config {
 		APIAddr:      "127.0.0.1:7443",
 		AgentCertTTL: 30 * 24 * time.Hour,
 		Heartbeat:    30 * time.Second,
+
+		SystemNamespaces: objects.DefaultSystemNamespaces(),
 	}
 }
 
@@ -115,7 +119,7 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.objects, err = objects.NewRepo(objects.RepoConfig{Store: h.store}); err != nil {
+	if h.objects, err = objects.NewRepo(objects.RepoConfig{Store: h.store, SystemNamespaces: cfg.SystemNamespaces}); err != nil {
 		return nil, err
 	}
 	h.charts, err = charts.New(charts.Config{Dir: filepath.Join(cfg.DataDir, "charts"), Store: h.store, Logger: cfg.Logger})
@@ -124,6 +128,9 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	}
 	dcfg := desired.DefaultConfig()
 	dcfg.Store, dcfg.Logger = h.store, cfg.Logger
+	if cfg.SystemNamespaces != nil {
+		dcfg.SystemNamespaces = cfg.SystemNamespaces
+	}
 	if h.desired, err = desired.New(dcfg); err != nil {
 		return nil, err
 	}

@@ -66,11 +66,12 @@ func New(cfg Config) (*Resolver, error) {
 }
 
 // ResolveAll resolves every template whose status does not match its spec.
-// It returns how many are still unresolved.
-func (r *Resolver) ResolveAll(ctx context.Context) (pending int, err error) {
+// It returns how many are still unresolved, and when to try them again:
+// the shortest spec.interval of their HelmRepositories, else Config.Retry.
+func (r *Resolver) ResolveAll(ctx context.Context) (pending int, retry time.Duration, err error) {
 	objs, err := r.cfg.Repo.List(ctx, objects.KindServiceTemplate, "")
 	if err != nil {
-		return 0, fmt.Errorf("list service templates: %w", err)
+		return 0, 0, fmt.Errorf("list service templates: %w", err)
 	}
 	for _, o := range objs {
 		st, ok := o.(*objects.ServiceTemplate)
@@ -80,24 +81,37 @@ func (r *Resolver) ResolveAll(ctx context.Context) (pending int, err error) {
 		if ready, _ := st.Ready(); ready {
 			continue
 		}
-		if !r.resolve(ctx, st) {
+		if ok, again := r.resolve(ctx, st); !ok {
 			pending++
+			if retry == 0 || again < retry {
+				retry = again
+			}
 		}
 	}
-	return pending, nil
+	return pending, retry, nil
 }
 
-// resolve fetches one template's chart and records the outcome.
-func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) bool {
+// minRetry bounds how often a HelmRepository's interval makes the
+// resolver fetch an index again.
+const minRetry = 5 * time.Second
+
+// resolve fetches one template's chart and records the outcome. When it
+// fails, again is when to retry: the repository's interval if it has
+// one.
+func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) (ok bool, again time.Duration) {
 	md := st.Metadata
 	cs := st.Spec.Helm.ChartSpec
-	ref, err := r.repoRef(ctx, md.Namespace, cs.SourceRef)
+	ref, interval, err := r.repoRef(ctx, md.Namespace, cs.SourceRef)
+	again = r.cfg.Retry
+	if interval > 0 {
+		again = max(interval, minRetry)
+	}
 	var c charts.Chart
 	if err == nil {
 		c, err = r.cfg.Charts.Resolve(ctx, ref, cs.Chart, cs.Version)
 	}
 	if ctx.Err() != nil {
-		return false
+		return false, again
 	}
 	_, uerr := r.cfg.Repo.UpdateStatus(ctx, objects.KindServiceTemplate, md.Namespace, md.Name, func(o objects.Object) error {
 		t := o.(*objects.ServiceTemplate)
@@ -112,23 +126,31 @@ func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) boo
 		r.log.Warn("record service template status", "template", md.Namespace+"/"+md.Name, "err", uerr)
 	}
 	if err != nil {
-		r.log.Warn("service template chart not resolved", "template", md.Namespace+"/"+md.Name, "chart", cs.Chart, "version", cs.Version, "err", err)
-		return false
+		r.log.Warn("service template chart not resolved", "template", md.Namespace+"/"+md.Name, "chart", cs.Chart, "version", cs.Version, "err", err, "retry", again)
+		return false, again
 	}
 	r.log.Info("service template resolved", "template", md.Namespace+"/"+md.Name, "chart", c.Name, "version", c.Version, "digest", c.Digest)
-	return true
+	return true, 0
 }
 
-func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.SourceRef) (charts.RepoRef, error) {
+// errSuspended: the template's HelmRepository has spec.suspend set.
+var errSuspended = errors.New("suspended (spec.suspend); charts are not fetched from it")
+
+// repoRef returns the chart source a template names and the repository's
+// spec.interval (0 if none).
+func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.SourceRef) (charts.RepoRef, time.Duration, error) {
 	if src.Name == objects.LocalRepository {
-		return charts.RepoRef{Name: objects.LocalRepository}, nil
+		return charts.RepoRef{Name: objects.LocalRepository}, 0, nil
 	}
 	o, err := r.cfg.Repo.Get(ctx, objects.KindHelmRepository, namespace, src.Name)
 	if err != nil {
-		return charts.RepoRef{}, fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, err)
+		return charts.RepoRef{}, 0, fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, err)
 	}
 	hr := o.(*objects.HelmRepository)
-	return charts.RepoRef{Name: hr.Metadata.Name, URL: hr.Spec.URL, Type: hr.Spec.Type}, nil
+	if hr.Spec.Suspend {
+		return charts.RepoRef{}, hr.Spec.Interval.Std(), fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, errSuspended)
+	}
+	return charts.RepoRef{Name: hr.Metadata.Name, URL: hr.Spec.URL, Type: hr.Spec.Type}, hr.Spec.Interval.Std(), nil
 }
 
 // Run resolves templates when they or their repositories change, and
@@ -175,12 +197,12 @@ func (r *Resolver) watch(ctx context.Context) error {
 			}
 			retry.Reset(50 * time.Millisecond) // batch bursts
 		case <-retry.C:
-			pending, err := r.ResolveAll(ctx)
+			pending, again, err := r.ResolveAll(ctx)
 			if err != nil {
 				return err
 			}
 			if pending > 0 {
-				retry.Reset(r.cfg.Retry)
+				retry.Reset(again)
 			}
 		}
 	}

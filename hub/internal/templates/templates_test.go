@@ -14,11 +14,13 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/templates"
 )
 
+// The repository is Flux's kind, as k0rdent writes it; its interval is
+// the retry period of templates that do not resolve.
 const manifests = `
-apiVersion: tether.dev/v1alpha1
+apiVersion: source.toolkit.fluxcd.io/v1
 kind: HelmRepository
 metadata: {name: repo, namespace: apps}
-spec: {url: %q}
+spec: {url: %q, interval: 7m}
 ---
 apiVersion: tether.dev/v1alpha1
 kind: ServiceTemplate
@@ -59,9 +61,12 @@ func TestResolverRecordsDigestsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pending, err := r.ResolveAll(ctx)
+	pending, retry, err := r.ResolveAll(ctx)
 	if err != nil || pending != 1 {
 		t.Fatalf("ResolveAll = %d pending, %v; want the missing version pending", pending, err)
+	}
+	if retry != 7*time.Minute {
+		t.Errorf("ResolveAll retry = %v; want the repository's interval 7m", retry)
 	}
 	get := func(name string) *objects.ServiceTemplate {
 		o, err := repo.Get(ctx, objects.KindServiceTemplate, "apps", name)

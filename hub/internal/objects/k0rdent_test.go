@@ -1,0 +1,178 @@
+package objects
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// repoRoot is the repository root, from this file's location.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("no caller")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// seedExample is the seed article's k0rdent example exactly as written,
+// kept in deploy/demo/seed-k0rdent.yaml, and the HelmRepository it says is
+// defined elsewhere (deploy/demo/k0rdent-public-charts.yaml).
+func seedExample(t *testing.T) (seed, repo []byte) {
+	t.Helper()
+	root := repoRoot(t)
+	seed, err := os.ReadFile(filepath.Join(root, "deploy", "demo", "seed-k0rdent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copy must stay the seed's text: compare with the original when
+	// the shared folder is beside the checkout (as in CI).
+	if orig, err := os.ReadFile(filepath.Join(root, "..", "shared", "seed", "example.yaml")); err == nil && !bytes.Equal(orig, seed) {
+		t.Fatal("deploy/demo/seed-k0rdent.yaml differs from shared/seed/example.yaml: keep the seed's text as written")
+	}
+	repo, err = os.ReadFile(filepath.Join(root, "deploy", "demo", "k0rdent-public-charts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seed, bytes.ReplaceAll(repo, []byte("${CHARTS_URL}"), []byte("http://127.0.0.1:8879"))
+}
+
+func TestSeedExampleAppliesAsWritten(t *testing.T) {
+	seed, repoDoc := seedExample(t)
+	r, _ := newRepo(t)
+	ctx := context.Background()
+	repos := mustDecode(t, string(repoDoc))
+	objs, err := Decode(seed, "seed-k0rdent.yaml")
+	if err != nil {
+		t.Fatalf("the seed example as written is refused:\n%v", err)
+	}
+	if _, err := r.Apply(ctx, repos); err != nil {
+		t.Fatalf("Flux HelmRepository: %v", err)
+	}
+	res, err := r.Apply(ctx, objs)
+	if err != nil {
+		t.Fatalf("apply the seed example: %v", err)
+	}
+	if len(res) != 2 || res[0].Action != Created || res[1].Action != Created {
+		t.Fatalf("results = %+v; want the ServiceTemplate and ClusterDeployment created", res)
+	}
+
+	st, err := r.Get(ctx, KindServiceTemplate, "k0rdent-system", "simple-nginx-template-1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.(*ServiceTemplate).Spec; s.DisplayName != "Nginx Web Server Simple" || s.Description != "Déploie un serveur web Nginx basique." {
+		t.Errorf("displayName/description not kept: %+v", s)
+	}
+	hr, err := r.Get(ctx, KindHelmRepository, "k0rdent-system", "k0rdent-public-charts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if iv := hr.(*HelmRepository).Spec.Interval.Std(); iv.Minutes() != 10 {
+		t.Errorf("interval = %v; want 10m", iv)
+	}
+
+	// The ClusterDeployment names a CAPI template: accepted, and said so.
+	cd, err := r.Get(ctx, KindClusterDeployment, "mon-organisation", "mon-cluster-web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(Warnings(cd), "\n")
+	if !strings.Contains(w, `spec.template: "aws-standalone-cp-0-1-0"`) || !strings.Contains(w, "spec.credential") {
+		t.Errorf("warnings = %q; want spec.template and spec.credential named", w)
+	}
+	if w := Warnings(st); len(w) != 0 {
+		t.Errorf("ServiceTemplate warnings = %q; want none", w)
+	}
+
+	// The template in k0rdent-system serves mon-organisation, so it is in
+	// use there.
+	if err := r.Delete(ctx, KindServiceTemplate, "k0rdent-system", "simple-nginx-template-1.0.0"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("delete a k0rdent-system template in use: %v; want ErrInUse", err)
+	}
+}
+
+func TestSystemNamespacesAreConfigurable(t *testing.T) {
+	s := openStore(t)
+	r, err := NewRepo(RepoConfig{Store: s, SystemNamespaces: []string{"platform"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tmpl := strings.Replace(strings.Replace(tmplYAML, "name: public", "name: tether-local", 1), "namespace: acme", "namespace: k0rdent-system", 1)
+	if _, err := r.Apply(ctx, mustDecode(t, tmpl)); err != nil {
+		t.Fatal(err)
+	}
+	// k0rdent-system is not a system namespace of this hub.
+	_, err = r.Apply(ctx, mustDecode(t, cdYAML))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "system namespaces (platform)") {
+		t.Fatalf("apply with the template only in a non-system namespace: %v", err)
+	}
+	platform := strings.Replace(tmpl, "namespace: k0rdent-system", "namespace: platform", 1)
+	if _, err := r.Apply(ctx, mustDecode(t, platform+"---\n"+cdYAML)); err != nil {
+		t.Fatalf("template from the configured system namespace: %v", err)
+	}
+}
+
+func TestFluxFieldsValidatedAndMisspellingsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"misspelt ServiceTemplate field", `apiVersion: k0rdent.mirantis.com/v1alpha1
+kind: ServiceTemplate
+metadata: {name: t, namespace: k0rdent-system}
+spec: {displayNme: x, helm: {chartSpec: {chart: c, version: 1.0.0, sourceRef: {name: r}}}}`, "spec.displayNme: unknown field"},
+		{"bad interval", `apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: r}
+spec: {url: "https://x.example", interval: ten minutes}`, `spec.interval: "ten minutes": want a positive duration`},
+		{"bad chart interval", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
+metadata: {name: t}
+spec: {helm: {chartSpec: {chart: c, version: 1.0.0, interval: -1s, sourceRef: {name: r}}}}`, `spec.helm.chartSpec.interval: "-1s"`},
+		{"secretRef without name", `apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: r}
+spec: {url: "https://x.example", secretRef: {}}`, "spec.secretRef.name: required"},
+		{"flux apiVersion on another kind", `apiVersion: source.toolkit.fluxcd.io/v1
+kind: ServiceTemplate
+metadata: {name: t}
+spec: {helm: {chartSpec: {chart: c, version: 1.0.0, sourceRef: {name: r}}}}`, `apiVersion: "source.toolkit.fluxcd.io/v1" is not accepted for ServiceTemplate`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.doc), "x.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Decode error = %v; want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAcceptedFluxFieldsWarn(t *testing.T) {
+	objs := mustDecode(t, `apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: r, namespace: kcm-system}
+spec:
+  url: oci://registry.example/charts
+  type: oci
+  interval: 1h
+  provider: aws
+  secretRef: {name: creds}
+`)
+	w := strings.Join(Warnings(objs[0]), "\n")
+	for _, want := range []string{"spec.secretRef", "spec.provider"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q do not name %s", w, want)
+		}
+	}
+	WithWarnings(objs[0])
+	if got := objs[0].(*HelmRepository).Status.Warnings; len(got) != 2 {
+		t.Errorf("status.warnings = %q; want the 2 warnings", got)
+	}
+}
