@@ -200,9 +200,9 @@ type compiler struct {
 	templates map[string]*objects.ServiceTemplate
 	// systemNamespaces: see Inputs.SystemNamespaces.
 	systemNamespaces []string
-	cms       map[string]*objects.ConfigMap
-	secrets   map[string]*objects.Secret
-	problems  []Problem
+	cms              map[string]*objects.ConfigMap
+	secrets          map[string]*objects.Secret
+	problems         []Problem
 }
 
 func nsName(ns, name string) string { return ns + "/" + name }
