@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# demo.sh up|down|hub-stop|hub-start: a local simulated cluster (make
-# dev-cluster), a hub, and two agents: edge-paris-1 manages the local
-# cluster, edge-berlin-1 runs link-only. Applies the seed example and waits
-# until nginx-web is Deployed with its pods Running. State, logs and pids
-# live in .demo/ at the repo root.
+# demo.sh up|down|hub-stop|hub-start: two local simulated clusters (make
+# dev-cluster), a hub, and three agents: edge-paris-1 and mon-cluster-web
+# each manage one cluster, edge-berlin-1 runs link-only. Applies the
+# Tether-style example (seed.yaml) and the seed article's k0rdent example
+# exactly as written (seed-k0rdent.yaml, with the Flux HelmRepository it
+# names served on loopback), and waits until nginx-web is Deployed on both
+# clusters with its pods Running. State, logs and pids live in .demo/ at the
+# repo root.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 state="$root/.demo"
@@ -58,36 +61,48 @@ start_agent() { # cluster extra-args...
 	fi
 }
 
-deployed() {
-	"$bin/tether" get services --cluster edge-paris-1 -o json | grep -q '"state": "Deployed"'
+deployed() { # cluster
+	"$bin/tether" get services --cluster "$1" -o json | grep -q '"state": "Deployed"'
 }
 
 up() {
 	mkdir -p "$state"
-	echo "== local cluster (make dev-cluster; the first run builds Kubernetes from source, ~20 min on 2 cores)"
+	echo "== local clusters (make dev-cluster; the first run builds Kubernetes from source, ~20 min on 2 cores)"
 	make -C "$root" --no-print-directory dev-cluster DEV_STATE_DIR="$state/cluster"
+	make -C "$root" --no-print-directory dev-cluster DEV_STATE_DIR="$state/cluster-mon" DEV_NODES=2
 	kubeconfig="$state/cluster/kubeconfig"
 	echo "== hub"
 	hub_start
 	echo "== agents"
 	start_agent edge-paris-1 --kubeconfig "$kubeconfig"
+	start_agent mon-cluster-web --kubeconfig "$state/cluster-mon/kubeconfig"
 	start_agent edge-berlin-1 --no-cluster
-	wait_for "two agents to connect" 60 connected 2
+	wait_for "three agents to connect" 60 connected 3
 	"$bin/tether" get clusters -o wide
 	echo
-	echo "== seed example: push the chart, apply deploy/demo/seed.yaml"
+	echo "== Tether-style example: push the chart, apply deploy/demo/seed.yaml"
 	"$bin/tether" chart push "$root/bundles/services/simple-nginx"
 	"$bin/tether" apply -f "$root/deploy/demo/seed.yaml"
-	wait_for "nginx-web to be Deployed on edge-paris-1" 300 deployed
+	echo
+	echo "== the seed article's k0rdent example as written: deploy/demo/seed-k0rdent.yaml"
+	rm -f "$state/helm-repo.url"
+	start_bg helm-repo "$state/cluster/devcluster" helm-repo -state-dir "$state" "$root/bundles/services/simple-nginx"
+	wait_for "the chart repository" 30 test -s "$state/helm-repo.url"
+	sed "s|\${CHARTS_URL}|$(cat "$state/helm-repo.url")|" "$root/deploy/demo/k0rdent-public-charts.yaml" | "$bin/tether" apply -f -
+	"$bin/tether" apply -f "$root/deploy/demo/seed-k0rdent.yaml"
+	wait_for "nginx-web to be Deployed on edge-paris-1" 300 deployed edge-paris-1
+	wait_for "nginx-web to be Deployed on mon-cluster-web" 300 deployed mon-cluster-web
 	echo
 	echo "\$ tether get services"
 	"$bin/tether" get services
 	echo
 	echo "\$ kubectl get pods -n applications-web"
 	KUBECONFIG="$kubeconfig" kubectl get pods -n applications-web
+	echo "\$ KUBECONFIG=.demo/cluster-mon/kubeconfig kubectl get pods -n applications-web"
+	KUBECONFIG="$state/cluster-mon/kubeconfig" kubectl get pods -n applications-web
 	cat <<EOT
 
-The cluster, the hub and two agents run in the background (logs in .demo/). Try:
+The clusters, the hub and three agents run in the background (logs in .demo/). Try:
   export TETHER_CONFIG=$TETHER_CONFIG KUBECONFIG=$kubeconfig PATH=$bin:\$PATH
   tether get clusterdeployments -A; tether describe cluster edge-paris-1
   deploy/demo/demo.sh hub-stop; tether-agent status --data-dir .demo/edge-paris-1   # Offline, still reconciling
@@ -100,11 +115,12 @@ EOT
 case "${1:-}" in
 up) up ;;
 down)
-	for n in edge-paris-1 edge-berlin-1 hub; do stop_bg "$n"; done
+	for n in edge-paris-1 mon-cluster-web edge-berlin-1 helm-repo hub; do stop_bg "$n"; done
 	make -C "$root" --no-print-directory dev-cluster-down DEV_STATE_DIR="$state/cluster"
+	make -C "$root" --no-print-directory dev-cluster-down DEV_STATE_DIR="$state/cluster-mon"
 	echo "demo stopped (state kept in .demo/; rm -rf .demo to start afresh)"
 	;;
 hub-stop) stop_bg hub; echo "hub stopped" ;;
-hub-start) hub_start; wait_for "agents to reconnect" 120 connected 2; "$bin/tether" get clusters ;;
+hub-start) hub_start; wait_for "agents to reconnect" 120 connected 3; "$bin/tether" get clusters ;;
 *) echo "usage: $0 up|down|hub-stop|hub-start" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@
 //	devcluster up   -state-dir DIR [-nodes N] [-bin-dir DIR]  start in the background, print export KUBECONFIG=...
 //	devcluster down -state-dir DIR                            stop it
 //	devcluster run  -state-dir DIR [-nodes N] [-bin-dir DIR]  run in the foreground until SIGINT/SIGTERM
+//	devcluster helm-repo -state-dir DIR [-addr A] CHARTDIR... serve charts as a Helm repository until SIGINT/SIGTERM
 package main
 
 import (
@@ -44,6 +45,7 @@ func main() {
 	stateDir := fs.String("state-dir", ".cache/dev-cluster", "folder for the pid file, kubeconfig, logs and cluster data")
 	binDir := fs.String("bin-dir", "", "folder with the e2e binaries (default $"+cluster.BinDirEnv+" or e2e/.bin)")
 	nodes := fs.Int("nodes", 3, "number of simulated (kwok) nodes")
+	addr := fs.String("addr", "127.0.0.1:0", "helm-repo: address to serve on")
 	_ = fs.Parse(args)
 	dir, err := filepath.Abs(*stateDir)
 	if err != nil {
@@ -57,6 +59,8 @@ func main() {
 		err = down(dir)
 	case "run":
 		err = run(log, dir, *binDir, *nodes)
+	case "helm-repo":
+		err = helmRepo(log, dir, *addr, fs.Args())
 	default:
 		usage()
 	}
@@ -66,7 +70,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: devcluster up|down|run -state-dir DIR [-nodes N] [-bin-dir DIR]")
+	fmt.Fprintln(os.Stderr, "usage: devcluster up|down|run -state-dir DIR [-nodes N] [-bin-dir DIR]\n       devcluster helm-repo -state-dir DIR [-addr HOST:PORT] CHARTDIR...")
 	os.Exit(2)
 }
 
