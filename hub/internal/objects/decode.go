@@ -43,6 +43,16 @@ var (
 // stored as APIVersion.
 var acceptedGroups = []string{APIVersion, "k0rdent.mirantis.com/v1alpha1", "k0rdent.mirantis.com/v1beta1"}
 
+// k0rdentInternalKinds are kinds k0rdent's own controllers write or run
+// on; a manifest of one is refused with the reason.
+var k0rdentInternalKinds = map[string]string{
+	"Release":                 "it records an installed k0rdent release (kcm's provider versions); Tether has no k0rdent release to install",
+	"Management":              "it configures k0rdent's own management components; configure the Tether hub with `tether serve` flags",
+	"StateManagementProvider": "it plugs a deployment engine (Sveltos) into k0rdent; Tether's agents install services themselves",
+	"ServiceSet":              "kcm creates it from ClusterDeployments and MultiClusterServices; apply those instead",
+	"ProviderTemplate":        "it installs k0rdent's CAPI providers; Tether uses the CAPI controllers of its management cluster",
+}
+
 // fluxSourceGroups are Flux's source API versions: k0rdent's chart sources
 // (HelmRepository) are Flux objects, so its manifests carry these.
 var fluxSourceGroups = []string{"source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2"}
@@ -331,6 +341,10 @@ func decodeItem(m map[string]any) (Object, *ObjectError) {
 		return nil, oe
 	}
 	o := New(kind)
+	if why, internal := k0rdentInternalKinds[kind]; o == nil && internal && strings.HasPrefix(apiVersion, "k0rdent.mirantis.com/") {
+		oe.Err = fmt.Errorf("%w: %s is one of k0rdent's internal kinds and is not accepted: %s", ErrUnknownKind, kind, why)
+		return nil, oe
+	}
 	if o == nil {
 		oe.Kind = "" // the message names it
 		oe.Err = fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(sortedKinds(), ", "))

@@ -176,3 +176,15 @@ spec:
 		t.Errorf("status.warnings = %q; want the 2 warnings", got)
 	}
 }
+
+func TestK0rdentInternalKindsRefusedWithReason(t *testing.T) {
+	for _, kind := range []string{"Release", "StateManagementProvider", "ServiceSet", "Management", "ProviderTemplate"} {
+		t.Run(kind, func(t *testing.T) {
+			doc := "apiVersion: k0rdent.mirantis.com/v1beta1\nkind: " + kind + "\nmetadata: {name: x}\nspec: {}\n"
+			_, err := Decode([]byte(doc), "x.yaml")
+			if !errors.Is(err, ErrUnknownKind) || !strings.Contains(err.Error(), kind+" is one of k0rdent's internal kinds") {
+				t.Fatalf("Decode(%s) = %v; want a refusal naming it as internal, with the reason", kind, err)
+			}
+		})
+	}
+}
