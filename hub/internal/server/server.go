@@ -43,7 +43,13 @@ type Config struct {
 	AgentCertTTL time.Duration
 	// Heartbeat is the agent heartbeat interval.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Admission limits on agent connections (gateway.Config has the
+	// details); 0 means the gateway's default.
+	MaxAgentConns        int
+	MaxAgentConnsPerAddr int
+	AgentConnRate        float64
+	AgentConnBurst       int
+	Logger               *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -56,6 +62,11 @@ func DefaultConfig() Config {
 		APIAddr:      "127.0.0.1:7443",
 		AgentCertTTL: 30 * 24 * time.Hour,
 		Heartbeat:    30 * time.Second,
+
+		MaxAgentConns:        gateway.DefaultMaxConns,
+		MaxAgentConnsPerAddr: gateway.DefaultMaxConnsPerAddr,
+		AgentConnRate:        gateway.DefaultConnRatePerAddr,
+		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
 	}
 }
 
@@ -160,6 +171,7 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if cfg.Heartbeat > 0 {
 		gcfg.Heartbeat = cfg.Heartbeat
 	}
+	cfg.admission(&gcfg)
 	h.gw, err = gateway.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -185,6 +197,22 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// admission copies the set admission limits into gcfg.
+func (c *Config) admission(gcfg *gateway.Config) {
+	if c.MaxAgentConns > 0 {
+		gcfg.MaxConns = c.MaxAgentConns
+	}
+	if c.MaxAgentConnsPerAddr > 0 {
+		gcfg.MaxConnsPerAddr = c.MaxAgentConnsPerAddr
+	}
+	if c.AgentConnRate > 0 {
+		gcfg.ConnRatePerAddr = c.AgentConnRate
+	}
+	if c.AgentConnBurst > 0 {
+		gcfg.ConnBurstPerAddr = c.AgentConnBurst
+	}
 }
 
 func (h *Hub) ensureAdmin(ctx context.Context, users *api.Users) error {
