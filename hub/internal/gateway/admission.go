@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
 // Admission defaults; see Config.
@@ -19,11 +21,9 @@ const (
 	DefaultConnBurstPerAddr = 50
 )
 
-// BusyPrefix starts the plaintext line a refused connection gets before
-// it is closed, in place of the TLS ServerHello. An agent reading it in
-// its TLS handshake (tls.RecordHeaderError.RecordHeader) knows the hub is
-// alive but refusing, and backs off.
-const BusyPrefix = "tether hub busy"
+// BusyPrefix starts the line a refused connection gets before it is
+// closed, in place of the TLS ServerHello (see tunnel.BusyPrefix).
+const BusyPrefix = tunnel.BusyPrefix
 
 // admission limits connections before their TLS handshake: at most
 // MaxConns at once, at most MaxConnsPerAddr from one source IP, and new
