@@ -567,7 +567,12 @@ func TestStreamsOverMaxStreamsAreReset(t *testing.T) {
 			if n := p.hub.NumStreams(); n > cfg.MaxStreams {
 				t.Fatalf("hub holds %d streams, MaxStreams is %d", n, cfg.MaxStreams)
 			}
-			// The session still serves.
+			// Once the closed streams are gone, the session serves again.
+			// A reset stream is released at the next frame the peer sends.
+			waitFor(t, 10*time.Second, "closed streams to be released", func() bool {
+				_, _ = p.agent.mux.Ping()
+				return p.hub.NumStreams() == 0
+			})
 			if _, err := fleetClient(t, p.agent).Renew(callCtx(t), &fleetv1.RenewRequest{}); err != nil {
 				t.Fatalf("Renew after the flood: %v", err)
 			}
