@@ -43,6 +43,12 @@ type Config struct {
 	// opened) a session serves at once; streams beyond it are closed
 	// unserved. One gRPC ClientConn uses one at a time.
 	MaxTransports int
+	// MaxStreams bounds the yamux streams open on a session at once, in
+	// both directions, counting those not yet accepted and those closed on
+	// one side only. A stream the peer opens beyond it is reset before
+	// yamux allocates anything for it. With StreamWindowSize it bounds what
+	// a peer can make the session buffer: MaxStreams × StreamWindowSize.
+	MaxStreams int
 
 	// MaxRecvMsgSize and MaxSendMsgSize bound one gRPC message, in bytes.
 	// A larger message fails that call with codes.ResourceExhausted; the
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		StreamOpenTimeout:      30 * time.Second,
 		StreamCloseTimeout:     30 * time.Second,
 		MaxTransports:          8,
+		MaxStreams:             32,
 
 		MaxRecvMsgSize:       4 << 20,
 		MaxSendMsgSize:       4 << 20,
@@ -128,6 +135,7 @@ func (c *Config) Validate() error {
 		{c.StreamOpenTimeout > 0, "StreamOpenTimeout must be positive", c.StreamOpenTimeout},
 		{c.StreamCloseTimeout > 0, "StreamCloseTimeout must be positive", c.StreamCloseTimeout},
 		{c.MaxTransports > 0 && c.MaxTransports <= maxTransportsCap, "MaxTransports must be in [1, 1024]", c.MaxTransports},
+		{c.MaxStreams >= c.MaxTransports && c.MaxStreams <= maxBacklogLimit, "MaxStreams must be in [MaxTransports, 4096]", c.MaxStreams},
 		{c.MaxRecvMsgSize > 0 && c.MaxRecvMsgSize <= maxMsgSizeLimit, "MaxRecvMsgSize must be in [1, 64 MiB]", c.MaxRecvMsgSize},
 		{c.MaxSendMsgSize > 0 && c.MaxSendMsgSize <= maxMsgSizeLimit, "MaxSendMsgSize must be in [1, 64 MiB]", c.MaxSendMsgSize},
 		{c.MaxHeaderListSize > 0 && c.MaxHeaderListSize <= 1<<20, "MaxHeaderListSize must be in [1, 1 MiB]", c.MaxHeaderListSize},
@@ -239,5 +247,20 @@ func (l yamuxLogger) emit(msg string) {
 	case strings.HasPrefix(msg, "[WARN]"):
 		level, msg = slog.LevelWarn, strings.TrimSpace(strings.TrimPrefix(msg, "[WARN]"))
 	}
+	if floodNoise(msg) {
+		// One line per frame or stream a hostile peer sends: not worth a
+		// warning each; the session counts refusals (Session.Refused).
+		level = slog.LevelDebug
+	}
 	l.log.Log(context.Background(), level, msg)
+}
+
+// floodNoise reports yamux messages a peer can trigger once per frame.
+func floodNoise(msg string) bool {
+	for _, m := range []string{"backlog exceeded", "Discarding data for stream", "frame for missing stream"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,9 @@
 package tunnel
 
-import "errors"
+import (
+	"crypto/tls"
+	"errors"
+)
 
 // Errors returned by this package; match them with errors.Is.
 var (
@@ -14,3 +17,17 @@ var (
 	// ErrInvalidConfig wraps every Config.Validate failure.
 	ErrInvalidConfig = errors.New("tunnel: invalid config")
 )
+
+// BusyPrefix starts the plaintext line a hub sends, in place of its TLS
+// ServerHello, to a connection it refuses because of its admission limits
+// (too many connections, or too many new ones from one address), before
+// closing it. An agent that reads it in its handshake knows the hub is up
+// and refusing, and backs off.
+const BusyPrefix = "tether hub busy"
+
+// IsBusyRefusal reports whether err, from a TLS client handshake, is a
+// hub's busy refusal: the first bytes read were BusyPrefix, not a record.
+func IsBusyRefusal(err error) bool {
+	var rhe tls.RecordHeaderError
+	return errors.As(err, &rhe) && string(rhe.RecordHeader[:]) == BusyPrefix[:len(rhe.RecordHeader)]
+}

@@ -45,7 +45,7 @@ func NewServer(cfg Config, srv *grpc.Server) (*Server, error) {
 // net.Dialer.DialContext: the session lives until Close, or until the
 // peer goes away. The session owns conn. On error conn is closed.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true, nil)
+	return newSession(ctx, conn, s.cfg, s.grpc, true, SessionOptions{})
 }
 
 // ServeConnFunc is ServeConn with a function called once when the session
@@ -54,7 +54,22 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) (*Session, error)
 // caller tracking thousands of sessions needs no goroutine per session to
 // wait for them. onEnd may call Close.
 func (s *Server) ServeConnFunc(ctx context.Context, conn net.Conn, onEnd func(*Session)) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true, onEnd)
+	return newSession(ctx, conn, s.cfg, s.grpc, true, SessionOptions{OnEnd: onEnd})
+}
+
+// SessionOptions are per-session settings for ServeConnWith.
+type SessionOptions struct {
+	// OnEnd, if set, is called once when the session stops serving, as
+	// with ServeConnFunc.
+	OnEnd func(*Session)
+	// Data is returned by Session.Data. It is set before the session
+	// serves its first call, so handlers always find it.
+	Data any
+}
+
+// ServeConnWith is ServeConn with per-session options.
+func (s *Server) ServeConnWith(ctx context.Context, conn net.Conn, opts SessionOptions) (*Session, error) {
+	return newSession(ctx, conn, s.cfg, s.grpc, true, opts)
 }
 
 // Dial starts the agent side of a tunnel on conn, normally a *tls.Conn to
@@ -66,7 +81,7 @@ func Dial(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server) (*Se
 		conn.Close()
 		return nil, err
 	}
-	return newSession(ctx, conn, cfg, srv, false, nil)
+	return newSession(ctx, conn, cfg, srv, false, SessionOptions{})
 }
 
 // Session is one tunnel: one connection, one yamux session, gRPC both ways.
@@ -76,6 +91,7 @@ type Session struct {
 	log    *slog.Logger
 	hub    bool // yamux server side
 	conn   *CountingConn
+	gate   *streamGate
 	mux    *yamux.Session
 	tls    *tls.ConnectionState
 	remote net.Addr
@@ -85,6 +101,8 @@ type Session struct {
 	acceptOnce sync.Once
 	transport  sync.WaitGroup // accepted streams not yet closed by gRPC
 	active     atomic.Int32   // accepted streams open now
+	refused    atomic.Uint64  // streams the peer opened that were reset
+	data       any
 
 	closedLocally atomic.Bool
 	closeOnce     sync.Once
@@ -106,36 +124,44 @@ type Stats struct {
 	BytesIn, BytesOut uint64
 }
 
-func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, hub bool, onEnd func(*Session)) (*Session, error) {
+func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, hub bool, opts SessionOptions) (*Session, error) {
 	role := roleName(hub)
 	state, err := tlsState(ctx, conn, cfg)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: %s session with %s: %w", role, conn.RemoteAddr(), err)
 	}
+	out := &coalescingConn{Conn: conn}
 	s := &Session{
 		cfg:    cfg,
 		hub:    hub,
-		conn:   NewCountingConn(&coalescingConn{Conn: conn}),
+		conn:   NewCountingConn(out),
 		tls:    state,
 		remote: conn.RemoteAddr(),
+		data:   opts.Data,
 	}
 	s.log = cfg.logger().With("tunnel", role, "remote", addrString(s.remote))
+	s.gate = newStreamGate(s.conn, out, cfg.MaxStreams, func(id uint32) {
+		s.refused.Add(1)
+		s.log.Debug("tunnel: reset a stream the peer opened: too many on this session", "stream", id, "max_streams", cfg.MaxStreams)
+	})
 	ycfg := cfg.yamux(s.log)
+	rw := gatedConn{CountingConn: s.conn, gate: s.gate}
 	if hub {
-		s.mux, err = yamux.Server(s.conn, ycfg)
+		s.mux, err = yamux.Server(rw, ycfg)
 	} else {
-		s.mux, err = yamux.Client(s.conn, ycfg)
+		s.mux, err = yamux.Client(rw, ycfg)
 	}
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: %s session with %s: start yamux: %w", role, addrString(s.remote), err)
 	}
+	s.gate.mux.Store(s.mux)
 	s.serveDone = make(chan struct{})
 	s.acceptDone = make(chan struct{})
 	ended := func() {
-		if onEnd != nil {
-			onEnd(s)
+		if opts.OnEnd != nil {
+			opts.OnEnd(s)
 		}
 	}
 	if srv != nil {
@@ -161,7 +187,7 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 				if err != nil {
 					return
 				}
-				st.Close()
+				s.gate.resetStream(st.StreamID())
 			}
 		}()
 	}
@@ -317,6 +343,22 @@ func (s *Session) Stats() Stats {
 // in either direction).
 func (s *Session) NumStreams() int { return s.mux.NumStreams() }
 
+// Refused counts the streams the peer opened that the session reset:
+// over MaxStreams, or over MaxTransports.
+func (s *Session) Refused() uint64 { return s.refused.Load() }
+
+// Data is SessionOptions.Data of ServeConnWith; nil otherwise.
+func (s *Session) Data() any { return s.data }
+
+// gatedConn is what yamux reads and writes: reads pass the stream gate,
+// writes go to the counting connection.
+type gatedConn struct {
+	*CountingConn
+	gate *streamGate
+}
+
+func (c gatedConn) Read(p []byte) (int, error) { return c.gate.Read(p) }
+
 func roleName(hub bool) string {
 	if hub {
 		return "hub"
@@ -343,8 +385,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		}
 		if int(s.active.Load()) >= s.cfg.MaxTransports {
-			s.log.Warn("tunnel: refusing gRPC connection: too many on this session", "max_transports", s.cfg.MaxTransports)
-			st.Close()
+			s.log.Debug("tunnel: reset a gRPC connection: too many on this session", "max_transports", s.cfg.MaxTransports)
+			s.refused.Add(1)
+			s.gate.resetStream(st.StreamID())
 			continue
 		}
 		s.active.Add(1)
@@ -420,6 +463,28 @@ type coalescingConn struct {
 	mu      sync.Mutex
 	hdr     [yamuxHeaderSize]byte
 	pending bool
+	// queued holds frames written by writeFrame while a header waited for
+	// its body; they go out right after that body.
+	queued []byte
+}
+
+// maxQueuedFrames bounds the frames writeFrame queues while a data frame
+// is half written; more are dropped (the peer's stream then times out).
+const maxQueuedFrames = 64
+
+// writeFrame writes one whole frame that did not come from yamux (the
+// gate's RSTs) at a frame boundary. It may be called from any goroutine.
+func (c *coalescingConn) writeFrame(f []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending {
+		if len(c.queued) < maxQueuedFrames*yamuxHeaderSize {
+			c.queued = append(c.queued, f...)
+		}
+		return nil
+	}
+	_, err := c.Conn.Write(f)
+	return err
 }
 
 const (
@@ -453,7 +518,16 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	}
 	if n < len(p) {
 		w2, err := c.Conn.Write(p[n:])
-		return n + w2, err
+		if err != nil {
+			return n + w2, err
+		}
 	}
-	return n, nil
+	if len(c.queued) > 0 {
+		q := c.queued
+		c.queued = nil
+		if _, err := c.Conn.Write(q); err != nil {
+			return len(p), err
+		}
+	}
+	return len(p), nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -390,15 +391,24 @@ func TestMaxTransports(t *testing.T) {
 	if _, err := fleetClient(t, p.agent).Renew(callCtx(t), &fleetv1.RenewRequest{}); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	// A second raw stream is closed by the hub without being served.
+	// A second raw stream is reset by the hub without being served (not
+	// half-closed, where it kept buffering the peer's writes).
 	st, err := p.agent.mux.OpenStream()
 	if err != nil {
 		t.Fatalf("open a second stream: %v", err)
 	}
 	defer st.Close()
 	st.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := st.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Fatalf("read on a stream over MaxTransports = %v, want EOF", err)
+	if _, err := st.Read(make([]byte, 1)); !errors.Is(err, yamux.ErrConnectionReset) {
+		t.Fatalf("read on a stream over MaxTransports = %v, want a reset", err)
+	}
+	// The hub forgets it at the next frame the agent sends.
+	if _, err := p.agent.mux.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "hub to forget the reset stream", func() bool { return p.hub.NumStreams() == 1 })
+	if p.hub.Refused() != 1 {
+		t.Fatalf("hub Refused = %d, want 1", p.hub.Refused())
 	}
 	if _, err := fleetClient(t, p.agent).Renew(callCtx(t), &fleetv1.RenewRequest{}); err != nil {
 		t.Fatalf("Renew after the refused stream: %v", err)
@@ -515,5 +525,57 @@ func TestConfigValidate(t *testing.T) {
 func TestFromContextOutsideTunnel(t *testing.T) {
 	if _, ok := FromContext(context.Background()); ok {
 		t.Fatal("FromContext found AuthInfo in a bare context")
+	}
+}
+
+// TestStreamsOverMaxStreamsAreReset: yamux v0.1.2 has no cap on the
+// streams a peer opens; each kept a window of buffered data. The gate
+// resets every stream beyond MaxStreams before yamux sees it.
+func TestStreamsOverMaxStreamsAreReset(t *testing.T) {
+	for _, kind := range connKinds {
+		t.Run(kind, func(t *testing.T) {
+			checkLeaks(t)
+			cfg := testConfig()
+			cfg.MaxTransports, cfg.MaxStreams = 1, 3
+			p := newPair(t, kind, pairOpts{hubCfg: &cfg})
+			const opened = 40
+			var reset int
+			var streams []*yamux.Stream
+			for range opened {
+				st, err := p.agent.mux.OpenStream()
+				if err != nil {
+					t.Fatalf("open stream: %v", err)
+				}
+				streams = append(streams, st)
+			}
+			for _, st := range streams {
+				st.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := st.Read(make([]byte, 1))
+				switch {
+				case errors.Is(err, yamux.ErrConnectionReset):
+					reset++
+				case errors.Is(err, yamux.ErrTimeout):
+					t.Fatal("a stream was neither served nor reset")
+				}
+				st.Close()
+			}
+			// One may be served by gRPC (it then fails the handshake and
+			// closes); every other one is reset.
+			if reset < opened-cfg.MaxStreams {
+				t.Fatalf("%d of %d streams reset; want at least %d", reset, opened, opened-cfg.MaxStreams)
+			}
+			if n := p.hub.NumStreams(); n > cfg.MaxStreams {
+				t.Fatalf("hub holds %d streams, MaxStreams is %d", n, cfg.MaxStreams)
+			}
+			// Once the closed streams are gone, the session serves again.
+			// A reset stream is released at the next frame the peer sends.
+			waitFor(t, 10*time.Second, "closed streams to be released", func() bool {
+				_, _ = p.agent.mux.Ping()
+				return p.hub.NumStreams() == 0
+			})
+			if _, err := fleetClient(t, p.agent).Renew(callCtx(t), &fleetv1.RenewRequest{}); err != nil {
+				t.Fatalf("Renew after the flood: %v", err)
+			}
+		})
 	}
 }

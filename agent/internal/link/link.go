@@ -44,6 +44,14 @@ const (
 	StateRefused = cache.LinkRefused
 )
 
+// ErrHubBusy: the hub refused the connection before TLS because of its
+// admission limits; the agent backs off at least busyBackoffSteps.
+var ErrHubBusy = errors.New("hub is refusing connections (busy)")
+
+// busyBackoffSteps is where a busy refusal puts the backoff at least:
+// MinBackoff × 2^4 (8 s by default), jittered, up to MaxBackoff.
+const busyBackoffSteps = 4
+
 // ErrNotEnrolled: no identity in the cache and no token to get one.
 var ErrNotEnrolled = errors.New("agent is not enrolled: pass --token and --hub once")
 
@@ -253,12 +261,7 @@ func (l *Link) Run(ctx context.Context) error {
 			l.setState(StateOffline, "", errors.New("agent stopped"))
 			return nil
 		}
-		state := StateOffline
-		if status.Code(err) == codes.PermissionDenied {
-			state = StateRefused
-			bo.n = 64 // straight to the cap: retrying fast will not help
-		}
-		wait := bo.next()
+		state, wait := retryAfter(err, bo)
 		l.mu.Lock()
 		l.st.NextAttempt = l.cfg.Now().Add(wait)
 		l.mu.Unlock()
@@ -273,6 +276,20 @@ func (l *Link) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// retryAfter is the link state and wait after a failed connection.
+func retryAfter(err error, bo *backoff) (string, time.Duration) {
+	state := StateOffline
+	switch {
+	case status.Code(err) == codes.PermissionDenied:
+		state = StateRefused
+		bo.n = 64 // straight to the cap: retrying fast will not help
+	case errors.Is(err, ErrHubBusy):
+		// The hub is up but shedding load: do not come back at once.
+		bo.n = max(bo.n, busyBackoffSteps)
+	}
+	return state, bo.next()
 }
 
 func (l *Link) nextHub() string {
@@ -356,6 +373,9 @@ func (l *Link) dialHub(ctx context.Context, addr string, tc *tls.Config, srv *gr
 	conn := tls.Client(raw, tc)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
+		if tunnel.IsBusyRefusal(err) {
+			return nil, fmt.Errorf("hub %s: %w", addr, ErrHubBusy)
+		}
 		if errors.Is(err, ErrPinMismatch) {
 			return nil, fmt.Errorf("hub %s: %w", addr, err)
 		}
@@ -388,7 +408,7 @@ func (l *Link) enroll(ctx context.Context) error {
 			l.setState(StateRefused, hub, err)
 			return fmt.Errorf("enroll with hub %s: %w", hub, err)
 		}
-		wait := bo.next()
+		_, wait := retryAfter(err, bo)
 		l.setState(StateOffline, hub, err)
 		l.log.Warn("enrolment failed; will retry", "hub", hub, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {

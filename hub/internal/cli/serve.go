@@ -43,6 +43,10 @@ listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates; agents renew at about 2/3, so an agent may stay offline for about 1/3 of it")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "agent heartbeat interval")
 	f.StringSliceVar(&cfg.SystemNamespaces, "system-namespaces", cfg.SystemNamespaces, "namespaces whose ServiceTemplates every namespace may use, searched in order after the object's own")
+	f.IntVar(&cfg.MaxAgentConns, "max-agent-conns", cfg.MaxAgentConns, "agent connections open at once; more are refused before TLS")
+	f.IntVar(&cfg.MaxAgentConnsPerAddr, "max-agent-conns-per-addr", cfg.MaxAgentConnsPerAddr, "agent connections open at once from one source IP (agents behind one NAT share it)")
+	f.Float64Var(&cfg.AgentConnRate, "agent-conn-rate", cfg.AgentConnRate, "new agent connections per second from one source IP, sustained")
+	f.IntVar(&cfg.AgentConnBurst, "agent-conn-burst", cfg.AgentConnBurst, "new agent connections from one source IP allowed in a burst above --agent-conn-rate")
 	logs.register(cmd)
 	return cmd
 }

@@ -92,9 +92,21 @@ type Config struct {
 	// (enrol or an authorised sync) this long after its handshake, so idle
 	// or garbage connections cannot pile up.
 	SetupTimeout time.Duration
-	Tunnel       tunnel.Config
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// MaxConns bounds agent connections open at once; MaxConnsPerAddr
+	// those from one source IP. ConnRatePerAddr (per second) and
+	// ConnBurstPerAddr are a token bucket for new connections from one
+	// source IP. A connection over a limit is refused before TLS: it gets
+	// one plaintext line starting with BusyPrefix and is closed.
+	MaxConns         int
+	MaxConnsPerAddr  int
+	ConnRatePerAddr  float64
+	ConnBurstPerAddr int
+	// Tunnel configures sessions with a client certificate. Sessions
+	// without one may only enrol; they get far tighter limits (see
+	// enrolTunnelConfig) and always end SetupTimeout after their handshake.
+	Tunnel tunnel.Config
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // DefaultConfig returns a Config with production defaults; Registry,
@@ -107,6 +119,10 @@ func DefaultConfig() Config {
 		SeenInterval:     5 * time.Minute,
 		SeenFlush:        time.Second,
 		SetupTimeout:     30 * time.Second,
+		MaxConns:         DefaultMaxConns,
+		MaxConnsPerAddr:  DefaultMaxConnsPerAddr,
+		ConnRatePerAddr:  DefaultConnRatePerAddr,
+		ConnBurstPerAddr: DefaultConnBurstPerAddr,
 		Tunnel:           tunnel.DefaultConfig(),
 	}
 }
@@ -126,6 +142,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
 	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0 || c.SeenFlush <= 0:
 		return errors.New("gateway: Heartbeat, HandshakeTimeout, SetupTimeout and SeenFlush must be positive")
+	case c.MaxConns < 1 || c.MaxConnsPerAddr < 1 || c.MaxConnsPerAddr > c.MaxConns:
+		return fmt.Errorf("gateway: MaxConns %d and MaxConnsPerAddr %d must be at least 1, and MaxConnsPerAddr at most MaxConns", c.MaxConns, c.MaxConnsPerAddr)
+	case !(c.ConnRatePerAddr > 0) || c.ConnBurstPerAddr < 1:
+		return fmt.Errorf("gateway: ConnRatePerAddr %v must be positive and ConnBurstPerAddr %d at least 1", c.ConnRatePerAddr, c.ConnBurstPerAddr)
 	}
 	return c.Tunnel.Validate()
 }
@@ -142,11 +162,20 @@ type Gateway struct {
 	tls    *tls.Config
 	tunnel *tunnel.Server
 	grpc   *grpc.Server
+	// enrolTunnel and enrolGRPC serve sessions without a client
+	// certificate, with small limits: such a peer may only enrol.
+	enrolTunnel *tunnel.Server
+	enrolGRPC   *grpc.Server
+	admission   *admission
+	refusals    refusalLog
 
 	mu       sync.Mutex
 	sessions map[string]*agentSession // by cluster, only after a valid Hello
 	conns    map[*tunnel.Session]*connState
-	wg       sync.WaitGroup
+	// gen counts, per cluster, the Disconnects (deletion, re-enrolment):
+	// a call authorised under an older generation is refused.
+	gen map[string]uint64
+	wg  sync.WaitGroup
 
 	// closing is set when Serve ends: sessions set up after that are
 	// closed at once.
@@ -156,23 +185,37 @@ type Gateway struct {
 	seen   map[string]fleet.Contact // contacts not yet written
 }
 
-// connState is what the gateway knows of one connection.
+// connState is what the gateway knows of one connection. It is made
+// before the session serves (tunnel.SessionOptions.Data), so the first
+// call always finds it.
 type connState struct {
-	// active is set by the first accepted call.
+	// active is set by the first authorised call with a certificate.
+	// Sessions without a certificate are never active: they end at
+	// SetupTimeout whatever they do.
 	active atomic.Bool
 	// wire counts the connection's bytes, TLS included.
 	wire *tunnel.CountingConn
-	// setup closes the connection if no call was accepted in time.
-	setup *time.Timer
+	// release gives back the admission slot.
+	release func()
+
+	// Under Gateway.mu: the session, and the cluster of its certificate
+	// once a call was authorised.
+	sess    *tunnel.Session
+	cluster string
+	// setup closes the connection if no call was accepted in time; expiry
+	// when the client certificate expires.
+	setup, expiry *time.Timer
+
+	// writes is held (read) by every store write made for the session;
+	// revoke takes it to wait for those in flight, and sets revoked so no
+	// later one is made.
+	writes  sync.RWMutex
+	revoked atomic.Bool
 }
 
-func (g *Gateway) markActive(sess *tunnel.Session) {
-	g.mu.Lock()
-	cs := g.conns[sess]
-	g.mu.Unlock()
-	if cs != nil {
-		cs.active.Store(true)
-	}
+func connOf(sess *tunnel.Session) *connState {
+	cs, _ := sess.Data().(*connState)
+	return cs
 }
 
 // agentSession is one connected cluster.
@@ -229,8 +272,10 @@ func New(cfg Config) (*Gateway, error) {
 		log:      cfg.Logger,
 		sessions: map[string]*agentSession{},
 		conns:    map[*tunnel.Session]*connState{},
+		gen:      map[string]uint64{},
 		seen:     map[string]fleet.Contact{},
 	}
+	g.admission = newAdmission(cfg)
 	g.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cfg.Certificate},
@@ -238,6 +283,8 @@ func New(cfg Config) (*Gateway, error) {
 		// call is refused without one by the interceptors.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  cfg.ClientCAs,
+		// Certificates are checked against the hub's clock.
+		Time: cfg.Now,
 	}
 	tickets := newTicketStore(maxTickets, 24*time.Hour, cfg.Now)
 	g.tls.WrapSession, g.tls.UnwrapSession = tickets.wrap, tickets.unwrap
@@ -252,7 +299,49 @@ func New(cfg Config) (*Gateway, error) {
 	if g.tunnel, err = tunnel.NewServer(cfg.Tunnel, g.grpc); err != nil {
 		return nil, err
 	}
+	ecfg := enrolTunnelConfig(cfg.Tunnel)
+	g.enrolGRPC = grpc.NewServer(append(tunnel.ServerOptions(ecfg),
+		grpc.ChainUnaryInterceptor(g.unaryAuth),
+		grpc.ChainStreamInterceptor(g.streamAuth),
+	)...)
+	fleetv1.RegisterEnrollmentServer(g.enrolGRPC, &enrollment{g: g})
+	// Registered so that a call without a certificate is refused by the
+	// interceptors with a reason, not Unimplemented.
+	fleetv1.RegisterFleetServer(g.enrolGRPC, &fleetService{g: g})
+	if g.enrolTunnel, err = tunnel.NewServer(ecfg, g.enrolGRPC); err != nil {
+		return nil, err
+	}
 	return g, nil
+}
+
+// Limits of a session without a client certificate. It may only enrol: one
+// gRPC transport, a spare stream for a reconnecting ClientConn, two calls
+// at once, and messages of at most 64 KiB (a join token, a CSR of at most
+// 16 KiB and a version). gRPC refuses a larger message from its length
+// prefix, before reading it. Such a session holds at most
+// MaxStreams × StreamWindowSize (512 KiB) in yamux and 64 KiB per HTTP/2
+// window.
+const (
+	enrolMaxStreams    = 2
+	enrolMaxMsgSize    = 64 << 10
+	enrolMaxCalls      = 2
+	enrolWindow        = 64 << 10
+	enrolMaxHeaderList = 16 << 10
+)
+
+func enrolTunnelConfig(c tunnel.Config) tunnel.Config {
+	c.MaxTransports = 1
+	c.MaxStreams = enrolMaxStreams
+	c.AcceptBacklog = enrolMaxStreams
+	c.StreamWindowSize = 256 << 10 // yamux's minimum
+	c.MaxRecvMsgSize = enrolMaxMsgSize
+	c.MaxSendMsgSize = enrolMaxMsgSize
+	c.MaxConcurrentStreams = enrolMaxCalls
+	c.MaxHeaderListSize = enrolMaxHeaderList
+	c.InitialWindowSize = enrolWindow
+	c.InitialConnWindowSize = enrolWindow
+	c.ReadBufferSize = 0
+	return c
 }
 
 // Serve accepts agent connections on ln until ctx is done, then closes every
@@ -273,13 +362,16 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if temporaryAcceptError(err) {
+				// Out of file descriptors (a flood, or a low ulimit) and
+				// the like pass: keep serving the agents already here.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				g.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				g.log.Warn("accepting agent connections failed; retrying", "addr", ln.Addr().String(), "err", err, "delay", delay)
+				t := time.NewTimer(delay)
 				select {
-				case <-time.After(delay):
+				case <-t.C:
 				case <-ctx.Done():
+					t.Stop()
 					return nil
 				}
 				continue
@@ -287,15 +379,21 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("gateway: accept on %s: %w", ln.Addr(), err)
 		}
 		delay = 0
+		release, err := g.admission.admit(conn.RemoteAddr())
+		if err != nil {
+			g.refusals.note(g.log, g.cfg.Now(), conn.RemoteAddr().String(), err)
+			refuse(conn, err)
+			continue
+		}
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			g.handle(ctx, conn)
+			g.handle(ctx, conn, release)
 		}()
 	}
 }
 
-func (g *Gateway) handle(ctx context.Context, conn net.Conn) {
+func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	remote := conn.RemoteAddr().String()
 	// Count below TLS so the numbers are what crosses the wire.
 	raw := tunnel.NewCountingConn(conn)
@@ -306,24 +404,42 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn) {
 	if err != nil {
 		g.log.Info("agent TLS handshake failed", "remote", remote, "err", err)
 		raw.Close()
+		release()
 		return
 	}
-	sess, err := g.tunnel.ServeConnFunc(ctx, tc, g.sessionEnded)
+	// The state exists before the session serves, so the first call is
+	// counted (it used to be registered after, and an early call was not).
+	cs := &connState{wire: raw, release: release}
+	srv := g.enrolTunnel
+	var leaf *x509.Certificate
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		srv, leaf = g.tunnel, certs[0]
+	}
+	sess, err := srv.ServeConnWith(ctx, tc, tunnel.SessionOptions{OnEnd: g.sessionEnded, Data: cs})
 	if err != nil {
 		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
 		tc.Close()
+		release()
 		return
 	}
 	// From here on the session's own goroutines carry it: no goroutine per
 	// agent waits for it to end (that cost ~4 KB per connected agent).
-	cs := &connState{wire: raw}
+	g.mu.Lock()
+	cs.sess = sess
 	cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
 		if !cs.active.Load() {
 			g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
 			sess.Close()
 		}
 	})
-	g.mu.Lock()
+	if leaf != nil {
+		// The certificate was checked once, at the handshake: the session
+		// must not outlive it.
+		cs.expiry = time.AfterFunc(leaf.NotAfter.Sub(g.cfg.Now()), func() {
+			g.log.Info("closing agent connection: its certificate expired", "remote", remote, "not_after", leaf.NotAfter)
+			sess.Close()
+		})
+	}
 	closing := g.closing
 	if !closing {
 		g.conns[sess] = cs
@@ -343,13 +459,21 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn) {
 // the session stops serving.
 func (g *Gateway) sessionEnded(sess *tunnel.Session) {
 	g.mu.Lock()
-	cs := g.conns[sess]
 	delete(g.conns, sess)
-	g.mu.Unlock()
+	cs := connOf(sess)
 	if cs != nil {
-		cs.setup.Stop()
+		if cs.setup != nil {
+			cs.setup.Stop()
+		}
+		if cs.expiry != nil {
+			cs.expiry.Stop()
+		}
 	}
+	g.mu.Unlock()
 	sess.Close()
+	if cs != nil {
+		cs.release()
+	}
 }
 
 func (g *Gateway) closeAll() {
@@ -365,6 +489,7 @@ func (g *Gateway) closeAll() {
 	}
 	g.wg.Wait()
 	g.grpc.Stop()
+	g.enrolGRPC.Stop()
 }
 
 // noteSeen records a contact with cluster's agent, written by flushSeen.
@@ -447,15 +572,59 @@ func (s *agentSession) info() SessionInfo {
 	return si
 }
 
-// Disconnect closes the session of cluster, if any: used when a cluster is
-// deleted so its agent must reconnect and be refused.
+// Disconnect ends every connection of cluster: used when a cluster is
+// deleted or re-enrolled, so its agent must reconnect and be refused (or
+// use its new certificate). Calls authorised before it and not yet
+// registered are refused; when it returns, no store write made for those
+// connections is in flight, and none will be made, so what the caller
+// deletes next stays deleted.
 func (g *Gateway) Disconnect(cluster string) {
 	g.mu.Lock()
-	s, ok := g.sessions[cluster]
-	g.mu.Unlock()
-	if ok {
-		s.sess.Close()
+	g.gen[cluster]++
+	var victims []*connState
+	for _, cs := range g.conns {
+		if cs.cluster == cluster {
+			victims = append(victims, cs)
+		}
 	}
+	if s := g.sessions[cluster]; s != nil {
+		delete(g.sessions, cluster)
+		if cs := connOf(s.sess); cs != nil && cs.cluster == "" {
+			victims = append(victims, cs)
+		}
+	}
+	g.mu.Unlock()
+	for _, cs := range victims {
+		cs.revoked.Store(true)
+		cs.sess.Close()
+	}
+	for _, cs := range victims {
+		// Wait for writes that passed the check before revoked was set.
+		cs.writes.Lock()
+		cs.writes.Unlock() //nolint:staticcheck // a barrier, not a critical section
+	}
+	if len(victims) > 0 {
+		g.log.Info("closed the connections of a revoked cluster", "cluster", cluster, "connections", len(victims))
+	}
+}
+
+// storeWrite runs write, a store write for the caller of ctx, unless its
+// connection was revoked; Disconnect waits for one in flight.
+func (g *Gateway) storeWrite(ctx context.Context, write func() error) error {
+	id := identityFrom(ctx)
+	cs := (*connState)(nil)
+	if id.sess != nil {
+		cs = connOf(id.sess)
+	}
+	if cs == nil {
+		return write()
+	}
+	cs.writes.RLock()
+	defer cs.writes.RUnlock()
+	if cs.revoked.Load() {
+		return status.Errorf(codes.PermissionDenied, "cluster %q was revoked", id.cluster)
+	}
+	return write()
 }
 
 // Diagnose calls the agent of cluster over the hub→agent direction of its
@@ -482,7 +651,7 @@ func (g *Gateway) Diagnose(ctx context.Context, cluster string) (*fleetv1.Diagno
 // agent that reconnects before the hub noticed its old link died wins.
 func (g *Gateway) register(s *agentSession) {
 	g.mu.Lock()
-	if cs := g.conns[s.sess]; cs != nil {
+	if cs := connOf(s.sess); cs != nil {
 		s.wire = cs.wire
 	}
 	old := g.sessions[s.cluster]
@@ -521,7 +690,8 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 	}
 	id := identity{sess: ai.Session, remote: ai.Session.RemoteAddr().String()}
 	if method == enrollMethod {
-		g.markActive(ai.Session)
+		// Not marked active: a failed enrolment must not keep the session,
+		// and a successful one has no use for it afterwards.
 		return context.WithValue(ctx, identityKey{}, id), nil
 	}
 	if ai.TLS == nil || len(ai.TLS.PeerCertificates) == 0 {
@@ -534,13 +704,26 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 	}
 	id.cluster = cluster
 	id.serial = cert.SerialNumber.Text(16)
+	g.mu.Lock()
+	gen := g.gen[cluster]
+	g.mu.Unlock()
 	if _, err := g.cfg.Registry.Authorize(ctx, cluster, id.serial); err != nil {
 		if errors.Is(err, fleet.ErrRevoked) {
 			return nil, status.Error(codes.PermissionDenied, err.Error())
 		}
 		return nil, status.Errorf(codes.Unavailable, "authorize: %v", err)
 	}
-	g.markActive(ai.Session)
+	cs := connOf(ai.Session)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gen[cluster] != gen || (cs != nil && cs.revoked.Load()) {
+		// Disconnect ran while this call was being authorised.
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %q was revoked while the call was authorised", cluster)
+	}
+	if cs != nil {
+		cs.cluster = cluster
+		cs.active.Store(true)
+	}
 	return context.WithValue(ctx, identityKey{}, id), nil
 }
 

@@ -62,6 +62,12 @@ type testHub struct {
 // registry on a loopback port.
 func newHub(t *testing.T, opts ...func(*gateway.Config)) *testHub {
 	t.Helper()
+	return newHubWith(t, nil, opts...)
+}
+
+// newHubWith is newHub serving on wrap(listener) when wrap is not nil.
+func newHubWith(t *testing.T, wrap func(net.Listener) net.Listener, opts ...func(*gateway.Config)) *testHub {
+	t.Helper()
 	dir := t.TempDir()
 	clk := &clock{now: time.Now()}
 	ca, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"), clk.Now())
@@ -94,6 +100,10 @@ func newHub(t *testing.T, opts ...func(*gateway.Config)) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(ctx, ln) }()
@@ -106,7 +116,7 @@ func newHub(t *testing.T, opts ...func(*gateway.Config)) *testHub {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return &testHub{addr: ln.Addr().String(), ca: ca, fleet: reg, gw: gw, clock: clk}
+	return &testHub{addr: addr, ca: ca, fleet: reg, gw: gw, clock: clk}
 }
 
 func (h *testHub) token(t *testing.T, cluster string, ttl time.Duration, uses int) string {

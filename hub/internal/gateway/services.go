@@ -34,6 +34,9 @@ func (e *enrollment) Enroll(ctx context.Context, req *fleetv1.EnrollRequest) (*f
 	if len(req.GetCsrDer()) == 0 || len(req.GetCsrDer()) > maxCSRSize {
 		return nil, status.Errorf(codes.InvalidArgument, "enroll: csr_der must be 1..%d bytes, got %d", maxCSRSize, len(req.GetCsrDer()))
 	}
+	if err := checkAgentInfo("enroll", req.GetAgentVersion(), ""); err != nil {
+		return nil, err
+	}
 	now := g.cfg.Now()
 	sign := func(cluster string) (fleet.Issued, error) {
 		return g.sign(req.GetCsrDer(), cluster, now)
@@ -43,6 +46,9 @@ func (e *enrollment) Enroll(ctx context.Context, req *fleetv1.EnrollRequest) (*f
 		g.log.Info("enrolment refused", "remote", id.remote, "err", err)
 		return nil, status.Error(enrollCode(err), err.Error())
 	}
+	// The new enrolment revoked the cluster's older certificates: end the
+	// connections still using them.
+	g.Disconnect(cluster)
 	ca := g.cfg.Certificate.Certificate[len(g.cfg.Certificate.Certificate)-1]
 	return &fleetv1.EnrollResponse{
 		Cluster:        cluster,
@@ -120,6 +126,9 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 	if hello.GetCluster() != id.cluster {
 		g.log.Warn("agent asked for another cluster's state", "cluster", id.cluster, "asked", hello.GetCluster(), "remote", id.remote)
 		return status.Errorf(codes.PermissionDenied, "sync: certificate is for cluster %q, not %q", id.cluster, hello.GetCluster())
+	}
+	if err := checkAgentInfo("sync: hello", hello.GetAgentVersion(), hello.GetHostname()); err != nil {
+		return err
 	}
 	now := g.cfg.Now()
 	s := &agentSession{
@@ -306,7 +315,10 @@ func (g *Gateway) beat(s *agentSession) {
 // drop it from its outbox.
 func (g *Gateway) report(ctx context.Context, out *hubSender, cluster string, rep *fleetv1.StatusReport) error {
 	if g.cfg.Status != nil {
-		if err := g.cfg.Status.SaveReport(ctx, cluster, rep); err != nil {
+		if err := g.storeWrite(ctx, func() error { return g.cfg.Status.SaveReport(ctx, cluster, rep) }); err != nil {
+			if status.Code(err) == codes.PermissionDenied {
+				return err
+			}
 			// Not acknowledged: the agent sends it again after reconnecting.
 			return status.Errorf(codes.Unavailable, "store status report %d of %q: %v", rep.GetSeq(), cluster, err)
 		}

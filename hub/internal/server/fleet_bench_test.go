@@ -125,6 +125,11 @@ func runFleet(b *testing.B, sim string, n int, tweak func(*tunnel.Config)) fleet
 		APIAddr:   "127.0.0.1:0",
 		Heartbeat: *fleetHeartbeat,
 		Out:       io.Discard,
+		// Every simulated agent connects from 127.0.0.1.
+		MaxAgentConns:        n + 1024,
+		MaxAgentConnsPerAddr: n + 1024,
+		AgentConnRate:        1e6,
+		AgentConnBurst:       n + 1024,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -430,6 +435,7 @@ func (h *Hub) replaceGateway(tweak func(*tunnel.Config)) error {
 	if h.cfg.Heartbeat > 0 {
 		gcfg.Heartbeat = h.cfg.Heartbeat
 	}
+	h.cfg.admission(&gcfg)
 	tweak(&gcfg.Tunnel)
 	gw, err := gateway.New(gcfg)
 	if err != nil {

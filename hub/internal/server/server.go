@@ -45,7 +45,13 @@ type Config struct {
 	Heartbeat time.Duration
 	// SystemNamespaces hold ServiceTemplates every namespace may use.
 	SystemNamespaces []string
-	Logger           *slog.Logger
+	// Admission limits on agent connections (gateway.Config has the
+	// details); 0 means the gateway's default.
+	MaxAgentConns        int
+	MaxAgentConnsPerAddr int
+	AgentConnRate        float64
+	AgentConnBurst       int
+	Logger               *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -59,7 +65,11 @@ func DefaultConfig() Config {
 		AgentCertTTL: 30 * 24 * time.Hour,
 		Heartbeat:    30 * time.Second,
 
-		SystemNamespaces: objects.DefaultSystemNamespaces(),
+		SystemNamespaces:     objects.DefaultSystemNamespaces(),
+		MaxAgentConns:        gateway.DefaultMaxConns,
+		MaxAgentConnsPerAddr: gateway.DefaultMaxConnsPerAddr,
+		AgentConnRate:        gateway.DefaultConnRatePerAddr,
+		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
 	}
 }
 
@@ -167,6 +177,7 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if cfg.Heartbeat > 0 {
 		gcfg.Heartbeat = cfg.Heartbeat
 	}
+	cfg.admission(&gcfg)
 	h.gw, err = gateway.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -192,6 +203,22 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// admission copies the set admission limits into gcfg.
+func (c *Config) admission(gcfg *gateway.Config) {
+	if c.MaxAgentConns > 0 {
+		gcfg.MaxConns = c.MaxAgentConns
+	}
+	if c.MaxAgentConnsPerAddr > 0 {
+		gcfg.MaxConnsPerAddr = c.MaxAgentConnsPerAddr
+	}
+	if c.AgentConnRate > 0 {
+		gcfg.ConnRatePerAddr = c.AgentConnRate
+	}
+	if c.AgentConnBurst > 0 {
+		gcfg.ConnBurstPerAddr = c.AgentConnBurst
+	}
 }
 
 func (h *Hub) ensureAdmin(ctx context.Context, users *api.Users) error {
