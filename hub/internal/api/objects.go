@@ -106,6 +106,9 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return badRequest("%v", err)
 	}
+	if err := refuseRedacted(objs); err != nil {
+		return err
+	}
 	res, err := s.cfg.Objects.Apply(r.Context(), objs)
 	if err != nil {
 		if errors.Is(err, objects.ErrInvalid) {
@@ -147,10 +150,12 @@ func (s *server) listObjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return objectErr(err)
 	}
+	role := roleOf(r.Context())
 	for _, o := range objs {
 		if err := s.withStatus(r.Context(), o); err != nil {
 			return err
 		}
+		redactFor(role, o)
 	}
 	writeJSON(w, http.StatusOK, objs)
 	return nil
@@ -168,6 +173,7 @@ func (s *server) getObject(w http.ResponseWriter, r *http.Request) error {
 	if err := s.withStatus(r.Context(), o); err != nil {
 		return err
 	}
+	redactFor(roleOf(r.Context()), o)
 	writeJSON(w, http.StatusOK, o)
 	return nil
 }

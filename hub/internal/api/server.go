@@ -184,6 +184,7 @@ func (s *server) auth(need Role, h handlerFunc) http.Handler {
 			writeError(w, http.StatusForbidden, fmt.Errorf("user %q has role %s; %s %s needs admin", user, role, r.Method, r.URL.Path))
 			return
 		}
+		r = r.WithContext(withRole(r.Context(), role))
 		if err := h(w, r); err != nil {
 			code := http.StatusInternalServerError
 			var he httpError
