@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -94,9 +93,9 @@ func (s *server) registerObjects(mux *http.ServeMux) {
 }
 
 func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxApply))
+	body, err := readBody(w, r, maxApply, "read apply body")
 	if err != nil {
-		return badRequest("read apply body: %v", err)
+		return err
 	}
 	source := r.URL.Query().Get("source")
 	if source == "" {
@@ -191,9 +190,9 @@ func (s *server) deleteObject(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) pushChart(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<20))
+	body, err := readBody(w, r, maxChart, "read chart")
 	if err != nil {
-		return badRequest("read chart: %v", err)
+		return err
 	}
 	c, err := s.cfg.Charts.Push(r.Context(), body)
 	if err != nil {
