@@ -149,7 +149,7 @@ func pkiPath(dataDir string) string   { return filepath.Join(dataDir, "pki") }
 
 // New opens the data directory, creating the CA and admin user on first
 // start, and binds both listeners. Run serves them.
-func New(ctx context.Context, cfg Config) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,7 +162,8 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub: create data dir: %w", err)
 	}
-	h = &Hub{cfg: cfg, log: cfg.Logger}
+	h := &Hub{cfg: cfg, log: cfg.Logger}
+	// Close what was opened if New fails (h, not the nil result).
 	defer func() {
 		if err != nil {
 			h.close()
