@@ -36,7 +36,7 @@ be enrolled again with a new join token.`,
 
   # with the hub stopped: issue a new admin token
   tether serve --data-dir /var/lib/tether --reset-admin`,
-		Args:    exactArgs(0, "no arguments"),
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(g.stderr)
 			if err != nil {
