@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tetherfleet/tether/hub/internal/api"
@@ -16,14 +17,20 @@ import (
 type testHub struct {
 	dataDir string
 	admin   string // admin console config path
+	stop    func() // stops the hub; idempotent
 }
 
-// startHub starts a hub and stops it when the test ends.
+// startHub starts a hub in a new data dir and stops it when the test ends.
 func startHub(t *testing.T) *testHub {
 	t.Helper()
-	dir := t.TempDir()
+	return startHubAt(t, filepath.Join(t.TempDir(), "data"))
+}
+
+// startHubAt starts a hub on dataDir.
+func startHubAt(t *testing.T, dataDir string) *testHub {
+	t.Helper()
 	cfg := server.DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.DataDir = dataDir
 	cfg.AgentAddr, cfg.APIAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Out = &bytes.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -34,13 +41,17 @@ func startHub(t *testing.T) *testHub {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	})
-	return &testHub{dataDir: cfg.DataDir, admin: h.AdminConfig()}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("hub Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &testHub{dataDir: cfg.DataDir, admin: h.AdminConfig(), stop: stop}
 }
 
 // run runs the tether CLI and returns its exit code, stdout and stderr.
