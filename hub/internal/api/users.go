@@ -33,7 +33,12 @@ func ParseRole(s string) (Role, error) {
 	return "", fmt.Errorf("role %q: want admin or viewer", s)
 }
 
-const kindUser = "ConsoleUser"
+// Store kinds of this file. kindUsersInit holds one object, "admin",
+// written with the first admin: its presence means the first start is done.
+const (
+	kindUser      = "ConsoleUser"
+	kindUsersInit = "ConsoleUsersInit"
+)
 
 // user is a console user; the token is stored only as a hash. A token is
 // "<name>.<secret>" so the lookup needs no scan and the secret check is
@@ -106,12 +111,30 @@ func (u *Users) Create(ctx context.Context, name string, role Role) (string, err
 // handed to persist (which writes the admin console config durably) before
 // the user is committed: if persist fails nothing is stored, and the next
 // start tries again, so a failed write cannot leave an admin whose token
-// nobody has. created is false when the admin already exists; persist is
-// then not called.
+// nobody has. created is false, and persist is not called, when this is
+// not the first start: the admin exists, or was created once and revoked
+// since (a revoked admin is not brought back by a restart; see
+// ResetAdmin).
 func (u *Users) EnsureAdmin(ctx context.Context, persist func(token string) error) (created bool, err error) {
-	if _, err := u.Store.Get(ctx, kindUser, "", AdminUser); err == nil {
-		return false, nil
-	} else if !errors.Is(err, store.ErrNotFound) {
+	first := false
+	err = u.Store.Txn(ctx, func(tx store.Tx) error {
+		_, uerr := tx.Get(kindUser, "", AdminUser)
+		if uerr != nil && !errors.Is(uerr, store.ErrNotFound) {
+			return uerr
+		}
+		_, err := tx.Get(kindUsersInit, "", AdminUser)
+		switch {
+		case errors.Is(err, store.ErrNotFound) && uerr == nil:
+			// A store from before the marker: record it now.
+			_, err = tx.Create(store.Object{Kind: kindUsersInit, Name: AdminUser, Value: []byte(`{}`)})
+			return err
+		case errors.Is(err, store.ErrNotFound):
+			first = true
+			return nil
+		}
+		return err
+	})
+	if err != nil || !first {
 		return false, err
 	}
 	tok, v, err := u.newToken(AdminUser, RoleAdmin)
@@ -121,7 +144,14 @@ func (u *Users) EnsureAdmin(ctx context.Context, persist func(token string) erro
 	if err := persist(tok); err != nil {
 		return false, err
 	}
-	if _, err := u.Store.Create(ctx, store.Object{Kind: kindUser, Name: AdminUser, Value: v}); err != nil {
+	err = u.Store.Txn(ctx, func(tx store.Tx) error {
+		if _, err := tx.Create(store.Object{Kind: kindUser, Name: AdminUser, Value: v}); err != nil {
+			return err
+		}
+		_, err := tx.Create(store.Object{Kind: kindUsersInit, Name: AdminUser, Value: []byte(`{}`)})
+		return err
+	})
+	if err != nil {
 		return false, fmt.Errorf("create user %q: %w", AdminUser, err)
 	}
 	return true, nil

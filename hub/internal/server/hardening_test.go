@@ -384,3 +384,52 @@ func TestConsoleRefusesOversizedRequests(t *testing.T) {
 		t.Fatalf("configmaps after refused requests = %d %s", code, body)
 	}
 }
+
+// TestRevokedAdminIsNotRecreatedOnRestart: "first start" means the store
+// never had an admin, not "there is no user admin now": a revoked admin
+// stays revoked across restarts.
+func TestRevokedAdminIsNotRecreatedOnRestart(t *testing.T) {
+	ctx := context.Background()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	h, err := New(ctx, testConfig(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runHub(t, h)
+	admin := adminClient(t, dataDir)
+	bob, err := admin.CreateUser(ctx, "bob", api.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RevokeUser(ctx, api.AdminUser, false); err != nil {
+		t.Fatalf("revoke admin while bob is admin too: %v", err)
+	}
+	stop()
+
+	out := &bytes.Buffer{}
+	cfg := testConfig(dataDir)
+	cfg.Out = out
+	if h, err = New(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	runHub(t, h)
+	if strings.Contains(out.String(), "initialised") {
+		t.Fatalf("restart re-initialised the admin:\n%s", out)
+	}
+	var se *api.StatusError
+	if _, err := adminClient(t, dataDir).Clusters(ctx); !errors.As(err, &se) || se.Code != http.StatusUnauthorized {
+		t.Fatalf("revoked admin's token after restart: %v; want 401", err)
+	}
+	bc, err := api.LoadClientConfig(AdminConfigPath(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc.Token = bob.Token
+	c, err := api.NewClient(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Clusters(ctx); err != nil {
+		t.Fatalf("bob after restart: %v", err)
+	}
+}

@@ -321,6 +321,10 @@ func (h *Hub) ensureAdmin(ctx context.Context, users *api.Users) error {
 	if !created {
 		// Keep the file's server address current if the API moved.
 		if c, err := api.LoadClientConfig(h.adminCfg); err == nil {
+			if _, _, err := users.Authenticate(ctx, c.Token); err != nil {
+				h.log.Warn("the token in the admin console config is not valid (its user was revoked or reset). To issue a new one, stop the hub and run `tether serve --reset-admin` with the same --data-dir",
+					"path", h.adminCfg, "err", err)
+			}
 			c.Server = server
 			c.CertificateAuthority = string(h.ca.CertPEM())
 			return api.WriteClientConfig(h.adminCfg, c)
