@@ -63,7 +63,8 @@ func newAPI(t *testing.T) (url, adminToken string) {
 		t.Fatal(err)
 	}
 	users := &api.Users{Store: st, Now: time.Now}
-	tok, created, err := users.EnsureAdmin(context.Background())
+	var tok string
+	created, err := users.EnsureAdmin(context.Background(), func(t string) error { tok = t; return nil })
 	if err != nil || !created {
 		t.Fatalf("EnsureAdmin = %v, %v", created, err)
 	}

@@ -191,3 +191,14 @@ func (c *Client) CreateUser(ctx context.Context, name string, role Role) (UserTo
 	var out UserToken
 	return out, c.do(ctx, http.MethodPost, "/v1/users", UserRequest{Name: name, Role: string(role)}, &out)
 }
+
+// RevokeUser deletes a console user; its token is refused at once. force
+// allows revoking the last admin.
+func (c *Client) RevokeUser(ctx context.Context, name string, force bool) (RevokedUser, error) {
+	var out RevokedUser
+	p := "/v1/users/" + url.PathEscape(name)
+	if force {
+		p += "?force=true"
+	}
+	return out, c.do(ctx, http.MethodDelete, p, nil, &out)
+}

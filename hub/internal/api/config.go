@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tetherfleet/tether/hub/internal/atomicfile"
 )
 
 // ClientConfig is the console's connection file, found the way kubectl
@@ -80,7 +82,8 @@ func LoadClientConfig(path string) (ClientConfig, error) {
 }
 
 // WriteClientConfig writes c to path with mode 0600, creating parent
-// directories.
+// directories. The write is atomic and durable (file and directory are
+// fsynced) when it returns nil.
 func WriteClientConfig(path string, c ClientConfig) error {
 	c.APIVersion, c.Kind = configAPIVersion, configKind
 	b, err := yaml.Marshal(c)
@@ -90,11 +93,7 @@ func WriteClientConfig(path string, c ClientConfig) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write console config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write console config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("write console config: %w", err)
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -96,9 +95,9 @@ func (s *server) registerObjects(mux *http.ServeMux) {
 }
 
 func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxApply))
+	body, err := readBody(w, r, maxApply, "read apply body")
 	if err != nil {
-		return badRequest("read apply body: %v", err)
+		return err
 	}
 	source := r.URL.Query().Get("source")
 	if source == "" {
@@ -107,6 +106,9 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	objs, err := objects.Decode(body, source)
 	if err != nil {
 		return badRequest("%v", err)
+	}
+	if err := refuseRedacted(objs); err != nil {
+		return err
 	}
 	res, err := s.cfg.Objects.Apply(r.Context(), objs)
 	if err != nil {
@@ -150,10 +152,12 @@ func (s *server) listObjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return objectErr(err)
 	}
+	role := roleOf(r.Context())
 	for _, o := range objs {
 		if err := s.withStatus(r.Context(), o); err != nil {
 			return err
 		}
+		redactFor(role, o)
 	}
 	writeJSON(w, http.StatusOK, objs)
 	return nil
@@ -171,6 +175,7 @@ func (s *server) getObject(w http.ResponseWriter, r *http.Request) error {
 	if err := s.withStatus(r.Context(), o); err != nil {
 		return err
 	}
+	redactFor(roleOf(r.Context()), o)
 	writeJSON(w, http.StatusOK, o)
 	return nil
 }
@@ -188,9 +193,9 @@ func (s *server) deleteObject(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) pushChart(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<20))
+	body, err := readBody(w, r, maxChart, "read chart")
 	if err != nil {
-		return badRequest("read chart: %v", err)
+		return err
 	}
 	c, err := s.cfg.Charts.Push(r.Context(), body)
 	if err != nil {

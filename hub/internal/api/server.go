@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
@@ -100,6 +102,7 @@ type Gateway interface {
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (string, Role, error)
 	Create(ctx context.Context, name string, role Role) (string, error)
+	Revoke(ctx context.Context, name string, force bool) (Role, error)
 }
 
 // UserRequest is the body of POST /v1/users.
@@ -141,12 +144,38 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("PATCH /v1/clusters/{name}/labels", s.auth(RoleAdmin, s.labelCluster))
 	mux.Handle("POST /v1/tokens", s.auth(RoleAdmin, s.createToken))
 	mux.Handle("POST /v1/users", s.auth(RoleAdmin, s.createUser))
+	mux.Handle("DELETE /v1/users/{name}", s.auth(RoleAdmin, s.revokeUser))
 	s.registerObjects(mux)
 	return mux
 }
 
-// maxBody bounds request bodies.
-const maxBody = 1 << 20
+// Request body bounds. A body over its bound is refused with 413.
+const (
+	// maxBody bounds JSON request bodies.
+	maxBody = 1 << 20
+	// maxChart bounds a pushed chart archive.
+	maxChart = 64 << 20
+	// MaxRequestBody is the largest body any endpoint reads (a chart
+	// push); the HTTP server should refuse larger ones before routing.
+	MaxRequestBody = maxChart
+)
+
+// readBody reads a request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, bodyErr(what, err)
+	}
+	return b, nil
+}
+
+func bodyErr(what string, err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%s: body is larger than the limit of %d bytes", what, tooLarge.Limit)}
+	}
+	return badRequest("%s: %v", what, err)
+}
 
 type server struct {
 	cfg Config
@@ -184,6 +213,7 @@ func (s *server) auth(need Role, h handlerFunc) http.Handler {
 			writeError(w, http.StatusForbidden, fmt.Errorf("user %q has role %s; %s %s needs admin", user, role, r.Method, r.URL.Path))
 			return
 		}
+		r = r.WithContext(withRole(r.Context(), role))
 		if err := h(w, r); err != nil {
 			code := http.StatusInternalServerError
 			var he httpError
@@ -217,8 +247,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := readBody(w, r, maxBody, "read "+r.URL.Path+" body")
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("decode %s body: %v", r.URL.Path, err)
@@ -302,7 +336,7 @@ func (s *server) deleteCluster(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) labelCluster(w http.ResponseWriter, r *http.Request) error {
 	var labels map[string]string
-	if err := decode(r, &labels); err != nil {
+	if err := decode(w, r, &labels); err != nil {
 		return err
 	}
 	c, err := s.cfg.Fleet.SetLabels(r.Context(), r.PathValue("name"), labels)
@@ -315,7 +349,7 @@ func (s *server) labelCluster(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 	var req TokenRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		return err
 	}
 	ttl, err := time.ParseDuration(req.TTL)
@@ -332,7 +366,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) createUser(w http.ResponseWriter, r *http.Request) error {
 	var req UserRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(w, r, &req); err != nil {
 		return err
 	}
 	role, err := ParseRole(req.Role)
@@ -347,5 +381,35 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("%v", err)
 	}
 	writeJSON(w, http.StatusCreated, UserToken{Name: req.Name, Role: role, Token: tok})
+	return nil
+}
+
+// RevokedUser is the answer to DELETE /v1/users/{name}.
+type RevokedUser struct {
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+}
+
+func (s *server) revokeUser(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	force := false
+	if f := r.URL.Query().Get("force"); f != "" {
+		var err error
+		if force, err = strconv.ParseBool(f); err != nil {
+			return badRequest("force=%q: want true or false", f)
+		}
+	}
+	role, err := s.cfg.Auth.Revoke(r.Context(), name, force)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return httpError{http.StatusNotFound, fmt.Errorf("user %q not found", name)}
+	case errors.Is(err, ErrLastAdmin):
+		return httpError{http.StatusConflict, err}
+	case errors.Is(err, store.ErrInvalid):
+		return badRequest("%v", err)
+	case err != nil:
+		return err
+	}
+	writeJSON(w, http.StatusOK, RevokedUser{Name: name, Role: role})
 	return nil
 }

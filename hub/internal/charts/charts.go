@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherfleet/tether/hub/internal/atomicfile"
 	"github.com/tetherfleet/tether/hub/internal/store"
 )
 
@@ -174,7 +175,7 @@ func (s *Store) removeStaleTemps() {
 	}
 }
 
-const tempPrefix = ".tmp-"
+const tempPrefix = atomicfile.TempPrefix
 
 // Digest returns the content address of an archive.
 func Digest(archive []byte) string {
@@ -310,31 +311,7 @@ func (s *Store) writeBlob(digest string, archive []byte) error {
 	if fi, err := os.Stat(final); err == nil && fi.Size() == int64(len(archive)) {
 		return nil
 	}
-	f, err := os.CreateTemp(s.blobDir, tempPrefix+"*.tgz")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(archive); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	if d, err := os.Open(s.blobDir); err == nil {
-		_ = d.Sync() // make the rename durable; best effort where unsupported
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(final, archive, 0o600)
 }
 
 // record adds source to the metadata of c (creating it), in one

@@ -11,16 +11,32 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	cfg := server.DefaultConfig()
-	var logs logFlags
+	var (
+		logs       logFlags
+		resetAdmin bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a hub",
 		Long: `Run a hub. On first start it creates its CA, its store and an admin user in
 --data-dir, writes the admin console config (mode 0600) there and prints the
 export line to use it. Agents connect to --agent-addr; the console API
-listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
-		Example: `  tether serve --data-dir /var/lib/tether --agent-addr 0.0.0.0:7070 --api-addr 127.0.0.1:7443`,
-		Args:    exactArgs(0, "no arguments"),
+listens on --api-addr. Stop it with Ctrl-C or SIGTERM.
+
+Locked out (admin.yaml lost, or the last admin revoked)? Stop the hub and run
+'tether serve --reset-admin --data-dir DIR': it gives the user "admin" a new
+token, writes a new DIR/admin.yaml, prints the export line and exits without
+serving. It refuses while a hub is running on DIR.
+
+If DIR/pki (the CA) is missing but the store holds clusters, the hub refuses
+to start: their agents trust the lost CA. Restore ca.crt and ca.key from a
+backup, or pass --new-ca to create a new CA on purpose; every agent must then
+be enrolled again with a new join token.`,
+		Example: `  tether serve --data-dir /var/lib/tether --agent-addr 0.0.0.0:7070 --api-addr 127.0.0.1:7443
+
+  # with the hub stopped: issue a new admin token
+  tether serve --data-dir /var/lib/tether --reset-admin`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(g.stderr)
 			if err != nil {
@@ -28,6 +44,13 @@ listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
 			}
 			cfg.Logger = log
 			cfg.Out = g.stderr
+			if resetAdmin {
+				if cfg.NewCA {
+					return usageError{fmt.Errorf("--reset-admin and --new-ca do not go together: --reset-admin needs the existing CA")}
+				}
+				_, err := server.ResetAdmin(cmd.Context(), cfg)
+				return err
+			}
 			h, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -47,6 +70,12 @@ listens on --api-addr. Stop it with Ctrl-C or SIGTERM.`,
 	f.IntVar(&cfg.MaxAgentConnsPerAddr, "max-agent-conns-per-addr", cfg.MaxAgentConnsPerAddr, "agent connections open at once from one source IP (agents behind one NAT share it)")
 	f.Float64Var(&cfg.AgentConnRate, "agent-conn-rate", cfg.AgentConnRate, "new agent connections per second from one source IP, sustained")
 	f.IntVar(&cfg.AgentConnBurst, "agent-conn-burst", cfg.AgentConnBurst, "new agent connections from one source IP allowed in a burst above --agent-conn-rate")
+	f.BoolVar(&resetAdmin, "reset-admin", false, "on a stopped hub: give the admin user a new token, write a new admin.yaml into --data-dir, and exit")
+	f.BoolVar(&cfg.NewCA, "new-ca", false, "create a new CA although the pki directory is missing and clusters are enrolled; every agent must then enrol again")
+	f.DurationVar(&cfg.Console.ReadHeaderTimeout, "api-read-header-timeout", cfg.Console.ReadHeaderTimeout, "console API: time allowed for the TLS handshake and request headers")
+	f.DurationVar(&cfg.Console.ReadTimeout, "api-read-timeout", cfg.Console.ReadTimeout, "console API: time allowed to read a whole request, body included")
+	f.DurationVar(&cfg.Console.WriteTimeout, "api-write-timeout", cfg.Console.WriteTimeout, "console API: time allowed from the end of the request headers to the end of the response")
+	f.DurationVar(&cfg.Console.IdleTimeout, "api-idle-timeout", cfg.Console.IdleTimeout, "console API: an idle keep-alive connection is closed after this long")
 	logs.register(cmd)
 	return cmd
 }

@@ -55,6 +55,35 @@ and CA (from the admin config) and this token.`,
 	}
 	create.Flags().StringVar(&role, "role", string(api.RoleViewer), "viewer or admin")
 	addOutputFlag(create, &out, "yaml", "json")
-	cmd.AddCommand(create)
+	var force bool
+	revoke := &cobra.Command{
+		Use:   "revoke NAME [--force]",
+		Short: "Revoke a console user: its token is refused from the next request on",
+		Long: `Revoke a console user (admin only). The user is deleted and its token is
+refused from the very next request; connections that used it get 401.
+
+Revoking the last admin is refused, since nobody could then change the hub;
+--force does it anyway. To get an admin back afterwards, stop the hub and run
+'tether serve --reset-admin --data-dir DIR' on its data dir.`,
+		Example: `  tether user revoke alice
+  tether user revoke admin --force`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			u, err := c.RevokeUser(ctx, args[0], force)
+			if err != nil {
+				return fmt.Errorf("revoke user %q: %w", args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "user %q (%s) revoked\n", u.Name, u.Role)
+			return nil
+		},
+	}
+	revoke.Flags().BoolVar(&force, "force", false, "revoke even the last admin (recover with 'tether serve --reset-admin')")
+	cmd.AddCommand(create, revoke)
 	return cmd
 }

@@ -47,6 +47,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tetherfleet/tether/hub/internal/atomicfile"
 )
 
 // Identity encoding and lifetimes.
@@ -81,6 +83,8 @@ var (
 	// ErrNotAgentCert: the certificate does not carry an agent identity or
 	// does not chain to the CA for client auth.
 	ErrNotAgentCert = errors.New("not a tether agent certificate")
+	// ErrNoCA: the CA directory holds neither ca.crt nor ca.key.
+	ErrNoCA = errors.New("no CA")
 )
 
 // CA is the hub's certificate authority. It is safe for concurrent use.
@@ -90,11 +94,22 @@ type CA struct {
 	certPEM []byte
 }
 
-// LoadOrCreateCA loads ca.crt and ca.key from dir, or creates a new
-// self-signed CA valid from now for CAValidity if neither file exists. It
-// refuses to overwrite a lone ca.crt or ca.key, and refuses a CA that has
-// expired, is not a CA, or whose key does not match its certificate.
+// LoadOrCreateCA loads the CA from dir (see LoadCA), or creates a new one
+// (see CreateCA) if neither file exists. The hub itself uses LoadCA and
+// CreateCA, so that it can refuse to mint a new CA for a fleet that trusts
+// the lost one.
 func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
+	ca, err := LoadCA(dir, now)
+	if errors.Is(err, ErrNoCA) {
+		return CreateCA(dir, now)
+	}
+	return ca, err
+}
+
+// LoadCA loads ca.crt and ca.key from dir. It fails with ErrNoCA if neither
+// exists, refuses a lone ca.crt or ca.key, and refuses a CA that has
+// expired, is not a CA, or whose key does not match its certificate.
+func LoadCA(dir string, now time.Time) (*CA, error) {
 	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
@@ -106,7 +121,7 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 		}
 		return ca, nil
 	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
-		return createCA(dir, now)
+		return nil, fmt.Errorf("pki: load CA: neither %s nor %s exists: %w", certPath, keyPath, ErrNoCA)
 	case certErr != nil && !errors.Is(certErr, fs.ErrNotExist):
 		return nil, fmt.Errorf("pki: load CA: %w", certErr)
 	case keyErr != nil && !errors.Is(keyErr, fs.ErrNotExist):
@@ -116,6 +131,18 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 	default:
 		return nil, fmt.Errorf("pki: load CA from %s: %s exists but %s is missing; refusing to create a new CA over it", dir, caCertFile, caKeyFile)
 	}
+}
+
+// CreateCA creates a new self-signed CA valid from now for CAValidity and
+// writes it to dir (created if missing). It refuses to overwrite an
+// existing ca.crt or ca.key.
+func CreateCA(dir string, now time.Time) (*CA, error) {
+	for _, f := range []string{caCertFile, caKeyFile} {
+		if _, err := os.Lstat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("pki: create CA: %s already exists (or cannot be checked: %v); refusing to overwrite it", filepath.Join(dir, f), err)
+		}
+	}
+	return createCA(dir, now)
 }
 
 func createCA(dir string, now time.Time) (*CA, error) {
@@ -153,10 +180,10 @@ func createCA(dir string, now time.Time) (*CA, error) {
 	}
 	// Key first: a crash between the two writes leaves a lone key, which
 	// LoadOrCreateCA refuses loudly instead of silently minting a new CA.
-	if err := writeFileAtomic(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("pki: create CA: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("pki: create CA: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
@@ -205,31 +232,6 @@ func parseCA(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("%s does not match %s", caKeyFile, caCertFile)
 	}
 	return &CA{cert: cert, key: key, certPEM: bytes.Clone(certPEM)}, nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Fingerprint returns "sha256:<hex>" of the CA certificate's DER bytes, the

@@ -131,6 +131,29 @@ func TestLoadOrCreateCARefuses(t *testing.T) {
 	}
 }
 
+// TestLoadCAOfMissingDirectoryIsErrNoCA: LoadCA never creates a CA, so the
+// hub can decide whether a missing one may be replaced.
+func TestLoadCAOfMissingDirectoryIsErrNoCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	if _, err := LoadCA(dir, t0); !errors.Is(err, ErrNoCA) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("LoadCA of a missing dir = %v; want ErrNoCA naming %s", err, dir)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadCA created %s", dir)
+	}
+	ca, err := CreateCA(dir, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateCA(dir, t0); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("CreateCA over an existing CA = %v; want a refusal", err)
+	}
+	again, err := LoadCA(dir, t0)
+	if err != nil || again.Fingerprint() != ca.Fingerprint() {
+		t.Fatalf("LoadCA after CreateCA = %v, %v", again, err)
+	}
+}
+
 func TestSignAgentCSR(t *testing.T) {
 	ca, _ := newCA(t)
 	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)

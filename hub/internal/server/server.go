@@ -51,9 +51,71 @@ type Config struct {
 	MaxAgentConnsPerAddr int
 	AgentConnRate        float64
 	AgentConnBurst       int
-	Logger               *slog.Logger
+	// NewCA allows creating a new CA when the pki directory is missing
+	// although the store holds clusters. Their agents trust the lost CA
+	// and must all be enrolled again with new join tokens.
+	NewCA bool
+	// Console bounds the console API's HTTP server.
+	Console ConsoleLimits
+	Logger  *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
+}
+
+// ConsoleLimits bound the console API's HTTP server, so a slow or idle
+// client cannot hold a connection (and its goroutine and buffers) forever.
+// Zero fields take the defaults of DefaultConsoleLimits.
+type ConsoleLimits struct {
+	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the response.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds every request body; endpoints have lower bounds
+	// of their own (1 MiB for JSON, 8 MiB for apply).
+	MaxBodyBytes int64
+}
+
+// DefaultConsoleLimits returns the console API's default limits. Reading a
+// request may take up to 5 minutes, for a 64 MiB chart push on a slow link.
+func DefaultConsoleLimits() ConsoleLimits {
+	return ConsoleLimits{
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		MaxBodyBytes:      api.MaxRequestBody,
+	}
+}
+
+func (l ConsoleLimits) withDefaults() ConsoleLimits {
+	d := DefaultConsoleLimits()
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = d.ReadTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if l.MaxBodyBytes <= 0 {
+		l.MaxBodyBytes = d.MaxBodyBytes
+	}
+	return l
 }
 
 // DefaultConfig returns a Config with the documented defaults.
@@ -70,6 +132,7 @@ func DefaultConfig() Config {
 		MaxAgentConnsPerAddr: gateway.DefaultMaxConnsPerAddr,
 		AgentConnRate:        gateway.DefaultConnRatePerAddr,
 		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
+		Console:              DefaultConsoleLimits(),
 	}
 }
 
@@ -95,9 +158,12 @@ type Hub struct {
 // AdminConfigPath is where a hub writes its admin console config.
 func AdminConfigPath(dataDir string) string { return filepath.Join(dataDir, "admin.yaml") }
 
+func storePath(dataDir string) string { return filepath.Join(dataDir, "hub.db") }
+func pkiPath(dataDir string) string   { return filepath.Join(dataDir, "pki") }
+
 // New opens the data directory, creating the CA and admin user on first
 // start, and binds both listeners. Run serves them.
-func New(ctx context.Context, cfg Config) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,20 +176,22 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub: create data dir: %w", err)
 	}
-	h = &Hub{cfg: cfg, log: cfg.Logger}
+	h := &Hub{cfg: cfg, log: cfg.Logger}
+	// Close what was opened if New fails (h, not the nil result).
 	defer func() {
 		if err != nil {
 			h.close()
 		}
 	}()
 	now := time.Now()
-	h.ca, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), now)
+	// The store first: its lock keeps a second hub off this data dir, and
+	// it says whether a fleet trusts the CA.
+	h.store, err = boltstore.Open(storePath(cfg.DataDir), boltstore.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	h.store, err = boltstore.Open(filepath.Join(cfg.DataDir, "hub.db"), boltstore.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("hub: %w", err)
+	if h.ca, err = h.loadCA(ctx, now); err != nil {
+		return nil, err
 	}
 	h.fleet, err = fleet.New(fleet.Config{Store: h.store, Logger: cfg.Logger, CAFingerprint: h.ca.FingerprintSum()})
 	if err != nil {
@@ -190,13 +258,18 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 		return nil, fmt.Errorf("hub: console API listener: %w", err)
 	}
 	users := &api.Users{Store: h.store, Now: time.Now}
+	lim := cfg.Console.withDefaults()
 	h.api = &http.Server{
-		Handler: api.Handler(api.Config{
+		Handler: http.MaxBytesHandler(api.Handler(api.Config{
 			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
 			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
-		}),
+		}), lim.MaxBodyBytes),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	if err := h.ensureAdmin(ctx, users); err != nil {
@@ -221,33 +294,132 @@ func (c *Config) admission(gcfg *gateway.Config) {
 	}
 }
 
+// loadCA loads the CA, creating it only on a hub that has no fleet yet (or
+// with Config.NewCA): a lost pki directory must not silently give the
+// fleet a CA that none of its agents trusts.
+func (h *Hub) loadCA(ctx context.Context, now time.Time) (*pki.CA, error) {
+	dir := pkiPath(h.cfg.DataDir)
+	ca, err := pki.LoadCA(dir, now)
+	if err == nil {
+		if h.cfg.NewCA {
+			return nil, fmt.Errorf("hub: --new-ca: a CA already exists in %s (fingerprint %s); --new-ca only creates a CA when it is missing. Move ca.crt and ca.key away first if you really mean to replace it", dir, ca.Fingerprint())
+		}
+		return ca, nil
+	}
+	if !errors.Is(err, pki.ErrNoCA) {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	reg, err := fleet.New(fleet.Config{Store: h.store})
+	if err != nil {
+		return nil, err
+	}
+	cs, err := reg.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hub: list clusters to check the missing CA: %w", err)
+	}
+	if len(cs) > 0 {
+		enrolled := 0
+		for _, c := range cs {
+			if !c.Enrolled.IsZero() {
+				enrolled++
+			}
+		}
+		if !h.cfg.NewCA {
+			return nil, fmt.Errorf("hub: the CA is missing: %s has no ca.crt and no ca.key, but the store %s holds %d clusters (%d enrolled) whose agents and join tokens trust that CA. "+
+				"Restore ca.crt and ca.key from a backup of %s into it, then start again. "+
+				"To create a new CA instead, start with --new-ca: every agent must then be enrolled again with a new join token, and every console config needs the new CA",
+				dir, storePath(h.cfg.DataDir), len(cs), enrolled, dir)
+		}
+		h.log.Warn("creating a new CA for a fleet that trusted the missing one (--new-ca): every agent must be enrolled again with a new join token",
+			"pki_dir", dir, "clusters", len(cs), "enrolled", enrolled)
+	}
+	ca, err = pki.CreateCA(dir, now)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	return ca, nil
+}
+
 func (h *Hub) ensureAdmin(ctx context.Context, users *api.Users) error {
 	h.adminCfg = AdminConfigPath(h.cfg.DataDir)
-	tok, created, err := users.EnsureAdmin(ctx)
+	server := "https://" + h.apiLn.Addr().String()
+	// The config is written (and fsynced) before the admin user is
+	// committed: a failed write stores nothing and is retried on the next
+	// start.
+	created, err := users.EnsureAdmin(ctx, func(tok string) error {
+		return writeAdminConfig(h.adminCfg, server, h.ca, tok)
+	})
 	if err != nil {
 		return fmt.Errorf("hub: admin user: %w", err)
 	}
 	if !created {
 		// Keep the file's server address current if the API moved.
 		if c, err := api.LoadClientConfig(h.adminCfg); err == nil {
-			c.Server = "https://" + h.apiLn.Addr().String()
+			if _, _, err := users.Authenticate(ctx, c.Token); err != nil {
+				h.log.Warn("the token in the admin console config is not valid (its user was revoked or reset). To issue a new one, stop the hub and run `tether serve --reset-admin` with the same --data-dir",
+					"path", h.adminCfg, "err", err)
+			}
+			c.Server = server
 			c.CertificateAuthority = string(h.ca.CertPEM())
 			return api.WriteClientConfig(h.adminCfg, c)
 		}
-		h.log.Warn("admin console config missing; its token was shown once", "path", h.adminCfg)
+		h.log.Warn("admin console config missing; its token was shown once. To issue a new one, stop the hub and run `tether serve --reset-admin` with the same --data-dir",
+			"path", h.adminCfg, "data_dir", h.cfg.DataDir)
 		return nil
-	}
-	c := api.ClientConfig{
-		Server:               "https://" + h.apiLn.Addr().String(),
-		CertificateAuthority: string(h.ca.CertPEM()),
-		Token:                tok,
-	}
-	if err := api.WriteClientConfig(h.adminCfg, c); err != nil {
-		return fmt.Errorf("hub: %w", err)
 	}
 	abs, _ := filepath.Abs(h.adminCfg)
 	fmt.Fprintf(h.cfg.Out, "Tether hub initialised. Admin console config written to %s\nUse it with:\n\n  export %s=%s\n\n", abs, api.EnvConfig, abs)
 	return nil
+}
+
+func writeAdminConfig(path, server string, ca *pki.CA, token string) error {
+	err := api.WriteClientConfig(path, api.ClientConfig{Server: server, CertificateAuthority: string(ca.CertPEM()), Token: token})
+	if err != nil {
+		return fmt.Errorf("admin console config: %w", err)
+	}
+	return nil
+}
+
+// ResetAdmin gives the admin user a new token and writes a new admin
+// console config, on the data dir of a stopped hub (`tether serve
+// --reset-admin`). It refuses while a hub holds the store. The config's
+// server address is kept from the old admin config if it is readable, else
+// it is https://cfg.APIAddr. It returns the config's path.
+func ResetAdmin(ctx context.Context, cfg Config) (string, error) {
+	if cfg.Out == nil {
+		cfg.Out = os.Stderr
+	}
+	dbPath := storePath(cfg.DataDir)
+	if _, err := os.Stat(dbPath); err != nil {
+		return "", fmt.Errorf("reset admin: no hub store at %s (%v): pass the --data-dir of an initialised hub", dbPath, err)
+	}
+	st, err := boltstore.Open(dbPath, boltstore.Options{LockTimeout: time.Second})
+	if errors.Is(err, boltstore.ErrLocked) {
+		return "", fmt.Errorf("reset admin: the hub store %s is locked: a hub is running on data dir %s. Stop it, then run `tether serve --reset-admin` again", dbPath, cfg.DataDir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reset admin: %w", err)
+	}
+	defer st.Close()
+	ca, err := pki.LoadCA(pkiPath(cfg.DataDir), time.Now())
+	if err != nil {
+		return "", fmt.Errorf("reset admin: %w", err)
+	}
+	path := AdminConfigPath(cfg.DataDir)
+	server := "https://" + cfg.APIAddr
+	if old, err := api.LoadClientConfig(path); err == nil {
+		server = old.Server
+	}
+	users := &api.Users{Store: st, Now: time.Now}
+	if err := users.ResetAdmin(ctx, func(tok string) error { return writeAdminConfig(path, server, ca, tok) }); err != nil {
+		return "", fmt.Errorf("reset admin: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return "", fmt.Errorf("reset admin: close store: %w", err)
+	}
+	abs, _ := filepath.Abs(path)
+	fmt.Fprintf(cfg.Out, "Admin token reset; the old admin token no longer works. Admin console config written to %s\nUse it with:\n\n  export %s=%s\n\n", abs, api.EnvConfig, abs)
+	return abs, nil
 }
 
 // AgentAddr is the bound agent listener address.
