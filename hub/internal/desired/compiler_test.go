@@ -194,10 +194,10 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	}
 
 	// Delta: have = current -> nil; have = 0 -> full; have = r1 -> tombstone only.
-	if d, err := e.c.Delta(e.ctx, "edge-1", r2); err != nil || d != nil {
+	if d, err := e.c.Delta(e.ctx, "edge-1", r2, ""); err != nil || d != nil {
 		t.Fatalf("Delta(current) = %v, %v", d, err)
 	}
-	d, err := e.c.Delta(e.ctx, "edge-1", 0)
+	d, err := e.c.Delta(e.ctx, "edge-1", 0, "")
 	if err != nil || !d.Full || d.Revision != r2 || len(d.Services) != 1 || len(d.Tombstones) != 0 {
 		t.Fatalf("Delta(0) = %v, %v", d, err)
 	}
@@ -205,7 +205,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 		s.Priority != 100 || s.ValuesHash == "" || string(s.ValuesYaml) != "{}\n" {
 		t.Errorf("wire service = %v", s)
 	}
-	d, err = e.c.Delta(e.ctx, "edge-1", r1)
+	d, err = e.c.Delta(e.ctx, "edge-1", r1, "")
 	if err != nil || d.Full || len(d.Services) != 0 || len(d.Tombstones) != 1 || d.Tombstones[0].Revision != r2 {
 		t.Fatalf("Delta(r1) = %v, %v", d, err)
 	}
@@ -218,7 +218,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if r3 <= r2 || len(st.Tombstones) != 0 || len(st.Services) != 2 {
 		t.Fatalf("after re-add: %+v", st)
 	}
-	d, _ = e.c.Delta(e.ctx, "edge-1", r2)
+	d, _ = e.c.Delta(e.ctx, "edge-1", r2, "")
 	if d.Full || !slices.Equal(names(d.Services), []string{"default/cache"}) {
 		t.Fatalf("Delta(r2) = %v", d)
 	}
@@ -235,14 +235,14 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	}
 	// An agent that never saw the deletion gets a full state; one that did
 	// gets nothing.
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r3); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r3, ""); d == nil || !d.Full {
 		t.Fatalf("Delta below horizon = %v", d)
 	}
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4); d != nil {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4, ""); d != nil {
 		t.Fatalf("Delta at horizon = %v", d)
 	}
 	// An agent ahead of the hub (store restored from a backup) gets a full state.
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4+100); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4+100, ""); d == nil || !d.Full {
 		t.Fatalf("Delta above current = %v", d)
 	}
 
@@ -255,7 +255,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if _, err := e.store.Get(e.ctx, KindDesiredState, "", "edge-1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("DesiredState of deleted cluster still stored: %v", err)
 	}
-	if d, err := e.c.Delta(e.ctx, "edge-1", r4); d != nil || err != nil {
+	if d, err := e.c.Delta(e.ctx, "edge-1", r4, ""); d != nil || err != nil {
 		t.Fatalf("Delta of unknown cluster = %v, %v", d, err)
 	}
 	e.putCluster("edge-1", map[string]string{"tier": "edge"})
@@ -264,7 +264,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if st.Revision <= r4 || st.Horizon != st.Revision {
 		t.Fatalf("re-created: %+v (old revision %d)", st, r4)
 	}
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4, ""); d == nil || !d.Full {
 		t.Fatalf("agent from the old life must get a full state: %v", d)
 	}
 }
