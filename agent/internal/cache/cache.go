@@ -464,6 +464,31 @@ func (c *Cache) SaveDesired(rev uint64, payload []byte) error {
 	})
 }
 
+// ReplaceDesired stores payload as the only desired revision, dropping
+// every other one, also newer ones: the hub's history changed (a new hub,
+// or one restored from a backup), so the revisions held are not
+// comparable with rev.
+func (c *Cache) ReplaceDesired(rev uint64, payload []byte) error {
+	op := fmt.Sprintf("replace desired state with revision %d", rev)
+	if rev == 0 {
+		return fmt.Errorf("cache: %s: %w: revision must be positive", op, ErrInvalid)
+	}
+	return c.update(op, func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketDesired)
+		var keys [][]byte
+		cur := b.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return b.Put(u64(rev), payload)
+	})
+}
+
 // LatestDesired returns the newest desired revision, or ErrNotFound.
 func (c *Cache) LatestDesired() (rev uint64, payload []byte, err error) {
 	err = c.view("read latest desired", func(tx *bolt.Tx) error {

@@ -75,6 +75,13 @@ type Handler interface {
 	Desired(ctx context.Context, ds *fleetv1.DesiredState) error
 }
 
+// EpochHandler is a Handler that knows which hub history (epoch) its
+// revision belongs to; the hello carries it so the hub can tell a revision
+// of another history (a new or restored hub) and send the full state.
+type EpochHandler interface {
+	Epoch() string
+}
+
 // Config configures a Link.
 type Config struct {
 	Cache Cache
@@ -486,11 +493,15 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 		return err
 	}
 	var have uint64
+	var haveEpoch string
 	if l.cfg.Handler != nil {
 		have = l.cfg.Handler.Revision()
+		if e, ok := l.cfg.Handler.(EpochHandler); ok {
+			haveEpoch = e.Epoch()
+		}
 	}
 	err = stream.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
-		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, Hostname: l.cfg.Hostname,
+		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, HaveEpoch: haveEpoch, Hostname: l.cfg.Hostname,
 	}}})
 	if err != nil {
 		return err
