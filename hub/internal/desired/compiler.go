@@ -10,14 +10,17 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
 // Store kinds this package reads or owns.
@@ -106,11 +109,18 @@ type Config struct {
 	// Resync is how often Run recompiles without a change (prunes
 	// tombstones). Default 1h.
 	Resync time.Duration
+	// MaxStateBytes bounds one cluster's desired state as sent to its agent
+	// (every service and tombstone in one DesiredState message). A compile
+	// result over it is not stored: the cluster keeps its last good state
+	// and each source gets a DesiredStateTooLarge problem. Default: the
+	// tunnel's message limit less 64 KiB of headroom.
+	MaxStateBytes int
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
-	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour}
+	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour,
+		MaxStateBytes: tunnel.DefaultConfig().MaxRecvMsgSize - 64<<10}
 }
 
 // Validate reports a configuration that cannot work.
@@ -118,6 +128,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Store == nil:
 		return errors.New("desired: Config.Store is required")
+	case c.MaxStateBytes < 0:
+		return errors.New("desired: Config.MaxStateBytes must not be negative")
 	case c.TombstoneGrace < 0, c.Debounce < 0, c.Resync < 0:
 		return errors.New("desired: Config durations must not be negative")
 	}
@@ -158,6 +170,9 @@ func New(cfg Config) (*Compiler, error) {
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = d.Resync
+	}
+	if cfg.MaxStateBytes == 0 {
+		cfg.MaxStateBytes = d.MaxStateBytes
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -204,7 +219,7 @@ func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
 		}
 		snap.in.Previous = prev
 		out, problems := Compile(snap.in)
-		changed, err := c.write(ctx, snap, out)
+		changed, tooLarge, err := c.write(ctx, snap, out)
 		if (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists)) && attempt < 3 {
 			continue // someone else wrote a DesiredState; read again
 		}
@@ -214,7 +229,8 @@ func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
 		c.mu.Lock()
 		c.loaded = true
 		c.epoch = snap.epoch
-		c.problems = problems
+		c.problems = append(problems, tooLarge...)
+		sortProblems(c.problems)
 		c.compiled = snap.rev
 		c.prints = snap.prints
 		c.states = snap.states
@@ -295,13 +311,16 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 }
 
 // write stores the states that changed, in one transaction, and updates
-// snap.states to what was written. It returns the changed clusters.
-func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]ClusterDesired) ([]string, error) {
+// snap.states to what was written. It returns the changed clusters, and a
+// problem per source of a cluster whose state is over MaxStateBytes (that
+// cluster keeps its previous state).
+func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]ClusterDesired) ([]string, []Problem, error) {
 	now := c.cfg.Now().UTC()
 	var changed []string
+	var tooLarge []Problem
 	next := map[string]*State{}
 	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
-		changed, next = nil, map[string]*State{}
+		changed, tooLarge, next = nil, nil, map[string]*State{}
 		rev := tx.Revision() + 1 // the revision this transaction commits as
 		if snap.epoch == "" {
 			// The store's first compile: give its history an identity.
@@ -319,6 +338,15 @@ func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]Clu
 		for _, name := range sortedKeys(out) {
 			old := snap.states[name]
 			st, write := nextState(old, out[name], rev, now, c.cfg.TombstoneGrace)
+			if write {
+				if size := wireSize(st); size > c.cfg.MaxStateBytes {
+					tooLarge = append(tooLarge, tooLargeProblems(name, st, old, size, c.cfg.MaxStateBytes)...)
+					if old != nil {
+						next[name] = old
+					}
+					continue
+				}
+			}
 			next[name] = st
 			if !write {
 				continue
@@ -351,10 +379,39 @@ func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]Clu
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snap.states = next
-	return changed, nil
+	return changed, tooLarge, nil
+}
+
+// wireSize is the size of the DesiredState message carrying every service
+// and tombstone of st: no full state or delta of it is larger.
+func wireSize(st *State) int {
+	ds := &fleetv1.DesiredState{Cluster: st.Cluster, Revision: st.Revision, Full: true, Epoch: strings.Repeat("0", 32)}
+	for i := range st.Services {
+		ds.Services = append(ds.Services, wireService(&st.Services[i]))
+	}
+	for _, t := range st.Tombstones {
+		ds.Tombstones = append(ds.Tombstones, &fleetv1.Tombstone{Name: t.Name, Namespace: t.Namespace, Revision: t.Revision, DeletedAt: timestamppb.New(t.DeletedAt)})
+	}
+	return proto.Size(ds)
+}
+
+// tooLargeProblems gives every service of st a problem: the API shows
+// them in their source's status.
+func tooLargeProblems(cluster string, st, old *State, size, limit int) []Problem {
+	keep := "it has no desired state yet"
+	if old != nil {
+		keep = fmt.Sprintf("the cluster keeps its last good desired state (revision %d)", old.Revision)
+	}
+	out := make([]Problem, 0, len(st.Services))
+	for _, s := range st.Services {
+		out = append(out, Problem{Cluster: cluster, Source: s.Source, Service: s.Key(), Code: ProblemTooLarge,
+			Reason: fmt.Sprintf("the desired state of cluster %s would be %d bytes, over the limit of %d bytes for one message to its agent (shrink values or valuesFrom sources, or spread services over fewer clusters' selectors); %s",
+				cluster, size, limit, keep)})
+	}
+	return out
 }
 
 // nextState merges a compile result into the previous state. It reports

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
@@ -438,6 +441,75 @@ func TestRunWatchExpired(t *testing.T) {
 		}
 		if st, err := e.c.State(e.ctx, "edge-49"); err == nil && len(st.Services) == 1 {
 			return
+		}
+	}
+}
+
+// bigConfigMap is a ConfigMap whose values.yaml is about size bytes.
+func bigConfigMap(name string, size int) string {
+	return `apiVersion: v1
+kind: ConfigMap
+metadata: {name: ` + name + `, namespace: acme}
+data:
+  values.yaml: |
+    blob: "` + strings.Repeat("x", size) + `"
+`
+}
+
+// TestDesiredStateOverWireLimitIsRefusedWithProblem: five services each
+// with a 900 KiB valuesFrom source make a desired state over the 4 MiB
+// wire limit, which the agent could never receive (it would reconnect
+// forever). The compiler must not store it: the cluster keeps its last
+// good state, and each service's source gets a clear problem.
+func TestDesiredStateOverWireLimitIsRefusedWithProblem(t *testing.T) {
+	e := newEnv(t)
+	e.apply(base)
+	e.resolve("nginx", "sha256:n1")
+	e.putCluster("edge-1", map[string]string{"tier": "edge"})
+	e.apply(mcsYAML("[{template: nginx, name: web}]"))
+	e.recompile()
+	good := e.state("edge-1").Revision
+
+	var svcs []string
+	for i := range 5 {
+		e.apply(bigConfigMap(fmt.Sprintf("big-%d", i), 900<<10))
+		svcs = append(svcs, fmt.Sprintf("{template: nginx, name: web-%d, valuesFrom: [{kind: ConfigMap, name: big-%d}]}", i, i))
+	}
+	e.apply(mcsYAML("[" + strings.Join(svcs, ", ") + "]"))
+	e.recompile()
+
+	st := e.state("edge-1")
+	if st.Revision != good || len(st.Services) != 1 || st.Services[0].Name != "web" {
+		t.Fatalf("oversized state was stored: revision %d (last good %d), %d services", st.Revision, good, len(st.Services))
+	}
+	if d, err := e.c.Delta(e.ctx, "edge-1", 0, ""); err != nil || proto.Size(d) > DefaultConfig().MaxStateBytes {
+		t.Fatalf("Delta = %d bytes, %v", proto.Size(d), err)
+	}
+	probs := e.c.ProblemsFor(objects.KindMultiClusterService, "acme", "edge")
+	var too int
+	for _, p := range probs {
+		if p.Code == ProblemTooLarge {
+			too++
+			if !strings.Contains(p.Reason, "over the limit of") || !strings.Contains(p.Reason, fmt.Sprintf("last good desired state (revision %d)", good)) {
+				t.Errorf("problem reason %q does not say what happened", p.Reason)
+			}
+		}
+	}
+	if too != 5 {
+		t.Fatalf("problems = %v; want a %s problem per service", probs, ProblemTooLarge)
+	}
+
+	// Shrinking the values lets the next compile through.
+	for i := range 5 {
+		e.apply(bigConfigMap(fmt.Sprintf("big-%d", i), 1<<10))
+	}
+	e.recompile()
+	if st := e.state("edge-1"); st.Revision == good || len(st.Services) != 5 {
+		t.Fatalf("after shrinking: revision %d, %d services", st.Revision, len(st.Services))
+	}
+	for _, p := range e.c.Problems() {
+		if p.Code == ProblemTooLarge {
+			t.Fatalf("problem left after shrinking: %v", p)
 		}
 	}
 }
