@@ -131,6 +131,9 @@ type Status struct {
 	Connects    uint64    `json:"connects"`
 	CertExpires time.Time `json:"certExpires,omitzero"`
 	Revision    uint64    `json:"revision"`
+	// StatusTruncated counts services left out of status reports that
+	// were over the hub's limits (see fleetv1.MaxReportServices).
+	StatusTruncated uint64 `json:"statusTruncated,omitempty"`
 }
 
 // Link is an agent's connection to its hub.
@@ -705,6 +708,13 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan uint64) e
 				continue
 			}
 			rep.Seq = e.Seq
+			if n := fitReport(&rep); n > 0 {
+				l.mu.Lock()
+				l.st.StatusTruncated += uint64(n)
+				l.mu.Unlock()
+				l.log.Warn("status report too large for the hub; left out services (not Deployed ones are kept first)",
+					"seq", e.Seq, "left_out", n, "kept", len(rep.Services), "max_services", fleetv1.MaxReportServices)
+			}
 			if err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Status{Status: &rep}}); err != nil {
 				return fmt.Errorf("send status report: %w", err)
 			}

@@ -19,7 +19,7 @@ import (
 const Kind = "ServiceReport"
 
 // maxServices bounds the services in one stored report.
-const maxServices = 1000
+const maxServices = fleetv1.MaxReportServices
 
 // Service is one service's reported status.
 type Service struct {
