@@ -142,13 +142,16 @@ type Link struct {
 	log  *slog.Logger
 	grpc *grpc.Server
 
-	mu       sync.Mutex
-	id       cache.Identity
-	cert     tls.Certificate
-	ca       *x509.Certificate
-	renewAt  time.Time
-	st       Status
-	hubIndex int
+	mu      sync.Mutex
+	id      cache.Identity
+	cert    tls.Certificate
+	ca      *x509.Certificate
+	renewAt time.Time
+	// pendingID is a renewed identity whose save failed; the save is
+	// retried before anything else.
+	pendingID *cache.Identity
+	st        Status
+	hubIndex  int
 	// client is the Fleet client of the live connection, nil when offline.
 	client fleetv1.FleetClient
 	// outboxKick wakes the outbox drain.
@@ -315,28 +318,44 @@ func (l *Link) loadIdentity() error {
 	return l.useIdentity(id)
 }
 
-func (l *Link) useIdentity(id cache.Identity) error {
+// parsedIdentity is an identity ready for TLS.
+type parsedIdentity struct {
+	cert tls.Certificate
+	ca   *x509.Certificate
+	leaf *x509.Certificate
+}
+
+func parseIdentity(id cache.Identity) (parsedIdentity, error) {
 	cert, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
 	if err != nil {
-		return fmt.Errorf("link: stored identity of cluster %q: %w", id.Cluster, err)
+		return parsedIdentity{}, fmt.Errorf("link: stored identity of cluster %q: %w", id.Cluster, err)
 	}
 	ca, err := parseCertPEM(id.CAPEM)
 	if err != nil {
-		return fmt.Errorf("link: stored hub CA: %w", err)
+		return parsedIdentity{}, fmt.Errorf("link: stored hub CA: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return fmt.Errorf("link: stored certificate: %w", err)
+		return parsedIdentity{}, fmt.Errorf("link: stored certificate: %w", err)
+	}
+	return parsedIdentity{cert: cert, ca: ca, leaf: leaf}, nil
+}
+
+func (l *Link) useIdentity(id cache.Identity) error {
+	p, err := parseIdentity(id)
+	if err != nil {
+		return err
 	}
 	if len(id.HubAddrs) == 0 && len(l.cfg.Hubs) == 0 {
 		return fmt.Errorf("link: cluster %q: no hub address stored or given (--hub)", id.Cluster)
 	}
+	leaf := p.leaf
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	// Renew at about 2/3 of the lifetime, jittered so a fleet enrolled
 	// together does not renew together.
 	renewAt := leaf.NotBefore.Add(time.Duration(float64(life) * (0.6 + 0.13*rand.Float64())))
 	l.mu.Lock()
-	l.id, l.cert, l.ca, l.renewAt = id, cert, ca, renewAt
+	l.id, l.cert, l.ca, l.renewAt = id, p.cert, p.ca, renewAt
 	l.st.Cluster = id.Cluster
 	l.st.CertExpires = leaf.NotAfter
 	l.mu.Unlock()
@@ -455,11 +474,14 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) 
 		HubAddrs: l.cfg.Hubs,
 		NotAfter: resp.GetNotAfter().AsTime(),
 	}
-	if err := l.useIdentity(id); err != nil {
+	if _, err := parseIdentity(id); err != nil {
 		return err
 	}
 	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
 		return fmt.Errorf("save identity: %w", err)
+	}
+	if err := l.useIdentity(id); err != nil {
+		return err
 	}
 	l.log.Info("enrolled", "cluster", id.Cluster, "hub", hub, "cert_expires", id.NotAfter)
 	return nil
@@ -640,12 +662,18 @@ func (l *Link) heartbeats(ctx context.Context, out *syncSender, client fleetv1.F
 }
 
 // maybeRenew rotates the certificate once it is past its renewal time. The
-// new key is made here and never leaves the agent.
+// new key is made here and never leaves the agent. The renewed identity is
+// saved before it is used: if the save fails it is kept pending and only
+// the save is retried (renewAt does not move), so a restart never finds
+// the old certificate after the agent stopped renewing it.
 func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error {
 	l.mu.Lock()
 	due := !l.cfg.Now().Before(l.renewAt)
-	id := l.id
+	id, pending := l.id, l.pendingID
 	l.mu.Unlock()
+	if pending != nil {
+		return l.commitRenewed(*pending)
+	}
 	if !due {
 		return nil
 	}
@@ -662,11 +690,26 @@ func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error
 	id.KeyPEM = keyPEM
 	id.CertPEM = certPEM(resp.GetCertificateDer())
 	id.NotAfter = resp.GetNotAfter().AsTime()
+	if _, err := parseIdentity(id); err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	return l.commitRenewed(id)
+}
+
+// commitRenewed saves a renewed identity, then uses it; on a failed save
+// it stays pending for the next attempt.
+func (l *Link) commitRenewed(id cache.Identity) error {
+	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
+		l.mu.Lock()
+		l.pendingID = &id
+		l.mu.Unlock()
+		return fmt.Errorf("save renewed identity (kept in memory; the save is retried): %w", err)
+	}
+	l.mu.Lock()
+	l.pendingID = nil
+	l.mu.Unlock()
 	if err := l.useIdentity(id); err != nil {
 		return err
-	}
-	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
-		return fmt.Errorf("save renewed identity: %w", err)
 	}
 	l.log.Info("certificate renewed", "cluster", id.Cluster, "expires", id.NotAfter)
 	return nil
