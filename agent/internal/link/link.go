@@ -724,7 +724,7 @@ func (l *Link) KickOutbox() {
 }
 
 // drainBatch bounds the reports in flight before the hub acknowledges.
-const drainBatch = 32
+const drainBatch = fleetv1.MaxUnackedReports
 
 // drain sends outbox entries oldest first and deletes them once the hub
 // acknowledged storing them. Entries survive a broken link and an agent

@@ -13,4 +13,9 @@ const (
 	MaxStatusMessageBytes = 1024
 	// MaxStatusReportBytes bounds one marshalled StatusReport.
 	MaxStatusReportBytes = 1 << 20
+	// MaxUnackedReports bounds the status reports an agent sends before the
+	// hub acknowledges them. After a reconnect it resends only those, so a
+	// report whose seq is at most this far below the newest stored one is a
+	// resend; one further below comes from a restarted outbox.
+	MaxUnackedReports = 32
 )
