@@ -97,9 +97,9 @@ func TestFutureTimestampDoesNotFreezeClusterStatus(t *testing.T) {
 		rep   *fleetv1.StatusReport
 		state string
 	}{
-		{"a day ahead", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 10), "Failed"},
-		{"clock corrected", withSeq(report(3, hubNow, "Deployed"), 11), "Deployed"},
-		{"resend of the future one", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 10), "Deployed"},
+		{"a day ahead", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 100), "Failed"},
+		{"clock corrected", withSeq(report(3, hubNow, "Deployed"), 101), "Deployed"},
+		{"resend of the future one", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 100), "Deployed"},
 		{"restarted outbox", withSeq(report(4, hubNow, "Provisioning"), 1), "Provisioning"},
 	} {
 		if err := r.SaveReport(ctx, "edge-1", step.rep); err != nil {
