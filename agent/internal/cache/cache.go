@@ -196,6 +196,9 @@ type Identity struct {
 	CAPEM    []byte    `json:"caPEM"`
 	HubAddrs []string  `json:"hubAddrs,omitempty"`
 	NotAfter time.Time `json:"notAfter"`
+	// TokenID is the ID of the join token the identity was enrolled with;
+	// a different --token makes the agent enrol again.
+	TokenID string `json:"tokenId,omitempty"`
 }
 
 // LinkState is the agent's view of its connection to the hub, kept so

@@ -173,3 +173,7 @@ func (c *fakeClock) Set(t time.Time) {
 	c.now = t
 	c.mu.Unlock()
 }
+
+func welcomeAt(t time.Time) *fleetv1.Welcome {
+	return &fleetv1.Welcome{ServerTime: timestamppb.New(t)}
+}

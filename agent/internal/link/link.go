@@ -44,6 +44,24 @@ const (
 	StateRefused = cache.LinkRefused
 )
 
+// ErrCertExpired: the agent's certificate expired; only a new join token
+// gets it back (the hub refuses an expired certificate).
+var ErrCertExpired = errors.New("certificate expired")
+
+// certExpired returns an ErrCertExpired error that says what to do when the
+// agent's certificate has expired by the hub's clock.
+func (l *Link) certExpired() error {
+	now := l.hubNow()
+	l.mu.Lock()
+	notAfter, cluster := l.st.CertExpires, l.id.Cluster
+	l.mu.Unlock()
+	if notAfter.IsZero() || now.Before(notAfter) {
+		return nil
+	}
+	return fmt.Errorf("%w at %s; re-enrol with a new token: tether token create --cluster %s, then run tether-agent with --token",
+		ErrCertExpired, notAfter.UTC().Format(time.RFC3339), cluster)
+}
+
 // ErrNotEnrolled: no identity in the cache and no token to get one.
 var ErrNotEnrolled = errors.New("agent is not enrolled: pass --token and --hub once")
 
@@ -147,6 +165,9 @@ type Link struct {
 	cert    tls.Certificate
 	ca      *x509.Certificate
 	renewAt time.Time
+	// skew is the hub's clock minus this agent's, measured from the last
+	// Welcome.server_time (bounded by MaxClockSkew).
+	skew time.Duration
 	// pendingID is a renewed identity whose save failed; the save is
 	// retried before anything else.
 	pendingID *cache.Identity
@@ -192,6 +213,31 @@ func New(cfg Config) (*Link, error) {
 	l.grpc = grpc.NewServer(tunnel.ServerOptions(cfg.Tunnel)...)
 	fleetv1.RegisterAgentServer(l.grpc, &agentService{l: l})
 	return l, nil
+}
+
+// hubNow is the agent's estimate of the hub's clock.
+func (l *Link) hubNow() time.Time {
+	l.mu.Lock()
+	skew := l.skew
+	l.mu.Unlock()
+	return l.cfg.Now().Add(skew)
+}
+
+// noteServerTime measures the clock skew from a Welcome.
+func (l *Link) noteServerTime(w *fleetv1.Welcome, hub string) {
+	if w.GetServerTime() == nil {
+		return
+	}
+	skew := w.GetServerTime().AsTime().Sub(l.cfg.Now())
+	if skew.Abs() > MaxClockSkew {
+		l.log.Error("agent clock is off the hub's by more than the bound; not correcting for it; fix the clock (NTP)", "hub", hub, "skew", skew.Round(time.Second), "bound", MaxClockSkew)
+		skew = 0
+	} else if skew.Abs() > time.Minute {
+		l.log.Warn("agent clock is off the hub's; certificate times are checked at hub time", "hub", hub, "skew", skew.Round(time.Second))
+	}
+	l.mu.Lock()
+	l.skew = skew
+	l.mu.Unlock()
 }
 
 // Status returns a snapshot of the link.
@@ -255,7 +301,12 @@ func (l *Link) Run(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	} else if l.cfg.Token != "" {
-		l.log.Info("already enrolled; ignoring --token", "cluster", l.id.Cluster)
+		if err := l.reenroll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 	}
 	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
@@ -267,7 +318,7 @@ func (l *Link) Run(ctx context.Context) error {
 			return nil
 		}
 		state := StateOffline
-		if status.Code(err) == codes.PermissionDenied {
+		if status.Code(err) == codes.PermissionDenied || errors.Is(err, ErrCertExpired) {
 			state = StateRefused
 			bo.n = 64 // straight to the cap: retrying fast will not help
 		}
@@ -385,7 +436,7 @@ func (l *Link) dialHub(ctx context.Context, addr string, tc *tls.Config, srv *gr
 	conn := tls.Client(raw, tc)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
-		if errors.Is(err, ErrPinMismatch) {
+		if errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrClockSkew) {
 			return nil, fmt.Errorf("hub %s: %w", addr, err)
 		}
 		return nil, fmt.Errorf("hub %s did not complete a TLS handshake as a Tether hub: %w", addr, err)
@@ -428,7 +479,43 @@ func (l *Link) enroll(ctx context.Context) error {
 	}
 }
 
+// reenroll redeems --token although an identity exists, when the token is
+// not the one the identity came from, or the certificate expired. The
+// stored identity is replaced only once the new one is saved. With a
+// still valid identity one attempt is made and a refusal keeps it; with an
+// expired one, enrolment retries like a first one.
+func (l *Link) reenroll(ctx context.Context) error {
+	tok, err := jointoken.Parse(l.cfg.Token)
+	if err != nil {
+		return fmt.Errorf("enroll: --token: %w", err)
+	}
+	l.mu.Lock()
+	cur := l.id
+	l.mu.Unlock()
+	expired := l.certExpired() != nil
+	if !expired && cur.TokenID == tok.ID {
+		l.log.Info("already enrolled with this token; ignoring --token", "cluster", cur.Cluster)
+		return nil
+	}
+	if len(l.cfg.Hubs) == 0 {
+		l.cfg.Hubs = cur.HubAddrs
+	}
+	if expired {
+		l.log.Warn("certificate expired; re-enrolling with --token", "cluster", cur.Cluster)
+		return l.enroll(ctx)
+	}
+	hub := l.nextHub()
+	if err := l.enrollOnce(ctx, hub, tok); err != nil {
+		l.log.Warn("re-enrolment with --token failed; keeping the current identity", "cluster", cur.Cluster, "hub", hub, "err", err)
+		return nil
+	}
+	return nil
+}
+
 func permanent(err error) bool {
+	if errors.Is(err, ErrClockSkew) {
+		return false // fix the clock; the next attempt may succeed
+	}
 	if errors.Is(err, ErrPinMismatch) {
 		return true
 	}
@@ -444,7 +531,7 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) 
 	if err != nil {
 		return err
 	}
-	tc := enrollTLS(tok)
+	tc := enrollTLS(tok, l.hubNow, l.log)
 	l.curves(tc)
 	sess, err := l.dialHub(ctx, hub, tc, nil)
 	if err != nil {
@@ -473,6 +560,7 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) 
 		CAPEM:    certPEM(resp.GetCaDer()),
 		HubAddrs: l.cfg.Hubs,
 		NotAfter: resp.GetNotAfter().AsTime(),
+		TokenID:  tok.ID,
 	}
 	if _, err := parseIdentity(id); err != nil {
 		return err
@@ -495,8 +583,11 @@ func (l *Link) curves(tc *tls.Config) {
 
 // connect runs one connection until it fails or ctx is done.
 func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
+	if err := l.certExpired(); err != nil {
+		return err
+	}
 	l.mu.Lock()
-	tc := mutualTLS(l.cert, l.ca)
+	tc := mutualTLS(l.cert, l.ca, l.hubNow, l.log)
 	tc.ClientSessionCache = l.tickets
 	l.curves(tc)
 	cluster := l.id.Cluster
@@ -538,6 +629,10 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 	w := first.GetWelcome()
 	if w == nil {
 		return fmt.Errorf("hub %s: first message is %T, want welcome", hub, first.GetMsg())
+	}
+	l.noteServerTime(w, hub)
+	if e, ok := l.cfg.Handler.(EpochHandler); ok && w.GetEpoch() != "" && e.Epoch() != "" && e.Epoch() != w.GetEpoch() {
+		l.log.Warn("hub's revision history (epoch) differs from the one the held desired state came from; expecting a full state", "hub", hub, "hub_epoch", w.GetEpoch(), "held_epoch", e.Epoch())
 	}
 	bo.reset()
 	l.mu.Lock()
