@@ -123,6 +123,9 @@ type Config struct {
 	// about 2.3 KB to every handshake, resumptions included, so it is off
 	// by default for metered edge links; X25519 is used then.
 	PostQuantum bool
+	// ChartFetchTimeout bounds one chart download (at most maxChartSize,
+	// 64 MiB: 10 minutes is about 110 KB/s). Default 10m.
+	ChartFetchTimeout time.Duration
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -134,6 +137,8 @@ func DefaultConfig() Config {
 		DialTimeout: 10 * time.Second,
 		MinBackoff:  500 * time.Millisecond,
 		MaxBackoff:  time.Minute,
+
+		ChartFetchTimeout: 10 * time.Minute,
 	}
 }
 
@@ -198,6 +203,9 @@ func New(cfg Config) (*Link, error) {
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
+	}
+	if cfg.ChartFetchTimeout <= 0 {
+		cfg.ChartFetchTimeout = 10 * time.Minute
 	}
 	if cfg.Dial == nil {
 		var d net.Dialer
@@ -913,6 +921,8 @@ func (l *Link) FetchChart(ctx context.Context, digest string) ([]byte, error) {
 	if client == nil {
 		return nil, fmt.Errorf("fetch chart %s: %w", digest, ErrOffline)
 	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.ChartFetchTimeout)
+	defer cancel()
 	stream, err := client.FetchChart(ctx, &fleetv1.FetchChartRequest{Digest: digest})
 	if err != nil {
 		return nil, fmt.Errorf("fetch chart %s: %w", digest, err)
