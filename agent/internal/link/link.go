@@ -464,11 +464,17 @@ func (l *Link) enroll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("enroll: --token: %w", err)
 	}
+	// One key for every attempt: if an answer is lost, the hub gives the
+	// same key the same certificate again instead of a spent token.
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
 	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
 		hub := l.nextHub()
 		l.setState(StateEnrolling, hub, nil)
-		err := l.enrollOnce(ctx, hub, tok)
+		err := l.enrollOnce(ctx, hub, tok, keyPEM, csr)
 		if err == nil {
 			return nil
 		}
@@ -512,8 +518,12 @@ func (l *Link) reenroll(ctx context.Context) error {
 		l.log.Warn("certificate expired; re-enrolling with --token", "cluster", cur.Cluster)
 		return l.enroll(ctx)
 	}
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
 	hub := l.nextHub()
-	if err := l.enrollOnce(ctx, hub, tok); err != nil {
+	if err := l.enrollOnce(ctx, hub, tok, keyPEM, csr); err != nil {
 		l.log.Warn("re-enrolment with --token failed; keeping the current identity", "cluster", cur.Cluster, "hub", hub, "err", err)
 		return nil
 	}
@@ -534,11 +544,7 @@ func permanent(err error) bool {
 	return false
 }
 
-func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) error {
-	keyPEM, csr, err := newKey()
-	if err != nil {
-		return err
-	}
+func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token, keyPEM, csr []byte) error {
 	tc := enrollTLS(tok, l.hubNow, l.log)
 	l.curves(tc)
 	sess, err := l.dialHub(ctx, hub, tc, nil)

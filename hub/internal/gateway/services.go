@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +40,14 @@ func (e *enrollment) Enroll(ctx context.Context, req *fleetv1.EnrollRequest) (*f
 	sign := func(cluster string) (fleet.Issued, error) {
 		return g.sign(req.GetCsrDer(), cluster, now)
 	}
-	cluster, issued, err := g.cfg.Registry.Enroll(ctx, req.GetToken(), fleet.AgentInfo{Version: req.GetAgentVersion(), Address: id.remote}, sign)
+	info := fleet.AgentInfo{Version: req.GetAgentVersion(), Address: id.remote}
+	if csr, err := x509.ParseCertificateRequest(req.GetCsrDer()); err == nil {
+		// A retry with the same key (the answer was lost) gets the same
+		// certificate instead of a used-up token.
+		sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+		info.KeyID = hex.EncodeToString(sum[:])
+	}
+	cluster, issued, err := g.cfg.Registry.Enroll(ctx, req.GetToken(), info, sign)
 	if err != nil {
 		g.log.Info("enrolment refused", "remote", id.remote, "err", err)
 		return nil, status.Error(enrollCode(err), err.Error())
