@@ -196,6 +196,9 @@ type Identity struct {
 	CAPEM    []byte    `json:"caPEM"`
 	HubAddrs []string  `json:"hubAddrs,omitempty"`
 	NotAfter time.Time `json:"notAfter"`
+	// TokenID is the ID of the join token the identity was enrolled with;
+	// a different --token makes the agent enrol again.
+	TokenID string `json:"tokenId,omitempty"`
 }
 
 // LinkState is the agent's view of its connection to the hub, kept so
@@ -461,6 +464,31 @@ func (c *Cache) SaveDesired(rev uint64, payload []byte) error {
 			}
 		}
 		return nil
+	})
+}
+
+// ReplaceDesired stores payload as the only desired revision, dropping
+// every other one, also newer ones: the hub's history changed (a new hub,
+// or one restored from a backup), so the revisions held are not
+// comparable with rev.
+func (c *Cache) ReplaceDesired(rev uint64, payload []byte) error {
+	op := fmt.Sprintf("replace desired state with revision %d", rev)
+	if rev == 0 {
+		return fmt.Errorf("cache: %s: %w: revision must be positive", op, ErrInvalid)
+	}
+	return c.update(op, func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketDesired)
+		var keys [][]byte
+		cur := b.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return b.Put(u64(rev), payload)
 	})
 }
 

@@ -52,6 +52,24 @@ var ErrHubBusy = errors.New("hub is refusing connections (busy)")
 // MinBackoff × 2^4 (8 s by default), jittered, up to MaxBackoff.
 const busyBackoffSteps = 4
 
+// ErrCertExpired: the agent's certificate expired; only a new join token
+// gets it back (the hub refuses an expired certificate).
+var ErrCertExpired = errors.New("certificate expired")
+
+// certExpired returns an ErrCertExpired error that says what to do when the
+// agent's certificate has expired by the hub's clock.
+func (l *Link) certExpired() error {
+	now := l.hubNow()
+	l.mu.Lock()
+	notAfter, cluster := l.st.CertExpires, l.id.Cluster
+	l.mu.Unlock()
+	if notAfter.IsZero() || now.Before(notAfter) {
+		return nil
+	}
+	return fmt.Errorf("%w at %s; re-enrol with a new token: tether token create --cluster %s, then run tether-agent with --token",
+		ErrCertExpired, notAfter.UTC().Format(time.RFC3339), cluster)
+}
+
 // ErrNotEnrolled: no identity in the cache and no token to get one.
 var ErrNotEnrolled = errors.New("agent is not enrolled: pass --token and --hub once")
 
@@ -83,6 +101,13 @@ type Handler interface {
 	Desired(ctx context.Context, ds *fleetv1.DesiredState) error
 }
 
+// EpochHandler is a Handler that knows which hub history (epoch) its
+// revision belongs to; the hello carries it so the hub can tell a revision
+// of another history (a new or restored hub) and send the full state.
+type EpochHandler interface {
+	Epoch() string
+}
+
 // Config configures a Link.
 type Config struct {
 	Cache Cache
@@ -106,6 +131,9 @@ type Config struct {
 	// about 2.3 KB to every handshake, resumptions included, so it is off
 	// by default for metered edge links; X25519 is used then.
 	PostQuantum bool
+	// ChartFetchTimeout bounds one chart download (at most maxChartSize,
+	// 64 MiB: 10 minutes is about 110 KB/s). Default 10m.
+	ChartFetchTimeout time.Duration
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -117,6 +145,8 @@ func DefaultConfig() Config {
 		DialTimeout: 10 * time.Second,
 		MinBackoff:  500 * time.Millisecond,
 		MaxBackoff:  time.Minute,
+
+		ChartFetchTimeout: 10 * time.Minute,
 	}
 }
 
@@ -132,6 +162,9 @@ type Status struct {
 	Connects    uint64    `json:"connects"`
 	CertExpires time.Time `json:"certExpires,omitzero"`
 	Revision    uint64    `json:"revision"`
+	// StatusTruncated counts services left out of status reports that
+	// were over the hub's limits (see fleetv1.MaxReportServices).
+	StatusTruncated uint64 `json:"statusTruncated,omitempty"`
 }
 
 // Link is an agent's connection to its hub.
@@ -140,13 +173,19 @@ type Link struct {
 	log  *slog.Logger
 	grpc *grpc.Server
 
-	mu       sync.Mutex
-	id       cache.Identity
-	cert     tls.Certificate
-	ca       *x509.Certificate
-	renewAt  time.Time
-	st       Status
-	hubIndex int
+	mu      sync.Mutex
+	id      cache.Identity
+	cert    tls.Certificate
+	ca      *x509.Certificate
+	renewAt time.Time
+	// skew is the hub's clock minus this agent's, measured from the last
+	// Welcome.server_time (bounded by MaxClockSkew).
+	skew time.Duration
+	// pendingID is a renewed identity whose save failed; the save is
+	// retried before anything else.
+	pendingID *cache.Identity
+	st        Status
+	hubIndex  int
 	// client is the Fleet client of the live connection, nil when offline.
 	client fleetv1.FleetClient
 	// outboxKick wakes the outbox drain.
@@ -173,6 +212,9 @@ func New(cfg Config) (*Link, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
 	}
+	if cfg.ChartFetchTimeout <= 0 {
+		cfg.ChartFetchTimeout = 10 * time.Minute
+	}
 	if cfg.Dial == nil {
 		var d net.Dialer
 		cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
@@ -187,6 +229,31 @@ func New(cfg Config) (*Link, error) {
 	l.grpc = grpc.NewServer(tunnel.ServerOptions(cfg.Tunnel)...)
 	fleetv1.RegisterAgentServer(l.grpc, &agentService{l: l})
 	return l, nil
+}
+
+// hubNow is the agent's estimate of the hub's clock.
+func (l *Link) hubNow() time.Time {
+	l.mu.Lock()
+	skew := l.skew
+	l.mu.Unlock()
+	return l.cfg.Now().Add(skew)
+}
+
+// noteServerTime measures the clock skew from a Welcome.
+func (l *Link) noteServerTime(w *fleetv1.Welcome, hub string) {
+	if w.GetServerTime() == nil {
+		return
+	}
+	skew := w.GetServerTime().AsTime().Sub(l.cfg.Now())
+	if skew.Abs() > MaxClockSkew {
+		l.log.Error("agent clock is off the hub's by more than the bound; not correcting for it; fix the clock (NTP)", "hub", hub, "skew", skew.Round(time.Second), "bound", MaxClockSkew)
+		skew = 0
+	} else if skew.Abs() > time.Minute {
+		l.log.Warn("agent clock is off the hub's; certificate times are checked at hub time", "hub", hub, "skew", skew.Round(time.Second))
+	}
+	l.mu.Lock()
+	l.skew = skew
+	l.mu.Unlock()
 }
 
 // Status returns a snapshot of the link.
@@ -250,7 +317,12 @@ func (l *Link) Run(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	} else if l.cfg.Token != "" {
-		l.log.Info("already enrolled; ignoring --token", "cluster", l.id.Cluster)
+		if err := l.reenroll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 	}
 	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
@@ -282,7 +354,7 @@ func (l *Link) Run(ctx context.Context) error {
 func retryAfter(err error, bo *backoff) (string, time.Duration) {
 	state := StateOffline
 	switch {
-	case status.Code(err) == codes.PermissionDenied:
+	case status.Code(err) == codes.PermissionDenied, errors.Is(err, ErrCertExpired):
 		state = StateRefused
 		bo.n = 64 // straight to the cap: retrying fast will not help
 	case errors.Is(err, ErrHubBusy):
@@ -322,28 +394,44 @@ func (l *Link) loadIdentity() error {
 	return l.useIdentity(id)
 }
 
-func (l *Link) useIdentity(id cache.Identity) error {
+// parsedIdentity is an identity ready for TLS.
+type parsedIdentity struct {
+	cert tls.Certificate
+	ca   *x509.Certificate
+	leaf *x509.Certificate
+}
+
+func parseIdentity(id cache.Identity) (parsedIdentity, error) {
 	cert, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
 	if err != nil {
-		return fmt.Errorf("link: stored identity of cluster %q: %w", id.Cluster, err)
+		return parsedIdentity{}, fmt.Errorf("link: stored identity of cluster %q: %w", id.Cluster, err)
 	}
 	ca, err := parseCertPEM(id.CAPEM)
 	if err != nil {
-		return fmt.Errorf("link: stored hub CA: %w", err)
+		return parsedIdentity{}, fmt.Errorf("link: stored hub CA: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return fmt.Errorf("link: stored certificate: %w", err)
+		return parsedIdentity{}, fmt.Errorf("link: stored certificate: %w", err)
+	}
+	return parsedIdentity{cert: cert, ca: ca, leaf: leaf}, nil
+}
+
+func (l *Link) useIdentity(id cache.Identity) error {
+	p, err := parseIdentity(id)
+	if err != nil {
+		return err
 	}
 	if len(id.HubAddrs) == 0 && len(l.cfg.Hubs) == 0 {
 		return fmt.Errorf("link: cluster %q: no hub address stored or given (--hub)", id.Cluster)
 	}
+	leaf := p.leaf
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	// Renew at about 2/3 of the lifetime, jittered so a fleet enrolled
 	// together does not renew together.
 	renewAt := leaf.NotBefore.Add(time.Duration(float64(life) * (0.6 + 0.13*rand.Float64())))
 	l.mu.Lock()
-	l.id, l.cert, l.ca, l.renewAt = id, cert, ca, renewAt
+	l.id, l.cert, l.ca, l.renewAt = id, p.cert, p.ca, renewAt
 	l.st.Cluster = id.Cluster
 	l.st.CertExpires = leaf.NotAfter
 	l.mu.Unlock()
@@ -376,7 +464,7 @@ func (l *Link) dialHub(ctx context.Context, addr string, tc *tls.Config, srv *gr
 		if tunnel.IsBusyRefusal(err) {
 			return nil, fmt.Errorf("hub %s: %w", addr, ErrHubBusy)
 		}
-		if errors.Is(err, ErrPinMismatch) {
+		if errors.Is(err, ErrPinMismatch) || errors.Is(err, ErrClockSkew) {
 			return nil, fmt.Errorf("hub %s: %w", addr, err)
 		}
 		return nil, fmt.Errorf("hub %s did not complete a TLS handshake as a Tether hub: %w", addr, err)
@@ -396,11 +484,17 @@ func (l *Link) enroll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("enroll: --token: %w", err)
 	}
+	// One key for every attempt: if an answer is lost, the hub gives the
+	// same key the same certificate again instead of a spent token.
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
 	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
 		hub := l.nextHub()
 		l.setState(StateEnrolling, hub, nil)
-		err := l.enrollOnce(ctx, hub, tok)
+		err := l.enrollOnce(ctx, hub, tok, keyPEM, csr)
 		if err == nil {
 			return nil
 		}
@@ -419,7 +513,47 @@ func (l *Link) enroll(ctx context.Context) error {
 	}
 }
 
+// reenroll redeems --token although an identity exists, when the token is
+// not the one the identity came from, or the certificate expired. The
+// stored identity is replaced only once the new one is saved. With a
+// still valid identity one attempt is made and a refusal keeps it; with an
+// expired one, enrolment retries like a first one.
+func (l *Link) reenroll(ctx context.Context) error {
+	tok, err := jointoken.Parse(l.cfg.Token)
+	if err != nil {
+		return fmt.Errorf("enroll: --token: %w", err)
+	}
+	l.mu.Lock()
+	cur := l.id
+	l.mu.Unlock()
+	expired := l.certExpired() != nil
+	if !expired && cur.TokenID == tok.ID {
+		l.log.Info("already enrolled with this token; ignoring --token", "cluster", cur.Cluster)
+		return nil
+	}
+	if len(l.cfg.Hubs) == 0 {
+		l.cfg.Hubs = cur.HubAddrs
+	}
+	if expired {
+		l.log.Warn("certificate expired; re-enrolling with --token", "cluster", cur.Cluster)
+		return l.enroll(ctx)
+	}
+	keyPEM, csr, err := newKey()
+	if err != nil {
+		return err
+	}
+	hub := l.nextHub()
+	if err := l.enrollOnce(ctx, hub, tok, keyPEM, csr); err != nil {
+		l.log.Warn("re-enrolment with --token failed; keeping the current identity", "cluster", cur.Cluster, "hub", hub, "err", err)
+		return nil
+	}
+	return nil
+}
+
 func permanent(err error) bool {
+	if errors.Is(err, ErrClockSkew) {
+		return false // fix the clock; the next attempt may succeed
+	}
 	if errors.Is(err, ErrPinMismatch) {
 		return true
 	}
@@ -430,12 +564,8 @@ func permanent(err error) bool {
 	return false
 }
 
-func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) error {
-	keyPEM, csr, err := newKey()
-	if err != nil {
-		return err
-	}
-	tc := enrollTLS(tok)
+func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token, keyPEM, csr []byte) error {
+	tc := enrollTLS(tok, l.hubNow, l.log)
 	l.curves(tc)
 	sess, err := l.dialHub(ctx, hub, tc, nil)
 	if err != nil {
@@ -464,12 +594,16 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token) 
 		CAPEM:    certPEM(resp.GetCaDer()),
 		HubAddrs: l.cfg.Hubs,
 		NotAfter: resp.GetNotAfter().AsTime(),
+		TokenID:  tok.ID,
 	}
-	if err := l.useIdentity(id); err != nil {
+	if _, err := parseIdentity(id); err != nil {
 		return err
 	}
 	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
 		return fmt.Errorf("save identity: %w", err)
+	}
+	if err := l.useIdentity(id); err != nil {
+		return err
 	}
 	l.log.Info("enrolled", "cluster", id.Cluster, "hub", hub, "cert_expires", id.NotAfter)
 	return nil
@@ -483,8 +617,11 @@ func (l *Link) curves(tc *tls.Config) {
 
 // connect runs one connection until it fails or ctx is done.
 func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
+	if err := l.certExpired(); err != nil {
+		return err
+	}
 	l.mu.Lock()
-	tc := mutualTLS(l.cert, l.ca)
+	tc := mutualTLS(l.cert, l.ca, l.hubNow, l.log)
 	tc.ClientSessionCache = l.tickets
 	l.curves(tc)
 	cluster := l.id.Cluster
@@ -506,11 +643,15 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 		return err
 	}
 	var have uint64
+	var haveEpoch string
 	if l.cfg.Handler != nil {
 		have = l.cfg.Handler.Revision()
+		if e, ok := l.cfg.Handler.(EpochHandler); ok {
+			haveEpoch = e.Epoch()
+		}
 	}
 	err = stream.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
-		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, Hostname: l.cfg.Hostname,
+		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, HaveEpoch: haveEpoch, Hostname: l.cfg.Hostname,
 	}}})
 	if err != nil {
 		return err
@@ -522,6 +663,10 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 	w := first.GetWelcome()
 	if w == nil {
 		return fmt.Errorf("hub %s: first message is %T, want welcome", hub, first.GetMsg())
+	}
+	l.noteServerTime(w, hub)
+	if e, ok := l.cfg.Handler.(EpochHandler); ok && w.GetEpoch() != "" && e.Epoch() != "" && e.Epoch() != w.GetEpoch() {
+		l.log.Warn("hub's revision history (epoch) differs from the one the held desired state came from; expecting a full state", "hub", hub, "hub_epoch", w.GetEpoch(), "held_epoch", e.Epoch())
 	}
 	bo.reset()
 	l.mu.Lock()
@@ -646,12 +791,18 @@ func (l *Link) heartbeats(ctx context.Context, out *syncSender, client fleetv1.F
 }
 
 // maybeRenew rotates the certificate once it is past its renewal time. The
-// new key is made here and never leaves the agent.
+// new key is made here and never leaves the agent. The renewed identity is
+// saved before it is used: if the save fails it is kept pending and only
+// the save is retried (renewAt does not move), so a restart never finds
+// the old certificate after the agent stopped renewing it.
 func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error {
 	l.mu.Lock()
 	due := !l.cfg.Now().Before(l.renewAt)
-	id := l.id
+	id, pending := l.id, l.pendingID
 	l.mu.Unlock()
+	if pending != nil {
+		return l.commitRenewed(*pending)
+	}
 	if !due {
 		return nil
 	}
@@ -668,11 +819,26 @@ func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error
 	id.KeyPEM = keyPEM
 	id.CertPEM = certPEM(resp.GetCertificateDer())
 	id.NotAfter = resp.GetNotAfter().AsTime()
+	if _, err := parseIdentity(id); err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	return l.commitRenewed(id)
+}
+
+// commitRenewed saves a renewed identity, then uses it; on a failed save
+// it stays pending for the next attempt.
+func (l *Link) commitRenewed(id cache.Identity) error {
+	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
+		l.mu.Lock()
+		l.pendingID = &id
+		l.mu.Unlock()
+		return fmt.Errorf("save renewed identity (kept in memory; the save is retried): %w", err)
+	}
+	l.mu.Lock()
+	l.pendingID = nil
+	l.mu.Unlock()
 	if err := l.useIdentity(id); err != nil {
 		return err
-	}
-	if err := l.cfg.Cache.SaveIdentity(id); err != nil {
-		return fmt.Errorf("save renewed identity: %w", err)
 	}
 	l.log.Info("certificate renewed", "cluster", id.Cluster, "expires", id.NotAfter)
 	return nil
@@ -687,7 +853,7 @@ func (l *Link) KickOutbox() {
 }
 
 // drainBatch bounds the reports in flight before the hub acknowledges.
-const drainBatch = 32
+const drainBatch = fleetv1.MaxUnackedReports
 
 // drain sends outbox entries oldest first and deletes them once the hub
 // acknowledged storing them. Entries survive a broken link and an agent
@@ -714,6 +880,13 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan uint64) e
 				continue
 			}
 			rep.Seq = e.Seq
+			if n := fitReport(&rep); n > 0 {
+				l.mu.Lock()
+				l.st.StatusTruncated += uint64(n)
+				l.mu.Unlock()
+				l.log.Warn("status report too large for the hub; left out services (not Deployed ones are kept first)",
+					"seq", e.Seq, "left_out", n, "kept", len(rep.Services), "max_services", fleetv1.MaxReportServices)
+			}
 			if err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Status{Status: &rep}}); err != nil {
 				return fmt.Errorf("send status report: %w", err)
 			}
@@ -774,6 +947,8 @@ func (l *Link) FetchChart(ctx context.Context, digest string) ([]byte, error) {
 	if client == nil {
 		return nil, fmt.Errorf("fetch chart %s: %w", digest, ErrOffline)
 	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.ChartFetchTimeout)
+	defer cancel()
 	stream, err := client.FetchChart(ctx, &fleetv1.FetchChartRequest{Digest: digest})
 	if err != nil {
 		return nil, fmt.Errorf("fetch chart %s: %w", digest, err)

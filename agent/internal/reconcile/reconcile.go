@@ -8,6 +8,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ const OutboxKindStatus = "status"
 // Cache is the part of the agent's bbolt file the reconciler uses.
 type Cache interface {
 	SaveDesired(rev uint64, payload []byte) error
+	ReplaceDesired(rev uint64, payload []byte) error
 	LatestDesired() (uint64, []byte, error)
 	HasChart(digest string) (bool, error)
 	Chart(digest string) ([]byte, error)
@@ -174,16 +176,37 @@ func (r *Reconciler) Revision() uint64 {
 
 func key(namespace, name string) string { return namespace + "/" + name }
 
+// Epoch is the hub history (store identity) the held revision belongs to.
+func (r *Reconciler) Epoch() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired.GetEpoch()
+}
+
 // Desired merges a delta (or full state) from the hub into the materialised
 // state and saves it before returning, so the link acknowledges only what
-// survives a crash. An older or equal revision is ignored.
+// survives a crash. An older or equal revision of the same history is
+// ignored. A full state of another epoch, or below the held revision, is
+// the hub saying the agent's state is from another history (a new hub, or
+// one restored from a backup): it replaces the held state, so services not
+// in it are removed.
 func (r *Reconciler) Desired(_ context.Context, ds *fleetv1.DesiredState) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if ds.GetRevision() <= r.desired.GetRevision() {
+	cur := r.desired
+	otherEpoch := ds.GetEpoch() != "" && cur.GetEpoch() != "" && ds.GetEpoch() != cur.GetEpoch()
+	replace := ds.GetFull() && (otherEpoch || ds.GetRevision() < cur.GetRevision())
+	if otherEpoch && !ds.GetFull() {
+		return fmt.Errorf("desired revision %d of epoch %s is a delta, but the held revision %d is of epoch %s", ds.GetRevision(), ds.GetEpoch(), cur.GetRevision(), cur.GetEpoch())
+	}
+	if !replace && ds.GetRevision() <= cur.GetRevision() {
 		return nil
 	}
-	next := &fleetv1.DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true}
+	if replace {
+		r.log.Warn("hub sent a full state from another history; it replaces the held one",
+			"revision", ds.GetRevision(), "epoch", ds.GetEpoch(), "held_revision", cur.GetRevision(), "held_epoch", cur.GetEpoch())
+	}
+	next := &fleetv1.DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true, Epoch: cmp.Or(ds.GetEpoch(), cur.GetEpoch())}
 	byKey := map[string]*fleetv1.Service{}
 	if !ds.GetFull() {
 		for _, s := range r.desired.GetServices() {
@@ -206,7 +229,11 @@ func (r *Reconciler) Desired(_ context.Context, ds *fleetv1.DesiredState) error 
 	if err != nil {
 		return err
 	}
-	if err := r.cfg.Cache.SaveDesired(next.GetRevision(), b); err != nil {
+	save := r.cfg.Cache.SaveDesired
+	if replace {
+		save = r.cfg.Cache.ReplaceDesired
+	}
+	if err := save(next.GetRevision(), b); err != nil {
 		return err
 	}
 	r.desired = next

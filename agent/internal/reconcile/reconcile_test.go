@@ -60,7 +60,8 @@ func TestDesiredDeltasPersistBeforeAck(t *testing.T) {
 		{"full", &fleetv1.DesiredState{Revision: 5, Full: true, Services: []*fleetv1.Service{svc("a", "web"), svc("b", "db")}}, []string{"a/web", "b/db"}, 5},
 		{"delta adds and changes", &fleetv1.DesiredState{Revision: 7, Services: []*fleetv1.Service{svc("c", "cache"), svc("a", "web")}}, []string{"a/web", "b/db", "c/cache"}, 7},
 		{"tombstone deletes", &fleetv1.DesiredState{Revision: 9, Tombstones: []*fleetv1.Tombstone{{Name: "db", Namespace: "b", Revision: 9}}}, []string{"a/web", "c/cache"}, 9},
-		{"stale revision ignored", &fleetv1.DesiredState{Revision: 8, Full: true}, []string{"a/web", "c/cache"}, 9},
+		{"stale delta ignored", &fleetv1.DesiredState{Revision: 8, Services: []*fleetv1.Service{svc("x", "stale")}}, []string{"a/web", "c/cache"}, 9},
+		{"same full again ignored", &fleetv1.DesiredState{Revision: 9, Full: true}, []string{"a/web", "c/cache"}, 9},
 		{"full replaces", &fleetv1.DesiredState{Revision: 12, Full: true, Services: []*fleetv1.Service{svc("z", "only")}}, []string{"z/only"}, 12},
 	}
 	for _, st := range steps {

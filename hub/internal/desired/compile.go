@@ -93,6 +93,9 @@ const (
 	// ProblemClusterNotFound: a ClusterDeployment names no enrolled
 	// cluster.
 	ProblemClusterNotFound = "ClusterNotFound"
+	// ProblemTooLarge: the cluster's desired state would not fit in one
+	// wire message; the cluster keeps its last good desired state.
+	ProblemTooLarge = "DesiredStateTooLarge"
 )
 
 // Problem is one reason a source's service is not (or not as written) in a
@@ -184,11 +187,16 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 	for _, cl := range clusters {
 		out[cl.Name] = c.cluster(cl, sources, in.Previous[cl.Name])
 	}
-	slices.SortStableFunc(c.problems, func(a, b Problem) int {
+	sortProblems(c.problems)
+	return out, c.problems
+}
+
+// sortProblems orders problems by source, cluster and service.
+func sortProblems(ps []Problem) {
+	slices.SortStableFunc(ps, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(a.Source.Kind, b.Source.Kind), cmp.Compare(a.Source.Namespace, b.Source.Namespace),
 			cmp.Compare(a.Source.Name, b.Source.Name), cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Service, b.Service))
 	})
-	return out, c.problems
 }
 
 type compiler struct {

@@ -2,20 +2,25 @@ package desired
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
 // Store kinds this package reads or owns.
@@ -25,7 +30,28 @@ const (
 	KindDesiredState = "DesiredState"
 	// kindCluster is the fleet registry's cluster record (fleet.Cluster).
 	kindCluster = "Cluster"
+	// KindEpoch is owned by this package: one cluster-scoped object named
+	// epochName holding an epochRecord, the identity of this store's
+	// revision history.
+	KindEpoch = "DesiredEpoch"
+	epochName = "epoch"
 )
+
+// maxHistory bounds State.History; the horizon rises past what is dropped.
+const maxHistory = 64
+
+// epochRecord is the stored epoch.
+type epochRecord struct {
+	Epoch   string    `json:"epoch"`
+	Created time.Time `json:"created"`
+}
+
+// newEpoch returns a random epoch ID (128 bits, hex).
+func newEpoch() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
 
 // inputKinds are the kinds whose changes trigger a recompile.
 var inputKinds = []string{
@@ -42,7 +68,12 @@ type State struct {
 	// Horizon: an agent whose revision is below it may have missed pruned
 	// tombstones (or holds state from before the cluster was re-created)
 	// and gets a full state.
-	Horizon    uint64      `json:"horizon,omitempty"`
+	Horizon uint64 `json:"horizon,omitempty"`
+	// History holds the revisions this cluster's state had (ascending, the
+	// last maxHistory, Revision last). An agent's revision at or above
+	// History[0] that is not in it comes from another history: a store
+	// restored from a backup, whose new writes reuse revision numbers.
+	History    []uint64    `json:"history,omitempty"`
 	Services   []Service   `json:"services"`
 	Tombstones []Tombstone `json:"tombstones,omitempty"`
 }
@@ -81,12 +112,19 @@ type Config struct {
 	// SystemNamespaces hold ServiceTemplates every namespace may use.
 	// Default objects.DefaultSystemNamespaces().
 	SystemNamespaces []string
+	// MaxStateBytes bounds one cluster's desired state as sent to its agent
+	// (every service and tombstone in one DesiredState message). A compile
+	// result over it is not stored: the cluster keeps its last good state
+	// and each source gets a DesiredStateTooLarge problem. Default: the
+	// tunnel's message limit less 64 KiB of headroom.
+	MaxStateBytes int
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
 	return Config{TombstoneGrace: 30 * 24 * time.Hour, Debounce: 100 * time.Millisecond, Resync: time.Hour,
-		SystemNamespaces: objects.DefaultSystemNamespaces()}
+		SystemNamespaces: objects.DefaultSystemNamespaces(),
+		MaxStateBytes:    tunnel.DefaultConfig().MaxRecvMsgSize - 64<<10}
 }
 
 // Validate reports a configuration that cannot work.
@@ -94,6 +132,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Store == nil:
 		return errors.New("desired: Config.Store is required")
+	case c.MaxStateBytes < 0:
+		return errors.New("desired: Config.MaxStateBytes must not be negative")
 	case c.TombstoneGrace < 0, c.Debounce < 0, c.Resync < 0:
 		return errors.New("desired: Config durations must not be negative")
 	}
@@ -111,6 +151,7 @@ type Compiler struct {
 
 	mu       sync.RWMutex
 	loaded   bool // states reflects the store
+	epoch    string
 	states   map[string]*State
 	problems []Problem
 	compiled uint64            // store revision the last compile read
@@ -137,6 +178,9 @@ func New(cfg Config) (*Compiler, error) {
 	if cfg.Resync == 0 {
 		cfg.Resync = d.Resync
 	}
+	if cfg.MaxStateBytes == 0 {
+		cfg.MaxStateBytes = d.MaxStateBytes
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -156,6 +200,7 @@ func New(cfg Config) (*Compiler, error) {
 // snapshot is what Recompile reads in one transaction.
 type snapshot struct {
 	rev    uint64
+	epoch  string
 	in     Inputs
 	states map[string]*State
 	rvs    map[string]uint64 // DesiredState resourceVersions
@@ -182,8 +227,8 @@ func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
 		snap.in.Previous = prev
 		snap.in.SystemNamespaces = c.cfg.SystemNamespaces
 		out, problems := Compile(snap.in)
-		changed, err := c.write(ctx, snap, out)
-		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+		changed, tooLarge, err := c.write(ctx, snap, out)
+		if (errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists)) && attempt < 3 {
 			continue // someone else wrote a DesiredState; read again
 		}
 		if err != nil {
@@ -191,7 +236,9 @@ func (c *Compiler) Recompile(ctx context.Context) (uint64, error) {
 		}
 		c.mu.Lock()
 		c.loaded = true
-		c.problems = problems
+		c.epoch = snap.epoch
+		c.problems = append(problems, tooLarge...)
+		sortProblems(c.problems)
 		c.compiled = snap.rev
 		c.prints = snap.prints
 		c.states = snap.states
@@ -205,6 +252,11 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 	snap := &snapshot{states: map[string]*State{}, rvs: map[string]uint64{}, prints: map[string]string{}}
 	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		snap.rev = tx.Revision()
+		ep, err := readEpoch(tx)
+		if err != nil {
+			return err
+		}
+		snap.epoch = ep
 		objs, err := tx.List(kindCluster, "")
 		if err != nil {
 			return err
@@ -267,17 +319,42 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 }
 
 // write stores the states that changed, in one transaction, and updates
-// snap.states to what was written. It returns the changed clusters.
-func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]ClusterDesired) ([]string, error) {
+// snap.states to what was written. It returns the changed clusters, and a
+// problem per source of a cluster whose state is over MaxStateBytes (that
+// cluster keeps its previous state).
+func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]ClusterDesired) ([]string, []Problem, error) {
 	now := c.cfg.Now().UTC()
 	var changed []string
+	var tooLarge []Problem
 	next := map[string]*State{}
 	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
-		changed, next = nil, map[string]*State{}
+		changed, tooLarge, next = nil, nil, map[string]*State{}
 		rev := tx.Revision() + 1 // the revision this transaction commits as
+		if snap.epoch == "" {
+			// The store's first compile: give its history an identity.
+			// A backup of the store keeps it; a new store gets another.
+			rec := epochRecord{Epoch: newEpoch(), Created: now}
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Create(store.Object{Kind: KindEpoch, Name: epochName, Value: v}); err != nil {
+				return fmt.Errorf("desired: create epoch: %w", err)
+			}
+			snap.epoch = rec.Epoch
+		}
 		for _, name := range sortedKeys(out) {
 			old := snap.states[name]
 			st, write := nextState(old, out[name], rev, now, c.cfg.TombstoneGrace)
+			if write {
+				if size := wireSize(st); size > c.cfg.MaxStateBytes {
+					tooLarge = append(tooLarge, tooLargeProblems(name, st, old, size, c.cfg.MaxStateBytes)...)
+					if old != nil {
+						next[name] = old
+					}
+					continue
+				}
+			}
 			next[name] = st
 			if !write {
 				continue
@@ -310,10 +387,39 @@ func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]Clu
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snap.states = next
-	return changed, nil
+	return changed, tooLarge, nil
+}
+
+// wireSize is the size of the DesiredState message carrying every service
+// and tombstone of st: no full state or delta of it is larger.
+func wireSize(st *State) int {
+	ds := &fleetv1.DesiredState{Cluster: st.Cluster, Revision: st.Revision, Full: true, Epoch: strings.Repeat("0", 32)}
+	for i := range st.Services {
+		ds.Services = append(ds.Services, wireService(&st.Services[i]))
+	}
+	for _, t := range st.Tombstones {
+		ds.Tombstones = append(ds.Tombstones, &fleetv1.Tombstone{Name: t.Name, Namespace: t.Namespace, Revision: t.Revision, DeletedAt: timestamppb.New(t.DeletedAt)})
+	}
+	return proto.Size(ds)
+}
+
+// tooLargeProblems gives every service of st a problem: the API shows
+// them in their source's status.
+func tooLargeProblems(cluster string, st, old *State, size, limit int) []Problem {
+	keep := "it has no desired state yet"
+	if old != nil {
+		keep = fmt.Sprintf("the cluster keeps its last good desired state (revision %d)", old.Revision)
+	}
+	out := make([]Problem, 0, len(st.Services))
+	for _, s := range st.Services {
+		out = append(out, Problem{Cluster: cluster, Source: s.Source, Service: s.Key(), Code: ProblemTooLarge,
+			Reason: fmt.Sprintf("the desired state of cluster %s would be %d bytes, over the limit of %d bytes for one message to its agent (shrink values or valuesFrom sources, or spread services over fewer clusters' selectors); %s",
+				cluster, size, limit, keep)})
+	}
+	return out
 }
 
 // nextState merges a compile result into the previous state. It reports
@@ -321,7 +427,7 @@ func (c *Compiler) write(ctx context.Context, snap *snapshot, out map[string]Clu
 // tombstones change (pruning alone keeps it).
 func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace time.Duration) (*State, bool) {
 	if old == nil {
-		st := &State{Cluster: cd.Cluster, Revision: rev, Horizon: rev, Services: cd.Services}
+		st := &State{Cluster: cd.Cluster, Revision: rev, Horizon: rev, History: []uint64{rev}, Services: cd.Services}
 		for i := range st.Services {
 			st.Services[i].Revision = rev
 		}
@@ -330,7 +436,7 @@ func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace t
 		}
 		return st, true
 	}
-	st := &State{Cluster: cd.Cluster, Revision: old.Revision, Horizon: old.Horizon, Services: make([]Service, 0, len(cd.Services))}
+	st := &State{Cluster: cd.Cluster, Revision: old.Revision, Horizon: old.Horizon, History: old.History, Services: make([]Service, 0, len(cd.Services))}
 	changed := false
 	oldSvc := map[string]*Service{}
 	for i := range old.Services {
@@ -380,16 +486,79 @@ func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace t
 	})
 	if changed {
 		st.Revision = rev
+		st.History = append(slices.Clone(old.History), rev)
+		if n := len(st.History); n > maxHistory {
+			st.History = st.History[n-maxHistory:]
+			// An agent below what is kept cannot be checked: full state.
+			st.Horizon = max(st.Horizon, st.History[0])
+		}
 	}
 	return st, changed || pruned
 }
 
-// Delta returns what an agent that has revision have needs: nil when it is
-// up to date (have == current revision, or the cluster has no desired
-// state yet); a full state when have is 0, below the tombstone horizon, or
-// above the current revision (the hub's store was restored from an older
-// copy); otherwise the services and tombstones changed after have.
-func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64) (*fleetv1.DesiredState, error) {
+// holds reports whether rev can be a revision of this cluster's history:
+// one it had, or one older than the recorded history (the horizon decides
+// those). A revision above the current one, or a recorded-range revision
+// the state never had, belongs to another history.
+func (st *State) holds(rev uint64) bool {
+	switch {
+	case rev == st.Revision:
+		return true
+	case rev > st.Revision:
+		return false
+	case len(st.History) == 0 || rev < st.History[0]:
+		return true
+	}
+	_, found := slices.BinarySearch(st.History, rev)
+	return found
+}
+
+func readEpoch(tx store.Tx) (string, error) {
+	o, err := tx.Get(KindEpoch, "", epochName)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var rec epochRecord
+	if err := json.Unmarshal(o.Value, &rec); err != nil || rec.Epoch == "" {
+		return "", fmt.Errorf("desired: stored epoch %q is not valid: %v", o.Value, err)
+	}
+	return rec.Epoch, nil
+}
+
+// Epoch returns the identity of this store's revision history, "" before
+// the first compile of a new store.
+func (c *Compiler) Epoch(ctx context.Context) (string, error) {
+	c.mu.RLock()
+	ep, loaded := c.epoch, c.loaded
+	c.mu.RUnlock()
+	if ep != "" || loaded {
+		return ep, nil
+	}
+	err := c.cfg.Store.Txn(ctx, func(tx store.Tx) error {
+		var err error
+		ep, err = readEpoch(tx)
+		return err
+	})
+	return ep, err
+}
+
+// Delta returns what an agent that has revision have of epoch haveEpoch
+// needs: nil when it is up to date (have == current revision, same
+// history, or the cluster has no desired state yet); a full state when
+// have is 0, below the tombstone horizon, or from another history;
+// otherwise the services and tombstones changed after have.
+//
+// Another history: haveEpoch names another store (a new hub), or have is
+// a revision this cluster's state never had here (above the current one,
+// or missing from State.History): the hub's store was restored from a
+// backup, which keeps the epoch, and the agent's revision is from the
+// lost future. The full state is then authoritative, at a revision that
+// may be below the agent's. An empty haveEpoch (an agent older than
+// epochs) is judged by the revision alone.
+func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64, haveEpoch string) (*fleetv1.DesiredState, error) {
 	st, err := c.State(ctx, cluster)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -397,11 +566,21 @@ func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64) (*fle
 	if err != nil {
 		return nil, err
 	}
-	if have == st.Revision {
+	epoch, err := c.Epoch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	otherStore := haveEpoch != "" && epoch != "" && haveEpoch != epoch
+	foreign := otherStore || have != 0 && !st.holds(have)
+	if have == st.Revision && !foreign {
 		return nil, nil
 	}
-	ds := &fleetv1.DesiredState{Cluster: cluster, Revision: st.Revision}
-	if have == 0 || have < st.Horizon || have > st.Revision {
+	ds := &fleetv1.DesiredState{Cluster: cluster, Revision: st.Revision, Epoch: epoch}
+	if foreign {
+		c.log.Warn("agent holds desired state from another history; sending the full state, which replaces it",
+			"cluster", cluster, "agent_revision", have, "agent_epoch", haveEpoch, "revision", st.Revision, "epoch", epoch, "other_store", otherStore)
+	}
+	if have == 0 || have < st.Horizon || foreign {
 		ds.Full = true
 		for i := range st.Services {
 			ds.Services = append(ds.Services, wireService(&st.Services[i]))

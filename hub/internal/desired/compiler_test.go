@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
@@ -194,10 +197,10 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	}
 
 	// Delta: have = current -> nil; have = 0 -> full; have = r1 -> tombstone only.
-	if d, err := e.c.Delta(e.ctx, "edge-1", r2); err != nil || d != nil {
+	if d, err := e.c.Delta(e.ctx, "edge-1", r2, ""); err != nil || d != nil {
 		t.Fatalf("Delta(current) = %v, %v", d, err)
 	}
-	d, err := e.c.Delta(e.ctx, "edge-1", 0)
+	d, err := e.c.Delta(e.ctx, "edge-1", 0, "")
 	if err != nil || !d.Full || d.Revision != r2 || len(d.Services) != 1 || len(d.Tombstones) != 0 {
 		t.Fatalf("Delta(0) = %v, %v", d, err)
 	}
@@ -205,7 +208,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 		s.Priority != 100 || s.ValuesHash == "" || string(s.ValuesYaml) != "{}\n" {
 		t.Errorf("wire service = %v", s)
 	}
-	d, err = e.c.Delta(e.ctx, "edge-1", r1)
+	d, err = e.c.Delta(e.ctx, "edge-1", r1, "")
 	if err != nil || d.Full || len(d.Services) != 0 || len(d.Tombstones) != 1 || d.Tombstones[0].Revision != r2 {
 		t.Fatalf("Delta(r1) = %v, %v", d, err)
 	}
@@ -218,7 +221,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if r3 <= r2 || len(st.Tombstones) != 0 || len(st.Services) != 2 {
 		t.Fatalf("after re-add: %+v", st)
 	}
-	d, _ = e.c.Delta(e.ctx, "edge-1", r2)
+	d, _ = e.c.Delta(e.ctx, "edge-1", r2, "")
 	if d.Full || !slices.Equal(names(d.Services), []string{"default/cache"}) {
 		t.Fatalf("Delta(r2) = %v", d)
 	}
@@ -235,14 +238,14 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	}
 	// An agent that never saw the deletion gets a full state; one that did
 	// gets nothing.
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r3); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r3, ""); d == nil || !d.Full {
 		t.Fatalf("Delta below horizon = %v", d)
 	}
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4); d != nil {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4, ""); d != nil {
 		t.Fatalf("Delta at horizon = %v", d)
 	}
 	// An agent ahead of the hub (store restored from a backup) gets a full state.
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4+100); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4+100, ""); d == nil || !d.Full {
 		t.Fatalf("Delta above current = %v", d)
 	}
 
@@ -255,7 +258,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if _, err := e.store.Get(e.ctx, KindDesiredState, "", "edge-1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("DesiredState of deleted cluster still stored: %v", err)
 	}
-	if d, err := e.c.Delta(e.ctx, "edge-1", r4); d != nil || err != nil {
+	if d, err := e.c.Delta(e.ctx, "edge-1", r4, ""); d != nil || err != nil {
 		t.Fatalf("Delta of unknown cluster = %v, %v", d, err)
 	}
 	e.putCluster("edge-1", map[string]string{"tier": "edge"})
@@ -264,7 +267,7 @@ func TestRevisionsAndTombstones(t *testing.T) {
 	if st.Revision <= r4 || st.Horizon != st.Revision {
 		t.Fatalf("re-created: %+v (old revision %d)", st, r4)
 	}
-	if d, _ := e.c.Delta(e.ctx, "edge-1", r4); d == nil || !d.Full {
+	if d, _ := e.c.Delta(e.ctx, "edge-1", r4, ""); d == nil || !d.Full {
 		t.Fatalf("agent from the old life must get a full state: %v", d)
 	}
 }
@@ -438,6 +441,75 @@ func TestRunWatchExpired(t *testing.T) {
 		}
 		if st, err := e.c.State(e.ctx, "edge-49"); err == nil && len(st.Services) == 1 {
 			return
+		}
+	}
+}
+
+// bigConfigMap is a ConfigMap whose values.yaml is about size bytes.
+func bigConfigMap(name string, size int) string {
+	return `apiVersion: v1
+kind: ConfigMap
+metadata: {name: ` + name + `, namespace: acme}
+data:
+  values.yaml: |
+    blob: "` + strings.Repeat("x", size) + `"
+`
+}
+
+// TestDesiredStateOverWireLimitIsRefusedWithProblem: five services each
+// with a 900 KiB valuesFrom source make a desired state over the 4 MiB
+// wire limit, which the agent could never receive (it would reconnect
+// forever). The compiler must not store it: the cluster keeps its last
+// good state, and each service's source gets a clear problem.
+func TestDesiredStateOverWireLimitIsRefusedWithProblem(t *testing.T) {
+	e := newEnv(t)
+	e.apply(base)
+	e.resolve("nginx", "sha256:n1")
+	e.putCluster("edge-1", map[string]string{"tier": "edge"})
+	e.apply(mcsYAML("[{template: nginx, name: web}]"))
+	e.recompile()
+	good := e.state("edge-1").Revision
+
+	var svcs []string
+	for i := range 5 {
+		e.apply(bigConfigMap(fmt.Sprintf("big-%d", i), 900<<10))
+		svcs = append(svcs, fmt.Sprintf("{template: nginx, name: web-%d, valuesFrom: [{kind: ConfigMap, name: big-%d}]}", i, i))
+	}
+	e.apply(mcsYAML("[" + strings.Join(svcs, ", ") + "]"))
+	e.recompile()
+
+	st := e.state("edge-1")
+	if st.Revision != good || len(st.Services) != 1 || st.Services[0].Name != "web" {
+		t.Fatalf("oversized state was stored: revision %d (last good %d), %d services", st.Revision, good, len(st.Services))
+	}
+	if d, err := e.c.Delta(e.ctx, "edge-1", 0, ""); err != nil || proto.Size(d) > DefaultConfig().MaxStateBytes {
+		t.Fatalf("Delta = %d bytes, %v", proto.Size(d), err)
+	}
+	probs := e.c.ProblemsFor(objects.KindMultiClusterService, "acme", "edge")
+	var too int
+	for _, p := range probs {
+		if p.Code == ProblemTooLarge {
+			too++
+			if !strings.Contains(p.Reason, "over the limit of") || !strings.Contains(p.Reason, fmt.Sprintf("last good desired state (revision %d)", good)) {
+				t.Errorf("problem reason %q does not say what happened", p.Reason)
+			}
+		}
+	}
+	if too != 5 {
+		t.Fatalf("problems = %v; want a %s problem per service", probs, ProblemTooLarge)
+	}
+
+	// Shrinking the values lets the next compile through.
+	for i := range 5 {
+		e.apply(bigConfigMap(fmt.Sprintf("big-%d", i), 1<<10))
+	}
+	e.recompile()
+	if st := e.state("edge-1"); st.Revision == good || len(st.Services) != 5 {
+		t.Fatalf("after shrinking: revision %d, %d services", st.Revision, len(st.Services))
+	}
+	for _, p := range e.c.Problems() {
+		if p.Code == ProblemTooLarge {
+			t.Fatalf("problem left after shrinking: %v", p)
 		}
 	}
 }

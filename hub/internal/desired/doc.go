@@ -30,4 +30,26 @@
 // below the horizon gets a full state. A new State (new or re-created
 // cluster) starts with Horizon = Revision, so an agent holding anything
 // older is sent everything.
+//
+// # Epochs and restored stores
+//
+// Revisions are comparable only within one history. The store's first
+// compile writes a random epoch (kind DesiredEpoch, name "epoch"); every
+// DesiredState sent carries it and the agent's hello returns the epoch of
+// the revision it holds. An agent of another epoch (a new hub) gets the
+// full state. A backup of the store keeps its epoch, so State.History (the
+// last 64 revisions of the cluster's state; the horizon rises past what it
+// drops) tells the rest: an agent revision above the current one, or in
+// the recorded range but not in it, comes from the lost future of a
+// restored store, and gets the full state too, whose revision may be lower
+// than the agent's. A full state is authoritative: the agent deletes what
+// is not in it. Known gap: a State stored before History existed cannot
+// check revisions older than its first recorded change.
+//
+// # Size
+//
+// A cluster's state (every service and tombstone in one message) must fit
+// Config.MaxStateBytes, the wire limit less headroom; a compile over it is
+// not stored, the cluster keeps its last good state and each service gets
+// a DesiredStateTooLarge problem.
 package desired

@@ -82,6 +82,19 @@ type token struct {
 	Created    time.Time `json:"created"`
 	Expires    time.Time `json:"expires"`
 	UsesLeft   int       `json:"usesLeft"`
+	// Redeemed remembers what each use issued, by the CSR's key, so an
+	// agent that lost the answer and asks again with the same key gets
+	// the same certificate instead of a used-up token.
+	Redeemed []redemption `json:"redeemed,omitempty"`
+}
+
+// redemption is one use of a token.
+type redemption struct {
+	KeyID    string    `json:"keyId"`
+	Cluster  string    `json:"cluster"`
+	CertDER  []byte    `json:"certDER"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"notAfter"`
 }
 
 type tombstone struct {
@@ -219,8 +232,24 @@ func (r *Registry) Enroll(ctx context.Context, tokenString string, info AgentInf
 		return "", Issued{}, fmt.Errorf("enroll: %w: %w", ErrTokenInvalid, err)
 	}
 	now := r.cfg.Now().UTC()
+	// Check the token on a read first: a wrong or spent token, which anyone
+	// can send, must not take the store's write lock.
+	if obj, err := r.cfg.Store.Get(ctx, kindToken, "", tok.ID); errors.Is(err, store.ErrNotFound) {
+		return "", Issued{}, fmt.Errorf("enroll: token %s: %w", tok.ID, ErrTokenInvalid)
+	} else if err != nil {
+		return "", Issued{}, fmt.Errorf("enroll: %w", err)
+	} else {
+		var rec token
+		if err := json.Unmarshal(obj.Value, &rec); err != nil {
+			return "", Issued{}, fmt.Errorf("enroll: decode token %s: %w", tok.ID, err)
+		}
+		if _, err := checkToken(tok, &rec, now, info.KeyID); err != nil {
+			return "", Issued{}, fmt.Errorf("enroll: %w", err)
+		}
+	}
 	var cluster string
 	var issued Issued
+	var again bool
 	err = r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		var rec token
 		obj, err := getJSON(tx, kindToken, tok.ID, &rec)
@@ -229,15 +258,9 @@ func (r *Registry) Enroll(ctx context.Context, tokenString string, info AgentInf
 		} else if err != nil {
 			return err
 		}
-		h := tok.SecretHash()
-		if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(h[:])), []byte(rec.SecretHash)) != 1 {
-			return fmt.Errorf("token %s: %w", tok.ID, ErrTokenInvalid)
-		}
-		if !now.Before(rec.Expires) {
-			return fmt.Errorf("token %s for cluster %q expired at %s: %w", tok.ID, rec.Cluster, rec.Expires.Format(time.RFC3339), ErrTokenExpired)
-		}
-		if rec.UsesLeft < 1 {
-			return fmt.Errorf("token %s for cluster %q: %w", tok.ID, rec.Cluster, ErrTokenUsedUp)
+		prior, err := checkToken(tok, &rec, now, info.KeyID)
+		if err != nil {
+			return err
 		}
 		var c Cluster
 		cobj, err := getJSON(tx, kindCluster, rec.Cluster, &c)
@@ -246,11 +269,22 @@ func (r *Registry) Enroll(ctx context.Context, tokenString string, info AgentInf
 		} else if err != nil {
 			return err
 		}
+		if prior != nil && slices.Contains(c.CertSerials, prior.Serial) {
+			// The same key asks again (its answer was lost): same identity.
+			issued, cluster, again = Issued{CertDER: prior.CertDER, Serial: prior.Serial, NotAfter: prior.NotAfter}, rec.Cluster, true
+			return nil
+		}
+		if prior != nil {
+			return fmt.Errorf("token %s for cluster %q: the certificate it issued to this key was replaced: %w", tok.ID, rec.Cluster, ErrTokenUsedUp)
+		}
 		issued, err = sign(rec.Cluster)
 		if err != nil {
 			return fmt.Errorf("sign certificate for cluster %q: %w", rec.Cluster, err)
 		}
 		rec.UsesLeft--
+		if info.KeyID != "" {
+			rec.Redeemed = append(rec.Redeemed, redemption{KeyID: info.KeyID, Cluster: rec.Cluster, CertDER: issued.CertDER, Serial: issued.Serial, NotAfter: issued.NotAfter})
+		}
 		if err := updateJSON(tx, kindToken, rec.ID, obj.ResourceVersion, rec); err != nil {
 			return err
 		}
@@ -264,8 +298,36 @@ func (r *Registry) Enroll(ctx context.Context, tokenString string, info AgentInf
 	if err != nil {
 		return "", Issued{}, fmt.Errorf("enroll: %w", err)
 	}
+	if again {
+		r.cfg.Logger.Info("enrolment repeated with the same key; same certificate returned", "cluster", cluster, "token_id", tok.ID)
+		return cluster, issued, nil
+	}
 	r.cfg.Logger.Info("cluster enrolled", "cluster", cluster, "token_id", tok.ID, "cert_not_after", issued.NotAfter)
 	return cluster, issued, nil
+}
+
+// checkToken checks tok against its record at now. It returns the earlier
+// redemption by the same key, if any, which a spent token still answers
+// within its lifetime.
+func checkToken(tok jointoken.Token, rec *token, now time.Time, keyID string) (*redemption, error) {
+	h := tok.SecretHash()
+	if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(h[:])), []byte(rec.SecretHash)) != 1 {
+		return nil, fmt.Errorf("token %s: %w", tok.ID, ErrTokenInvalid)
+	}
+	if !now.Before(rec.Expires) {
+		return nil, fmt.Errorf("token %s for cluster %q expired at %s: %w", tok.ID, rec.Cluster, rec.Expires.Format(time.RFC3339), ErrTokenExpired)
+	}
+	if keyID != "" {
+		for i := range rec.Redeemed {
+			if subtle.ConstantTimeCompare([]byte(rec.Redeemed[i].KeyID), []byte(keyID)) == 1 {
+				return &rec.Redeemed[i], nil
+			}
+		}
+	}
+	if rec.UsesLeft < 1 {
+		return nil, fmt.Errorf("token %s for cluster %q: %w", tok.ID, rec.Cluster, ErrTokenUsedUp)
+	}
+	return nil, nil
 }
 
 // Authorize checks that a certificate with serial may act as cluster.
@@ -318,6 +380,9 @@ type AgentInfo struct {
 	Version  string
 	Hostname string
 	Address  string
+	// KeyID identifies the enrolling key (SHA-256 of the CSR's public key);
+	// a retry with the same key gets the same certificate.
+	KeyID string
 }
 
 func (i AgentInfo) apply(c *Cluster) {

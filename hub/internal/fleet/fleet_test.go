@@ -3,13 +3,17 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
+	"github.com/tetherfleet/tether/hub/internal/store"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
+	"github.com/tetherfleet/tether/protocol/jointoken"
 )
 
 func newRegistry(t *testing.T) *fleet.Registry {
@@ -107,5 +111,111 @@ func TestEnrollSignFailureChangesNothing(t *testing.T) {
 	}
 	if _, err := r.Authorize(ctx, "edge-1", "other"); !errors.Is(err, fleet.ErrRevoked) {
 		t.Fatalf("Authorize(other serial) = %v; want ErrRevoked", err)
+	}
+}
+
+// txnCounter counts write transactions on a real store.
+type txnCounter struct {
+	*boltstore.Store
+	mu   sync.Mutex
+	txns int
+}
+
+func (c *txnCounter) Txn(ctx context.Context, fn func(store.Tx) error) error {
+	c.mu.Lock()
+	c.txns++
+	c.mu.Unlock()
+	return c.Store.Txn(ctx, fn)
+}
+
+func (c *txnCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.txns
+}
+
+func newCountingRegistry(t *testing.T) (*fleet.Registry, *txnCounter) {
+	t.Helper()
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := &txnCounter{Store: st}
+	r, err := fleet.New(fleet.Config{Store: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, c
+}
+
+func signer(calls *int) fleet.SignFunc {
+	return func(cluster string) (fleet.Issued, error) {
+		*calls++
+		return fleet.Issued{CertDER: []byte(fmt.Sprintf("cert-%d", *calls)), Serial: fmt.Sprintf("s%d", *calls), NotAfter: time.Now().Add(time.Hour)}, nil
+	}
+}
+
+// TestBadTokenEnrolmentTakesNoWriteLock: an unauthenticated peer sending
+// a wrong, unknown or spent token must be refused on a read, without the
+// store's write transaction that every other writer waits for.
+func TestBadTokenEnrolmentTakesNoWriteLock(t *testing.T) {
+	r, c := newCountingRegistry(t)
+	ctx := context.Background()
+	info, err := r.CreateToken(ctx, fleet.TokenRequest{Cluster: "edge-1", TTL: time.Hour, Uses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	if _, _, err := r.Enroll(ctx, info.Token, fleet.AgentInfo{KeyID: "k1"}, signer(&calls)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jointoken.Parse(info.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := tok
+	wrong.Secret = strings.Repeat("x", len(tok.Secret))
+	unknown := tok
+	unknown.ID = "nosuchtoken"
+	before := c.count()
+	for name, s := range map[string]string{"wrong secret": wrong.String(), "unknown id": unknown.String(), "spent, other key": info.Token} {
+		if _, _, err := r.Enroll(ctx, s, fleet.AgentInfo{KeyID: "k2"}, signer(&calls)); err == nil {
+			t.Fatalf("%s: enrolled", name)
+		}
+	}
+	if n := c.count() - before; n != 0 {
+		t.Fatalf("refused enrolments ran %d write transactions", n)
+	}
+}
+
+// TestLostEnrollAnswerRetryWithSameKeyGetsSameIdentity: an agent whose
+// Enroll answer was lost asks again with the same key and a one-use
+// token; it gets the same certificate, and the token is not spent twice.
+func TestLostEnrollAnswerRetryWithSameKeyGetsSameIdentity(t *testing.T) {
+	r, _ := newCountingRegistry(t)
+	ctx := context.Background()
+	info, err := r.CreateToken(ctx, fleet.TokenRequest{Cluster: "edge-1", TTL: time.Hour, Uses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	cl1, is1, err := r.Enroll(ctx, info.Token, fleet.AgentInfo{KeyID: "k1"}, signer(&calls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl2, is2, err := r.Enroll(ctx, info.Token, fleet.AgentInfo{KeyID: "k1"}, signer(&calls))
+	if err != nil {
+		t.Fatalf("retry with the same key: %v", err)
+	}
+	if cl1 != cl2 || string(is1.CertDER) != string(is2.CertDER) || is1.Serial != is2.Serial || calls != 1 {
+		t.Fatalf("retry got %s/%s (signed %d times); want %s/%s once", cl2, is2.Serial, calls, cl1, is1.Serial)
+	}
+	if _, _, err := r.Enroll(ctx, info.Token, fleet.AgentInfo{KeyID: "k2"}, signer(&calls)); !errors.Is(err, fleet.ErrTokenUsedUp) {
+		t.Fatalf("another key with the spent token: %v; want ErrTokenUsedUp", err)
+	}
+	c, err := r.Get(ctx, "edge-1")
+	if err != nil || len(c.CertSerials) != 1 || c.CertSerials[0] != is1.Serial {
+		t.Fatalf("cluster = %+v, %v", c, err)
 	}
 }

@@ -39,7 +39,7 @@ type Registry interface {
 
 // Desired answers what a cluster should run, as deltas from a revision.
 type Desired interface {
-	Delta(ctx context.Context, cluster string, have uint64) (*fleetv1.DesiredState, error)
+	Delta(ctx context.Context, cluster string, have uint64, haveEpoch string) (*fleetv1.DesiredState, error)
 	// SubscribeFunc calls fn (which must not block) when cluster's desired
 	// state changes; the returned function cancels.
 	SubscribeFunc(cluster string, fn func()) func()

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +43,14 @@ func (e *enrollment) Enroll(ctx context.Context, req *fleetv1.EnrollRequest) (*f
 	sign := func(cluster string) (fleet.Issued, error) {
 		return g.sign(req.GetCsrDer(), cluster, now)
 	}
-	cluster, issued, err := g.cfg.Registry.Enroll(ctx, req.GetToken(), fleet.AgentInfo{Version: req.GetAgentVersion(), Address: id.remote}, sign)
+	info := fleet.AgentInfo{Version: req.GetAgentVersion(), Address: id.remote}
+	if csr, err := x509.ParseCertificateRequest(req.GetCsrDer()); err == nil {
+		// A retry with the same key (the answer was lost) gets the same
+		// certificate instead of a used-up token.
+		sum := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+		info.KeyID = hex.EncodeToString(sum[:])
+	}
+	cluster, issued, err := g.cfg.Registry.Enroll(ctx, req.GetToken(), info, sign)
 	if err != nil {
 		g.log.Info("enrolment refused", "remote", id.remote, "err", err)
 		return nil, status.Error(enrollCode(err), err.Error())
@@ -144,17 +153,24 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		g.log.Info("agent disconnected", "cluster", id.cluster, "remote", id.remote)
 	}()
 	out := &hubSender{stream: stream}
+	var epoch string
+	if e, ok := g.cfg.Desired.(interface {
+		Epoch(context.Context) (string, error)
+	}); ok {
+		epoch, _ = e.Epoch(ctx) // informational; DesiredState carries it too
+	}
 	err = out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
 		Cluster:          id.cluster,
 		ServerTime:       timestamppb.New(now),
 		HeartbeatSeconds: uint32(g.cfg.Heartbeat / time.Second),
+		Epoch:            epoch,
 	}}})
 	if err != nil {
 		return err
 	}
 	if g.cfg.Desired != nil {
 		// Subscribe before the first delta so no change falls in between.
-		p := &pusher{g: g, out: out, cluster: id.cluster, have: hello.GetHaveRevision(), ctx: ctx}
+		p := &pusher{g: g, out: out, cluster: id.cluster, have: hello.GetHaveRevision(), haveEpoch: hello.GetHaveEpoch(), ctx: ctx}
 		unsubscribe := g.cfg.Desired.SubscribeFunc(id.cluster, p.kick)
 		defer p.stop()
 		defer unsubscribe()
@@ -185,13 +201,14 @@ type pusher struct {
 	cluster string
 	ctx     context.Context
 
-	mu      sync.Mutex
-	have    uint64
-	running bool // a send goroutine runs
-	dirty   bool // a change arrived while it ran
-	stopped bool
-	retry   *time.Timer
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	have      uint64
+	haveEpoch string
+	running   bool // a send goroutine runs
+	dirty     bool // a change arrived while it ran
+	stopped   bool
+	retry     *time.Timer
+	wg        sync.WaitGroup
 }
 
 // kick asks for a push; it never blocks (it runs under the compiler's lock).
@@ -213,9 +230,9 @@ func (p *pusher) run() {
 	for {
 		p.mu.Lock()
 		p.dirty = false
-		have := p.have
+		have, haveEpoch := p.have, p.haveEpoch
 		p.mu.Unlock()
-		ds, err := p.g.cfg.Desired.Delta(p.ctx, p.cluster, have)
+		ds, err := p.g.cfg.Desired.Delta(p.ctx, p.cluster, have, haveEpoch)
 		switch {
 		case err != nil && p.ctx.Err() == nil:
 			p.g.log.Warn("desired state delta; will retry", "cluster", p.cluster, "err", err)
@@ -240,6 +257,9 @@ func (p *pusher) run() {
 			p.g.log.Info("desired state sent", "cluster", p.cluster, "revision", ds.GetRevision(), "from", have, "full", ds.GetFull(), "services", len(ds.GetServices()), "tombstones", len(ds.GetTombstones()))
 			p.mu.Lock()
 			p.have = ds.GetRevision()
+			if ds.GetEpoch() != "" {
+				p.haveEpoch = ds.GetEpoch()
+			}
 			p.mu.Unlock()
 		}
 		p.mu.Lock()

@@ -295,9 +295,12 @@ func (ca *CA) ServerCert(hosts []string, ttl time.Duration, now time.Time) (tls.
 		cn = strings.TrimSpace(hosts[0])
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"tether:hub"}},
-		NotBefore:             now.Add(-clockSkew),
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"tether:hub"}},
+		// Valid from the CA's own start: the certificate is re-issued on
+		// every hub start, and an agent whose clock lags the hub must not
+		// be locked out by a NotBefore of "a few minutes ago".
+		NotBefore:             ca.cert.NotBefore,
 		NotAfter:              ca.clampNotAfter(now.Add(ttl)),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -441,3 +441,23 @@ func FuzzSignAgentCSR(f *testing.F) {
 		}
 	})
 }
+
+// TestServingCertAfterRestartValidForLaggingAgentClock: the hub re-issues
+// its serving certificate on every start. With NotBefore = now - 5 min an
+// agent whose clock lags the hub by more than that could not connect
+// after each restart. The certificate is valid from the CA's start.
+func TestServingCertAfterRestartValidForLaggingAgentClock(t *testing.T) {
+	ca, _ := newCA(t) // created at t0
+	restart := t0.Add(30 * 24 * time.Hour)
+	cert, err := ca.ServerCert([]string{"hub.example.com"}, 365*24*time.Hour, restart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentClock := restart.Add(-2 * time.Hour)
+	if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: "hub.example.com", Roots: ca.Pool(), CurrentTime: agentClock}); err != nil {
+		t.Fatalf("agent 2h behind the hub: %v", err)
+	}
+	if !cert.Leaf.NotBefore.Equal(ca.cert.NotBefore) {
+		t.Fatalf("NotBefore %v; want the CA's %v", cert.Leaf.NotBefore, ca.cert.NotBefore)
+	}
+}

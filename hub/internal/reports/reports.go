@@ -1,7 +1,15 @@
 // Package reports keeps the latest service status each agent reported, so
 // the console can show per-cluster, per-service state next to the desired
-// state. One record per cluster is overwritten by newer reports; a report
-// older than the stored one (a resend after reconnect) is ignored.
+// state. One record per cluster is overwritten by newer reports; a resend
+// of an older report after a reconnect is ignored.
+//
+// Reports are ordered by the agent's outbox sequence number, not by its
+// clock: a report whose seq is at most fleetv1.MaxUnackedReports below the
+// stored one is a resend; further below, the agent's outbox restarted (a
+// new cache) and the report is newer. Agent timestamps later than the
+// hub's clock plus MaxClockSkew are clamped to it, so one report from a
+// clock running ahead cannot freeze the cluster's status. Reports without
+// a seq (older agents) are ordered by their clamped observed time.
 package reports
 
 import (
@@ -19,7 +27,7 @@ import (
 const Kind = "ServiceReport"
 
 // maxServices bounds the services in one stored report.
-const maxServices = 1000
+const maxServices = fleetv1.MaxReportServices
 
 // Service is one service's reported status.
 type Service struct {
@@ -35,8 +43,10 @@ type Service struct {
 
 // Report is the latest report of one cluster.
 type Report struct {
-	Cluster  string    `json:"cluster"`
-	Revision uint64    `json:"revision"`
+	Cluster  string `json:"cluster"`
+	Revision uint64 `json:"revision"`
+	// Seq is the agent's outbox sequence number of the report.
+	Seq      uint64    `json:"seq,omitempty"`
 	Observed time.Time `json:"observed"`
 	Services []Service `json:"services"`
 }
@@ -48,9 +58,23 @@ type Store interface {
 	Txn(ctx context.Context, fn func(tx store.Tx) error) error
 }
 
+// MaxClockSkew is how far ahead of the hub's clock an agent timestamp may
+// be before it is clamped.
+const MaxClockSkew = 5 * time.Minute
+
 // Reports reads and writes status reports.
 type Reports struct {
 	Store Store
+	// Now is the hub's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// clamp bounds an agent timestamp to the hub's now plus MaxClockSkew.
+func clamp(t, limit time.Time) time.Time {
+	if t.After(limit) {
+		return limit
+	}
+	return t
 }
 
 // SaveReport stores rep as cluster's latest report unless a newer one is
@@ -59,11 +83,20 @@ func (r *Reports) SaveReport(ctx context.Context, cluster string, rep *fleetv1.S
 	if len(rep.GetServices()) > maxServices {
 		return fmt.Errorf("status report of %q: %d services, at most %d", cluster, len(rep.GetServices()), maxServices)
 	}
-	out := Report{Cluster: cluster, Revision: rep.GetRevision(), Observed: rep.GetObserved().AsTime().UTC()}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	limit := now().UTC().Add(MaxClockSkew)
+	out := Report{Cluster: cluster, Revision: rep.GetRevision(), Seq: rep.GetSeq(), Observed: clamp(rep.GetObserved().AsTime().UTC(), limit)}
 	for _, s := range rep.GetServices() {
+		var at time.Time
+		if s.GetTime() != nil {
+			at = clamp(s.GetTime().AsTime().UTC(), limit)
+		}
 		out.Services = append(out.Services, Service{
 			Name: s.GetName(), Namespace: s.GetNamespace(), Template: s.GetTemplate(), State: s.GetState(),
-			Revision: s.GetRevision(), LastDeployedHash: s.GetLastDeployedHash(), Message: s.GetMessage(), Time: s.GetTime().AsTime().UTC(),
+			Revision: s.GetRevision(), LastDeployedHash: s.GetLastDeployedHash(), Message: s.GetMessage(), Time: at,
 		})
 	}
 	b, err := json.Marshal(out)
@@ -80,12 +113,21 @@ func (r *Reports) SaveReport(ctx context.Context, cluster string, rep *fleetv1.S
 			return err
 		}
 		var prev Report
-		if json.Unmarshal(old.Value, &prev) == nil && prev.Observed.After(out.Observed) {
+		if json.Unmarshal(old.Value, &prev) == nil && older(out, prev) {
 			return nil
 		}
 		_, err = tx.Update(store.Object{Kind: Kind, Name: cluster, Value: b, ResourceVersion: old.ResourceVersion})
 		return err
 	})
+}
+
+// older reports whether rep is older than the stored prev (see the
+// package comment).
+func older(rep, prev Report) bool {
+	if rep.Seq > 0 && prev.Seq > 0 {
+		return rep.Seq <= prev.Seq && prev.Seq-rep.Seq < fleetv1.MaxUnackedReports
+	}
+	return prev.Observed.After(rep.Observed)
 }
 
 // Get returns cluster's latest report; ok is false when it has none.

@@ -76,3 +76,58 @@ func TestOversizedReportRefused(t *testing.T) {
 		t.Fatal("refused report left a record")
 	}
 }
+
+// TestFutureTimestampDoesNotFreezeClusterStatus: one report stamped a day
+// ahead (an agent clock running fast, then corrected) used to win over
+// every later report until real time caught up. Reports are ordered by
+// their outbox seq, and agent timestamps are clamped to the hub's clock
+// plus MaxClockSkew.
+func TestFutureTimestampDoesNotFreezeClusterStatus(t *testing.T) {
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	hubNow := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	r := &reports.Reports{Store: st, Now: func() time.Time { return hubNow }}
+	ctx := context.Background()
+	withSeq := func(rep *fleetv1.StatusReport, seq uint64) *fleetv1.StatusReport { rep.Seq = seq; return rep }
+	for _, step := range []struct {
+		name  string
+		rep   *fleetv1.StatusReport
+		state string
+	}{
+		{"a day ahead", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 100), "Failed"},
+		{"clock corrected", withSeq(report(3, hubNow, "Deployed"), 101), "Deployed"},
+		{"resend of the future one", withSeq(report(3, hubNow.Add(24*time.Hour), "Failed"), 100), "Deployed"},
+		{"restarted outbox", withSeq(report(4, hubNow, "Provisioning"), 1), "Provisioning"},
+	} {
+		if err := r.SaveReport(ctx, "edge-1", step.rep); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := r.Get(ctx, "edge-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Services[0].State != step.state {
+			t.Fatalf("%s: state %s; want %s", step.name, got.Services[0].State, step.state)
+		}
+		if limit := hubNow.Add(reports.MaxClockSkew); got.Observed.After(limit) || got.Services[0].Time.After(limit) {
+			t.Fatalf("%s: stored times %v / %v beyond hub now + skew", step.name, got.Observed, got.Services[0].Time)
+		}
+	}
+
+	// An agent without seq numbers: the future stamp is clamped, so a
+	// report ten minutes of hub time later wins.
+	r2 := &reports.Reports{Store: st, Now: func() time.Time { return hubNow }}
+	if err := r2.SaveReport(ctx, "legacy", report(3, hubNow.Add(24*time.Hour), "Failed")); err != nil {
+		t.Fatal(err)
+	}
+	hubNow = hubNow.Add(10 * time.Minute)
+	if err := r2.SaveReport(ctx, "legacy", report(3, hubNow, "Deployed")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := r2.Get(ctx, "legacy"); got.Services[0].State != "Deployed" {
+		t.Fatalf("legacy agent: state %s; want Deployed", got.Services[0].State)
+	}
+}

@@ -381,8 +381,12 @@ type Hello struct {
 	Cluster      string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	AgentVersion string `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Highest revision the agent holds durably; 0 means none.
-	HaveRevision  uint64 `protobuf:"varint,3,opt,name=have_revision,json=haveRevision,proto3" json:"have_revision,omitempty"`
-	Hostname      string `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	HaveRevision uint64 `protobuf:"varint,3,opt,name=have_revision,json=haveRevision,proto3" json:"have_revision,omitempty"`
+	Hostname     string `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Epoch of have_revision: the hub store identity the revision belongs to
+	// (DesiredState.epoch as received). Revisions are comparable only within
+	// one epoch. Empty: unknown (no state, or an agent older than epochs).
+	HaveEpoch     string `protobuf:"bytes,5,opt,name=have_epoch,json=haveEpoch,proto3" json:"have_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +445,13 @@ func (x *Hello) GetHaveRevision() uint64 {
 func (x *Hello) GetHostname() string {
 	if x != nil {
 		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Hello) GetHaveEpoch() string {
+	if x != nil {
+		return x.HaveEpoch
 	}
 	return ""
 }
@@ -873,8 +884,10 @@ type Welcome struct {
 	ServerTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
 	// How often the hub expects a Heartbeat.
 	HeartbeatSeconds uint32 `protobuf:"varint,3,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Epoch of the hub's desired-state revisions (see DesiredState.epoch).
+	Epoch         string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -928,16 +941,33 @@ func (x *Welcome) GetHeartbeatSeconds() uint32 {
 	return 0
 }
 
+func (x *Welcome) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 // DesiredState carries a revision of one cluster's desired state. When full
 // is false it is a delta over the agent's have_revision: services listed
 // replace those with the same namespace/name; tombstones delete.
+//
+// A full state is authoritative: services the agent holds that are not in
+// it are deleted. The hub sends one when the agent's revision belongs to
+// another history: another epoch, or a revision this hub's history for the
+// cluster never had (the hub store was restored from a backup); its
+// revision may then be lower than the agent's.
 type DesiredState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Full          bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
-	Services      []*Service             `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
-	Tombstones    []*Tombstone           `protobuf:"bytes,5,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Cluster    string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Revision   uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Full       bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Services   []*Service             `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
+	Tombstones []*Tombstone           `protobuf:"bytes,5,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	// Identity of the hub store whose history the revision belongs to: a
+	// random ID made with the store and kept in it. Empty from hubs older
+	// than epochs.
+	Epoch         string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1035,13 @@ func (x *DesiredState) GetTombstones() []*Tombstone {
 		return x.Tombstones
 	}
 	return nil
+}
+
+func (x *DesiredState) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 type Service struct {
@@ -1435,12 +1472,14 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.tether.fleet.v1.HeartbeatH\x00R\theartbeat\x12(\n" +
 	"\x03ack\x18\x03 \x01(\v2\x14.tether.fleet.v1.AckH\x00R\x03ack\x127\n" +
 	"\x06status\x18\x04 \x01(\v2\x1d.tether.fleet.v1.StatusReportH\x00R\x06statusB\x05\n" +
-	"\x03msg\"\x87\x01\n" +
+	"\x03msg\"\xa6\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12#\n" +
 	"\rhave_revision\x18\x03 \x01(\x04R\fhaveRevision\x12\x1a\n" +
-	"\bhostname\x18\x04 \x01(\tR\bhostname\"\x89\x01\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x1d\n" +
+	"\n" +
+	"have_epoch\x18\x05 \x01(\tR\thaveEpoch\"\x89\x01\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x04sent\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\x12%\n" +
 	"\x0eoutbox_pending\x18\x02 \x01(\x04R\routboxPending\x12%\n" +
@@ -1469,12 +1508,13 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"status_ack\x18\x03 \x01(\v2\x1a.tether.fleet.v1.StatusAckH\x00R\tstatusAckB\x05\n" +
 	"\x03msg\"\x1d\n" +
 	"\tStatusAck\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x8d\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xa3\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12+\n" +
-	"\x11heartbeat_seconds\x18\x03 \x01(\rR\x10heartbeatSeconds\"\xca\x01\n" +
+	"\x11heartbeat_seconds\x18\x03 \x01(\rR\x10heartbeatSeconds\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\xe0\x01\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
@@ -1482,7 +1522,8 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\bservices\x18\x04 \x03(\v2\x18.tether.fleet.v1.ServiceR\bservices\x12:\n" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1a.tether.fleet.v1.TombstoneR\n" +
-	"tombstones\"\xbb\x02\n" +
+	"tombstones\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xbb\x02\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +

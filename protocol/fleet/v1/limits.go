@@ -1,0 +1,21 @@
+package fleetv1
+
+// Limits both sides of the wire agree on. A message over one of them is
+// refused by the receiver, so the sender bounds what it creates: a hub
+// never sends, and an agent never queues, a message the other side would
+// refuse (that would only end the connection and repeat on every
+// reconnect).
+const (
+	// MaxReportServices bounds the services in one StatusReport.
+	MaxReportServices = 1000
+	// MaxStatusMessageBytes bounds ServiceStatus.message; longer ones are
+	// cut (at a UTF-8 boundary) and end in "…".
+	MaxStatusMessageBytes = 1024
+	// MaxStatusReportBytes bounds one marshalled StatusReport.
+	MaxStatusReportBytes = 1 << 20
+	// MaxUnackedReports bounds the status reports an agent sends before the
+	// hub acknowledges them. After a reconnect it resends only those, so a
+	// report whose seq is at most this far below the newest stored one is a
+	// resend; one further below comes from a restarted outbox.
+	MaxUnackedReports = 32
+)
