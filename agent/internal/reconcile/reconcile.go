@@ -327,7 +327,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		r.set(st, StatePending, err.Error())
 		return
 	}
-	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash()}
+	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
 	res, err := r.cfg.Engine.Apply(ctx, rel)
 	if err != nil {
 		if ctx.Err() != nil {
