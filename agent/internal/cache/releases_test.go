@@ -36,7 +36,6 @@ func openFixture(t *testing.T, name string) string {
 	return path
 }
 
-
 // TestUpgradeFromSchema1 opens a file written by the schema-1 code
 // (testdata/state-v1.db.gz, written at commit 26bf2fa): everything it held
 // is still there, no release is recorded as owned (labels on the cluster
