@@ -46,6 +46,11 @@ type Cache interface {
 	Chart(digest string) ([]byte, error)
 	PutChart(digest string, data []byte) error
 	Enqueue(kind string, payload []byte) error
+	DesiredRevisions() ([]uint64, error)
+	Desired(rev uint64) ([]byte, error)
+	// CollectCharts deletes the chart archives neither in keep nor
+	// referenced by the release record.
+	CollectCharts(keep []string) ([]string, error)
 }
 
 // Engine applies Helm releases to the cluster.
@@ -285,7 +290,52 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 		r.removeDeleted(ctx, ds)
 	}
 	r.report(ds)
+	if ctx.Err() == nil && ds.GetRevision() > 0 {
+		r.collectCharts(ds)
+	}
 	return busy
+}
+
+// collectCharts deletes cached chart archives that neither the desired
+// state ds nor the revision before it names, nor the release record
+// references (a release still installed from an older chart).
+func (r *Reconciler) collectCharts(ds *fleetv1.DesiredState) {
+	keep := map[string]bool{}
+	for _, s := range ds.GetServices() {
+		keep[s.GetChartDigest()] = true
+	}
+	revs, err := r.cfg.Cache.DesiredRevisions()
+	if err != nil {
+		r.log.Warn("collect charts: list desired revisions", "err", err)
+		return
+	}
+	for i := len(revs) - 1; i >= 0; i-- {
+		if revs[i] >= ds.GetRevision() {
+			continue
+		}
+		payload, err := r.cfg.Cache.Desired(revs[i])
+		if err != nil {
+			r.log.Warn("collect charts: read the previous desired revision", "revision", revs[i], "err", err)
+			return
+		}
+		prev := &fleetv1.DesiredState{}
+		if err := proto.Unmarshal(payload, prev); err != nil {
+			r.log.Warn("collect charts: the previous desired revision does not decode; keeping every chart", "revision", revs[i], "err", err)
+			return
+		}
+		for _, s := range prev.GetServices() {
+			keep[s.GetChartDigest()] = true
+		}
+		break
+	}
+	removed, err := r.cfg.Cache.CollectCharts(slices.Sorted(mapsKeys(keep)))
+	if err != nil {
+		r.log.Warn("collect charts", "err", err)
+		return
+	}
+	if len(removed) > 0 {
+		r.log.Info("collected unneeded chart archives", "charts", removed)
+	}
 }
 
 func (r *Reconciler) state(k string, s *fleetv1.Service, rev uint64) *svcState {

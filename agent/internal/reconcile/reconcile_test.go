@@ -2,11 +2,14 @@ package reconcile
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
@@ -135,5 +138,78 @@ func TestRetryDelay(t *testing.T) {
 		if got := retryDelay(tt.n); got != tt.want {
 			t.Errorf("retryDelay(%d) = %s, want %s", tt.n, got, tt.want)
 		}
+	}
+}
+
+// fakeEngine installs everything at once and healthy: for the tests of
+// what the reconciler does around the engine.
+type fakeEngine struct {
+	Engine
+	applied []string
+}
+
+func (f *fakeEngine) Apply(_ context.Context, r apply.Release) (apply.Result, error) {
+	f.applied = append(f.applied, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
+	return apply.Result{Action: apply.ActionInstalled, Revision: 1}, nil
+}
+
+func (f *fakeEngine) Health(context.Context, string, string) (apply.Health, error) {
+	return apply.Health{Ready: true}, nil
+}
+
+func (f *fakeEngine) List(context.Context) ([]apply.ReleaseInfo, error) { return nil, nil }
+
+func chartBytes(s string) (string, []byte) {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:]), []byte(s)
+}
+
+// TestUnneededChartsAreCollected: charts the current desired state, the
+// revision before it and the release record need stay in the cache; the
+// rest are deleted after a pass (they were kept forever).
+func TestUnneededChartsAreCollected(t *testing.T) {
+	c, err := cache.Open(filepath.Join(t.TempDir(), "agent.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	eng := &fakeEngine{}
+	r, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	charts := []string{"chart-1", "chart-2", "chart-3", "unneeded", "installed-old"}
+	var digests []string
+	put := func(i int) {
+		if err := c.PutChart(digests[i], []byte(charts[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range charts {
+		d, _ := chartBytes(s)
+		digests = append(digests, d)
+	}
+	put(3)
+	put(4)
+	// The release record says an older chart is still installed.
+	if err := c.SaveReleaseRecord(cache.ReleaseRecord{Namespace: "other", Name: "old", Revisions: []cache.ReleaseRevision{{Revision: 1, Digest: "sha256:x", Chart: digests[4]}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for rev, d := range digests[:3] {
+		put(rev) // as if fetched from the hub
+		ds := &fleetv1.DesiredState{Revision: uint64(rev + 1), Full: true, Services: []*fleetv1.Service{{Name: "web", Namespace: "a", ChartDigest: d, ValuesHash: d}}}
+		if err := r.Desired(ctx, ds); err != nil {
+			t.Fatal(err)
+		}
+		r.Pass(ctx)
+	}
+	for i, want := range []bool{false, true, true, false, true} {
+		if ok, err := c.HasChart(digests[i]); err != nil || ok != want {
+			t.Errorf("chart %d cached = %v, %v; want %v", i+1, ok, err, want)
+		}
+	}
+	if len(eng.applied) != 3 {
+		t.Errorf("applied %v, want three revisions", eng.applied)
 	}
 }
