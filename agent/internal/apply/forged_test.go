@@ -1,6 +1,7 @@
 package apply_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/reconcile"
 	"github.com/tetherfleet/tether/e2e/cluster"
 	"github.com/tetherfleet/tether/e2e/e2etest"
@@ -359,4 +363,97 @@ func TestForgedRevisionOverGenuineReleaseIsRefused(t *testing.T) {
 			t.Errorf("ConfigMap %s/%s: %v", victimNS, victimCM, err)
 		}
 	})
+}
+
+// installLikeV1 installs and upgrades a release the way the engine did
+// before the release record existed (cache schema 1): Helm with tether's
+// labels, nothing recorded.
+func installLikeV1(t *testing.T, c *cluster.Cluster, ns, name string, archive []byte, values []map[string]any, hash string) {
+	t.Helper()
+	hc := helmConfig(t, c, ns)
+	labels := map[string]string{apply.LabelManagedBy: apply.ManagedByValue, apply.LabelHash: apply.HashLabel(hash)}
+	for i, v := range values {
+		ch, err := loader.LoadArchive(bytes.NewReader(archive))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			in := action.NewInstall(hc)
+			in.ReleaseName, in.Namespace, in.CreateNamespace, in.Labels = name, ns, true, labels
+			_, err = in.RunWithContext(t.Context(), ch, v)
+		} else {
+			up := action.NewUpgrade(hc)
+			up.Namespace, up.ResetValues, up.Labels, up.MaxHistory = ns, true, labels, 5
+			_, err = up.RunWithContext(t.Context(), name, ch, v)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSchema1ReleasesAreAdoptedOnlyWhenTheyMatch: after the cache upgrade
+// from schema 1, a release the old agent installed is adopted when it is
+// exactly what the agent renders from the desired state; a forged release
+// with the same labels and hash is refused and left untouched.
+func TestSchema1ReleasesAreAdoptedOnlyWhenTheyMatch(t *testing.T) {
+	c := testCluster(t)
+	e, db := newEngineWithCache(t, c)
+	ctx := t.Context()
+	const ns = "adopt-v1"
+	archive := configMapChart(t)
+	installLikeV1(t, c, ns, "web", archive, []map[string]any{{"v": "1"}, {"v": "2"}}, "h2")
+	want := apply.Release{Name: "web", Namespace: ns, Chart: archive, Values: map[string]any{"v": "2"}, Hash: "h2", ChartDigest: chartDigest(archive)}
+
+	if _, err := e.Apply(ctx, want); !errors.Is(err, apply.ErrForeignRelease) {
+		t.Fatalf("Apply before adoption: %v, want ErrForeignRelease", err)
+	}
+	// Not what the desired state says: not adopted.
+	other := want
+	other.Values, other.Hash = map[string]any{"v": "3"}, "h3"
+	if ok, err := e.Adopt(ctx, other); ok || !errors.Is(err, apply.ErrForeignRelease) {
+		t.Errorf("Adopt with other values = %v, %v; want ErrForeignRelease", ok, err)
+	}
+	ok, err := e.Adopt(ctx, want)
+	if err != nil || !ok {
+		t.Fatalf("Adopt = %v, %v; want adopted", ok, err)
+	}
+	rec, err := db.ReleaseRecord(ns, "web")
+	if err != nil || !rec.Adopted || len(rec.Revisions) != 1 || rec.Revisions[0].Revision != 2 || rec.Revisions[0].Chart != want.ChartDigest {
+		t.Fatalf("record after adoption = %+v, %v", rec, err)
+	}
+	if ok, err := e.Adopt(ctx, want); ok || err != nil {
+		t.Errorf("second Adopt = %v, %v; want nothing to do", ok, err)
+	}
+	mustApply(t, e, want, apply.ActionUnchanged)
+	mustApply(t, e, apply.Release{Name: "web", Namespace: ns, Chart: archive, Values: map[string]any{"v": "4"}, Hash: "h4"}, apply.ActionUpgraded)
+
+	// A forged release with tether's labels and the desired hash.
+	ensureNamespace(t, c.Clientset, victimNS)
+	if _, err := c.Clientset.CoreV1().ConfigMaps(victimNS).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: victimCM}, Data: map[string]string{"a": "b"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	forged := forgedRelease(ns, "evil", 2)
+	plant(t, c.Clientset, forged)
+	s, err := c.Clientset.CoreV1().Secrets(ns).Get(ctx, "sh.helm.release.v1.evil.v2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Labels[apply.LabelHash] = apply.HashLabel("h2")
+	if _, err := c.Clientset.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	evil := want
+	evil.Name = "evil"
+	if ok, err := e.Adopt(ctx, evil); ok || !errors.Is(err, apply.ErrForeignRelease) || !strings.Contains(err.Error(), "not what this agent renders") {
+		t.Errorf("Adopt of a forged release = %v, %v; want refused", ok, err)
+	}
+	if _, err := db.ReleaseRecord(ns, "evil"); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("record of the forged release: %v, want none", err)
+	}
+	assertUntouched(t, c, ns, "evil", 2)
+	if err := e.Uninstall(ctx, "web", ns); err != nil {
+		t.Fatal(err)
+	}
 }

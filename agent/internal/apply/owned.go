@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
@@ -256,4 +259,117 @@ func parseStorageKey(key string) (name string, version int, ok bool) {
 		return "", 0, false
 	}
 	return rest[:i], v, true
+}
+
+// Adopt records as owned a release installed by an agent whose cache had
+// no release record (schema 1), when it is exactly what this engine would
+// have written for r: the latest stored revision has tether's labels and
+// r's hash, is deployed, and its content (manifest, hooks, chart, values)
+// equals a server-side dry-run render of r at that revision. Older
+// revisions are deleted first (they cannot be verified, and Helm would
+// trust one as "previous release"). It returns true when it adopted,
+// false with nil when there is nothing to adopt (no such release, or the
+// agent already owns it), and an error wrapping ErrForeignRelease when the
+// release does not match; other errors are worth a retry.
+func (e *Engine) Adopt(ctx context.Context, r Release) (bool, error) {
+	p, err := prepare(r)
+	if err != nil {
+		return false, fmt.Errorf("adopt release %s/%s: %w", r.Namespace, r.Name, err)
+	}
+	ok, err := runLocked(e, ctx, p.key, func(ctx context.Context) (bool, error) { return e.adoptLocked(ctx, p) })
+	if err != nil {
+		return false, fmt.Errorf("adopt release %s: %w", p.key, err)
+	}
+	if ok {
+		e.log.Info("adopted release installed before the release record existed", "release", p.key.String())
+	}
+	return ok, nil
+}
+
+func (e *Engine) adoptLocked(ctx context.Context, p prepared) (bool, error) {
+	ns, name := p.key.namespace, p.key.name
+	if _, err := e.cfg.Records.ReleaseRecord(ns, name); err == nil {
+		return false, nil
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return false, err
+	}
+	raw, err := e.rawHelmConfig(ns)
+	if err != nil {
+		return false, err
+	}
+	hist, err := raw.Releases.History(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) || (err == nil && len(hist) == 0) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read release: %w", err)
+	}
+	slices.SortFunc(hist, func(a, b *release.Release) int { return a.Version - b.Version })
+	last := hist[len(hist)-1]
+	switch {
+	case last.Name != name || last.Namespace != ns:
+		return false, notOwned("revision %d holds release %s/%s", last.Version, last.Namespace, last.Name)
+	case last.Labels[LabelManagedBy] != ManagedByValue:
+		return false, notOwned("revision %d has no %s=%s label", last.Version, LabelManagedBy, ManagedByValue)
+	case last.Labels[LabelHash] != p.hash:
+		return false, notOwned("revision %d has hash %q, the desired state %q", last.Version, last.Labels[LabelHash], p.hash)
+	case last.Info == nil || last.Info.Status != release.StatusDeployed:
+		return false, notOwned("revision %d is not deployed", last.Version)
+	case len(hist) > 1 && hist[len(hist)-2].Version == last.Version:
+		return false, notOwned("two Secrets claim revision %d", last.Version)
+	}
+	want, err := e.render(ctx, raw, p, last.Version)
+	if err != nil {
+		return false, fmt.Errorf("render revision %d to compare: %w", last.Version, err)
+	}
+	dWant, err := releaseDigest(want)
+	if err != nil {
+		return false, err
+	}
+	dHave, err := releaseDigest(last)
+	if err != nil {
+		return false, err
+	}
+	if dWant != dHave {
+		return false, notOwned("revision %d is not what this agent renders from the desired chart and values", last.Version)
+	}
+	for _, old := range hist[:len(hist)-1] {
+		if _, err := raw.Releases.Delete(old.Name, old.Version); err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+			return false, fmt.Errorf("delete unverifiable revision %d: %w", old.Version, err)
+		}
+	}
+	now := e.cfg.Now()
+	rec := cache.ReleaseRecord{Namespace: ns, Name: name, Installed: now, Updated: now, Adopted: true,
+		Revisions: []cache.ReleaseRevision{{Revision: last.Version, Digest: dHave, Chart: p.digest, Written: now}}}
+	if err := e.cfg.Records.SaveReleaseRecord(rec); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// render returns the release Helm would write for p as revision version,
+// by a dry run against the cluster with release storage in memory.
+func (e *Engine) render(ctx context.Context, raw *action.Configuration, p prepared, version int) (*release.Release, error) {
+	cfg := *raw
+	mem := driver.NewMemory()
+	mem.SetNamespace(p.key.namespace)
+	cfg.Releases = storage.Init(mem)
+	if version == 1 {
+		in := action.NewInstall(&cfg)
+		in.ReleaseName, in.Namespace = p.key.name, p.key.namespace
+		in.DryRun, in.DryRunOption = true, "server"
+		in.Labels = p.labels()
+		return in.RunWithContext(ctx, p.chart, p.values)
+	}
+	seed := &release.Release{Name: p.key.name, Namespace: p.key.namespace, Version: version - 1,
+		Info: &release.Info{Status: release.StatusDeployed}, Chart: p.chart, Config: map[string]any{}}
+	if err := cfg.Releases.Create(seed); err != nil {
+		return nil, err
+	}
+	up := action.NewUpgrade(&cfg)
+	up.Namespace = p.key.namespace
+	up.DryRun, up.DryRunOption = true, "server"
+	up.ResetValues = true
+	up.Labels = p.labels()
+	return up.RunWithContext(ctx, p.key.name, p.chart, p.values)
 }
