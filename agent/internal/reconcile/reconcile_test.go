@@ -1,10 +1,14 @@
 package reconcile
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -213,3 +217,72 @@ func TestUnneededChartsAreCollected(t *testing.T) {
 		t.Errorf("applied %v, want three revisions", eng.applied)
 	}
 }
+
+type adoptingEngine struct {
+	fakeEngine
+	adopt    []string
+	adoptErr error
+}
+
+func (a *adoptingEngine) Adopt(_ context.Context, r apply.Release) (bool, error) {
+	a.adopt = append(a.adopt, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
+	return a.adoptErr == nil, a.adoptErr
+}
+
+// TestAdoptionAfterSchema1Upgrade: on a cache file upgraded from schema 1
+// the reconciler asks the engine to adopt the services of the desired
+// revision the upgrade noted, before anything else, and only once; a
+// transient failure is retried, a refusal is final.
+func TestAdoptionAfterSchema1Upgrade(t *testing.T) {
+	src, err := os.Open("../cache/testdata/state-v1.db.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	zr, err := gzip.NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "agent.db")
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(path, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	eng := &adoptingEngine{adoptErr: errors.New("cluster unreachable")}
+	r, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if busy := r.Pass(ctx); !busy || len(eng.applied) != 0 {
+		t.Fatalf("pass with adoption failing: busy %v, applied %v; want a retry and nothing applied", busy, eng.applied)
+	}
+	eng.adoptErr = fmt.Errorf("adopt: %w", apply.ErrForeignRelease)
+	r.Pass(ctx)
+	want := "applications-web/nginx-web@" + digestOfString("chart archive v1 fixture")
+	if len(eng.adopt) != 2 || eng.adopt[1] != want {
+		t.Fatalf("Adopt calls = %v, want two for %s", eng.adopt, want)
+	}
+	if _, pending, err := c.PendingAdoption(); err != nil || pending {
+		t.Errorf("PendingAdoption after adoption = %v, %v", pending, err)
+	}
+	r.Pass(ctx)
+	r2, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Pass(ctx)
+	if len(eng.adopt) != 2 {
+		t.Errorf("Adopt calls after adoption ended = %v", eng.adopt)
+	}
+}
+
+func digestOfString(s string) string { d, _ := chartBytes(s); return d }
