@@ -1,10 +1,13 @@
 // Package charts is the hub's content-addressed Helm chart store. A chart
 // archive (.tgz) is known by the digest "sha256:<hex>" of its bytes and kept
-// once on disk; its metadata lives in the hub store. Charts arrive in two
+// once on disk; its metadata lives in the hub store. Charts arrive in three
 // ways: Resolve fetches them from a Helm HTTP repository (index.yaml plus the
-// archive, the digest checked against the index), and Push stores an archive
-// uploaded by `tether chart push`, which Resolve then finds in the built-in
-// repository "tether-local".
+// archive, the digest checked against the index) or pulls them from an OCI
+// registry with Helm's registry client (the chart layer's digest checked
+// against the manifest), and Push stores an archive uploaded by `tether
+// chart push`, which Resolve then finds in the built-in repository
+// "tether-local". Repository credentials and TLS material (RepoRef) are
+// used for the request and never stored or logged.
 //
 // # Layout
 //
@@ -13,7 +16,8 @@
 //
 // Metadata: hub store kind "Chart", cluster-scoped, name = the digest, value
 // = JSON Chart. Sources lists every origin the same bytes came from: a
-// repository URL (without trailing slash) or "push". A (source, chart,
+// repository URL (without trailing slash; oci://HOST/PATH for a registry)
+// or "push". A (source, chart,
 // version) triple maps to at most one digest; the first one recorded wins,
 // which is what makes a resolution happen once.
 package charts
@@ -58,8 +62,11 @@ var (
 	ErrInvalidDigest = errors.New("invalid digest")
 	// ErrInvalidRequest: a bad repository reference, chart name or version.
 	ErrInvalidRequest = errors.New("invalid request")
-	// ErrUnsupported: OCI registries and non-HTTP(S) URLs.
+	// ErrUnsupported: a URL scheme other than http(s) and oci.
 	ErrUnsupported = errors.New("not supported")
+	// ErrUnauthorized: the repository or registry answered 401 or 403
+	// (missing or wrong credentials). It comes with ErrFetch.
+	ErrUnauthorized = errors.New("unauthorized")
 	// ErrFetch: an HTTP request failed or returned a non-2xx status
 	// other than 404.
 	ErrFetch = errors.New("fetch failed")
