@@ -249,8 +249,10 @@ func TestResolveErrors(t *testing.T) {
 		target: ErrInvalidRequest,
 		msg:    func(*helmRepo) []string { return []string{"repository type oci needs an oci:// URL, not http://"} },
 	}, {
-		name:   "oci URL with type default",
-		ref:    func(r *helmRepo) RepoRef { return RepoRef{Name: "reg", URL: "oci://127.0.0.1:1/charts", Type: "default"} },
+		name: "oci URL with type default",
+		ref: func(r *helmRepo) RepoRef {
+			return RepoRef{Name: "reg", URL: "oci://127.0.0.1:1/charts", Type: "default"}
+		},
 		target: ErrInvalidRequest,
 		msg:    func(*helmRepo) []string { return []string{`an oci:// URL needs repository type oci, not "default"`} },
 	}, {
@@ -259,7 +261,9 @@ func TestResolveErrors(t *testing.T) {
 			return RepoRef{Name: "reg", URL: "oci://user:hunter2@127.0.0.1:1/charts", Type: "oci"}
 		},
 		target: ErrInvalidRequest,
-		msg:    func(*helmRepo) []string { return []string{"oci://user:xxxxx@127.0.0.1:1/charts", "credentials go in secretRef"} },
+		msg: func(*helmRepo) []string {
+			return []string{"oci://user:xxxxx@127.0.0.1:1/charts", "credentials go in secretRef"}
+		},
 	}, {
 		name:   "ftp URL",
 		ref:    func(r *helmRepo) RepoRef { return RepoRef{Name: "reg", URL: "ftp://127.0.0.1:1/charts"} },

@@ -200,7 +200,9 @@ func (l *logBuffer) String() string {
 }
 
 func withLog(buf *logBuffer) func(*Config) {
-	return func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})) }
+	return func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 }
 
 // TestOCIRegistryLoginAndTLS pulls from a registry that requires basic
