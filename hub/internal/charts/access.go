@@ -87,6 +87,13 @@ func (t *TLS) Config() (*tls.Config, error) {
 	return c, nil
 }
 
+// authenticated reports whether the repository is read with credentials
+// or a client certificate: then a stored chart is only handed out after
+// the repository accepted them.
+func (r RepoRef) authenticated() bool {
+	return r.Credentials != nil || (r.TLS != nil && len(r.TLS.Cert) > 0)
+}
+
 // accessKey distinguishes concurrent resolutions of the same chart with
 // different credentials or TLS settings, so one never inherits another's
 // result. It is kept in memory only.

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tetherfleet/tether/e2e/ociregistry"
 )
 
 // authRepo serves the packaged test repository behind basic auth; its
@@ -185,3 +187,62 @@ func TestIndexRepositoryPrivateCA(t *testing.T) {
 }
 
 func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestWrongPasswordNeverResolvesAStoredChart: a chart fetched with the
+// right credentials is stored under the repository's URL; asking for it
+// again with a wrong password (or none) must fail, not be answered from
+// the store, while the right credentials get it without a new download.
+func TestWrongPasswordNeverResolvesAStoredChart(t *testing.T) {
+	ctx := context.Background()
+	const user, pass = "reader", "right-pass-5150"
+	good := &Credentials{Username: user, Password: pass}
+	bad := &Credentials{Username: user, Password: "wrong-pass-5150"}
+
+	t.Run("index.yaml", func(t *testing.T) {
+		a := newAuthRepo(t, user, pass, false)
+		e := newEnv(t)
+		first, err := e.cs.Resolve(ctx, RepoRef{Name: "r", URL: a.srv.URL, Credentials: good}, "podinfo", "6.14.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*Credentials{bad, nil} {
+			_, err := e.cs.Resolve(ctx, RepoRef{Name: "r", URL: a.srv.URL, Credentials: c}, "podinfo", "6.14.1")
+			wantErr(t, err, ErrUnauthorized, "GET "+a.srv.URL+"/index.yaml: HTTP 401")
+		}
+		n := len(a.seen("repo"))
+		again, err := e.cs.Resolve(ctx, RepoRef{Name: "r", URL: a.srv.URL, Credentials: good}, "podinfo", "6.14.1")
+		if err != nil || again.Digest != first.Digest {
+			t.Fatalf("again = %+v, %v", again, err)
+		}
+		if got := len(a.seen("repo")) - n; got != 1 {
+			t.Errorf("stored chart with credentials made %d requests, want 1 (the index only)", got)
+		}
+	})
+
+	t.Run("oci", func(t *testing.T) {
+		reg := ociregistry.Start(t, ociregistry.Config{Username: user, Password: pass})
+		reg.PushChart(t, podinfoArchive(t), "charts")
+		e := newEnv(t)
+		ref := RepoRef{Name: "r", URL: reg.URL("charts"), Type: "oci", Insecure: true, Credentials: good}
+		first, err := e.cs.Resolve(ctx, ref, "podinfo", "6.14.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*Credentials{bad, nil} {
+			r := ref
+			r.Credentials = c
+			_, err := e.cs.Resolve(ctx, r, "podinfo", "6.14.1")
+			wantErr(t, err, ErrUnauthorized, "pull "+reg.URL("charts")+"/podinfo:6.14.1: ")
+		}
+		n := len(reg.Seen())
+		again, err := e.cs.Resolve(ctx, ref, "podinfo", "6.14.1")
+		if err != nil || again.Digest != first.Digest {
+			t.Fatalf("again = %+v, %v", again, err)
+		}
+		for _, s := range reg.Seen()[n:] {
+			if strings.Contains(s.Path, "/blobs/") {
+				t.Errorf("stored chart downloaded again: %s %s", s.Method, s.Path)
+			}
+		}
+	})
+}

@@ -96,9 +96,13 @@ type Chart struct {
 	Size    int64  `json:"size"`
 	// Source is where the archive first came from: a repository URL or
 	// "push"; Sources lists every origin since.
-	Source  string    `json:"source"`
-	Sources []string  `json:"sources,omitempty"`
-	Added   time.Time `json:"added"`
+	Source  string   `json:"source"`
+	Sources []string `json:"sources,omitempty"`
+	// AuthSources lists the Sources that were read with credentials or a
+	// client certificate: the chart is handed out for them only after
+	// the repository accepts the caller's (never from the store alone).
+	AuthSources []string  `json:"authSources,omitempty"`
+	Added       time.Time `json:"added"`
 }
 
 // Config configures a Store. Dir and Store are required.
@@ -296,6 +300,9 @@ func decodeRecord(o store.Object) (Chart, error) {
 
 func (c Chart) hasSource(src string) bool { return slices.Contains(c.Sources, src) }
 
+// authOnly reports whether src was read with credentials.
+func (c Chart) authOnly(src string) bool { return slices.Contains(c.AuthSources, src) }
+
 // find returns the record of (source, name, version), if any.
 func (s *Store) find(ctx context.Context, source, name, version string) (Chart, bool, error) {
 	all, err := s.List(ctx)
@@ -345,10 +352,10 @@ func (s *Store) writeBlob(digest string, archive []byte) error {
 }
 
 // record adds source to the metadata of c (creating it), in one
-// transaction. If (source, name, version) already maps to another digest,
+// transaction; authed marks the source as needing credentials. If (source, name, version) already maps to another digest,
 // that record wins: it is returned for a repository source, and for a push
 // the call fails with ErrExists.
-func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, error) {
+func (s *Store) record(ctx context.Context, c Chart, source string, authed bool) (Chart, error) {
 	var out Chart
 	err := s.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		objs, err := tx.List(Kind, "")
@@ -373,6 +380,9 @@ func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, erro
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			c.Source, c.Sources, c.Added = source, []string{source}, s.cfg.Now().UTC()
+			if authed {
+				c.AuthSources = []string{source}
+			}
 			val, err := json.Marshal(c)
 			if err != nil {
 				return err
@@ -389,8 +399,13 @@ func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, erro
 		if err != nil {
 			return err
 		}
-		if !cur.hasSource(source) {
-			cur.Sources = append(cur.Sources, source)
+		if !cur.hasSource(source) || (authed && !cur.authOnly(source)) {
+			if !cur.hasSource(source) {
+				cur.Sources = append(cur.Sources, source)
+			}
+			if authed && !cur.authOnly(source) {
+				cur.AuthSources = append(cur.AuthSources, source)
+			}
 			val, err := json.Marshal(cur)
 			if err != nil {
 				return err

@@ -21,7 +21,8 @@ import (
 // base (oci://HOST/PATH, chart at HOST/PATH/NAME:VERSION) with Helm's
 // registry client. It records the chart exactly as resolveRemote does:
 // the digest is the sha256 of the .tgz (the chart layer), and an exact
-// version already stored for base is answered without any request.
+// version already stored for base is answered without any request (with
+// one manifest request when the registry needs credentials).
 func (s *Store) resolveOCI(ctx context.Context, ref RepoRef, base, name, version string) (Chart, error) {
 	exact := isExactVersion(version)
 	if !exact {
@@ -37,10 +38,11 @@ func (s *Store) resolveOCI(ctx context.Context, ref RepoRef, base, name, version
 		return Chart{}, err
 	}
 	if ok {
-		if s.Has(c.Digest) {
+		if !s.Has(c.Digest) {
+			expect = c.Digest
+		} else if !ref.authenticated() && !c.authOnly(base) {
 			return c, nil
 		}
-		expect = c.Digest
 	}
 
 	pullRef := base + "/" + name + ":" + version
@@ -49,6 +51,15 @@ func (s *Store) resolveOCI(ctx context.Context, ref RepoRef, base, name, version
 		return Chart{}, err
 	}
 	defer done()
+	if ok && expect == "" {
+		// Stored, and the registry needs credentials: check that it
+		// accepts them (one manifest request), then hand out the pinned
+		// chart without downloading it again.
+		if _, err := client.Resolve(strings.TrimPrefix(pullRef, "oci://")); err != nil {
+			return Chart{}, fmt.Errorf("pull %s: %w", pullRef, s.ociError(ctx, err, bt, ref.Credentials))
+		}
+		return c, nil
+	}
 	res, err := client.Pull(strings.TrimPrefix(pullRef, "oci://"), registry.PullOptWithChart(true))
 	if err != nil {
 		return Chart{}, fmt.Errorf("pull %s: %w", pullRef, s.ociError(ctx, err, bt, ref.Credentials))
@@ -77,7 +88,7 @@ func (s *Store) resolveOCI(ctx context.Context, ref RepoRef, base, name, version
 	if err := s.writeBlob(digest, archive); err != nil {
 		return Chart{}, fmt.Errorf("store %s: %w", digest, err)
 	}
-	c, err = s.record(ctx, Chart{Digest: digest, Name: name, Version: version, Size: int64(len(archive))}, base)
+	c, err = s.record(ctx, Chart{Digest: digest, Name: name, Version: version, Size: int64(len(archive))}, base, ref.authenticated())
 	if err != nil {
 		return Chart{}, err
 	}

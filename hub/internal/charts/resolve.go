@@ -45,8 +45,11 @@ type RepoRef struct {
 // fetching and storing it on first use. version is an exact version or a
 // semver constraint ("~1.2", ">=1.0 <2"). An exact version already stored
 // for this repository URL is answered from the store without any request;
-// a constraint fetches index.yaml again, to pick the newest match, but
-// downloads the archive only if that version is not stored yet.
+// a constraint fetches index.yaml (or the registry's tags) again, to pick
+// the newest match, but downloads the archive only if that version is not
+// stored yet. A repository with credentials or a client certificate is
+// always asked once (index.yaml, or the registry's manifest), so a wrong
+// password never resolves a chart that someone else fetched.
 //
 // Concurrent calls for the same key share one fetch. Errors start with
 // "chart NAME VERSION from URL:" and wrap one of the package's sentinels
@@ -150,16 +153,16 @@ func isExactVersion(v string) bool {
 func (s *Store) resolveRemote(ctx context.Context, ref RepoRef, base, name, version string) (Chart, error) {
 	exact := isExactVersion(version)
 	var expect string // digest recorded earlier whose blob is missing here
+	// A repository read with credentials is asked (for its index) even
+	// for a stored version, so that only who can read it gets the chart;
+	// the archive is still downloaded once.
 	if exact {
 		c, ok, err := s.find(ctx, base, name, version)
 		if err != nil {
 			return Chart{}, err
 		}
-		if ok {
-			if s.Has(c.Digest) {
-				return c, nil
-			}
-			expect = c.Digest
+		if ok && s.Has(c.Digest) && !ref.authenticated() && !c.authOnly(base) {
+			return c, nil
 		}
 	}
 
@@ -184,17 +187,15 @@ func (s *Store) resolveRemote(ctx context.Context, ref RepoRef, base, name, vers
 	if err != nil {
 		return Chart{}, fmt.Errorf("index %s: %w", redact(indexURL), err)
 	}
-	if !exact {
-		c, ok, err := s.find(ctx, base, name, cv.Version)
-		if err != nil {
-			return Chart{}, err
+	// The index answered (so any credentials are good): a stored archive
+	// of this version is the chart, pinned by its digest.
+	if c, ok, err := s.find(ctx, base, name, cv.Version); err != nil {
+		return Chart{}, err
+	} else if ok {
+		if s.Has(c.Digest) {
+			return c, nil
 		}
-		if ok {
-			if s.Has(c.Digest) {
-				return c, nil
-			}
-			expect = c.Digest
-		}
+		expect = c.Digest
 	}
 
 	if len(cv.URLs) == 0 || cv.URLs[0] == "" {
@@ -239,7 +240,7 @@ func (s *Store) resolveRemote(ctx context.Context, ref RepoRef, base, name, vers
 	if err := s.writeBlob(digest, archive); err != nil {
 		return Chart{}, fmt.Errorf("store %s: %w", digest, err)
 	}
-	c, err := s.record(ctx, Chart{Digest: digest, Name: name, Version: cv.Version, Size: int64(len(archive))}, base)
+	c, err := s.record(ctx, Chart{Digest: digest, Name: name, Version: cv.Version, Size: int64(len(archive))}, base, ref.authenticated())
 	if err != nil {
 		return Chart{}, err
 	}
