@@ -221,3 +221,37 @@ stringData: {username: %s, password: %s}
 		t.Fatalf("after the fix: status %+v", st)
 	}
 }
+
+// TestResolverDockerConfigSecret: an OCI HelmRepository's secretRef may
+// be a kubernetes.io/dockerconfigjson Secret, as Flux allows.
+func TestResolverDockerConfigSecret(t *testing.T) {
+	const user, pass = "puller", "docker-pass-6021"
+	reg := ociregistry.Start(t, ociregistry.Config{Username: user, Password: pass})
+	archive := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
+	reg.PushChart(t, archive, "charts")
+	w := newWorld(t)
+	dockerConfig := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Host, b64([]byte(user+":"+pass)))
+	w.apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Secret
+metadata: {name: pull-secret, namespace: apps}
+type: kubernetes.io/dockerconfigjson
+data: {.dockerconfigjson: %s}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: reg, namespace: apps}
+spec: {type: oci, url: %s, insecure: true, secretRef: {name: pull-secret}}
+---
+apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: podinfo, namespace: apps}
+spec: {helm: {chartSpec: {chart: podinfo, version: 6.14.1, sourceRef: {kind: HelmRepository, name: reg}}}}
+`, b64([]byte(dockerConfig)), reg.URL("charts")))
+	if pending, _, err := w.r.ResolveAll(context.Background()); err != nil || pending != 0 {
+		t.Fatalf("ResolveAll = %d pending, %v; status %+v", pending, err, w.template(t, "apps", "podinfo").Status)
+	}
+	if st := w.template(t, "apps", "podinfo").Status; st.ChartDigest != charts.Digest(archive) {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/charts"
@@ -166,12 +167,23 @@ func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.So
 		if err != nil {
 			return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
 		}
-		for _, k := range []string{"username", "password"} {
-			if _, ok := data[k]; !ok {
-				return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: key %q missing", key, sr.Name, k)
+		_, hasUser := data["username"]
+		if dc, ok := data[DockerConfigKey]; ok && !hasUser && isOCI(sp) {
+			// Flux also takes a registry's docker config for OCI.
+			host, _, _ := strings.Cut(strings.TrimPrefix(sp.URL, "oci://"), "/")
+			u, p, err := dockerLogin(dc, host)
+			if err != nil {
+				return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
 			}
+			ref.Credentials = &charts.Credentials{Username: u, Password: p}
+		} else {
+			for _, k := range []string{"username", "password"} {
+				if _, ok := data[k]; !ok {
+					return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: key %q missing", key, sr.Name, k)
+				}
+			}
+			ref.Credentials = &charts.Credentials{Username: string(data["username"]), Password: string(data["password"])}
 		}
-		ref.Credentials = &charts.Credentials{Username: string(data["username"]), Password: string(data["password"])}
 	}
 	if cr := sp.CertSecretRef; cr != nil {
 		data, err := r.secretData(ctx, hr.Metadata.Namespace, cr.Name)
@@ -193,6 +205,10 @@ func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.So
 		ref.TLS = t
 	}
 	return ref, interval, nil
+}
+
+func isOCI(sp objects.HelmRepositorySpec) bool {
+	return sp.Type == "oci" || strings.HasPrefix(sp.URL, "oci://")
 }
 
 // secretData returns a Secret's data; the error never shows it.
