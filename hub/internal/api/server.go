@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
 	"github.com/tetherfleet/tether/hub/internal/gateway"
+	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/version"
@@ -128,12 +129,18 @@ type Config struct {
 	Desired Desired
 	Reports Reports
 	Logger  *slog.Logger
+	// Kinds are the object kinds served; nil means objects.DefaultKinds().
+	// They should be the ones Objects stores.
+	Kinds *objects.Registry
 }
 
 // Handler returns the console API.
 func Handler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = objects.DefaultKinds()
 	}
 	s := &server{cfg: cfg}
 	mux := http.NewServeMux()
