@@ -298,7 +298,7 @@ func (s *server) services(ctx context.Context, only string) ([]Service, error) {
 func (s *server) withStatus(ctx context.Context, o objects.Object) error {
 	s.cfg.Kinds.WithWarnings(o)
 	h := o.GetHeader()
-	k := s.cfg.Kinds.Get(h.Kind)
+	k := s.cfg.Kinds.KindOf(o)
 	if k == nil {
 		return nil
 	}

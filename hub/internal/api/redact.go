@@ -63,7 +63,7 @@ func redact(kinds *objects.Registry, role Role, o objects.Object) {
 		return
 	}
 	h := o.GetHeader()
-	k := kinds.Get(h.Kind)
+	k := kinds.KindOf(o)
 	if k == nil || !k.Redacts() {
 		return
 	}

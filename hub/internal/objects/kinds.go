@@ -254,6 +254,7 @@ type Registry struct {
 	kinds   []*Kind
 	byName  map[string]*Kind // kind -> Kind
 	byAlias map[string]*Kind // every lower-case console name -> Kind
+	byType  map[reflect.Type]*Kind
 	refused map[string]refusal
 }
 
@@ -261,7 +262,7 @@ type refusal struct{ apiVersionPrefix, reason string }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{byName: map[string]*Kind{}, byAlias: map[string]*Kind{}, refused: map[string]refusal{}}
+	return &Registry{byName: map[string]*Kind{}, byAlias: map[string]*Kind{}, byType: map[reflect.Type]*Kind{}, refused: map[string]refusal{}}
 }
 
 // builtinKinds is the read-only registry behind the package-level
@@ -337,6 +338,11 @@ func Register[T Object](r *Registry, d KindDef[T]) error {
 	}
 	r.kinds = append(r.kinds, k)
 	r.byName[k.name] = k
+	if _, dup := r.byType[typ]; dup {
+		r.byType[typ] = nil // shared by two kinds: only the header tells
+	} else {
+		r.byType[typ] = k
+	}
 	return nil
 }
 
@@ -379,6 +385,16 @@ func (r *Registry) Refuse(kind, apiVersionPrefix, reason string) {
 
 // Get returns the kind named exactly kind, or nil.
 func (r *Registry) Get(kind string) *Kind { return r.byName[kind] }
+
+// KindOf returns the kind of o: the one its header names, else the one
+// registered for its Go type (an object built in code without a kind in
+// its header); nil if neither is registered.
+func (r *Registry) KindOf(o Object) *Kind {
+	if k := r.byName[o.GetHeader().Kind]; k != nil {
+		return k
+	}
+	return r.byType[reflect.TypeOf(o)]
+}
 
 // Lookup finds a kind by any of its console names, case-insensitively:
 // kind, plural, short names, aliases.

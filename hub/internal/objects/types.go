@@ -499,7 +499,7 @@ func (s *ServicesStatus) SetWarnings(w []string) { s.Warnings = w }
 // ServiceSpecOf returns the serviceSpec of an object whose kind deploys
 // services (ClusterDeployment, MultiClusterService), else nil.
 func ServiceSpecOf(o Object) *ServiceSpec {
-	if k := builtinKinds().Get(o.GetHeader().Kind); k != nil {
+	if k := builtinKinds().KindOf(o); k != nil {
 		ss, _ := k.Services(o)
 		return ss
 	}

@@ -22,7 +22,7 @@ func Default(o Object) { builtinKinds().Default(o) }
 // an object of an unknown kind only gets its namespace.
 func (r *Registry) Default(o Object) {
 	h := o.GetHeader()
-	k := r.Get(h.Kind)
+	k := r.KindOf(o)
 	if k == nil {
 		if h.Metadata.Namespace == "" {
 			h.Metadata.Namespace = DefaultNamespace
@@ -52,7 +52,7 @@ func (r *Registry) Validate(o Object) error {
 
 func (r *Registry) validate(o Object) FieldErrors {
 	var errs FieldErrors
-	k := r.Get(o.GetHeader().Kind)
+	k := r.KindOf(o)
 	if k == nil {
 		errs.add("kind", "%s %q", ErrUnknownKind, o.GetHeader().Kind)
 		return errs

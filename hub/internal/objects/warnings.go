@@ -11,7 +11,7 @@ func Warnings(o Object) []string { return builtinKinds().Warnings(o) }
 
 // Warnings is the package's Warnings for the kinds of r.
 func (r *Registry) Warnings(o Object) []string {
-	if k := r.Get(o.GetHeader().Kind); k != nil && k.warnings != nil {
+	if k := r.KindOf(o); k != nil && k.warnings != nil {
 		return k.warnings(o)
 	}
 	return nil
@@ -24,7 +24,7 @@ func WithWarnings(o Object) { builtinKinds().WithWarnings(o) }
 // WithWarnings is the package's WithWarnings for the kinds of r: o's
 // status gets the warnings if it has a SetWarnings method.
 func (r *Registry) WithWarnings(o Object) {
-	k := r.Get(o.GetHeader().Kind)
+	k := r.KindOf(o)
 	if k == nil {
 		return
 	}
