@@ -310,11 +310,9 @@ func Register[T Object](r *Registry, d KindDef[T]) error {
 	}
 	names := append([]string{k.plural, strings.ToLower(k.name)}, append(k.short, k.aliases...)...)
 	for _, n := range names {
-		n = strings.ToLower(n)
-		if other := r.byAlias[n]; other != nil && other != k {
-			return fmt.Errorf("register kind %s: name %q is taken by %s", d.Kind, n, other.name)
+		if other := r.byAlias[strings.ToLower(n)]; other != nil {
+			return fmt.Errorf("register kind %s: name %q is taken by %s", d.Kind, strings.ToLower(n), other.name)
 		}
-		r.byAlias[n] = k
 	}
 	k.newObj = func() Object { return d.New() }
 	k.spec = erase(d.Spec)
@@ -338,6 +336,9 @@ func Register[T Object](r *Registry, d KindDef[T]) error {
 	}
 	r.kinds = append(r.kinds, k)
 	r.byName[k.name] = k
+	for _, n := range names {
+		r.byAlias[strings.ToLower(n)] = k
+	}
 	if _, dup := r.byType[typ]; dup {
 		r.byType[typ] = nil // shared by two kinds: only the header tells
 	} else {
