@@ -43,14 +43,8 @@ func (w *warnings) add(field, format string, args ...any) {
 func helmRepositoryWarnings(o *HelmRepository) []string {
 	var w warnings
 	sp := o.Spec
-	if sp.SecretRef != nil {
-		w.add("spec.secretRef", "repository credentials are not supported yet; requests go without them")
-	}
-	if sp.CertSecretRef != nil {
-		w.add("spec.certSecretRef", "custom CA and client certificates are not supported yet; the system roots are used")
-	}
-	if sp.PassCredentials {
-		w.add("spec.passCredentials", "no effect without credentials")
+	if sp.PassCredentials && sp.SecretRef == nil {
+		w.add("spec.passCredentials", "no effect without spec.secretRef")
 	}
 	if sp.Provider != "" && sp.Provider != "generic" {
 		w.add("spec.provider", "%q cloud authentication is not supported; anonymous access is used", sp.Provider)
