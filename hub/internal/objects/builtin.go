@@ -98,43 +98,45 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 }
 
 func clusterDeploymentKind() KindDef[*ClusterDeployment] {
-	return KindDef[*ClusterDeployment]{
+	return deploysServices(KindDef[*ClusterDeployment]{
 		Kind: KindClusterDeployment, New: func() *ClusterDeployment { return &ClusterDeployment{} },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: "clusterdeployments", Short: []string{"cd"},
-		Spec:        func(o *ClusterDeployment) any { return &o.Spec },
-		Status:      func(o *ClusterDeployment) any { return &o.Status },
-		Default:     (*ClusterDeployment).setDefaults,
-		Validate:    (*ClusterDeployment).validateSpec,
-		References:  []string{KindServiceTemplate},
-		Refs:        func(o *ClusterDeployment) []Ref { return serviceRefs(cdSpec(o)) },
-		Warnings:    clusterDeploymentWarnings,
-		ServiceSpec: cdSpec,
-		Cluster:     func(o *ClusterDeployment) string { return o.Metadata.Name },
-		Columns: append([]Column[*ClusterDeployment]{
-			{Header: "TEMPLATE", Value: func(o *ClusterDeployment) string { return o.Spec.Template }},
-		}, servicesColumns(cdSpec, func(o *ClusterDeployment) *ServicesStatus { return &o.Status })...),
-		CompileInput: true,
-	}
+		Spec:     func(o *ClusterDeployment) any { return &o.Spec },
+		Default:  (*ClusterDeployment).setDefaults,
+		Validate: (*ClusterDeployment).validateSpec,
+		Warnings: clusterDeploymentWarnings,
+		Cluster:  func(o *ClusterDeployment) string { return o.Metadata.Name },
+	}, func(o *ClusterDeployment) (*ServiceSpec, *ServicesStatus) { return &o.Spec.ServiceSpec, &o.Status },
+		Column[*ClusterDeployment]{Header: "TEMPLATE", Value: func(o *ClusterDeployment) string { return o.Spec.Template }})
 }
 
 func multiClusterServiceKind() KindDef[*MultiClusterService] {
-	return KindDef[*MultiClusterService]{
+	return deploysServices(KindDef[*MultiClusterService]{
 		Kind: KindMultiClusterService, New: func() *MultiClusterService { return &MultiClusterService{} },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: "multiclusterservices", Short: []string{"mcs"},
-		Spec:        func(o *MultiClusterService) any { return &o.Spec },
-		Status:      func(o *MultiClusterService) any { return &o.Status },
-		Default:     (*MultiClusterService).setDefaults,
-		Validate:    (*MultiClusterService).validateSpec,
-		References:  []string{KindServiceTemplate},
-		Refs:        func(o *MultiClusterService) []Ref { return serviceRefs(mcsSpec(o)) },
-		ServiceSpec: mcsSpec,
-		Columns: append([]Column[*MultiClusterService]{
-			{Header: "SELECTOR", Value: func(o *MultiClusterService) string { return orNone(selectorString(o.Spec.ClusterSelector)) }},
-		}, servicesColumns(mcsSpec, func(o *MultiClusterService) *ServicesStatus { return &o.Status })...),
-		CompileInput: true,
-	}
+		Spec:     func(o *MultiClusterService) any { return &o.Spec },
+		Default:  (*MultiClusterService).setDefaults,
+		Validate: (*MultiClusterService).validateSpec,
+	}, func(o *MultiClusterService) (*ServiceSpec, *ServicesStatus) { return &o.Spec.ServiceSpec, &o.Status },
+		Column[*MultiClusterService]{Header: "SELECTOR", Value: func(o *MultiClusterService) string { return orNone(selectorString(o.Spec.ClusterSelector)) }})
+}
+
+// deploysServices completes the definition of a kind that deploys the
+// services of a serviceSpec: its status, its references to
+// ServiceTemplates, its columns (first, then SERVICES, READY, AGE and a
+// wide MESSAGE) and its place in the compiler's input.
+func deploysServices[T Object](d KindDef[T], services func(T) (*ServiceSpec, *ServicesStatus), first Column[T]) KindDef[T] {
+	spec := func(o T) *ServiceSpec { ss, _ := services(o); return ss }
+	status := func(o T) *ServicesStatus { _, st := services(o); return st }
+	d.Status = func(o T) any { return status(o) }
+	d.ServiceSpec = spec
+	d.References = []string{KindServiceTemplate}
+	d.Refs = func(o T) []Ref { return serviceRefs(spec(o)) }
+	d.Columns = append([]Column[T]{first}, servicesColumns(spec, status)...)
+	d.CompileInput = true
+	return d
 }
 
 func configMapKind() KindDef[*ConfigMap] {
@@ -169,9 +171,6 @@ func secretKind() KindDef[*Secret] {
 		CompileInput: true,
 	}
 }
-
-func cdSpec(o *ClusterDeployment) *ServiceSpec    { return &o.Spec.ServiceSpec }
-func mcsSpec(o *MultiClusterService) *ServiceSpec { return &o.Spec.ServiceSpec }
 
 // serviceRefs are the ServiceTemplates a serviceSpec names.
 func serviceRefs(ss *ServiceSpec) []Ref {

@@ -496,16 +496,6 @@ func (s *ServiceTemplateStatus) SetWarnings(w []string) { s.Warnings = w }
 // SetWarnings implements the warnings hook of a kind's status.
 func (s *ServicesStatus) SetWarnings(w []string) { s.Warnings = w }
 
-// ServiceSpecOf returns the serviceSpec of an object whose kind deploys
-// services (ClusterDeployment, MultiClusterService), else nil.
-func ServiceSpecOf(o Object) *ServiceSpec {
-	if k := builtinKinds().KindOf(o); k != nil {
-		ss, _ := k.Services(o)
-		return ss
-	}
-	return nil
-}
-
 // New returns an empty object of a built-in kind with its header set, or
 // nil for an unknown kind.
 func New(kind string) Object { return builtinKinds().New(kind) }
