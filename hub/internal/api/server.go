@@ -129,8 +129,8 @@ type Config struct {
 	Desired Desired
 	Reports Reports
 	Logger  *slog.Logger
-	// Kinds are the object kinds served; nil means objects.DefaultKinds().
-	// They should be the ones Objects stores.
+	// Kinds are the object kinds served; nil means those of Objects if it
+	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
 	Kinds *objects.Registry
 }
 
@@ -141,6 +141,9 @@ func Handler(cfg Config) http.Handler {
 	}
 	if cfg.Kinds == nil {
 		cfg.Kinds = objects.DefaultKinds()
+		if o, ok := cfg.Objects.(interface{ Kinds() *objects.Registry }); ok {
+			cfg.Kinds = o.Kinds()
+		}
 	}
 	s := &server{cfg: cfg}
 	mux := http.NewServeMux()

@@ -83,7 +83,8 @@ func toyKinds(t *testing.T) *objects.Registry {
 }
 
 // toyHub serves the console API over a real bbolt store and real TLS with
-// the toy registry, and returns admin and viewer console configs.
+// the toy registry (the API takes it from the repository), and returns
+// admin and viewer console configs.
 func toyHub(t *testing.T, kinds *objects.Registry) (admin, viewer string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -105,7 +106,7 @@ func toyHub(t *testing.T, kinds *objects.Registry) (admin, viewer string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(api.Handler(api.Config{Auth: users, Objects: repo, Kinds: kinds}))
+	srv := httptest.NewUnstartedServer(api.Handler(api.Config{Auth: users, Objects: repo}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
