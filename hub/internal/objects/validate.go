@@ -117,7 +117,7 @@ func (o *HelmRepository) setDefaults() {
 func (o *HelmRepository) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	sp := p.child("spec")
 	switch u, err := url.Parse(o.Spec.URL); {
@@ -176,7 +176,7 @@ func (o *ServiceTemplate) setDefaults() {
 func (o *ServiceTemplate) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	cp := p.child("spec").child("helm").child("chartSpec")
 	cs := o.Spec.Helm.ChartSpec
@@ -351,7 +351,7 @@ func (o *ClusterDeployment) setDefaults() {
 func (o *ClusterDeployment) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	sp := p.child("spec")
 	if o.Spec.Template == "" {
@@ -383,7 +383,7 @@ func (o *MultiClusterService) setDefaults() {
 func (o *MultiClusterService) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	sp := p.child("spec")
 	validateSelector(&o.Spec.ClusterSelector, sp.child("clusterSelector"), &errs)
@@ -442,7 +442,7 @@ const maxDataBytes = 1 << 20
 func (o *ConfigMap) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	total := 0
 	for _, k := range sortedKeys(o.Data) {
@@ -475,7 +475,7 @@ func (o *Secret) setDefaults() {
 func (o *Secret) validateSpec() FieldErrors {
 	var (
 		errs FieldErrors
-		p    path
+		p    path // the object's root
 	)
 	total := 0
 	for _, k := range sortedKeys(o.Data) {
