@@ -133,7 +133,8 @@ func New(cfg Config) (*Loop, error) {
 var errRelist = errors.New("relist")
 
 // Run reconciles and follows the store until ctx is done (nil) or the
-// store is closed (an error wrapping store.ErrClosed).
+// store is closed (an error wrapping store.ErrClosed, which does not name
+// the controller: its owner does).
 func (l *Loop) Run(ctx context.Context) error {
 	bo := backoff.New(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	bo.Rand = l.cfg.Rand
@@ -143,7 +144,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, store.ErrClosed):
-			return fmt.Errorf("controller %s: %w", l.cfg.Name, err)
+			return err // the owner names the controller
 		case errors.Is(err, errRelist):
 			continue
 		}
