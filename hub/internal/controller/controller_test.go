@@ -93,6 +93,19 @@ func (r *recorder) Reconcile(ctx context.Context) (controller.Result, error) {
 	return res, nil
 }
 
+// hold makes Reconcile call number call wait, once it has started
+// (entered is closed), until release is closed.
+func (r *recorder) hold(call int) (entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	r.gate = func(n int) {
+		if n == call {
+			close(entered)
+			<-release
+		}
+	}
+	return entered, release
+}
+
 // next waits for the next Reconcile call.
 func (r *recorder) next(t *testing.T, what string) seen {
 	t.Helper()
@@ -145,13 +158,7 @@ func TestLoopCoalescesABurstIntoOneReconcile(t *testing.T) {
 	s := openStore(t, boltstore.Options{})
 	put(t, s, "Seed", "seed") // a revision above 0, so the watch replays the burst
 	r := newRecorder(s)
-	entered, release := make(chan struct{}), make(chan struct{})
-	r.gate = func(call int) {
-		if call == 1 {
-			close(entered)
-			<-release
-		}
-	}
+	entered, release := r.hold(1)
 	start(t, controller.Config{
 		Store: s, Kinds: []string{kind, "Other"}, Reconcile: r.Reconcile,
 		Relevant: func(ev store.Event) bool { return ev.Object.Kind == kind },
@@ -188,13 +195,7 @@ func TestLoopCoalescesABurstIntoOneReconcile(t *testing.T) {
 func TestLoopRelistsAfterWatchExpires(t *testing.T) {
 	s := openStore(t, boltstore.Options{WatchBuffer: 1})
 	r := newRecorder(s)
-	entered, release := make(chan struct{}), make(chan struct{})
-	r.gate = func(call int) {
-		if call == 2 {
-			close(entered)
-			<-release
-		}
-	}
+	entered, release := r.hold(2)
 	start(t, controller.Config{Store: s, Kinds: []string{kind}, Reconcile: r.Reconcile, Debounce: time.Millisecond})
 	r.next(t, "initial")
 	put(t, s, kind, "first")
@@ -232,13 +233,7 @@ func TestLoopRelistsAfterCompaction(t *testing.T) {
 	s := openStore(t, boltstore.Options{HistorySize: 2})
 	put(t, s, "Seed", "seed") // a revision above 0 to watch from
 	r := newRecorder(s)
-	entered, release := make(chan struct{}), make(chan struct{})
-	r.gate = func(call int) {
-		if call == 1 {
-			close(entered)
-			<-release
-		}
-	}
+	entered, release := r.hold(1)
 	start(t, controller.Config{Store: s, Reconcile: r.Reconcile, Debounce: time.Millisecond})
 	<-entered
 	for i := range 5 {

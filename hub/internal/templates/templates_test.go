@@ -35,17 +35,25 @@ metadata: {name: missing, namespace: apps}
 spec: {helm: {chartSpec: {chart: podinfo, version: 9.9.9, sourceRef: {kind: HelmRepository, name: repo}}}}
 `
 
-func TestResolverRecordsDigestsAndErrors(t *testing.T) {
-	dir := t.TempDir()
+// openRepo opens a bbolt store in dir, closed when the test ends, and an
+// object repository on it.
+func openRepo(t *testing.T, dir string) (*boltstore.Store, *objects.Repo) {
+	t.Helper()
 	st, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	repo, err := objects.NewRepo(objects.RepoConfig{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, repo
+}
+
+func TestResolverRecordsDigestsAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	st, repo := openRepo(t, dir)
 	cs, err := charts.New(charts.Config{Dir: filepath.Join(dir, "charts"), Store: st})
 	if err != nil {
 		t.Fatal(err)
@@ -127,15 +135,7 @@ func (f *flakyCharts) Resolve(_ context.Context, _ charts.RepoRef, name, version
 // store changes (the second failure records the same status, so no event
 // follows it): only the retry timer brings the third and fourth attempts.
 func TestRunRetriesUnresolvedTemplatesWithoutAChange(t *testing.T) {
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "hub.db"), boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	repo, err := objects.NewRepo(objects.RepoConfig{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, repo := openRepo(t, t.TempDir())
 	objs, err := objects.Decode([]byte(`apiVersion: tether.dev/v1alpha1
 kind: ServiceTemplate
 metadata: {name: web, namespace: apps}
