@@ -125,6 +125,7 @@ whatever it installed running.`,
 				}
 				ecfg := apply.DefaultConfig()
 				ecfg.RESTConfig = rc
+				ecfg.Records = c
 				ecfg.Logger = log
 				engine, err := apply.New(ecfg)
 				if err != nil {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/e2e/cluster"
 	"github.com/tetherfleet/tether/e2e/e2etest"
 )
@@ -65,8 +66,21 @@ func testCluster(t *testing.T) *cluster.Cluster {
 
 func newEngine(t *testing.T, c *cluster.Cluster) *apply.Engine {
 	t.Helper()
+	e, _ := newEngineWithCache(t, c)
+	return e
+}
+
+// newEngineWithCache returns an engine whose release record is a real
+// agent cache file, and that cache.
+func newEngineWithCache(t *testing.T, c *cluster.Cluster) (*apply.Engine, *cache.Cache) {
+	t.Helper()
+	db, err := cache.Open(filepath.Join(t.TempDir(), "agent.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := apply.New(apply.Config{
 		RESTConfig:   c.RESTConfig,
+		Records:      db,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Timeout:      2 * time.Minute,
 		PollInterval: 250 * time.Millisecond,
@@ -74,8 +88,8 @@ func newEngine(t *testing.T, c *cluster.Cluster) *apply.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	t.Cleanup(func() { e.Close(); db.Close() })
+	return e, db
 }
 
 type testWriter struct{ t *testing.T }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/e2e/cluster"
 	"github.com/tetherfleet/tether/e2e/e2etest"
 )
@@ -49,6 +50,12 @@ func BenchmarkApplyVsHelmCLI(b *testing.B) {
 	}
 	cfg := apply.DefaultConfig()
 	cfg.RESTConfig = c.RESTConfig
+	db, err := cache.Open(filepath.Join(dir, "agent.db"), cache.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	cfg.Records = db
 	e, err := apply.New(cfg)
 	if err != nil {
 		b.Fatal(err)

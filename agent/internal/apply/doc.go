@@ -8,8 +8,28 @@
 // when the hash recorded on the stored release differs, and leaves it alone
 // otherwise. Release records live in Secrets (Helm's default driver) with at
 // most [Config.MaxHistory] revisions. Every release the engine writes carries
-// the label [LabelManagedBy]=tether, so the engine never touches releases it
-// did not create (see [ErrForeignRelease]), and [LabelHash] with the hash.
+// the labels [LabelManagedBy]=tether and [LabelHash] with the hash; the
+// labels are informational only (see Ownership).
+//
+// # Ownership
+//
+// Release Secrets live in the release's namespace, which a tenant may be
+// allowed to write, and the engine runs with cluster-wide credentials:
+// a planted Secret whose hooks bind cluster-admin, or whose manifest lists
+// objects in other namespaces, would make the engine create or delete them
+// on install, upgrade or uninstall. So the releases the engine owns come
+// from its own record ([Config.Records], the agent's bbolt file), never
+// from labels. Helm gets a storage driver that records every revision it
+// writes (a digest of its manifest, hooks, chart and values, before the
+// Secret is written) and checks every revision it reads: a revision the
+// record does not know, or whose content differs from the recorded digest,
+// fails the read with [ErrForeignRelease]. Apply, Repair, Uninstall, Drift,
+// Health and Get therefore refuse a release with any such revision (also
+// one planted between the engine's check and Helm's read: Helm's upgrade
+// never reads a forged "previous release"), and leave it in place. [Engine.List]
+// lists the recorded releases only. [Engine.Adopt] takes over a release
+// installed before the record existed, only when it is exactly what the
+// engine would write (see the cache package's Adoption).
 //
 // Helm runs without Wait and without Atomic: Apply returns once Helm has sent
 // the objects, and readiness is a separate question ([Engine.Health],

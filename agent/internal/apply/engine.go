@@ -27,9 +27,12 @@ var (
 	// ErrInvalidRelease: the Release is unusable (bad name, namespace,
 	// chart archive or values). Nothing was changed.
 	ErrInvalidRelease = errors.New("invalid release")
-	// ErrForeignRelease: a Helm release of that name exists but was not
-	// installed by tether; the engine leaves it alone.
-	ErrForeignRelease = errors.New("release not managed by tether")
+	// ErrForeignRelease: a Helm release secret of that name exists that
+	// this agent did not write (no record of it in Config.Records, an
+	// unknown revision, or content that differs from what the agent
+	// wrote); the engine never installs over, upgrades, uninstalls or
+	// reads such a release.
+	ErrForeignRelease = errors.New("release secret not written by this agent")
 	// ErrReleaseNotFound: no release of that name in that namespace.
 	ErrReleaseNotFound = errors.New("release not found")
 	// ErrNotReady: WaitHealthy gave up; the message says what is not ready.
@@ -53,6 +56,12 @@ const (
 type Config struct {
 	// RESTConfig reaches the cluster; see LoadRESTConfig. Required.
 	RESTConfig *rest.Config
+	// Records holds the record of the releases the engine wrote, the only
+	// source of truth for what it owns (normally the agent's cache).
+	// Required.
+	Records Records
+	// Now is the clock for the record's timestamps. Default time.Now.
+	Now func() time.Time
 	// Logger receives progress and Helm's debug output. Default: discard.
 	Logger *slog.Logger
 	// MaxHistory is the number of release revisions Helm keeps. Default 5.
@@ -81,6 +90,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	if c.MaxHistory == 0 {
 		c.MaxHistory = d.MaxHistory
 	}
@@ -101,6 +113,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.RESTConfig == nil:
 		return errors.New("apply config: RESTConfig is required")
+	case c.Records == nil:
+		return errors.New("apply config: Records is required (the agent's record of the releases it installed)")
 	case c.MaxHistory < 0:
 		return fmt.Errorf("apply config: MaxHistory %d is negative", c.MaxHistory)
 	case c.Timeout < 0, c.HealthTimeout < 0, c.PollInterval < 0:
@@ -235,8 +249,21 @@ func runLocked[T any](e *Engine, ctx context.Context, k releaseKey, fn func(cont
 }
 
 // helmConfig returns a Helm action configuration for one namespace,
-// storing releases in Secrets.
-func (e *Engine) helmConfig(namespace string) (*action.Configuration, error) {
+// storing releases in Secrets through an ownedDriver: Helm reads only
+// releases this agent wrote, and what it writes is recorded (with
+// chartDigest, which may be empty).
+func (e *Engine) helmConfig(namespace, chartDigest string) (*action.Configuration, error) {
+	hc, err := e.rawHelmConfig(namespace)
+	if err != nil {
+		return nil, err
+	}
+	hc.Releases.Driver = &ownedDriver{Driver: hc.Releases.Driver, e: e, namespace: namespace, chart: chartDigest}
+	return hc, nil
+}
+
+// rawHelmConfig is helmConfig without the ownership check: only for
+// reading releases in order to judge them (adoption).
+func (e *Engine) rawHelmConfig(namespace string) (*action.Configuration, error) {
 	g := &restGetter{config: e.rest, disc: e.disc, mapper: e.mapper, namespace: namespace}
 	hc := new(action.Configuration)
 	helmLog := func(format string, v ...any) {

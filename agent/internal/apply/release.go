@@ -36,6 +36,10 @@ type Release struct {
 	// that is up to date without rendering. Empty: computed from Chart and
 	// the values.
 	Hash string
+	// ChartDigest is the digest of Chart in the agent's cache, recorded
+	// with each revision the engine writes so the cache keeps the archive
+	// (see cache.CollectCharts). Optional.
+	ChartDigest string
 }
 
 // Action says what Apply or Repair did.
@@ -82,6 +86,7 @@ func HashLabel(hash string) string {
 // prepared is a validated Release, ready for Helm.
 type prepared struct {
 	key    releaseKey
+	digest string // chart archive digest, may be empty
 	chart  *chart.Chart
 	values map[string]any
 	hash   string // label form
@@ -137,10 +142,8 @@ func prepare(r Release) (prepared, error) {
 		h.Write(js)
 		hash = hex.EncodeToString(h.Sum(nil))[:40]
 	}
-	return prepared{key: r.key(), chart: ch, values: vals, hash: HashLabel(hash)}, nil
+	return prepared{key: r.key(), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash)}, nil
 }
-
-func managed(r *release.Release) bool { return r.Labels[LabelManagedBy] == ManagedByValue }
 
 func (p prepared) labels() map[string]string {
 	return map[string]string{LabelManagedBy: ManagedByValue, LabelHash: p.hash}
@@ -183,19 +186,21 @@ func (e *Engine) apply(ctx context.Context, r Release, force bool) (Result, erro
 }
 
 func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Result, error) {
-	hc, err := e.helmConfig(p.key.namespace)
+	hc, err := e.helmConfig(p.key.namespace, p.digest)
 	if err != nil {
 		return Result{}, err
 	}
+	// Every stored revision must be one this agent wrote (the ownedDriver
+	// checks each one Helm reads, also during the upgrade below).
 	last, err := hc.Releases.Last(p.key.name)
 	if errors.Is(err, driver.ErrReleaseNotFound) {
 		return e.install(ctx, hc, p, false, force)
 	}
+	if errors.Is(err, ErrForeignRelease) {
+		return Result{}, err
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("read release: %w", err)
-	}
-	if !managed(last) {
-		return Result{}, ErrForeignRelease
 	}
 	sameHash := last.Labels[LabelHash] == p.hash
 	act := ActionUpgraded
@@ -257,26 +262,30 @@ func (e *Engine) Uninstall(ctx context.Context, name, namespace string) error {
 	}
 	k := releaseKey{namespace: namespace, name: name}
 	_, err := runLocked(e, ctx, k, func(context.Context) (struct{}, error) {
-		hc, err := e.helmConfig(namespace)
+		hc, err := e.helmConfig(namespace, "")
 		if err != nil {
 			return struct{}{}, err
 		}
-		last, err := hc.Releases.Last(name)
+		// Helm uninstalls what the latest revision's manifest lists and
+		// runs its hooks: it must be one this agent wrote.
+		_, err = hc.Releases.Last(name)
 		if errors.Is(err, driver.ErrReleaseNotFound) {
-			return struct{}{}, nil
+			return struct{}{}, e.cfg.Records.DeleteReleaseRecord(namespace, name)
+		}
+		if errors.Is(err, ErrForeignRelease) {
+			return struct{}{}, err
 		}
 		if err != nil {
 			return struct{}{}, fmt.Errorf("read release: %w", err)
-		}
-		if !managed(last) {
-			return struct{}{}, ErrForeignRelease
 		}
 		un := action.NewUninstall(hc)
 		un.Timeout = e.cfg.Timeout
 		un.Wait = true
 		un.IgnoreNotFound = true
-		_, err = un.Run(name)
-		return struct{}{}, err
+		if _, err = un.Run(name); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, e.cfg.Records.DeleteReleaseRecord(namespace, name)
 	})
 	if err != nil {
 		return fmt.Errorf("uninstall release %s: %w", k, err)
@@ -285,27 +294,33 @@ func (e *Engine) Uninstall(ctx context.Context, name, namespace string) error {
 	return nil
 }
 
-// List returns the releases tether manages in all namespaces, latest
-// revision of each, sorted by namespace and name.
+// List returns the releases this agent installed, by its own record (never
+// by labels on the cluster, which anyone who can write a Secret can set),
+// latest revision of each, sorted by namespace and name. A recorded
+// release whose Secrets are gone has Status "missing"; one whose stored
+// revisions this agent did not write has Status "unverified" and the
+// reason in Description (Uninstall refuses it).
 func (e *Engine) List(ctx context.Context) ([]ReleaseInfo, error) {
-	d := driver.NewSecrets(e.kube.CoreV1().Secrets(""))
-	rels, err := d.Query(map[string]string{"owner": "helm", LabelManagedBy: ManagedByValue})
-	if errors.Is(err, driver.ErrReleaseNotFound) {
-		return nil, ctx.Err()
-	}
+	recs, err := e.cfg.Records.ReleaseRecords()
 	if err != nil {
 		return nil, fmt.Errorf("list releases: %w", err)
 	}
-	latest := map[releaseKey]*release.Release{}
-	for _, r := range rels {
-		k := releaseKey{namespace: r.Namespace, name: r.Name}
-		if cur, ok := latest[k]; !ok || r.Version > cur.Version {
-			latest[k] = r
+	out := make([]ReleaseInfo, 0, len(recs))
+	for _, rec := range recs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
-	}
-	out := make([]ReleaseInfo, 0, len(latest))
-	for _, r := range latest {
-		out = append(out, infoOf(r))
+		r, err := e.lastRelease(ctx, rec.Name, rec.Namespace)
+		switch {
+		case err == nil:
+			out = append(out, infoOf(r))
+		case errors.Is(err, ErrReleaseNotFound):
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "missing"})
+		case errors.Is(err, ErrForeignRelease):
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "unverified", Description: err.Error()})
+		default:
+			return nil, fmt.Errorf("list releases: %w", err)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Namespace != out[j].Namespace {
@@ -329,7 +344,7 @@ func infoOf(r *release.Release) ReleaseInfo {
 	return ri
 }
 
-// Get returns the latest revision of a release tether manages; the error
+// Get returns the latest revision of a release this agent wrote; the error
 // wraps ErrReleaseNotFound or ErrForeignRelease when it cannot.
 func (e *Engine) Get(ctx context.Context, name, namespace string) (ReleaseInfo, error) {
 	r, err := e.lastRelease(ctx, name, namespace)
@@ -339,7 +354,7 @@ func (e *Engine) Get(ctx context.Context, name, namespace string) (ReleaseInfo, 
 	return infoOf(r), nil
 }
 
-// lastRelease reads the latest revision of a managed release.
+// lastRelease reads the latest revision of a release this agent wrote.
 func (e *Engine) lastRelease(ctx context.Context, name, namespace string) (*release.Release, error) {
 	if err := checkName(name, namespace); err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, err)
@@ -347,7 +362,7 @@ func (e *Engine) lastRelease(ctx context.Context, name, namespace string) (*rele
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	hc, err := e.helmConfig(namespace)
+	hc, err := e.helmConfig(namespace, "")
 	if err != nil {
 		return nil, err
 	}
@@ -357,9 +372,6 @@ func (e *Engine) lastRelease(ctx context.Context, name, namespace string) (*rele
 	}
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, err)
-	}
-	if !managed(last) {
-		return nil, fmt.Errorf("release %s/%s: %w", namespace, name, ErrForeignRelease)
 	}
 	return last, nil
 }

@@ -1,12 +1,17 @@
 // Package cache is the agent's durable state: one bbolt file holding its
 // identity, link state, desired state per revision, chart archives by
-// digest, and the outbox of records waiting to go to the hub. It is what
-// lets the agent keep reconciling while the hub is unreachable.
+// digest, the record of the Helm releases it installed, and the outbox of
+// records waiting to go to the hub. It is what lets the agent keep
+// reconciling while the hub is unreachable.
 //
-// # File layout (schema version 1)
+// # File layout (schema version 2)
 //
 //	meta/
-//	  "schema"   -> uint64 BE        schema version of this file (1)
+//	  "schema"   -> uint64 BE        schema version of this file (2)
+//	  "adopt"    -> uint64 BE        only after an upgrade from schema 1: the
+//	                                 desired revision whose releases may be
+//	                                 adopted once (see Adoption); removed by
+//	                                 EndAdoption
 //	identity/
 //	  "current"  -> JSON Identity    key, cert and CA PEM, hub addresses
 //	link/
@@ -15,7 +20,13 @@
 //	  <rev uint64 BE> -> payload     opaque desired-state bytes; the newest
 //	                                 Options.KeepDesired revisions are kept
 //	charts/
-//	  "sha256:<hex>" -> archive      content-addressed; verified on write
+//	  "sha256:<hex>" -> archive      content-addressed; verified on write;
+//	                                 CollectCharts removes the unneeded
+//	releases/                        (schema 2)
+//	  "<namespace>/<name>" -> JSON ReleaseRecord   every revision of a Helm
+//	                                 release this agent wrote, with a digest
+//	                                 of its content; the only source of truth
+//	                                 for what the agent owns
 //	outbox/
 //	  <seq uint64 BE> -> entry       at int64 BE unix ns | kind len uint16 BE |
 //	                                 kind | payload
@@ -31,6 +42,18 @@
 // Open upgrades an older file one version at a time in one transaction
 // (see upgrade) and refuses a newer one with ErrSchemaTooNew. OpenReadOnly
 // never writes, so it refuses files that need an upgrade.
+//
+// # Adoption
+//
+// Schema 1 had no release record: the agent took every Secret labelled
+// owner=helm and tether.dev/managed-by=tether as its own, and anyone who can
+// write a Secret can set those labels. The upgrade to schema 2 therefore
+// records nothing as owned. It notes the newest desired revision of the
+// file under meta/"adopt", and the agent adopts, once, only the releases
+// that this desired state names and whose stored content matches what the
+// agent would produce from it (see the apply package's Adopt); every other
+// labelled release stays unowned and is never touched. EndAdoption clears
+// the note so adoption never runs again.
 //
 // # Outbox
 //
@@ -59,7 +82,7 @@ import (
 )
 
 // SchemaVersion is the file layout this package reads and writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Errors returned by Cache; match them with errors.Is.
 var (
@@ -95,8 +118,10 @@ const (
 	bucketOutbox      = "outbox"
 	bucketOutboxMeta  = "outboxmeta"
 	bucketOutboxDrops = "outboxdrops"
+	bucketReleases    = "releases"
 
 	keySchema  = "schema"
+	keyAdopt   = "adopt"
 	keyCurrent = "current"
 	keyNextSeq = "nextseq"
 	keyCount   = "count"
@@ -105,7 +130,7 @@ const (
 )
 
 func allBuckets() []string {
-	return []string{bucketMeta, bucketIdentity, bucketLink, bucketDesired, bucketCharts, bucketOutbox, bucketOutboxMeta, bucketOutboxDrops}
+	return []string{bucketMeta, bucketIdentity, bucketLink, bucketDesired, bucketCharts, bucketOutbox, bucketOutboxMeta, bucketOutboxDrops, bucketReleases}
 }
 
 func bucket(tx *bolt.Tx, name string) *bolt.Bucket { return tx.Bucket([]byte(name)) }
@@ -331,6 +356,17 @@ func initSchema(tx *bolt.Tx) error {
 // here with each new SchemaVersion.
 func upgrade(tx *bolt.Tx, from uint64) error {
 	switch from {
+	case 1:
+		// Schema 2 adds the release record. Nothing is owned yet; note
+		// the desired revision whose releases may be adopted (see
+		// Adoption in the package comment).
+		if _, err := tx.CreateBucketIfNotExists([]byte(bucketReleases)); err != nil {
+			return err
+		}
+		if k, _ := bucket(tx, bucketDesired).Cursor().Last(); k != nil {
+			return putUint(bucket(tx, bucketMeta), keyAdopt, binary.BigEndian.Uint64(k))
+		}
+		return nil
 	default:
 		return fmt.Errorf("no upgrade path from schema version %d", from)
 	}

@@ -467,7 +467,7 @@ func TestSchema(t *testing.T) {
 
 	setSchema(t, path, SchemaVersion+1)
 	_, err := Open(path, Options{})
-	wantErr(t, err, ErrSchemaTooNew, "schema version 2, this binary supports up to 1")
+	wantErr(t, err, ErrSchemaTooNew, "schema version 3, this binary supports up to 2")
 	_, err = OpenReadOnly(path)
 	wantErr(t, err, ErrSchemaTooNew, "read-only")
 

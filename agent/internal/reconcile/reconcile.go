@@ -49,6 +49,15 @@ type Cache interface {
 	Chart(digest string) ([]byte, error)
 	PutChart(digest string, data []byte) error
 	Enqueue(kind string, payload []byte) error
+	DesiredRevisions() ([]uint64, error)
+	Desired(rev uint64) ([]byte, error)
+	// CollectCharts deletes the chart archives neither in keep nor
+	// referenced by the release record.
+	CollectCharts(keep []string) ([]string, error)
+	// PendingAdoption and EndAdoption: see "Adoption" in the cache
+	// package.
+	PendingAdoption() (rev uint64, pending bool, err error)
+	EndAdoption() error
 }
 
 // Engine applies Helm releases to the cluster.
@@ -59,6 +68,7 @@ type Engine interface {
 	Drift(ctx context.Context, name, namespace string) (apply.Drift, error)
 	Uninstall(ctx context.Context, name, namespace string) error
 	List(ctx context.Context) ([]apply.ReleaseInfo, error)
+	Adopt(ctx context.Context, r apply.Release) (bool, error)
 }
 
 // Charts fetches chart archives from the hub.
@@ -102,6 +112,9 @@ type Reconciler struct {
 	svc     map[string]*svcState  // by namespace/name
 	// reported is the last status queued, to queue only changes.
 	reported []*fleetv1.ServiceStatus
+	// adopted: the one-time adoption after a cache upgrade is done (only
+	// Pass touches it).
+	adopted bool
 }
 
 // svcState is what the loop remembers of one service between passes.
@@ -285,6 +298,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // Pass runs one reconcile pass and reports whether a service is still in
 // progress.
 func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
+	if !r.adopt(ctx) {
+		return true // retry soon; nothing is applied or removed before
+	}
 	r.mu.Lock()
 	ds := r.desired
 	r.mu.Unlock()
@@ -314,7 +330,118 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 		r.removeDeleted(ctx, ds)
 	}
 	r.report(ds)
+	if ctx.Err() == nil && ds.GetRevision() > 0 {
+		r.collectCharts(ds)
+	}
 	return busy
+}
+
+// adopt runs once after the cache was upgraded from schema 1, which had no
+// release record: it adopts the releases the desired revision noted by the
+// upgrade names, when each matches what the agent would write for it (see
+// apply.Engine.Adopt). Every other release stays unowned: it is never
+// uninstalled or upgraded, and a service of that name is reported Failed.
+// It reports whether the reconciler may go on; false means "retry".
+func (r *Reconciler) adopt(ctx context.Context) bool {
+	if r.adopted {
+		return true
+	}
+	rev, pending, err := r.cfg.Cache.PendingAdoption()
+	if err != nil {
+		r.log.Warn("adoption: read the cache", "err", err)
+		return false
+	}
+	if !pending {
+		r.adopted = true
+		return true
+	}
+	var svcs []*fleetv1.Service
+	payload, err := r.cfg.Cache.Desired(rev)
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+		r.log.Warn("adoption: the desired revision noted by the cache upgrade is gone; adopting nothing", "revision", rev)
+	case err != nil:
+		r.log.Warn("adoption: read desired revision", "revision", rev, "err", err)
+		return false
+	default:
+		ds := &fleetv1.DesiredState{}
+		if err := proto.Unmarshal(payload, ds); err != nil {
+			r.log.Warn("adoption: desired revision does not decode; adopting nothing", "revision", rev, "err", err)
+		}
+		svcs = ds.GetServices()
+	}
+	for _, s := range svcs {
+		k := key(s.GetNamespace(), s.GetName())
+		ok, err := r.cfg.Cache.HasChart(s.GetChartDigest())
+		if err != nil || !ok {
+			r.log.Warn("adoption: chart not cached; not adopting", "service", k, "chart", s.GetChartDigest(), "err", err)
+			continue
+		}
+		chart, err := r.cfg.Cache.Chart(s.GetChartDigest())
+		if err != nil {
+			r.log.Warn("adoption: read chart", "service", k, "err", err)
+			return false
+		}
+		rel := apply.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
+		adopted, err := r.cfg.Engine.Adopt(ctx, rel)
+		switch {
+		case errors.Is(err, apply.ErrForeignRelease), errors.Is(err, apply.ErrInvalidRelease):
+			r.log.Warn("adoption: release not adopted; it stays untouched", "service", k, "err", err)
+		case err != nil:
+			r.log.Warn("adoption: will retry", "service", k, "err", err)
+			return false
+		case adopted:
+			r.log.Info("adoption: release adopted", "service", k, "revision", rev)
+		}
+	}
+	if err := r.cfg.Cache.EndAdoption(); err != nil {
+		r.log.Warn("adoption: record the end", "err", err)
+		return false
+	}
+	r.adopted = true
+	return true
+}
+
+// collectCharts deletes cached chart archives that neither the desired
+// state ds nor the revision before it names, nor the release record
+// references (a release still installed from an older chart).
+func (r *Reconciler) collectCharts(ds *fleetv1.DesiredState) {
+	keep := map[string]bool{}
+	for _, s := range ds.GetServices() {
+		keep[s.GetChartDigest()] = true
+	}
+	revs, err := r.cfg.Cache.DesiredRevisions()
+	if err != nil {
+		r.log.Warn("collect charts: list desired revisions", "err", err)
+		return
+	}
+	for i := len(revs) - 1; i >= 0; i-- {
+		if revs[i] >= ds.GetRevision() {
+			continue
+		}
+		payload, err := r.cfg.Cache.Desired(revs[i])
+		if err != nil {
+			r.log.Warn("collect charts: read the previous desired revision", "revision", revs[i], "err", err)
+			return
+		}
+		prev := &fleetv1.DesiredState{}
+		if err := proto.Unmarshal(payload, prev); err != nil {
+			r.log.Warn("collect charts: the previous desired revision does not decode; keeping every chart", "revision", revs[i], "err", err)
+			return
+		}
+		for _, s := range prev.GetServices() {
+			keep[s.GetChartDigest()] = true
+		}
+		break
+	}
+	removed, err := r.cfg.Cache.CollectCharts(slices.Sorted(mapsKeys(keep)))
+	if err != nil {
+		r.log.Warn("collect charts", "err", err)
+		return
+	}
+	if len(removed) > 0 {
+		r.log.Info("collected unneeded chart archives", "charts", removed)
+	}
 }
 
 func (r *Reconciler) state(k string, s *fleetv1.Service, rev uint64) *svcState {
@@ -356,7 +483,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		r.set(st, StatePending, err.Error())
 		return
 	}
-	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash()}
+	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
 	res, err := r.cfg.Engine.Apply(ctx, rel)
 	if err != nil {
 		if ctx.Err() != nil {

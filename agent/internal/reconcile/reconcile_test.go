@@ -1,12 +1,19 @@
 package reconcile
 
 import (
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
@@ -138,3 +145,145 @@ func TestRetryDelay(t *testing.T) {
 		}
 	}
 }
+
+// fakeEngine installs everything at once and healthy: for the tests of
+// what the reconciler does around the engine.
+type fakeEngine struct {
+	Engine
+	applied []string
+}
+
+func (f *fakeEngine) Apply(_ context.Context, r apply.Release) (apply.Result, error) {
+	f.applied = append(f.applied, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
+	return apply.Result{Action: apply.ActionInstalled, Revision: 1}, nil
+}
+
+func (f *fakeEngine) Health(context.Context, string, string) (apply.Health, error) {
+	return apply.Health{Ready: true}, nil
+}
+
+func (f *fakeEngine) List(context.Context) ([]apply.ReleaseInfo, error) { return nil, nil }
+
+func chartBytes(s string) (string, []byte) {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:]), []byte(s)
+}
+
+// TestUnneededChartsAreCollected: charts the current desired state, the
+// revision before it and the release record need stay in the cache; the
+// rest are deleted after a pass (they were kept forever).
+func TestUnneededChartsAreCollected(t *testing.T) {
+	c, err := cache.Open(filepath.Join(t.TempDir(), "agent.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	eng := &fakeEngine{}
+	r, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	charts := []string{"chart-1", "chart-2", "chart-3", "unneeded", "installed-old"}
+	var digests []string
+	put := func(i int) {
+		if err := c.PutChart(digests[i], []byte(charts[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range charts {
+		d, _ := chartBytes(s)
+		digests = append(digests, d)
+	}
+	put(3)
+	put(4)
+	// The release record says an older chart is still installed.
+	if err := c.SaveReleaseRecord(cache.ReleaseRecord{Namespace: "other", Name: "old", Revisions: []cache.ReleaseRevision{{Revision: 1, Digest: "sha256:x", Chart: digests[4]}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for rev, d := range digests[:3] {
+		put(rev) // as if fetched from the hub
+		ds := &fleetv1.DesiredState{Revision: uint64(rev + 1), Full: true, Services: []*fleetv1.Service{{Name: "web", Namespace: "a", ChartDigest: d, ValuesHash: d}}}
+		if err := r.Desired(ctx, ds); err != nil {
+			t.Fatal(err)
+		}
+		r.Pass(ctx)
+	}
+	for i, want := range []bool{false, true, true, false, true} {
+		if ok, err := c.HasChart(digests[i]); err != nil || ok != want {
+			t.Errorf("chart %d cached = %v, %v; want %v", i+1, ok, err, want)
+		}
+	}
+	if len(eng.applied) != 3 {
+		t.Errorf("applied %v, want three revisions", eng.applied)
+	}
+}
+
+type adoptingEngine struct {
+	fakeEngine
+	adopt    []string
+	adoptErr error
+}
+
+func (a *adoptingEngine) Adopt(_ context.Context, r apply.Release) (bool, error) {
+	a.adopt = append(a.adopt, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
+	return a.adoptErr == nil, a.adoptErr
+}
+
+// TestAdoptionAfterSchema1Upgrade: on a cache file upgraded from schema 1
+// the reconciler asks the engine to adopt the services of the desired
+// revision the upgrade noted, before anything else, and only once; a
+// transient failure is retried, a refusal is final.
+func TestAdoptionAfterSchema1Upgrade(t *testing.T) {
+	src, err := os.Open("../cache/testdata/state-v1.db.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	zr, err := gzip.NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "agent.db")
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(path, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	eng := &adoptingEngine{adoptErr: errors.New("cluster unreachable")}
+	r, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if busy := r.Pass(ctx); !busy || len(eng.applied) != 0 {
+		t.Fatalf("pass with adoption failing: busy %v, applied %v; want a retry and nothing applied", busy, eng.applied)
+	}
+	eng.adoptErr = fmt.Errorf("adopt: %w", apply.ErrForeignRelease)
+	r.Pass(ctx)
+	want := "applications-web/nginx-web@" + digestOfString("chart archive v1 fixture")
+	if len(eng.adopt) != 2 || eng.adopt[1] != want {
+		t.Fatalf("Adopt calls = %v, want two for %s", eng.adopt, want)
+	}
+	if _, pending, err := c.PendingAdoption(); err != nil || pending {
+		t.Errorf("PendingAdoption after adoption = %v, %v", pending, err)
+	}
+	r.Pass(ctx)
+	r2, err := New(Config{Cache: c, Engine: eng, Charts: noCharts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Pass(ctx)
+	if len(eng.adopt) != 2 {
+		t.Errorf("Adopt calls after adoption ended = %v", eng.adopt)
+	}
+}
+
+func digestOfString(s string) string { d, _ := chartBytes(s); return d }

@@ -1,10 +1,13 @@
 // Package charts is the hub's content-addressed Helm chart store. A chart
 // archive (.tgz) is known by the digest "sha256:<hex>" of its bytes and kept
-// once on disk; its metadata lives in the hub store. Charts arrive in two
+// once on disk; its metadata lives in the hub store. Charts arrive in three
 // ways: Resolve fetches them from a Helm HTTP repository (index.yaml plus the
-// archive, the digest checked against the index), and Push stores an archive
-// uploaded by `tether chart push`, which Resolve then finds in the built-in
-// repository "tether-local".
+// archive, the digest checked against the index) or pulls them from an OCI
+// registry with Helm's registry client (the chart layer's digest checked
+// against the manifest), and Push stores an archive uploaded by `tether
+// chart push`, which Resolve then finds in the built-in repository
+// "tether-local". Repository credentials and TLS material (RepoRef) are
+// used for the request and never stored or logged.
 //
 // # Layout
 //
@@ -13,7 +16,8 @@
 //
 // Metadata: hub store kind "Chart", cluster-scoped, name = the digest, value
 // = JSON Chart. Sources lists every origin the same bytes came from: a
-// repository URL (without trailing slash) or "push". A (source, chart,
+// repository URL (without trailing slash; oci://HOST/PATH for a registry)
+// or "push". A (source, chart,
 // version) triple maps to at most one digest; the first one recorded wins,
 // which is what makes a resolution happen once.
 package charts
@@ -59,8 +63,11 @@ var (
 	ErrInvalidDigest = errors.New("invalid digest")
 	// ErrInvalidRequest: a bad repository reference, chart name or version.
 	ErrInvalidRequest = errors.New("invalid request")
-	// ErrUnsupported: OCI registries and non-HTTP(S) URLs.
+	// ErrUnsupported: a URL scheme other than http(s) and oci.
 	ErrUnsupported = errors.New("not supported")
+	// ErrUnauthorized: the repository or registry answered 401 or 403
+	// (missing or wrong credentials). It comes with ErrFetch.
+	ErrUnauthorized = errors.New("unauthorized")
 	// ErrFetch: an HTTP request failed or returned a non-2xx status
 	// other than 404.
 	ErrFetch = errors.New("fetch failed")
@@ -90,9 +97,13 @@ type Chart struct {
 	Size    int64  `json:"size"`
 	// Source is where the archive first came from: a repository URL or
 	// "push"; Sources lists every origin since.
-	Source  string    `json:"source"`
-	Sources []string  `json:"sources,omitempty"`
-	Added   time.Time `json:"added"`
+	Source  string   `json:"source"`
+	Sources []string `json:"sources,omitempty"`
+	// AuthSources lists the Sources that were read with credentials or a
+	// client certificate: the chart is handed out for them only after
+	// the repository accepts the caller's (never from the store alone).
+	AuthSources []string  `json:"authSources,omitempty"`
+	Added       time.Time `json:"added"`
 }
 
 // Config configures a Store. Dir and Store are required.
@@ -290,6 +301,9 @@ func decodeRecord(o store.Object) (Chart, error) {
 
 func (c Chart) hasSource(src string) bool { return slices.Contains(c.Sources, src) }
 
+// authOnly reports whether src was read with credentials.
+func (c Chart) authOnly(src string) bool { return slices.Contains(c.AuthSources, src) }
+
 // find returns the record of (source, name, version), if any.
 func (s *Store) find(ctx context.Context, source, name, version string) (Chart, bool, error) {
 	all, err := s.List(ctx)
@@ -315,10 +329,10 @@ func (s *Store) writeBlob(digest string, archive []byte) error {
 }
 
 // record adds source to the metadata of c (creating it), in one
-// transaction. If (source, name, version) already maps to another digest,
+// transaction; authed marks the source as needing credentials. If (source, name, version) already maps to another digest,
 // that record wins: it is returned for a repository source, and for a push
 // the call fails with ErrExists.
-func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, error) {
+func (s *Store) record(ctx context.Context, c Chart, source string, authed bool) (Chart, error) {
 	var out Chart
 	err := s.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		objs, err := tx.List(Kind, "")
@@ -343,6 +357,9 @@ func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, erro
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			c.Source, c.Sources, c.Added = source, []string{source}, s.cfg.Now().UTC()
+			if authed {
+				c.AuthSources = []string{source}
+			}
 			val, err := json.Marshal(c)
 			if err != nil {
 				return err
@@ -359,8 +376,13 @@ func (s *Store) record(ctx context.Context, c Chart, source string) (Chart, erro
 		if err != nil {
 			return err
 		}
-		if !cur.hasSource(source) {
-			cur.Sources = append(cur.Sources, source)
+		if !cur.hasSource(source) || (authed && !cur.authOnly(source)) {
+			if !cur.hasSource(source) {
+				cur.Sources = append(cur.Sources, source)
+			}
+			if authed && !cur.authOnly(source) {
+				cur.AuthSources = append(cur.AuthSources, source)
+			}
 			val, err := json.Marshal(cur)
 			if err != nil {
 				return err

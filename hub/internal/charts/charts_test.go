@@ -244,17 +244,29 @@ func TestResolveErrors(t *testing.T) {
 		},
 		target: ErrUnsupported,
 	}, {
-		name: "oci type",
+		name:   "oci type with an http URL",
+		ref:    func(r *helmRepo) RepoRef { return RepoRef{Name: "reg", URL: r.srv.URL, Type: "oci"} },
+		target: ErrInvalidRequest,
+		msg:    func(*helmRepo) []string { return []string{"repository type oci needs an oci:// URL, not http://"} },
+	}, {
+		name: "oci URL with type default",
 		ref: func(r *helmRepo) RepoRef {
-			return RepoRef{Name: "reg", URL: "oci://ghcr.io/stefanprodan/charts", Type: "oci"}
+			return RepoRef{Name: "reg", URL: "oci://127.0.0.1:1/charts", Type: "default"}
 		},
-		target: ErrUnsupported,
+		target: ErrInvalidRequest,
+		msg:    func(*helmRepo) []string { return []string{`an oci:// URL needs repository type oci, not "default"`} },
+	}, {
+		name: "oci URL with a password",
+		ref: func(r *helmRepo) RepoRef {
+			return RepoRef{Name: "reg", URL: "oci://user:hunter2@127.0.0.1:1/charts", Type: "oci"}
+		},
+		target: ErrInvalidRequest,
 		msg: func(*helmRepo) []string {
-			return []string{"from oci://ghcr.io/stefanprodan/charts: repository type oci: OCI registries are not supported yet"}
+			return []string{"oci://user:xxxxx@127.0.0.1:1/charts", "credentials go in secretRef"}
 		},
 	}, {
-		name:   "oci URL",
-		ref:    func(r *helmRepo) RepoRef { return RepoRef{Name: "reg", URL: "oci://ghcr.io/stefanprodan/charts"} },
+		name:   "ftp URL",
+		ref:    func(r *helmRepo) RepoRef { return RepoRef{Name: "reg", URL: "ftp://127.0.0.1:1/charts"} },
 		target: ErrUnsupported,
 	}, {
 		name:   "unknown type",

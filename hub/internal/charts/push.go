@@ -44,7 +44,7 @@ func (s *Store) Push(ctx context.Context, archive []byte) (Chart, error) {
 	if err := s.writeBlob(c.Digest, archive); err != nil {
 		return Chart{}, fmt.Errorf("push chart %s %s: store %s: %w", c.Name, c.Version, c.Digest, err)
 	}
-	out, err := s.record(ctx, c, SourcePush)
+	out, err := s.record(ctx, c, SourcePush, false)
 	if err != nil {
 		return Chart{}, err
 	}

@@ -17,19 +17,39 @@ import (
 )
 
 // RepoRef names the repository a chart comes from (a HelmRepository's
-// spec). Name LocalRepo selects pushed charts and ignores URL and Type.
+// spec). Name LocalRepo selects pushed charts and ignores the rest.
 type RepoRef struct {
 	Name string
-	URL  string // http(s) URL of the directory holding index.yaml
-	Type string // "" or "default" (HTTP); "oci" is not supported yet
+	// URL is the http(s) URL of the directory holding index.yaml, or
+	// oci://HOST/PATH for an OCI registry (the chart is HOST/PATH/NAME).
+	URL string
+	// Type is "" (from the URL's scheme), "default" (index.yaml) or "oci".
+	Type string
+	// Credentials, if set, are the repository's basic-auth username and
+	// password, or the registry login.
+	Credentials *Credentials
+	// PassCredentials sends Credentials to chart URLs of an index.yaml
+	// repository on other hosts too (Flux's passCredentials).
+	PassCredentials bool
+	// TLS, if set, is the repository's CA and client certificate.
+	TLS *TLS
+	// Insecure allows plain HTTP to an OCI registry (Flux's insecure);
+	// without it the registry is reached over HTTPS only.
+	Insecure bool
+	// InsecureSkipTLSVerify skips verification of the repository's
+	// certificate.
+	InsecureSkipTLSVerify bool
 }
 
 // Resolve returns the stored chart for (repository, chart, version),
 // fetching and storing it on first use. version is an exact version or a
 // semver constraint ("~1.2", ">=1.0 <2"). An exact version already stored
 // for this repository URL is answered from the store without any request;
-// a constraint fetches index.yaml again, to pick the newest match, but
-// downloads the archive only if that version is not stored yet.
+// a constraint fetches index.yaml (or the registry's tags) again, to pick
+// the newest match, but downloads the archive only if that version is not
+// stored yet. A repository with credentials or a client certificate is
+// always asked once (index.yaml, or the registry's manifest), so a wrong
+// password never resolves a chart that someone else fetched.
 //
 // Concurrent calls for the same key share one fetch. Errors start with
 // "chart NAME VERSION from URL:" and wrap one of the package's sentinels
@@ -41,7 +61,7 @@ func (s *Store) Resolve(ctx context.Context, ref RepoRef, name, version string) 
 	}
 	c, err := s.resolve(ctx, ref, name, version)
 	if err != nil {
-		return Chart{}, fmt.Errorf("chart %s %s from %s: %w", name, version, redact(from), err)
+		return Chart{}, scrub(fmt.Errorf("chart %s %s from %s: %w", name, version, redact(from), err), ref.Credentials)
 	}
 	return c, nil
 }
@@ -53,13 +73,16 @@ func (s *Store) resolve(ctx context.Context, ref RepoRef, name, version string) 
 	if ref.Name == LocalRepo {
 		return s.resolveLocal(ctx, name, version)
 	}
-	base, err := checkRepo(ref)
+	base, oci, err := checkRepo(ref)
 	if err != nil {
 		return Chart{}, err
 	}
-	key := base + "\x00" + name + "\x00" + version
+	key := base + "\x00" + name + "\x00" + version + "\x00" + ref.accessKey()
 	return s.flight.do(ctx, key, func(ctx context.Context) (Chart, error) {
-		return s.resolveRemote(ctx, base, name, version)
+		if oci {
+			return s.resolveOCI(ctx, ref, base, name, version)
+		}
+		return s.resolveRemote(ctx, ref, base, name, version)
 	})
 }
 
@@ -77,34 +100,38 @@ func checkRequest(name, version string) error {
 	return nil
 }
 
-// checkRepo returns the repository URL without a trailing slash: the
-// source recorded for its charts.
-func checkRepo(ref RepoRef) (string, error) {
-	switch ref.Type {
-	case "", "default":
-	case "oci":
-		return "", fmt.Errorf("repository type oci: OCI registries are %w yet", ErrUnsupported)
-	default:
-		return "", fmt.Errorf("repository type %q (want default or oci): %w", ref.Type, ErrInvalidRequest)
-	}
+// checkRepo returns the repository URL without a trailing slash (the
+// source recorded for its charts) and whether it is an OCI registry.
+func checkRepo(ref RepoRef) (base string, oci bool, err error) {
 	if ref.URL == "" {
-		return "", fmt.Errorf("repository %q has no URL: %w", ref.Name, ErrInvalidRequest)
+		return "", false, fmt.Errorf("repository %q has no URL: %w", ref.Name, ErrInvalidRequest)
 	}
 	u, err := url.Parse(ref.URL)
 	if err != nil {
-		return "", fmt.Errorf("repository URL: %v: %w", err, ErrInvalidRequest)
+		return "", false, fmt.Errorf("repository URL: %v: %w", err, ErrInvalidRequest)
 	}
-	switch u.Scheme {
-	case "http", "https":
+	switch ref.Type {
+	case "":
+		oci = u.Scheme == "oci"
+	case "default":
 	case "oci":
-		return "", fmt.Errorf("oci:// URL: OCI registries are %w yet", ErrUnsupported)
+		oci = true
 	default:
-		return "", fmt.Errorf("repository URL scheme %q (want http or https): %w", u.Scheme, ErrUnsupported)
+		return "", false, fmt.Errorf("repository type %q (want default or oci): %w", ref.Type, ErrInvalidRequest)
 	}
-	if u.Host == "" {
-		return "", fmt.Errorf("repository URL has no host: %w", ErrInvalidRequest)
+	switch {
+	case oci && u.Scheme != "oci":
+		return "", false, fmt.Errorf("repository type oci needs an oci:// URL, not %s://: %w", u.Scheme, ErrInvalidRequest)
+	case !oci && u.Scheme == "oci":
+		return "", false, fmt.Errorf("an oci:// URL needs repository type oci, not %q: %w", ref.Type, ErrInvalidRequest)
+	case !oci && u.Scheme != "http" && u.Scheme != "https":
+		return "", false, fmt.Errorf("repository URL scheme %q (want http, https or oci): %w", u.Scheme, ErrUnsupported)
+	case u.Host == "":
+		return "", false, fmt.Errorf("repository URL has no host: %w", ErrInvalidRequest)
+	case oci && (u.User != nil || u.RawQuery != "" || u.Fragment != ""):
+		return "", false, fmt.Errorf("oci:// URL %s: want oci://HOST/PATH without user, query or fragment (credentials go in secretRef): %w", redact(ref.URL), ErrInvalidRequest)
 	}
-	return strings.TrimRight(ref.URL, "/"), nil
+	return strings.TrimRight(ref.URL, "/"), oci, nil
 }
 
 // isExactVersion reports whether v names one version rather than a
@@ -123,27 +150,32 @@ func isExactVersion(v string) bool {
 	return true
 }
 
-func (s *Store) resolveRemote(ctx context.Context, base, name, version string) (Chart, error) {
+func (s *Store) resolveRemote(ctx context.Context, ref RepoRef, base, name, version string) (Chart, error) {
 	exact := isExactVersion(version)
 	var expect string // digest recorded earlier whose blob is missing here
+	// A repository read with credentials is asked (for its index) even
+	// for a stored version, so that only who can read it gets the chart;
+	// the archive is still downloaded once.
 	if exact {
 		c, ok, err := s.find(ctx, base, name, version)
 		if err != nil {
 			return Chart{}, err
 		}
-		if ok {
-			if s.Has(c.Digest) {
-				return c, nil
-			}
-			expect = c.Digest
+		if ok && s.Has(c.Digest) && !ref.authenticated() && !c.authOnly(base) {
+			return c, nil
 		}
 	}
 
+	client, done, err := s.client(ref)
+	if err != nil {
+		return Chart{}, err
+	}
+	defer done()
 	indexURL, err := repo.ResolveReferenceURL(base, "index.yaml")
 	if err != nil {
 		return Chart{}, fmt.Errorf("repository URL: %v: %w", err, ErrInvalidRequest)
 	}
-	data, err := s.get(ctx, indexURL, s.cfg.MaxIndexSize)
+	data, err := s.get(ctx, client, indexURL, s.cfg.MaxIndexSize, ref.Credentials)
 	if err != nil {
 		return Chart{}, err
 	}
@@ -155,17 +187,15 @@ func (s *Store) resolveRemote(ctx context.Context, base, name, version string) (
 	if err != nil {
 		return Chart{}, fmt.Errorf("index %s: %w", redact(indexURL), err)
 	}
-	if !exact {
-		c, ok, err := s.find(ctx, base, name, cv.Version)
-		if err != nil {
-			return Chart{}, err
+	// The index answered (so any credentials are good): a stored archive
+	// of this version is the chart, pinned by its digest.
+	if c, ok, err := s.find(ctx, base, name, cv.Version); err != nil {
+		return Chart{}, err
+	} else if ok {
+		if s.Has(c.Digest) {
+			return c, nil
 		}
-		if ok {
-			if s.Has(c.Digest) {
-				return c, nil
-			}
-			expect = c.Digest
-		}
+		expect = c.Digest
 	}
 
 	if len(cv.URLs) == 0 || cv.URLs[0] == "" {
@@ -185,7 +215,11 @@ func (s *Store) resolveRemote(ctx context.Context, base, name, version string) (
 		}
 	}
 
-	archive, err := s.get(ctx, archiveURL, s.cfg.MaxChartSize)
+	cred := ref.Credentials
+	if !ref.PassCredentials && !sameOrigin(base, archiveURL) {
+		cred = nil // as Helm: credentials go to the repository's own host only
+	}
+	archive, err := s.get(ctx, client, archiveURL, s.cfg.MaxChartSize, cred)
 	if err != nil {
 		return Chart{}, err
 	}
@@ -206,7 +240,7 @@ func (s *Store) resolveRemote(ctx context.Context, base, name, version string) (
 	if err := s.writeBlob(digest, archive); err != nil {
 		return Chart{}, fmt.Errorf("store %s: %w", digest, err)
 	}
-	c, err := s.record(ctx, Chart{Digest: digest, Name: name, Version: cv.Version, Size: int64(len(archive))}, base)
+	c, err := s.record(ctx, Chart{Digest: digest, Name: name, Version: cv.Version, Size: int64(len(archive))}, base, ref.authenticated())
 	if err != nil {
 		return Chart{}, err
 	}
@@ -239,14 +273,18 @@ func (s *Store) resolveLocal(ctx context.Context, name, version string) (Chart, 
 	return c, nil
 }
 
-// get reads url's body, at most max bytes.
-func (s *Store) get(ctx context.Context, rawURL string, max int64) ([]byte, error) {
+// get reads url's body, at most max bytes, sending cred as basic auth if
+// set.
+func (s *Store) get(ctx context.Context, client *http.Client, rawURL string, max int64, cred *Credentials) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %v: %w", redact(rawURL), err, ErrInvalidRequest)
 	}
 	req.Header.Set("User-Agent", "tether-hub")
-	resp, err := s.cfg.HTTPClient.Do(req)
+	if cred != nil {
+		req.SetBasicAuth(cred.Username, cred.Password)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("GET %s: %w", redact(rawURL), context.Cause(ctx))
@@ -257,6 +295,8 @@ func (s *Store) get(ctx context.Context, rawURL string, max int64) ([]byte, erro
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, fmt.Errorf("GET %s: HTTP %s: %w", redact(rawURL), resp.Status, ErrNotFound)
+	case isUnauthorized(resp.StatusCode):
+		return nil, fmt.Errorf("GET %s: HTTP %s: %s: %w: %w", redact(rawURL), resp.Status, authHint(cred), ErrUnauthorized, ErrFetch)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		return nil, fmt.Errorf("GET %s: HTTP %s: %w", redact(rawURL), resp.Status, ErrFetch)
 	case resp.ContentLength > max:

@@ -163,12 +163,22 @@ spec:
   type: oci
   interval: 1h
   provider: aws
+  accessFrom: {namespaceSelectors: [{matchLabels: {team: a}}]}
   secretRef: {name: creds}
+  certSecretRef: {name: tls}
+  passCredentials: true
+  insecure: true
 `)
 	w := strings.Join(Warnings(objs[0]), "\n")
-	for _, want := range []string{"spec.secretRef", "spec.provider"} {
+	for _, want := range []string{"spec.accessFrom", "spec.provider"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warnings %q do not name %s", w, want)
+		}
+	}
+	// Fields that work do not warn.
+	for _, works := range []string{"spec.secretRef", "spec.certSecretRef", "spec.passCredentials", "spec.insecure", "spec.type"} {
+		if strings.Contains(w, works+":") {
+			t.Errorf("warnings %q name %s, which works", w, works)
 		}
 	}
 	WithWarnings(objs[0])

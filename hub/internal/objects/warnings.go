@@ -15,14 +15,8 @@ func Warnings(o Object) []string {
 	switch o := o.(type) {
 	case *HelmRepository:
 		sp := o.Spec
-		if sp.SecretRef != nil {
-			add("spec.secretRef", "repository credentials are not supported yet; requests go without them")
-		}
-		if sp.CertSecretRef != nil {
-			add("spec.certSecretRef", "custom CA and client certificates are not supported yet; the system roots are used")
-		}
-		if sp.PassCredentials {
-			add("spec.passCredentials", "no effect without credentials")
+		if sp.PassCredentials && sp.SecretRef == nil {
+			add("spec.passCredentials", "no effect without spec.secretRef")
 		}
 		if sp.Provider != "" && sp.Provider != "generic" {
 			add("spec.provider", "%q cloud authentication is not supported; anonymous access is used", sp.Provider)

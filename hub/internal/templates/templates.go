@@ -1,8 +1,10 @@
 // Package templates resolves each ServiceTemplate's chart: it fetches the
-// chart from the template's HelmRepository (or finds a pushed one) into the
-// hub's chart store once, and records the digest in the template's status,
-// which the desired-state compiler reads. Failures are recorded in the
-// status message and retried.
+// chart from the template's HelmRepository (an index.yaml repository or
+// an OCI registry, with the credentials of its secretRef and the CA and
+// client certificate of its certSecretRef) or finds a pushed one, into
+// the hub's chart store once, and records the digest in the template's
+// status, which the desired-state compiler reads. Failures are recorded
+// in the status message (never with a secret) and retried.
 package templates
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/charts"
@@ -138,7 +141,8 @@ func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) (ok
 var errSuspended = errors.New("suspended (spec.suspend); charts are not fetched from it")
 
 // repoRef returns the chart source a template names and the repository's
-// spec.interval (0 if none).
+// spec.interval (0 if none), with the credentials and TLS material of its
+// secretRef and certSecretRef read from Secrets in its namespace.
 func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.SourceRef) (charts.RepoRef, time.Duration, error) {
 	if src.Name == objects.LocalRepository {
 		return charts.RepoRef{Name: objects.LocalRepository}, 0, nil
@@ -148,10 +152,80 @@ func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.So
 		return charts.RepoRef{}, 0, fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, err)
 	}
 	hr := o.(*objects.HelmRepository)
-	if hr.Spec.Suspend {
-		return charts.RepoRef{}, hr.Spec.Interval.Std(), fmt.Errorf("HelmRepository %s/%s: %w", namespace, src.Name, errSuspended)
+	sp := hr.Spec
+	interval := sp.Interval.Std()
+	key := "HelmRepository " + hr.Metadata.Namespace + "/" + hr.Metadata.Name
+	if sp.Suspend {
+		return charts.RepoRef{}, interval, fmt.Errorf("%s: %w", key, errSuspended)
 	}
-	return charts.RepoRef{Name: hr.Metadata.Name, URL: hr.Spec.URL, Type: hr.Spec.Type}, hr.Spec.Interval.Std(), nil
+	ref := charts.RepoRef{
+		Name: hr.Metadata.Name, URL: sp.URL, Type: sp.Type,
+		PassCredentials: sp.PassCredentials, Insecure: sp.Insecure,
+		InsecureSkipTLSVerify: sp.InsecureSkipTLSVerify,
+	}
+	if sr := sp.SecretRef; sr != nil {
+		data, err := r.secretData(ctx, hr.Metadata.Namespace, sr.Name)
+		if err != nil {
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
+		}
+		_, hasUser := data["username"]
+		if dc, ok := data[DockerConfigKey]; ok && !hasUser && isOCI(sp) {
+			// Flux also takes a registry's docker config for OCI.
+			host, _, _ := strings.Cut(strings.TrimPrefix(sp.URL, "oci://"), "/")
+			u, p, err := dockerLogin(dc, host)
+			if err != nil {
+				return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
+			}
+			ref.Credentials = &charts.Credentials{Username: u, Password: p}
+		} else {
+			for _, k := range []string{"username", "password"} {
+				if _, ok := data[k]; !ok {
+					return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: key %q missing", key, sr.Name, k)
+				}
+			}
+			ref.Credentials = &charts.Credentials{Username: string(data["username"]), Password: string(data["password"])}
+		}
+	}
+	if cr := sp.CertSecretRef; cr != nil {
+		data, err := r.secretData(ctx, hr.Metadata.Namespace, cr.Name)
+		if err != nil {
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
+		}
+		t := &charts.TLS{CA: data["ca.crt"], Cert: data["tls.crt"], Key: data["tls.key"]}
+		switch {
+		case len(t.CA) == 0 && len(t.Cert) == 0 && len(t.Key) == 0:
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: none of the keys ca.crt, tls.crt, tls.key", key, cr.Name)
+		case len(t.Cert) > 0 && len(t.Key) == 0:
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.crt needs it)", key, cr.Name, "tls.key")
+		case len(t.Key) > 0 && len(t.Cert) == 0:
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.key needs it)", key, cr.Name, "tls.crt")
+		}
+		if _, err := t.Config(); err != nil {
+			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
+		}
+		ref.TLS = t
+	}
+	return ref, interval, nil
+}
+
+func isOCI(sp objects.HelmRepositorySpec) bool {
+	return sp.Type == "oci" || strings.HasPrefix(sp.URL, "oci://")
+}
+
+// secretData returns a Secret's data; the error never shows it.
+func (r *Resolver) secretData(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+	o, err := r.cfg.Repo.Get(ctx, objects.KindSecret, namespace, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no Secret %s/%s", namespace, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sec, ok := o.(*objects.Secret)
+	if !ok {
+		return nil, fmt.Errorf("get Secret %s/%s: unexpected object %T", namespace, name, o)
+	}
+	return sec.Data, nil
 }
 
 // Run resolves templates when they or their repositories change, and
@@ -160,7 +234,8 @@ func (r *Resolver) Run(ctx context.Context) error {
 	loop, err := controller.New(controller.Config{
 		Name:  "template resolver",
 		Store: r.cfg.Watcher,
-		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository},
+		// A Secret may be a repository's secretRef or certSecretRef.
+		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret},
 		Reconcile: func(ctx context.Context) (controller.Result, error) {
 			pending, again, err := r.ResolveAll(ctx)
 			if err != nil || pending == 0 {
