@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +42,8 @@ func TestSeedExampleDeploysAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := e2etest.HelmRepo(t, filepath.Join(root, "bundles", "services", "simple-nginx"))
-	repoDoc = bytes.ReplaceAll(repoDoc, []byte("${CHARTS_URL}"), []byte(url))
+	repoURL := e2etest.HelmRepo(t, filepath.Join(root, "bundles", "services", "simple-nginx"))
+	repoDoc = bytes.ReplaceAll(repoDoc, []byte("${CHARTS_URL}"), []byte(repoURL))
 
 	hub := bins.StartHub(t, "--heartbeat", "2s")
 	// The seed's ClusterDeployment is mon-cluster-web: an agent enrolled
@@ -76,7 +77,7 @@ func TestSeedExampleDeploysAsWritten(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%+v", rows)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	pods, err := kube.Clientset.CoreV1().Pods("applications-web").List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -91,4 +92,45 @@ func TestSeedExampleDeploysAsWritten(t *testing.T) {
 	if running < 1 {
 		t.Fatalf("nginx-web pods Running = %d of %d", running, len(pods.Items))
 	}
+
+	// Sveltos-style values: .Cluster is a CAPI Cluster-shaped object whose
+	// controlPlaneEndpoint comes from the API server the agent reported.
+	mcs := `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: MultiClusterService
+metadata: {name: templated}
+spec:
+  clusterSelector: {}
+  serviceSpec:
+    services:
+      - template: simple-nginx-template-1.0.0
+        name: templated
+        namespace: templated
+        values: |
+          podAnnotations:
+            cluster-name: "{{ .Cluster.metadata.name }}"
+            api-host: "{{ .Cluster.spec.controlPlaneEndpoint.host }}"
+            api-port: "{{ .Cluster.spec.controlPlaneEndpoint.port }}"
+            short: "{{ .Cluster.metadata.name | trunc 3 | upper }}"
+`
+	if out, errOut, code := bins.RunStdin(t, hub.Env, []byte(mcs), "tether", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("apply MultiClusterService: exit %d: %s%s", code, out, errOut)
+	}
+	server, err := url.Parse(kube.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"cluster-name": "mon-cluster-web", "api-host": server.Hostname(), "api-port": server.Port(), "short": "MON"}
+	e2etest.Eventually(t, "templated values rendered on the cluster", 5*time.Minute, func() (bool, string) {
+		ds, err := kube.Clientset.AppsV1().Deployments("templated").List(ctx, metav1.ListOptions{})
+		if err != nil || len(ds.Items) != 1 {
+			return false, fmt.Sprint(len(ds.Items), err)
+		}
+		got := ds.Items[0].Spec.Template.Annotations
+		for k, v := range want {
+			if got[k] != v {
+				return false, fmt.Sprintf("annotations %v; want %v", got, want)
+			}
+		}
+		return true, ""
+	})
 }

@@ -123,6 +123,7 @@ whatever it installed running.`,
 				if err != nil {
 					return fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
 				}
+				cfg.APIServer = rc.Host
 				ecfg := apply.DefaultConfig()
 				ecfg.RESTConfig = rc
 				ecfg.Records = c

@@ -126,8 +126,12 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay.
 	MinBackoff, MaxBackoff time.Duration
 	Hostname               string
-	Logger                 *slog.Logger
-	Now                    func() time.Time
+	// APIServer is the URL of the cluster's kube-apiserver as the agent
+	// reaches it; the hub shows it to values templates. Empty without a
+	// cluster.
+	APIServer string
+	Logger    *slog.Logger
+	Now       func() time.Time
 	// PostQuantum offers the hybrid X25519MLKEM768 key exchange. It adds
 	// about 2.3 KB to every handshake, resumptions included, so it is off
 	// by default for metered edge links; X25519 is used then.
@@ -647,6 +651,7 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) err
 	}
 	err = stream.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
 		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, HaveEpoch: haveEpoch, Hostname: l.cfg.Hostname,
+		ApiServer: l.cfg.APIServer,
 	}}})
 	if err != nil {
 		return err

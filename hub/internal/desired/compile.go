@@ -20,6 +20,8 @@ import (
 type Cluster struct {
 	Name   string
 	Labels map[string]string
+	// APIServer is the kube-apiserver URL the cluster's agent reported.
+	APIServer string
 }
 
 // Inputs is everything desired state is compiled from.
@@ -334,10 +336,16 @@ type candidate struct {
 
 func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) ClusterDesired {
 	tc := objects.NewTemplateCluster(cl.Name, cl.Labels)
+	tc.APIServer = cl.APIServer
 	var applicable []*source
 	for _, s := range sources {
 		if s.selector == nil && s.ref.Name == cl.Name || s.selector != nil && s.selector.Matches(cl.Labels) {
 			applicable = append(applicable, s)
+		}
+		if s.selector == nil && s.ref.Name == cl.Name && tc.Namespace == "" {
+			// The cluster's object lives in its ClusterDeployment's
+			// namespace, as a CAPI Cluster does in k0rdent.
+			tc.Namespace = s.ref.Namespace
 		}
 	}
 	// Resolve conflicts; sources that stop on conflict and lose one drop out

@@ -390,3 +390,42 @@ func TestCompileSystemNamespaceTemplates(t *testing.T) {
 		})
 	}
 }
+
+func TestCompileSveltosClusterValues(t *testing.T) {
+	s := svc("web", "nginx")
+	s.Values = `name: {{ .Cluster.metadata.name }}
+namespace: "{{ .Cluster.metadata.namespace }}"
+host: {{ .Cluster.spec.controlPlaneEndpoint.host }}
+port: {{ .Cluster.spec.controlPlaneEndpoint.port }}
+`
+	in := Inputs{
+		Clusters: []Cluster{
+			{Name: "edge-1", Labels: map[string]string{"tier": "edge"}, APIServer: "https://edge-1.example:6443"},
+			{Name: "edge-2", Labels: map[string]string{"tier": "edge"}},
+		},
+		ServiceTemplates:     []*objects.ServiceTemplate{tmpl("nginx", true)},
+		ClusterDeployments:   []*objects.ClusterDeployment{cd("edge-1", 1, 100, svc("other", "nginx"))},
+		MultiClusterServices: []*objects.MultiClusterService{mcs("m", 2, 100, objects.LabelSelector{}, s)},
+	}
+	out, problems := Compile(in)
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	valuesOf := func(cluster string) string {
+		for _, sv := range out[cluster].Services {
+			if sv.Name == "web" {
+				return string(sv.Values)
+			}
+		}
+		t.Fatalf("%s: no service web in %+v", cluster, out[cluster].Services)
+		return ""
+	}
+	// edge-1 has a ClusterDeployment in acme (its namespace) and reported
+	// its API server; edge-2 has neither.
+	if got, want := valuesOf("edge-1"), "host: edge-1.example\nname: edge-1\nnamespace: acme\nport: 6443\n"; got != want {
+		t.Errorf("edge-1 values:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := valuesOf("edge-2"), "host: null\nname: edge-2\nnamespace: \"\"\nport: 0\n"; got != want {
+		t.Errorf("edge-2 values:\n%s\nwant:\n%s", got, want)
+	}
+}

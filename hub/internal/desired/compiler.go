@@ -264,9 +264,10 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 		for _, o := range objs {
 			var cl Cluster
 			if err := json.Unmarshal(o.Value, &struct {
-				Name   *string            `json:"name"`
-				Labels *map[string]string `json:"labels"`
-			}{&cl.Name, &cl.Labels}); err != nil {
+				Name      *string            `json:"name"`
+				Labels    *map[string]string `json:"labels"`
+				APIServer *string            `json:"apiServer"`
+			}{&cl.Name, &cl.Labels, &cl.APIServer}); err != nil {
 				return fmt.Errorf("cluster %s: %w", o.Name, err)
 			}
 			cl.Name = o.Name

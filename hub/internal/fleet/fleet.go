@@ -69,7 +69,10 @@ type Cluster struct {
 	AgentVersion string            `json:"agentVersion,omitempty"`
 	Hostname     string            `json:"hostname,omitempty"`
 	Address      string            `json:"address,omitempty"`
-	LastSeen     time.Time         `json:"lastSeen,omitzero"`
+	// APIServer is the cluster's kube-apiserver URL as its agent reaches
+	// it; values templates see it as .Cluster.spec.controlPlaneEndpoint.
+	APIServer string    `json:"apiServer,omitempty"`
+	LastSeen  time.Time `json:"lastSeen,omitzero"`
 	// ResourceVersion is the store revision of the last write.
 	ResourceVersion uint64 `json:"-"`
 }
@@ -380,6 +383,8 @@ type AgentInfo struct {
 	Version  string
 	Hostname string
 	Address  string
+	// APIServer is the agent's kube-apiserver URL (validated by the caller).
+	APIServer string
 	// KeyID identifies the enrolling key (SHA-256 of the CSR's public key);
 	// a retry with the same key gets the same certificate.
 	KeyID string
@@ -394,6 +399,9 @@ func (i AgentInfo) apply(c *Cluster) {
 	}
 	if i.Address != "" {
 		c.Address = i.Address
+	}
+	if i.APIServer != "" {
+		c.APIServer = i.APIServer
 	}
 }
 

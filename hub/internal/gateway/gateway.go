@@ -507,6 +507,9 @@ func (g *Gateway) noteSeen(cluster string, info fleet.AgentInfo) {
 	if info.Address != "" {
 		c.Info.Address = info.Address
 	}
+	if info.APIServer != "" {
+		c.Info.APIServer = info.APIServer
+	}
 	c.At = g.cfg.Now()
 	g.seen[cluster] = c
 }

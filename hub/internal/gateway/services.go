@@ -144,7 +144,11 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		cluster: id.cluster, sess: id.sess, remote: id.remote, since: now, lastBeat: now, lastSaved: now,
 		version: hello.GetAgentVersion(), hostname: hello.GetHostname(), revision: hello.GetHaveRevision(),
 	}
-	g.noteSeen(id.cluster, fleet.AgentInfo{Version: s.version, Hostname: s.hostname, Address: s.remote})
+	apiServer, ok := apiServerOf(hello.GetApiServer())
+	if !ok {
+		g.log.Warn("agent reported an unusable kube-apiserver URL; ignored", "cluster", id.cluster, "len", len(hello.GetApiServer()))
+	}
+	g.noteSeen(id.cluster, fleet.AgentInfo{Version: s.version, Hostname: s.hostname, Address: s.remote, APIServer: apiServer})
 	g.register(s)
 	g.log.Info("agent connected", "cluster", id.cluster, "remote", id.remote, "version", s.version, "revision", s.revision)
 	defer func() {

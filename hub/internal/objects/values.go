@@ -5,27 +5,41 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
 
+	"github.com/Masterminds/sprig/v3"
 	"sigs.k8s.io/yaml"
 )
 
 // Values templates
 //
-// Inline values may hold Go template actions over TemplateData, e.g.
-// `region: {{ .Cluster.Region }}` or `{{ index .Cluster.Labels "tier" }}`.
-// Validation (CheckValues) parses the template, renders it with
-// SampleCluster and requires the result to be a YAML mapping, so a
-// manifest whose values cannot work on any cluster is refused at apply. An
-// execution error with the sample (for example `required` on a label the
-// sample lacks) is not a validation error: it is reported per cluster when
-// desired state is compiled. valuesFrom data is not templated.
+// Inline values may hold Go template actions over TemplateData, in
+// Tether's form (`region: {{ .Cluster.Region }}`, `{{ index .Cluster.Labels
+// "tier" }}`) or in the form k0rdent's Sveltos templates use, where
+// .Cluster is shaped like a Cluster API Cluster object
+// (`{{ .Cluster.metadata.name }}`,
+// `{{ .Cluster.spec.controlPlaneEndpoint.host }}`), with sprig's functions
+// (see valuesFuncs for the few left out). Validation (CheckValues) parses
+// the template, renders it with SampleCluster and requires the result to be
+// a YAML mapping, so a manifest whose values cannot work on any cluster is
+// refused at apply. An execution error with the sample (for example
+// `required` on a label the sample lacks) is not a validation error: it is
+// reported per cluster when desired state is compiled. valuesFrom data is
+// not templated.
 
 // TemplateData is what a values template sees.
 type TemplateData struct {
-	Cluster TemplateCluster
+	// Cluster has Tether's keys (Name, Labels, Region) and a Cluster API
+	// Cluster's (metadata, spec); see TemplateCluster.Data.
+	Cluster map[string]any
+	// InfrastructureProvider is the CAPI infrastructure provider of the
+	// cluster's template, "" for adopted clusters (as Sveltos leaves it
+	// empty for clusters it did not provision).
+	InfrastructureProvider string
 }
 
 // TemplateCluster is the cluster a values template is rendered for.
@@ -34,10 +48,65 @@ type TemplateCluster struct {
 	Labels map[string]string
 	// Region is label "region", else "topology.kubernetes.io/region".
 	Region string
+	// Namespace is where the cluster's ClusterDeployment lives ("" for a
+	// cluster selected only by MultiClusterServices).
+	Namespace   string
+	Annotations map[string]string
+	// APIServer is the cluster's kube-apiserver URL as its agent reported
+	// it; it fills spec.controlPlaneEndpoint.
+	APIServer string
+	// InfrastructureProvider: see TemplateData.
+	InfrastructureProvider string
+}
+
+// Data returns the .Cluster a template sees: Tether's Name, Labels and
+// Region, and metadata{name, namespace, labels, annotations} and
+// spec{controlPlaneEndpoint{host, port}} as on a CAPI Cluster (host ""
+// and port 0 when the agent reported no API server).
+func (c TemplateCluster) Data() map[string]any {
+	host, port := "", int64(0)
+	if u, err := url.Parse(c.APIServer); err == nil && c.APIServer != "" {
+		host = u.Hostname()
+		port = 443
+		if u.Scheme == "http" {
+			port = 80
+		}
+		if p, err := strconv.ParseInt(u.Port(), 10, 32); err == nil {
+			port = p
+		}
+	}
+	return map[string]any{
+		"Name":   c.Name,
+		"Labels": orEmpty(c.Labels),
+		"Region": c.Region,
+		// As in an unstructured object (what Sveltos templates see), so
+		// sprig's dict functions (keys, hasKey, pick) work on them.
+		"metadata": map[string]any{
+			"name": c.Name, "namespace": c.Namespace, "labels": anyMap(c.Labels), "annotations": anyMap(c.Annotations),
+		},
+		"spec": map[string]any{
+			"controlPlaneEndpoint": map[string]any{"host": host, "port": port},
+		},
+	}
+}
+
+func anyMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // SampleCluster is the cluster CheckValues renders templates with.
-var SampleCluster = TemplateCluster{Name: "sample", Labels: map[string]string{}}
+var SampleCluster = TemplateCluster{Name: "sample", Labels: map[string]string{}, APIServer: "https://sample.invalid:6443"}
 
 // NewTemplateCluster fills Region from labels.
 func NewTemplateCluster(name string, labels map[string]string) TemplateCluster {
@@ -58,8 +127,8 @@ const maxValuesBytes = 1 << 20
 func HasTemplate(values string) bool { return strings.Contains(values, "{{") }
 
 // ParseValuesTemplate parses values text as a Go template with the values
-// function set (default, quote, lower, upper, trim, replace, toYaml,
-// toJson, required). Missing map keys render as empty.
+// function set (sprig's, plus toYaml and required; see valuesFuncs).
+// Missing map keys render as empty.
 func ParseValuesTemplate(values string) (*template.Template, error) {
 	t, err := template.New("values").Option("missingkey=zero").Funcs(valuesFuncs).Parse(values)
 	if err != nil {
@@ -126,7 +195,7 @@ func checkRanges(n parse.Node) error {
 // RenderValues executes a parsed values template for one cluster.
 func RenderValues(t *template.Template, c TemplateCluster) (string, error) {
 	var b limitedBuffer
-	if err := t.Execute(&b, TemplateData{Cluster: c}); err != nil {
+	if err := t.Execute(&b, TemplateData{Cluster: c.Data(), InfrastructureProvider: c.InfrastructureProvider}); err != nil {
 		return "", fmt.Errorf("template: %s", strings.TrimPrefix(err.Error(), "template: values:"))
 	}
 	return b.String(), nil
@@ -193,7 +262,92 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-var valuesFuncs = template.FuncMap{
+// valuesFuncs are sprig's functions, as Helm and Sveltos templates know
+// them, less those that would make a compile depend on more than its
+// inputs or reach outside the hub's store: the hub's environment (env,
+// expandenv), DNS (getHostByName), the clock (now, ago) and randomness
+// (rand*, uuidv4, shuffle, gen* keys and certificates, bcrypt, htpasswd,
+// encryptAES): a cluster's values must render the same on every compile,
+// or every recompile would redeploy it. Functions that build output from a
+// count (repeat, indent, nindent, until, untilStep, seq) refuse counts over
+// maxTemplateCount. Tether's own default, quote, replace, toYaml, toJson
+// and required keep their meaning.
+var valuesFuncs = newValuesFuncs()
+
+// maxTemplateCount bounds the counts a values template may pass to the
+// functions that build output from them.
+const maxTemplateCount = 100_000
+
+func newValuesFuncs() template.FuncMap {
+	f := sprig.TxtFuncMap()
+	for _, name := range []string{
+		"env", "expandenv", "getHostByName", "now", "ago",
+		"randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes", "randInt", "uuidv4", "shuffle",
+		"genPrivateKey", "genCA", "genCAWithKey", "genSelfSignedCert", "genSelfSignedCertWithKey",
+		"genSignedCert", "genSignedCertWithKey", "buildCustomCert", "bcrypt", "htpasswd", "encryptAES",
+	} {
+		delete(f, name)
+	}
+	count := func(fn string, n int) error {
+		if n < 0 || n > maxTemplateCount {
+			return fmt.Errorf("%s: count %d is outside 0..%d", fn, n, maxTemplateCount)
+		}
+		return nil
+	}
+	f["repeat"] = func(n int, s string) (string, error) {
+		if err := count("repeat", n); err != nil {
+			return "", err
+		}
+		return strings.Repeat(s, n), nil
+	}
+	for _, name := range []string{"indent", "nindent"} {
+		lead := ""
+		if name == "nindent" {
+			lead = "\n"
+		}
+		f[name] = func(n int, s string) (string, error) {
+			if err := count(name, n); err != nil {
+				return "", err
+			}
+			pad := strings.Repeat(" ", n)
+			return lead + pad + strings.ReplaceAll(s, "\n", "\n"+pad), nil
+		}
+	}
+	until, untilStep, seq := f["until"].(func(int) []int), f["untilStep"].(func(int, int, int) []int), f["seq"].(func(...int) string)
+	f["until"] = func(n int) ([]int, error) {
+		if err := count("until", n); err != nil {
+			return nil, err
+		}
+		return until(n), nil
+	}
+	f["untilStep"] = func(start, stop, step int) ([]int, error) {
+		if step == 0 || (stop-start)/step > maxTemplateCount {
+			return nil, fmt.Errorf("untilStep: more than %d elements", maxTemplateCount)
+		}
+		return untilStep(start, stop, step), nil
+	}
+	f["seq"] = func(params ...int) (string, error) {
+		lo, hi := 1, 0
+		switch len(params) {
+		case 1:
+			hi = params[0]
+		case 2, 3:
+			lo, hi = params[0], params[len(params)-1]
+		}
+		if d := hi - lo; d > maxTemplateCount || -d > maxTemplateCount {
+			return "", fmt.Errorf("seq: more than %d elements", maxTemplateCount)
+		}
+		return seq(params...), nil
+	}
+	for name, fn := range tetherFuncs {
+		f[name] = fn
+	}
+	return f
+}
+
+// tetherFuncs are the functions values templates had before sprig; they
+// agree with sprig's where both have one.
+var tetherFuncs = template.FuncMap{
 	"default": func(def any, v ...any) any {
 		if len(v) == 0 || v[0] == nil || v[0] == "" {
 			return def

@@ -386,7 +386,12 @@ type Hello struct {
 	// Epoch of have_revision: the hub store identity the revision belongs to
 	// (DesiredState.epoch as received). Revisions are comparable only within
 	// one epoch. Empty: unknown (no state, or an agent older than epochs).
-	HaveEpoch     string `protobuf:"bytes,5,opt,name=have_epoch,json=haveEpoch,proto3" json:"have_epoch,omitempty"`
+	HaveEpoch string `protobuf:"bytes,5,opt,name=have_epoch,json=haveEpoch,proto3" json:"have_epoch,omitempty"`
+	// URL of the cluster's own kube-apiserver as the agent reaches it (its
+	// kubeconfig's server), for values templates (.Cluster.spec.
+	// controlPlaneEndpoint); empty for an agent without a cluster. Numbered
+	// apart from the fields above so that additions to them do not collide.
+	ApiServer     string `protobuf:"bytes,16,opt,name=api_server,json=apiServer,proto3" json:"api_server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,6 +457,13 @@ func (x *Hello) GetHostname() string {
 func (x *Hello) GetHaveEpoch() string {
 	if x != nil {
 		return x.HaveEpoch
+	}
+	return ""
+}
+
+func (x *Hello) GetApiServer() string {
+	if x != nil {
+		return x.ApiServer
 	}
 	return ""
 }
@@ -1472,14 +1484,16 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.tether.fleet.v1.HeartbeatH\x00R\theartbeat\x12(\n" +
 	"\x03ack\x18\x03 \x01(\v2\x14.tether.fleet.v1.AckH\x00R\x03ack\x127\n" +
 	"\x06status\x18\x04 \x01(\v2\x1d.tether.fleet.v1.StatusReportH\x00R\x06statusB\x05\n" +
-	"\x03msg\"\xa6\x01\n" +
+	"\x03msg\"\xc5\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12#\n" +
 	"\rhave_revision\x18\x03 \x01(\x04R\fhaveRevision\x12\x1a\n" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x12\x1d\n" +
 	"\n" +
-	"have_epoch\x18\x05 \x01(\tR\thaveEpoch\"\x89\x01\n" +
+	"have_epoch\x18\x05 \x01(\tR\thaveEpoch\x12\x1d\n" +
+	"\n" +
+	"api_server\x18\x10 \x01(\tR\tapiServer\"\x89\x01\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x04sent\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\x12%\n" +
 	"\x0eoutbox_pending\x18\x02 \x01(\x04R\routboxPending\x12%\n" +
