@@ -103,7 +103,7 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	if source == "" {
 		source = "request"
 	}
-	objs, err := objects.Decode(body, source)
+	objs, err := s.cfg.Kinds.Decode(body, source)
 	if err != nil {
 		return badRequest("%v", err)
 	}
@@ -120,15 +120,15 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	out := make([]ApplyResult, 0, len(res))
 	for i, x := range res {
 		out = append(out, ApplyResult{Kind: x.Kind, Namespace: x.Namespace, Name: x.Name, Action: string(x.Action),
-			Warnings: objects.Warnings(objs[i])})
+			Warnings: s.cfg.Kinds.Warnings(objs[i])})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-func checkKind(kind string) error {
-	if objects.New(kind) == nil {
-		return httpError{http.StatusBadRequest, fmt.Errorf("unknown kind %q; known kinds: %s", kind, strings.Join(objects.Kinds, ", "))}
+func (s *server) checkKind(kind string) error {
+	if s.cfg.Kinds.Get(kind) == nil {
+		return httpError{http.StatusBadRequest, fmt.Errorf("unknown kind %q; known kinds: %s", kind, strings.Join(s.cfg.Kinds.Names(), ", "))}
 	}
 	return nil
 }
@@ -145,7 +145,7 @@ func objectErr(err error) error {
 
 func (s *server) listObjects(w http.ResponseWriter, r *http.Request) error {
 	kind := r.PathValue("kind")
-	if err := checkKind(kind); err != nil {
+	if err := s.checkKind(kind); err != nil {
 		return err
 	}
 	objs, err := s.cfg.Objects.List(r.Context(), kind, r.URL.Query().Get("namespace"))
@@ -157,7 +157,7 @@ func (s *server) listObjects(w http.ResponseWriter, r *http.Request) error {
 		if err := s.withStatus(r.Context(), o); err != nil {
 			return err
 		}
-		redactFor(role, o)
+		redact(s.cfg.Kinds, role, o)
 	}
 	writeJSON(w, http.StatusOK, objs)
 	return nil
@@ -165,7 +165,7 @@ func (s *server) listObjects(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) getObject(w http.ResponseWriter, r *http.Request) error {
 	kind := r.PathValue("kind")
-	if err := checkKind(kind); err != nil {
+	if err := s.checkKind(kind); err != nil {
 		return err
 	}
 	o, err := s.cfg.Objects.Get(r.Context(), kind, r.PathValue("namespace"), r.PathValue("name"))
@@ -175,14 +175,14 @@ func (s *server) getObject(w http.ResponseWriter, r *http.Request) error {
 	if err := s.withStatus(r.Context(), o); err != nil {
 		return err
 	}
-	redactFor(roleOf(r.Context()), o)
+	redact(s.cfg.Kinds, roleOf(r.Context()), o)
 	writeJSON(w, http.StatusOK, o)
 	return nil
 }
 
 func (s *server) deleteObject(w http.ResponseWriter, r *http.Request) error {
 	kind := r.PathValue("kind")
-	if err := checkKind(kind); err != nil {
+	if err := s.checkKind(kind); err != nil {
 		return err
 	}
 	if err := s.cfg.Objects.Delete(r.Context(), kind, r.PathValue("namespace"), r.PathValue("name")); err != nil {
@@ -292,26 +292,25 @@ func (s *server) services(ctx context.Context, only string) ([]Service, error) {
 	return out, nil
 }
 
-// withStatus fills a ClusterDeployment's or MultiClusterService's
-// status.services from the agents' reports, and its Ready condition.
+// withStatus sets the warnings in o's status and, for a kind that deploys
+// services (ClusterDeployment, MultiClusterService), fills status.services
+// from the agents' reports, and its Ready condition.
 func (s *server) withStatus(ctx context.Context, o objects.Object) error {
-	objects.WithWarnings(o)
-	var st *objects.ServicesStatus
-	var clusterField bool
-	switch x := o.(type) {
-	case *objects.ClusterDeployment:
-		st = &x.Status
-	case *objects.MultiClusterService:
-		st, clusterField = &x.Status, true
-	default:
+	s.cfg.Kinds.WithWarnings(o)
+	h := o.GetHeader()
+	k := s.cfg.Kinds.KindOf(o)
+	if k == nil {
 		return nil
 	}
-	h := o.GetHeader()
-	src := desired.Ref{Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}.String()
-	only := ""
-	if !clusterField {
-		only = h.Metadata.Name
+	_, st := k.Services(o)
+	if st == nil {
+		return nil
 	}
+	src := desired.Ref{Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name}.String()
+	// A kind bound to one cluster lists that cluster's services; one that
+	// selects clusters names the cluster of each.
+	only, bound := k.Cluster(o)
+	clusterField := !bound
 	rows, err := s.services(ctx, only)
 	if err != nil {
 		return err

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
@@ -13,8 +11,9 @@ import (
 
 // Redaction of credentials for viewers.
 //
-// A viewer may read every object, but not the secrets in them. What is
-// hidden from a viewer (an admin sees everything):
+// A viewer may read every object, but not the secrets in them. Each kind
+// says what it hides (objects.KindDef.Redact); for the built-in kinds, what
+// is hidden from a viewer (an admin sees everything):
 //
 //   - Secret: every value of data (and stringData). The keys stay visible:
 //     the answer carries stringData with each key mapped to Redacted and no
@@ -51,38 +50,24 @@ func roleOf(ctx context.Context) Role {
 	return RoleViewer
 }
 
-// redactFor hides credentials in o unless role is admin. It changes o in
-// place (callers pass objects freshly decoded from the store).
-func redactFor(role Role, o objects.Object) {
+// redactFor hides credentials in o, of a built-in kind, unless role is
+// admin.
+func redactFor(role Role, o objects.Object) { redact(objects.DefaultKinds(), role, o) }
+
+// redact hides credentials in o unless role is admin: what o's kind
+// registers as credentials (KindDef.Redact), and the last-applied
+// annotation of such a kind. It changes o in place (callers pass objects
+// freshly decoded from the store).
+func redact(kinds *objects.Registry, role Role, o objects.Object) {
 	if role == RoleAdmin {
 		return
 	}
 	h := o.GetHeader()
-	var hidden []string
-	switch x := o.(type) {
-	case *objects.Secret:
-		keys := slices.Sorted(maps.Keys(x.Data))
-		for k := range x.StringData {
-			if _, ok := x.Data[k]; !ok {
-				keys = append(keys, k)
-			}
-		}
-		if len(keys) > 0 {
-			x.StringData = make(map[string]string, len(keys))
-			for _, k := range keys {
-				x.StringData[k] = Redacted
-			}
-			hidden = append(hidden, "data")
-		}
-		x.Data = nil
-	case *objects.HelmRepository:
-		if u, ok := redactURL(x.Spec.URL); ok {
-			x.Spec.URL = u
-			hidden = append(hidden, "spec.url credentials")
-		}
-	default:
+	k := kinds.KindOf(o)
+	if k == nil || !k.Redacts() {
 		return
 	}
+	hidden := k.Redact(o, Redacted)
 	if _, ok := h.Metadata.Annotations[annotationLastApplied]; ok {
 		h.Metadata.Annotations = maps.Clone(h.Metadata.Annotations)
 		h.Metadata.Annotations[annotationLastApplied] = Redacted
@@ -97,27 +82,9 @@ func redactFor(role Role, o objects.Object) {
 	h.Metadata.Annotations[AnnotationRedacted] = fmt.Sprintf("%s hidden from role %s", strings.Join(hidden, ", "), role)
 }
 
-// redactURL replaces the userinfo of a URL with Redacted. ok is false when
-// the URL has none (or does not parse: then it is shown as stored only if
-// it has no '@' before its path).
-func redactURL(raw string) (string, bool) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// Not expected: apply validates URLs. Hide everything that could
-		// be userinfo rather than guess.
-		if strings.Contains(raw, "@") {
-			return Redacted, true
-		}
-		return raw, false
-	}
-	if u.User == nil {
-		return raw, false
-	}
-	u.User = nil
-	s := u.String()
-	scheme := u.Scheme + "://"
-	return scheme + Redacted + "@" + strings.TrimPrefix(s, scheme), true
-}
+// redactURL replaces the userinfo of a URL with Redacted (see
+// objects.RedactURL).
+func redactURL(raw string) (string, bool) { return objects.RedactURL(raw, Redacted) }
 
 // refuseRedacted fails apply of an object that came from a redacted view.
 func refuseRedacted(objs []objects.Object) error {

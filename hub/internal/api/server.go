@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
 	"github.com/tetherfleet/tether/hub/internal/gateway"
+	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/version"
@@ -128,12 +129,21 @@ type Config struct {
 	Desired Desired
 	Reports Reports
 	Logger  *slog.Logger
+	// Kinds are the object kinds served; nil means those of Objects if it
+	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
+	Kinds *objects.Registry
 }
 
 // Handler returns the console API.
 func Handler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = objects.DefaultKinds()
+		if o, ok := cfg.Objects.(interface{ Kinds() *objects.Registry }); ok {
+			cfg.Kinds = o.Kinds()
+		}
 	}
 	s := &server{cfg: cfg}
 	mux := http.NewServeMux()

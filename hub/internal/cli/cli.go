@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherfleet/tether/hub/internal/api"
+	"github.com/tetherfleet/tether/hub/internal/objects"
 )
 
 // Exit codes.
@@ -32,9 +33,14 @@ type usageError struct{ error }
 
 // Main runs the CLI with args and returns the process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return mainKinds(objects.DefaultKinds(), args, stdin, stdout, stderr)
+}
+
+// mainKinds is Main for the object kinds of kinds.
+func mainKinds(kinds *objects.Registry, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(stdin, stdout, stderr)
+	root := newRoot(kinds, stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -52,6 +58,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 type globals struct {
+	// kinds are the object kinds get, describe and delete know.
+	kinds   *objects.Registry
 	config  string
 	timeout time.Duration
 	stdin   io.Reader
@@ -72,8 +80,8 @@ func (g *globals) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(cmd.Context(), g.timeout)
 }
 
-func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+func newRoot(kinds *objects.Registry, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{kinds: kinds, stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "tether",
 		Short: "Tether: an edge-first fleet manager for Kubernetes",

@@ -87,4 +87,3 @@ func (h *testHub) userConfig(t *testing.T, name, role string) string {
 	}
 	return path
 }
-

@@ -49,10 +49,7 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "List objects of a kind, or show one",
-		Long: `List objects of a kind, or show one. Kinds: clusters, services (per
-cluster, with state), charts, helmrepositories, servicetemplates,
-clusterdeployments, multiclusterservices, configmaps, secrets (short forms:
-cl, svc, hr, st, cd, mcs, cm).`,
+		Long:  getLong(g),
 		Example: `  tether get clusters -o wide
   tether get services --cluster edge-paris-1
   tether get clusterdeployments -A
@@ -64,13 +61,13 @@ cl, svc, hr, st, cd, mcs, cm).`,
 			if len(args) > 2 {
 				return usageError{fmt.Errorf("%s: at most one name, got %d", cmd.CommandPath(), len(args)-1)}
 			}
-			if _, err := lookupKind(args[0]); err != nil {
+			if _, err := g.lookupKind(args[0]); err != nil {
 				return err
 			}
 			return out.validate()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, _ := lookupKind(args[0])
+			k, _ := g.lookupKind(args[0])
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -99,25 +96,25 @@ cl, svc, hr, st, cd, mcs, cm).`,
 				return out.print(g.stdout, cs, func() table { return chartTable(cs, now) })
 			}
 			if len(args) == 2 {
-				raw, err := c.Object(ctx, k.name, ns.namespace, args[1])
+				raw, err := c.Object(ctx, k.obj.Name(), ns.namespace, args[1])
 				if err != nil {
-					return fmt.Errorf("get %s %s/%s: %w", k.name, ns.namespace, args[1], err)
+					return fmt.Errorf("get %s %s/%s: %w", k.obj.Name(), ns.namespace, args[1], err)
 				}
-				objs, err := decodeObjects(k.name, []json.RawMessage{raw})
+				objs, err := g.decodeObjects(k.obj.Name(), []json.RawMessage{raw})
 				if err != nil {
 					return err
 				}
-				return out.print(g.stdout, objs[0], func() table { return objectTable(k.name, objs, now) })
+				return out.print(g.stdout, objs[0], func() table { return objectTable(k.obj, objs, now) })
 			}
-			raws, err := c.Objects(ctx, k.name, ns.list())
+			raws, err := c.Objects(ctx, k.obj.Name(), ns.list())
 			if err != nil {
-				return fmt.Errorf("get %s: %w", k.name, err)
+				return fmt.Errorf("get %s: %w", k.obj.Name(), err)
 			}
-			objs, err := decodeObjects(k.name, raws)
+			objs, err := g.decodeObjects(k.obj.Name(), raws)
 			if err != nil {
 				return err
 			}
-			return out.print(g.stdout, objs, func() table { return objectTable(k.name, objs, now) })
+			return out.print(g.stdout, objs, func() table { return objectTable(k.obj, objs, now) })
 		},
 	}
 	addOutputFlag(cmd, &out, "wide", "yaml", "json")
@@ -142,6 +139,17 @@ func getClusters(ctx context.Context, g *globals, c *api.Client, out *outputFlag
 	return out.print(g.stdout, cs, func() table { return clusterTable(cs, time.Now()) })
 }
 
+// getLong is get's help: every view and kind with its short names.
+func getLong(g *globals) string {
+	names := g.kindNames()
+	names[1] += " (per cluster, with state)"
+	short := []string{"cl", "svc"}
+	for _, k := range g.kinds.Kinds() {
+		short = append(short, k.Short()...)
+	}
+	return wrap("List objects of a kind, or show one. Kinds: "+strings.Join(names, ", ")+" (short forms: "+strings.Join(short, ", ")+").", 76)
+}
+
 func newDescribeCmd(g *globals) *cobra.Command {
 	var ns nsFlags
 	cmd := &cobra.Command{
@@ -153,11 +161,11 @@ func newDescribeCmd(g *globals) *cobra.Command {
 			if err := exactArgs(2, "KIND NAME")(cmd, args); err != nil {
 				return err
 			}
-			_, err := lookupKind(args[0])
+			_, err := g.lookupKind(args[0])
 			return err
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, _ := lookupKind(args[0])
+			k, _ := g.lookupKind(args[0])
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -183,11 +191,11 @@ func newDescribeCmd(g *globals) *cobra.Command {
 			case "services", "charts":
 				return usageError{fmt.Errorf("describe %s: use get %s", args[0], k.special)}
 			}
-			raw, err := c.Object(ctx, k.name, ns.namespace, args[1])
+			raw, err := c.Object(ctx, k.obj.Name(), ns.namespace, args[1])
 			if err != nil {
-				return fmt.Errorf("describe %s %s/%s: %w", k.name, ns.namespace, args[1], err)
+				return fmt.Errorf("describe %s %s/%s: %w", k.obj.Name(), ns.namespace, args[1], err)
 			}
-			objs, err := decodeObjects(k.name, []json.RawMessage{raw})
+			objs, err := g.decodeObjects(k.obj.Name(), []json.RawMessage{raw})
 			if err != nil {
 				return err
 			}
@@ -195,8 +203,10 @@ func newDescribeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = g.stdout.Write(b)
-			return err
+			if _, err = g.stdout.Write(b); err != nil {
+				return err
+			}
+			return describeSections(g.stdout, k.obj.Describe(objs[0]))
 		},
 	}
 	ns.register(cmd, false)
@@ -230,7 +240,7 @@ workloads already on the cluster keep running.`,
 			if err := exactArgs(2, "KIND NAME")(cmd, args); err != nil {
 				return err
 			}
-			k, err := lookupKind(args[0])
+			k, err := g.lookupKind(args[0])
 			if err == nil && (k.special == "services" || k.special == "charts") {
 				return usageError{fmt.Errorf("%s: %s cannot be deleted directly", cmd.CommandPath(), k.special)}
 			}
@@ -246,7 +256,7 @@ workloads already on the cluster keep running.`,
 			if len(files) > 0 {
 				return deleteFiles(ctx, g, c, files)
 			}
-			k, _ := lookupKind(args[0])
+			k, _ := g.lookupKind(args[0])
 			if k.special == "clusters" {
 				if err := c.DeleteCluster(ctx, args[1]); err != nil {
 					return fmt.Errorf("delete cluster %q: %w", args[1], err)
@@ -254,10 +264,10 @@ workloads already on the cluster keep running.`,
 				fmt.Fprintf(g.stdout, "cluster %q deleted; its agent certificate is revoked\n", args[1])
 				return nil
 			}
-			if err := c.DeleteObject(ctx, k.name, ns.namespace, args[1]); err != nil {
-				return fmt.Errorf("delete %s %s/%s: %w", k.name, ns.namespace, args[1], err)
+			if err := c.DeleteObject(ctx, k.obj.Name(), ns.namespace, args[1]); err != nil {
+				return fmt.Errorf("delete %s %s/%s: %w", k.obj.Name(), ns.namespace, args[1], err)
 			}
-			fmt.Fprintf(g.stdout, "%s/%s deleted\n", strings.ToLower(k.name), args[1])
+			fmt.Fprintf(g.stdout, "%s/%s deleted\n", strings.ToLower(k.obj.Name()), args[1])
 			return nil
 		},
 	}
@@ -272,7 +282,7 @@ func deleteFiles(ctx context.Context, g *globals, c *api.Client, paths []string)
 		return err
 	}
 	for _, s := range srcs {
-		objs, err := objects.Decode(s.data, s.name)
+		objs, err := g.kinds.Decode(s.data, s.name)
 		if err != nil {
 			return err
 		}
@@ -363,13 +373,12 @@ func newApplyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Create or update objects from YAML or JSON files",
-		Long: `Create or update objects from YAML (multi-document) or JSON: ServiceTemplate,
-HelmRepository, ClusterDeployment, MultiClusterService, ConfigMap, Secret.
+		Long: wrap(`Create or update objects from YAML (multi-document) or JSON: `+strings.Join(g.kinds.Names(), ", ")+`.
 apiVersion tether.dev/v1alpha1; k0rdent manifests
 (k0rdent.mirantis.com/v1alpha1 or v1beta1) are accepted too. Each file is
 applied atomically: if any object in it is invalid, nothing from that file
 is stored, and the error names the document, object and field. Files are
-applied in order; a directory's files in name order.`,
+applied in order; a directory's files in name order.`, 76),
 		Example: `  tether apply -f services.yaml
   tether apply -f manifests/
   cat svc.yaml | tether apply -f -`,

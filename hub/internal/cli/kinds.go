@@ -3,9 +3,10 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
-	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/api"
@@ -13,45 +14,54 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/objects"
 )
 
-// kind is what `get`, `describe` and `delete` accept.
+// kind is what `get`, `describe` and `delete` accept: a registered object
+// kind, or one of the special views.
 type kind struct {
-	// name is the API kind for stored objects; "" for the special views.
-	name    string
-	aliases []string
+	// obj is the object kind; nil for the special views.
+	obj     *objects.Kind
 	special string // "clusters", "services", "charts"
 }
 
-var kinds = []kind{
-	{special: "clusters", aliases: []string{"clusters", "cluster", "cl"}},
-	{special: "services", aliases: []string{"services", "service", "svc"}},
-	{special: "charts", aliases: []string{"charts", "chart"}},
-	{name: objects.KindHelmRepository, aliases: []string{"helmrepositories", "helmrepository", "helmrepo", "hr"}},
-	{name: objects.KindServiceTemplate, aliases: []string{"servicetemplates", "servicetemplate", "st"}},
-	{name: objects.KindClusterDeployment, aliases: []string{"clusterdeployments", "clusterdeployment", "cd"}},
-	{name: objects.KindMultiClusterService, aliases: []string{"multiclusterservices", "multiclusterservice", "mcs"}},
-	{name: objects.KindConfigMap, aliases: []string{"configmaps", "configmap", "cm"}},
-	{name: objects.KindSecret, aliases: []string{"secrets", "secret"}},
+// views are the special views, which are not object kinds.
+var views = []struct {
+	name    string
+	aliases []string
+}{
+	{"clusters", []string{"clusters", "cluster", "cl"}},
+	{"services", []string{"services", "service", "svc"}},
+	{"charts", []string{"charts", "chart"}},
 }
 
-func lookupKind(s string) (kind, error) {
+func (g *globals) lookupKind(s string) (kind, error) {
 	ls := strings.ToLower(s)
-	for _, k := range kinds {
-		if slices.Contains(k.aliases, ls) || strings.ToLower(k.name) == ls {
-			return k, nil
+	for _, v := range views {
+		if slices.Contains(v.aliases, ls) {
+			return kind{special: v.name}, nil
 		}
 	}
-	var names []string
-	for _, k := range kinds {
-		names = append(names, k.aliases[0])
+	if k := g.kinds.Lookup(s); k != nil {
+		return kind{obj: k}, nil
 	}
-	return kind{}, usageError{fmt.Errorf("unknown kind %q; known kinds: %s", s, strings.Join(names, ", "))}
+	return kind{}, usageError{fmt.Errorf("unknown kind %q; known kinds: %s", s, strings.Join(g.kindNames(), ", "))}
+}
+
+// kindNames are the plural names of the views and kinds, as help shows them.
+func (g *globals) kindNames() []string {
+	var names []string
+	for _, v := range views {
+		names = append(names, v.name)
+	}
+	for _, k := range g.kinds.Kinds() {
+		names = append(names, k.Plural())
+	}
+	return names
 }
 
 // decodeObjects turns API JSON into typed objects.
-func decodeObjects(kindName string, raws []json.RawMessage) ([]objects.Object, error) {
+func (g *globals) decodeObjects(kindName string, raws []json.RawMessage) ([]objects.Object, error) {
 	out := make([]objects.Object, 0, len(raws))
 	for _, r := range raws {
-		o := objects.New(kindName)
+		o := g.kinds.New(kindName)
 		if o == nil {
 			return nil, fmt.Errorf("unknown kind %q", kindName)
 		}
@@ -63,82 +73,79 @@ func decodeObjects(kindName string, raws []json.RawMessage) ([]objects.Object, e
 	return out, nil
 }
 
-func objectTable(kindName string, objs []objects.Object, now time.Time) table {
+// objectTable is the table of objects of kind k: NAMESPACE (for namespaced
+// kinds), NAME, then the kind's columns.
+func objectTable(k *objects.Kind, objs []objects.Object, now time.Time) table {
 	t := table{}
-	switch kindName {
-	case objects.KindServiceTemplate:
-		t.headers = []string{"NAMESPACE", "NAME", "CHART", "VERSION", "VALID", "AGE", "DIGEST", "MESSAGE"}
-		t.wide = 6
-	case objects.KindClusterDeployment:
-		t.headers = []string{"NAMESPACE", "NAME", "TEMPLATE", "SERVICES", "READY", "AGE", "MESSAGE"}
-		t.wide = 6
-	case objects.KindMultiClusterService:
-		t.headers = []string{"NAMESPACE", "NAME", "SELECTOR", "SERVICES", "READY", "AGE", "MESSAGE"}
-		t.wide = 6
-	case objects.KindHelmRepository:
-		t.headers = []string{"NAMESPACE", "NAME", "URL", "AGE"}
-	default:
-		t.headers = []string{"NAMESPACE", "NAME", "DATA", "AGE"}
+	if k.Namespaced() {
+		t.headers = append(t.headers, "NAMESPACE")
+	}
+	t.headers = append(t.headers, "NAME")
+	cols := k.Columns()
+	t.wide = len(t.headers) + len(cols)
+	for i, c := range cols {
+		if c.Wide && t.wide == len(t.headers)+len(cols) {
+			t.wide = len(t.headers) + i
+		}
+	}
+	for _, c := range cols {
+		t.headers = append(t.headers, c.Header)
 	}
 	for _, o := range objs {
 		md := o.GetHeader().Metadata
-		ag := "<unknown>"
-		if md.CreationTimestamp != nil {
-			ag = age(*md.CreationTimestamp, now)
+		var row []string
+		if k.Namespaced() {
+			row = append(row, md.Namespace)
 		}
-		row := []string{md.Namespace, md.Name}
-		switch x := o.(type) {
-		case *objects.ServiceTemplate:
-			cs := x.Spec.Helm.ChartSpec
-			ok, msg := x.Ready()
-			row = append(row, cs.Chart, cs.Version, fmt.Sprint(ok), ag, orNone(x.Status.ChartDigest), orNone(msg))
-		case *objects.ClusterDeployment:
-			r, tot, msg := readiness(x.Status)
-			row = append(row, x.Spec.Template, fmt.Sprint(len(x.Spec.ServiceSpec.Services)), fmt.Sprintf("%d/%d", r, tot), ag, orNone(msg))
-		case *objects.MultiClusterService:
-			r, tot, msg := readiness(x.Status)
-			row = append(row, orNone(selectorString(x.Spec.ClusterSelector)), fmt.Sprint(len(x.Spec.ServiceSpec.Services)), fmt.Sprintf("%d/%d", r, tot), ag, orNone(msg))
-		case *objects.HelmRepository:
-			row = append(row, x.Spec.URL, ag)
-		case *objects.ConfigMap:
-			row = append(row, fmt.Sprint(len(x.Data)), ag)
-		case *objects.Secret:
-			row = append(row, fmt.Sprint(len(x.Data)+len(x.StringData)), ag)
+		row = append(row, md.Name)
+		for _, c := range cols {
+			switch {
+			case c.Value != nil:
+				row = append(row, c.Value(o))
+			case c.Age(o) == nil:
+				row = append(row, "<unknown>")
+			default:
+				row = append(row, age(*c.Age(o), now))
+			}
 		}
 		t.rows = append(t.rows, row)
 	}
 	return t
 }
 
-func readiness(st objects.ServicesStatus) (ready, total int, msg string) {
-	for _, s := range st.Services {
-		total++
-		if s.State == "Deployed" {
-			ready++
+// describeSections writes the sections describe shows after the object.
+func describeSections(w io.Writer, secs []objects.Section) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	for _, s := range secs {
+		fmt.Fprintf(tw, "\n%s:\n", s.Title)
+		if len(s.Items) == 0 {
+			fmt.Fprintln(tw, "  <none>")
+		}
+		for _, it := range s.Items {
+			fmt.Fprintf(tw, "  %s:\t%s\n", it.Key, oneLine(it.Value))
 		}
 	}
-	for _, c := range st.Conditions {
-		if c.Type == "Ready" && c.Status != "True" {
-			msg = c.Message
-		}
-	}
-	return ready, total, msg
+	return tw.Flush()
 }
 
-func selectorString(sel objects.LabelSelector) string {
-	var parts []string
-	keys := make([]string, 0, len(sel.MatchLabels))
-	for k := range sel.MatchLabels {
-		keys = append(keys, k)
+// wrap breaks text into lines of at most width characters.
+func wrap(text string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(text) {
+		switch {
+		case i == 0:
+		case n+1+len(w) > width:
+			b.WriteString("\n")
+			n = 0
+		default:
+			b.WriteString(" ")
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		parts = append(parts, k+"="+sel.MatchLabels[k])
-	}
-	for _, e := range sel.MatchExpressions {
-		parts = append(parts, fmt.Sprintf("%s %s (%s)", e.Key, e.Operator, strings.Join(e.Values, ",")))
-	}
-	return strings.Join(parts, ",")
+	return b.String()
 }
 
 func serviceTable(rows []api.Service, now time.Time) table {

@@ -53,11 +53,12 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
-// inputKinds are the kinds whose changes trigger a recompile.
-var inputKinds = []string{
-	kindCluster, objects.KindClusterDeployment, objects.KindMultiClusterService,
-	objects.KindServiceTemplate, objects.KindConfigMap, objects.KindSecret,
-}
+// inputKinds are the kinds whose changes trigger a recompile: clusters,
+// then the object kinds registered as compile inputs.
+var inputKinds = append([]string{kindCluster}, compileKinds.CompileInputs()...)
+
+// compileKinds are the object kinds the compiler reads (read-only).
+var compileKinds = objects.DefaultKinds()
 
 // State is one cluster's stored desired state.
 type State struct {
@@ -280,7 +281,7 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 				return err
 			}
 			for _, so := range sos {
-				o, err := objects.FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+				o, err := compileKinds.FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
 				if err != nil {
 					return fmt.Errorf("%s %s/%s: %w", kind, so.Namespace, so.Name, err)
 				}
@@ -799,15 +800,14 @@ func fingerprint(so store.Object) string {
 	}
 	_ = json.Unmarshal(so.Value, &v)
 	create := fmt.Sprint(so.CreateRevision)
-	switch so.Kind {
-	case kindCluster:
+	if so.Kind == kindCluster {
 		b, _ := json.Marshal(v.Labels) // sorted keys
 		return create + " " + string(b)
-	case objects.KindServiceTemplate:
-		return fmt.Sprintf("%s %d %s", create, v.Metadata.Generation, v.Status)
-	default:
-		return fmt.Sprintf("%s %d", create, v.Metadata.Generation)
 	}
+	if compileKinds.StatusIsCompileInput(so.Kind) {
+		return fmt.Sprintf("%s %d %s", create, v.Metadata.Generation, v.Status)
+	}
+	return fmt.Sprintf("%s %d", create, v.Metadata.Generation)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

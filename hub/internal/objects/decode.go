@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,24 +40,6 @@ var (
 	ErrUnknownKind = errors.New("unknown kind")
 )
 
-// acceptedGroups are the apiVersions accepted for tether kinds; all are
-// stored as APIVersion.
-var acceptedGroups = []string{APIVersion, "k0rdent.mirantis.com/v1alpha1", "k0rdent.mirantis.com/v1beta1"}
-
-// k0rdentInternalKinds are kinds k0rdent's own controllers write or run
-// on; a manifest of one is refused with the reason.
-var k0rdentInternalKinds = map[string]string{
-	"Release":                 "it records an installed k0rdent release (kcm's provider versions); Tether has no k0rdent release to install",
-	"Management":              "it configures k0rdent's own management components; configure the Tether hub with `tether serve` flags",
-	"StateManagementProvider": "it plugs a deployment engine (Sveltos) into k0rdent; Tether's agents install services themselves",
-	"ServiceSet":              "kcm creates it from ClusterDeployments and MultiClusterServices; apply those instead",
-	"ProviderTemplate":        "it installs k0rdent's CAPI providers; Tether uses the CAPI controllers of its management cluster",
-}
-
-// fluxSourceGroups are Flux's source API versions: k0rdent's chart sources
-// (HelmRepository) are Flux objects, so its manifests carry these.
-var fluxSourceGroups = []string{"source.toolkit.fluxcd.io/v1", "source.toolkit.fluxcd.io/v1beta2"}
-
 // FieldError is one problem at a field path such as
 // "spec.serviceSpec.services[1].dependsOn[0]".
 type FieldError struct {
@@ -75,7 +58,13 @@ func (e FieldError) Error() string {
 type FieldErrors []FieldError
 
 func (l *FieldErrors) add(p path, format string, args ...any) {
-	*l = append(*l, FieldError{Path: string(p), Reason: fmt.Sprintf(format, args...)})
+	l.Add(string(p), format, args...)
+}
+
+// Add appends a problem at field path p (such as "spec.url"); a kind's
+// Validate uses it.
+func (l *FieldErrors) Add(p string, format string, args ...any) {
+	*l = append(*l, FieldError{Path: p, Reason: fmt.Sprintf(format, args...)})
 }
 
 // ObjectError is a problem with one object: where it came from and what is
@@ -152,6 +141,11 @@ func (e *ObjectError) Unwrap() []error {
 // kind, namespace/name and field path; every bad document is reported (up
 // to 20) and no object is returned if any is bad.
 func Decode(data []byte, source string) ([]Object, error) {
+	return builtinKinds().Decode(data, source)
+}
+
+// Decode is the package's Decode for the kinds of r.
+func (r *Registry) Decode(data []byte, source string) ([]Object, error) {
 	if len(data) > MaxInputBytes {
 		return nil, &ObjectError{Source: source, Err: fmt.Errorf("input is %d bytes, more than the limit of %d", len(data), MaxInputBytes)}
 	}
@@ -179,7 +173,7 @@ func Decode(data []byte, source string) ([]Object, error) {
 			if len(items) > 1 || d.list {
 				item = i + 1
 			}
-			o, err := decodeItem(raw)
+			o, err := r.decodeItem(raw)
 			if err != nil {
 				err.Source, err.Document, err.Item = source, d.index, item
 				errs = append(errs, err)
@@ -188,7 +182,7 @@ func Decode(data []byte, source string) ([]Object, error) {
 			h := o.GetHeader()
 			k := h.Key()
 			if prev, dup := seen[k]; dup {
-				errs = append(errs, &ObjectError{Source: source, Document: d.index, Item: item, Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name,
+				errs = append(errs, &ObjectError{Source: source, Document: d.index, Item: item, Kind: h.Kind, Key: h.nsName(),
 					Err: fmt.Errorf("duplicate of document %d", prev)})
 				continue
 			}
@@ -322,39 +316,42 @@ func asObjects(items []any) ([]map[string]any, error) {
 
 // decodeItem turns one generic object into a typed, defaulted, validated
 // Object.
-func decodeItem(m map[string]any) (Object, *ObjectError) {
+func (r *Registry) decodeItem(m map[string]any) (Object, *ObjectError) {
 	kind, _ := m["kind"].(string)
 	apiVersion, _ := m["apiVersion"].(string)
 	oe := &ObjectError{Kind: kind}
+	k := r.Get(kind)
 	if md, ok := m["metadata"].(map[string]any); ok {
 		name, _ := md["name"].(string)
 		ns, _ := md["namespace"].(string)
-		if ns == "" {
+		if k != nil {
+			ns = k.namespaceFor(ns)
+		} else if ns == "" {
 			ns = DefaultNamespace
 		}
 		if name != "" {
-			oe.Key = ns + "/" + name
+			oe.Key = (&Header{Metadata: Metadata{Namespace: ns, Name: name}}).nsName()
 		}
 	}
 	if kind == "" {
 		oe.Fields.add("kind", "required")
 		return nil, oe
 	}
-	o := New(kind)
-	if why, internal := k0rdentInternalKinds[kind]; o == nil && internal && strings.HasPrefix(apiVersion, "k0rdent.mirantis.com/") {
-		oe.Err = fmt.Errorf("%w: %s is one of k0rdent's internal kinds and is not accepted: %s", ErrUnknownKind, kind, why)
+	if ref, refused := r.refused[kind]; k == nil && refused && strings.HasPrefix(apiVersion, ref.apiVersionPrefix) {
+		oe.Err = fmt.Errorf("%w: %s %s", ErrUnknownKind, kind, ref.reason)
 		return nil, oe
 	}
-	if o == nil {
+	if k == nil {
 		oe.Kind = "" // the message names it
-		oe.Err = fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(sortedKinds(), ", "))
+		oe.Err = fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(r.sortedNames(), ", "))
 		return nil, oe
 	}
-	if !apiVersionAccepted(kind, apiVersion) {
-		oe.Fields.add("apiVersion", "%q is not accepted for %s (want %s)", apiVersion, kind, strings.Join(acceptedVersions(kind), " or "))
+	if !slices.Contains(k.acceptedVersions(), apiVersion) {
+		oe.Fields.add("apiVersion", "%q is not accepted for %s (want %s)", apiVersion, kind, strings.Join(k.acceptedVersions(), " or "))
 		return nil, oe
 	}
-	checkValue(m, reflect.TypeOf(o).Elem(), "", &oe.Fields)
+	o := r.New(kind)
+	checkValue(m, k.typ, "", &oe.Fields)
 	if len(oe.Fields) > 0 {
 		return nil, oe
 	}
@@ -371,39 +368,13 @@ func decodeItem(m map[string]any) (Object, *ObjectError) {
 		}
 		return nil, oe
 	}
-	o.GetHeader().APIVersion = apiVersionFor(kind)
-	Default(o)
-	if fe := validate(o); len(fe) > 0 {
+	r.Default(o)
+	if fe := r.validate(o); len(fe) > 0 {
 		oe.Fields = fe
-		oe.Key = o.GetHeader().Metadata.Namespace + "/" + o.GetHeader().Metadata.Name
+		oe.Key = o.GetHeader().nsName()
 		return nil, oe
 	}
 	return o, nil
-}
-
-func sortedKinds() []string {
-	k := append([]string(nil), Kinds...)
-	sort.Strings(k)
-	return k
-}
-
-func acceptedVersions(kind string) []string {
-	switch kind {
-	case KindConfigMap, KindSecret:
-		return []string{CoreAPIVersion}
-	case KindHelmRepository:
-		return append(append([]string(nil), acceptedGroups...), fluxSourceGroups...)
-	}
-	return acceptedGroups
-}
-
-func apiVersionAccepted(kind, v string) bool {
-	for _, a := range acceptedVersions(kind) {
-		if a == v {
-			return true
-		}
-	}
-	return false
 }
 
 // ---- strict structural check ----
@@ -604,10 +575,16 @@ func jsonToYAML(j []byte) (string, error) {
 	return string(y), nil
 }
 
-// FromStored decodes an object as stored by Repo (JSON) and fills in its
-// ResourceVersion and CreateRevision from the store record.
+// FromStored decodes an object of a built-in kind as stored by Repo
+// (JSON) and fills in its ResourceVersion and CreateRevision from the store
+// record.
 func FromStored(kind string, value []byte, resourceVersion, createRevision uint64) (Object, error) {
-	o := New(kind)
+	return builtinKinds().FromStored(kind, value, resourceVersion, createRevision)
+}
+
+// FromStored is the package's FromStored for the kinds of r.
+func (r *Registry) FromStored(kind string, value []byte, resourceVersion, createRevision uint64) (Object, error) {
+	o := r.New(kind)
 	if o == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownKind, kind)
 	}

@@ -6,12 +6,21 @@
 // # Representation
 //
 // Each kind is a typed struct embedding Header (apiVersion, kind,
-// metadata), with typed Spec and Status; the Object interface is closed to
-// these six. Shapes follow k0rdent, whose apiVersions
-// (k0rdent.mirantis.com/v1alpha1, v1beta1) are accepted and stored as
-// tether.dev/v1alpha1. Every kind is namespaced; an empty namespace means
-// "default". References (serviceSpec template, valuesFrom, sourceRef) are
-// resolved in the referencing object's namespace.
+// metadata), with typed Spec and Status. Shapes follow k0rdent, whose
+// apiVersions (k0rdent.mirantis.com/v1alpha1, v1beta1) are accepted and
+// stored as tether.dev/v1alpha1. Every built-in kind is namespaced; an
+// empty namespace means "default". References (serviceSpec template,
+// valuesFrom, sourceRef) are resolved in the referencing object's
+// namespace.
+//
+// # Kinds
+//
+// A kind is one registration (KindDef, Register) in a Registry: its type,
+// apiVersions, defaulting, validation, references, status, warnings,
+// console columns and names, describe sections and redaction. Decode,
+// Repo, the console API and the CLI read everything kind-specific from the
+// Registry they are given; DefaultKinds has the six built-in kinds. See
+// docs/design/kinds.md.
 //
 // # Decoding
 //

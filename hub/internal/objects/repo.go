@@ -29,6 +29,8 @@ type RepoConfig struct {
 	// SystemNamespaces hold ServiceTemplates every namespace may use;
 	// nil means DefaultSystemNamespaces().
 	SystemNamespaces []string
+	// Kinds are the kinds the repository stores; nil means DefaultKinds().
+	Kinds *Registry
 }
 
 // Repo reads and writes API objects in the hub store, as JSON under
@@ -49,7 +51,22 @@ func NewRepo(cfg RepoConfig) (*Repo, error) {
 	if cfg.SystemNamespaces == nil {
 		cfg.SystemNamespaces = DefaultSystemNamespaces()
 	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = builtinKinds()
+	}
 	return &Repo{cfg: cfg}, nil
+}
+
+// Kinds returns the kinds the repository stores.
+func (r *Repo) Kinds() *Registry { return r.cfg.Kinds }
+
+// kind returns the registered kind, or an error wrapping ErrUnknownKind
+// that begins with op.
+func (r *Repo) kind(op, kind string) (*Kind, error) {
+	if k := r.cfg.Kinds.Get(kind); k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%s %s: %w", op, kind, ErrUnknownKind)
 }
 
 // Action says what Apply did with one object.
@@ -77,8 +94,9 @@ func (r Result) String() string {
 
 // Apply creates or updates objs in one store transaction: all or nothing.
 // Each object is defaulted and validated; references are checked against
-// the store and the batch (a ServiceTemplate's HelmRepository unless it is
-// "tether-local"; every ServiceTemplate a serviceSpec names). Status in
+// the store and the batch (every Ref of the object's kind: a
+// ServiceTemplate's HelmRepository unless it is "tether-local"; every
+// ServiceTemplate a serviceSpec names). Status in
 // input is ignored and an existing status kept; metadata.generation grows
 // only when the spec changes; an object equal to the stored one is not
 // written. Results are in input order. Errors are *ObjectError values
@@ -88,12 +106,12 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 	index := map[string]Object{}
 	var errs []error
 	for i, o := range objs {
-		if o == nil || New(o.GetHeader().Kind) == nil {
+		if o == nil || r.cfg.Kinds.Get(o.GetHeader().Kind) == nil {
 			kind := ""
 			if o != nil {
 				kind = o.GetHeader().Kind
 			}
-			errs = append(errs, &ObjectError{Kind: kind, Err: fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(sortedKinds(), ", "))})
+			errs = append(errs, &ObjectError{Kind: kind, Err: fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, kind, strings.Join(r.cfg.Kinds.sortedNames(), ", "))})
 			continue
 		}
 		c, err := deepCopy(o)
@@ -101,14 +119,14 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 			errs = append(errs, &ObjectError{Kind: o.GetHeader().Kind, Err: err})
 			continue
 		}
-		Default(c)
-		if err := Validate(c); err != nil {
+		r.cfg.Kinds.Default(c)
+		if err := r.cfg.Kinds.Validate(c); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		h := c.GetHeader()
 		if _, dup := index[h.Key()]; dup {
-			errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Err: errors.New("listed twice")})
+			errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.nsName(), Err: errors.New("listed twice")})
 			continue
 		}
 		index[h.Key()] = c
@@ -123,7 +141,7 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 		for _, o := range batch {
 			if fe := r.checkRefs(tx, o, index); len(fe) > 0 {
 				h := o.GetHeader()
-				errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Fields: fe})
+				errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.nsName(), Fields: fe})
 			}
 		}
 		if len(errs) > 0 {
@@ -155,7 +173,8 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 	h := o.GetHeader()
 	md := &h.Metadata
 	res := Result{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name}
-	o.clearStatus()
+	k := r.cfg.Kinds.Get(h.Kind)
+	k.clearStatus(o)
 	md.ResourceVersion, md.CreateRevision = 0, 0
 	cur, err := tx.Get(h.Kind, md.Namespace, md.Name)
 	switch {
@@ -176,14 +195,14 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 	case err != nil:
 		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
 	}
-	old, err := FromStored(h.Kind, cur.Value, cur.ResourceVersion, cur.CreateRevision)
+	old, err := r.cfg.Kinds.FromStored(h.Kind, cur.Value, cur.ResourceVersion, cur.CreateRevision)
 	if err != nil {
 		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
 	}
 	om := old.GetHeader().Metadata
 	md.UID, md.CreationTimestamp, md.Generation = om.UID, om.CreationTimestamp, om.Generation
-	o.setStatusFrom(old)
-	specChanged := !jsonEqual(o.spec(), old.spec())
+	k.copyStatus(o, old)
+	specChanged := !jsonEqual(k.spec(o), k.spec(old))
 	if specChanged {
 		md.Generation++
 	}
@@ -206,39 +225,50 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 // checkRefs checks that the objects o names exist in the batch or store.
 func (r *Repo) checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
 	var errs FieldErrors
+	k := r.cfg.Kinds.Get(o.GetHeader().Kind)
+	if k.refs == nil {
+		return nil
+	}
 	ns := o.GetHeader().Metadata.Namespace
-	exists := func(kind, name string) bool {
-		if _, ok := batch[kind+" "+ns+"/"+name]; ok {
-			return true
-		}
-		_, err := tx.Get(kind, ns, name)
-		return err == nil
-	}
-	if st, ok := o.(*ServiceTemplate); ok {
-		ref := st.Spec.Helm.ChartSpec.SourceRef
-		if ref.Name != LocalRepository && !exists(KindHelmRepository, ref.Name) {
-			errs.add("spec.helm.chartSpec.sourceRef.name", "HelmRepository %s/%s not found", ns, ref.Name)
-		}
-	}
-	if ss := ServiceSpecOf(o); ss != nil {
-		for i, svc := range ss.Services {
-			if _, ok := r.templateNamespace(tx, batch, ns, svc.Template); !ok {
-				errs.add(path("spec.serviceSpec.services").index(i).child("template"), "ServiceTemplate %s not found in namespace %s or the system namespaces (%s)", svc.Template, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
+	for _, ref := range k.refs(o) {
+		rk := r.cfg.Kinds.Get(ref.Kind)
+		switch {
+		case rk == nil || !slices.Contains(k.references, ref.Kind):
+			errs.Add(ref.Field, "%s is not a kind %s may reference", ref.Kind, k.name)
+		case slices.Contains(rk.builtin, ref.Name):
+		case rk.clusterScoped:
+			if !existsIn(tx, batch, rk.name, "", ref.Name) {
+				errs.Add(ref.Field, "%s %s not found", rk.name, ref.Name)
+			}
+		case rk.shared:
+			if _, ok := r.resolve(tx, batch, rk, ns, ref.Name); !ok {
+				errs.Add(ref.Field, "%s %s not found in namespace %s or the system namespaces (%s)", rk.name, ref.Name, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
+			}
+		default:
+			if !existsIn(tx, batch, rk.name, ns, ref.Name) {
+				errs.Add(ref.Field, "%s %s/%s not found", rk.name, ns, ref.Name)
 			}
 		}
 	}
 	return errs
 }
 
-// templateNamespace returns the namespace whose ServiceTemplate name an
-// object in namespace ns uses: its own, else the first system namespace
-// that has one (in the batch or the store).
-func (r *Repo) templateNamespace(tx store.Tx, batch map[string]Object, ns, name string) (string, bool) {
-	if existsIn(tx, batch, KindServiceTemplate, ns, name) {
+// resolve returns the namespace whose object of kind k named name an
+// object in namespace ns refers to: its own; for kinds shared from the
+// system namespaces, else the first system namespace that has one (in the
+// batch or the store); none for cluster-scoped kinds.
+func (r *Repo) resolve(tx store.Tx, batch map[string]Object, k *Kind, ns, name string) (string, bool) {
+	if k.clusterScoped {
+		return "", existsIn(tx, batch, k.name, "", name)
+	}
+	if existsIn(tx, batch, k.name, ns, name) {
 		return ns, true
 	}
+	if !k.shared {
+		return "", false
+	}
 	for _, sys := range r.cfg.SystemNamespaces {
-		if existsIn(tx, batch, KindServiceTemplate, sys, name) {
+		if existsIn(tx, batch, k.name, sys, name) {
 			return sys, true
 		}
 	}
@@ -246,45 +276,49 @@ func (r *Repo) templateNamespace(tx store.Tx, batch map[string]Object, ns, name 
 }
 
 func existsIn(tx store.Tx, batch map[string]Object, kind, ns, name string) bool {
-	if _, ok := batch[kind+" "+ns+"/"+name]; ok {
+	if _, ok := batch[(&Header{Kind: kind, Metadata: Metadata{Namespace: ns, Name: name}}).Key()]; ok {
 		return true
 	}
 	_, err := tx.Get(kind, ns, name)
 	return err == nil
 }
 
-// Get returns one object; namespace "" means "default".
+// Get returns one object; namespace "" means "default" (and is ignored
+// for cluster-scoped kinds).
 func (r *Repo) Get(ctx context.Context, kind, namespace, name string) (Object, error) {
-	if New(kind) == nil {
-		return nil, fmt.Errorf("get %s: %w", kind, ErrUnknownKind)
+	k, err := r.kind("get", kind)
+	if err != nil {
+		return nil, err
 	}
-	if namespace == "" {
-		namespace = DefaultNamespace
-	}
+	namespace = k.namespaceFor(namespace)
 	so, err := r.cfg.Store.Get(ctx, kind, namespace, name)
 	if err != nil {
 		return nil, fmt.Errorf("get %s %s/%s: %w", kind, namespace, name, err)
 	}
-	return FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+	return r.cfg.Kinds.FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
 }
 
 // List returns a kind's objects in namespace ("" = all), sorted by
 // namespace then name.
 func (r *Repo) List(ctx context.Context, kind, namespace string) ([]Object, error) {
-	if New(kind) == nil {
-		return nil, fmt.Errorf("list %s: %w", kind, ErrUnknownKind)
+	k, err := r.kind("list", kind)
+	if err != nil {
+		return nil, err
+	}
+	if k.clusterScoped {
+		namespace = ""
 	}
 	sos, err := r.cfg.Store.List(ctx, kind, namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
-	return decodeAll(kind, sos)
+	return r.decodeAll(kind, sos)
 }
 
-func decodeAll(kind string, sos []store.Object) ([]Object, error) {
+func (r *Repo) decodeAll(kind string, sos []store.Object) ([]Object, error) {
 	out := make([]Object, 0, len(sos))
 	for _, so := range sos {
-		o, err := FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
+		o, err := r.cfg.Kinds.FromStored(kind, so.Value, so.ResourceVersion, so.CreateRevision)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s/%s: %w", kind, so.Namespace, so.Name, err)
 		}
@@ -293,22 +327,22 @@ func decodeAll(kind string, sos []store.Object) ([]Object, error) {
 	return out, nil
 }
 
-// Delete removes an object; namespace "" means "default". A
-// ServiceTemplate used by a ClusterDeployment or MultiClusterService, or a
-// HelmRepository used by a ServiceTemplate, is not deleted: the error wraps
-// ErrInUse and names the users.
+// Delete removes an object; namespace "" means "default". An object that
+// others reference (a ServiceTemplate used by a ClusterDeployment or
+// MultiClusterService, a HelmRepository used by a ServiceTemplate: every
+// Ref of a registered kind) is not deleted: the error wraps ErrInUse and
+// names the users.
 func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
-	if New(kind) == nil {
-		return fmt.Errorf("delete %s: %w", kind, ErrUnknownKind)
+	k, err := r.kind("delete", kind)
+	if err != nil {
+		return err
 	}
-	if namespace == "" {
-		namespace = DefaultNamespace
-	}
+	namespace = k.namespaceFor(namespace)
 	return r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		if _, err := tx.Get(kind, namespace, name); err != nil {
 			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
 		}
-		users, err := r.usersOf(tx, kind, namespace, name)
+		users, err := r.usersOf(tx, k, namespace, name)
 		if err != nil {
 			return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
 		}
@@ -319,50 +353,46 @@ func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
 	})
 }
 
-// usersOf lists the objects that reference kind namespace/name.
-func (r *Repo) usersOf(tx store.Tx, kind, namespace, name string) ([]string, error) {
+// usersOf lists the objects whose Refs resolve to k namespace/name, kind by
+// kind in registration order.
+func (r *Repo) usersOf(tx store.Tx, k *Kind, namespace, name string) ([]string, error) {
+	// Objects of a kind shared from a system namespace serve every
+	// namespace that has none of that name (nor an earlier system
+	// namespace); cluster-scoped ones serve every namespace.
+	scope := namespace
+	if k.clusterScoped || (k.shared && slices.Contains(r.cfg.SystemNamespaces, namespace)) {
+		scope = ""
+	}
 	var users []string
-	switch kind {
-	case KindServiceTemplate:
-		// Templates in a system namespace serve every namespace that has
-		// no template of that name (nor an earlier system namespace).
-		scope := namespace
-		if slices.Contains(r.cfg.SystemNamespaces, namespace) {
-			scope = ""
+	for _, uk := range r.cfg.Kinds.kinds {
+		if uk.refs == nil || !slices.Contains(uk.references, k.name) {
+			continue
 		}
-		for _, k := range []string{KindClusterDeployment, KindMultiClusterService} {
-			sos, err := tx.List(k, scope)
-			if err != nil {
-				return nil, err
-			}
-			objs, err := decodeAll(k, sos)
-			if err != nil {
-				return nil, err
-			}
-			for _, o := range objs {
-				ons := o.GetHeader().Metadata.Namespace
-				if used, _ := r.templateNamespace(tx, nil, ons, name); used != namespace {
-					continue // resolves to another namespace's template
-				}
-				for i, svc := range ServiceSpecOf(o).Services {
-					if svc.Template == name {
-						users = append(users, fmt.Sprintf("%s (services[%d])", o.GetHeader().Key(), i))
-					}
-				}
-			}
-		}
-	case KindHelmRepository:
-		sos, err := tx.List(KindServiceTemplate, namespace)
+		sos, err := tx.List(uk.name, scope)
 		if err != nil {
 			return nil, err
 		}
-		objs, err := decodeAll(KindServiceTemplate, sos)
+		objs, err := r.decodeAll(uk.name, sos)
 		if err != nil {
 			return nil, err
 		}
 		for _, o := range objs {
-			if o.(*ServiceTemplate).Spec.Helm.ChartSpec.SourceRef.Name == name {
-				users = append(users, o.GetHeader().Key())
+			resolved := false
+			for _, ref := range uk.refs(o) {
+				if ref.Kind != k.name || ref.Name != name {
+					continue
+				}
+				if !resolved {
+					if used, _ := r.resolve(tx, nil, k, o.GetHeader().Metadata.Namespace, name); used != namespace {
+						break // resolves to another namespace's object
+					}
+					resolved = true
+				}
+				user := o.GetHeader().Key()
+				if ref.Use != "" {
+					user += " (" + ref.Use + ")"
+				}
+				users = append(users, user)
 			}
 		}
 	}
@@ -379,8 +409,9 @@ const maxStatusRetries = 16
 // resourceVersion), so it must be repeatable. An unchanged status is not
 // written. It returns the stored object.
 func (r *Repo) UpdateStatus(ctx context.Context, kind, namespace, name string, mutate func(Object) error) (Object, error) {
-	if namespace == "" {
-		namespace = DefaultNamespace
+	k := r.cfg.Kinds.Get(kind)
+	if k != nil {
+		namespace = k.namespaceFor(namespace)
 	}
 	for attempt := 0; ; attempt++ {
 		cur, err := r.Get(ctx, kind, namespace, name)
@@ -392,11 +423,11 @@ func (r *Repo) UpdateStatus(ctx context.Context, kind, namespace, name string, m
 		if err := mutate(mut); err != nil {
 			return nil, fmt.Errorf("update status %s %s/%s: %w", kind, namespace, name, err)
 		}
-		if jsonEqual(mut.status(), cur.status()) {
+		if jsonEqual(k.statusOf(mut), k.statusOf(cur)) {
 			return cur, nil
 		}
 		next := DeepCopy(cur)
-		next.setStatusFrom(mut)
+		k.copyStatus(next, mut)
 		md := &next.GetHeader().Metadata
 		md.ResourceVersion = 0
 		v, err := json.Marshal(next)

@@ -3,6 +3,7 @@ package objects
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -24,13 +25,6 @@ const (
 	KindConfigMap           = "ConfigMap"
 	KindSecret              = "Secret"
 )
-
-// Kinds lists every kind this package knows, in the order Apply writes them
-// (referenced kinds first).
-var Kinds = []string{
-	KindHelmRepository, KindConfigMap, KindSecret, KindServiceTemplate,
-	KindClusterDeployment, KindMultiClusterService,
-}
 
 // Well-known names.
 const (
@@ -62,21 +56,14 @@ func DefaultSystemNamespaces() []string {
 	return []string{SystemNamespace, "kcm-system", "k0rdent-system"}
 }
 
-// Object is any API object of this package: a pointer to one of
-// HelmRepository, ServiceTemplate, ClusterDeployment, MultiClusterService,
-// ConfigMap or Secret. The set is closed.
+// Object is any API object: a pointer to a struct that embeds Header, of a
+// kind registered in a Registry (DefaultKinds has HelmRepository,
+// ServiceTemplate, ClusterDeployment, MultiClusterService, ConfigMap and
+// Secret). What the hub does with an object is in its kind's KindDef.
 type Object interface {
 	// GetHeader returns the object's apiVersion, kind and metadata, for
 	// reading and writing.
 	GetHeader() *Header
-	// spec returns the part whose change bumps metadata.generation.
-	spec() any
-	// status returns a pointer to the status (nil for kinds without one).
-	status() any
-	clearStatus()
-	setStatusFrom(Object)
-	setDefaults()
-	validateSpec(p path) FieldErrors
 }
 
 // Header is the part every object has.
@@ -89,9 +76,17 @@ type Header struct {
 // GetHeader implements Object.
 func (h *Header) GetHeader() *Header { return h }
 
-// Key returns "Kind ns/name", the form errors use.
+// Key returns "Kind ns/name", the form errors use ("Kind name" for an
+// object of a cluster-scoped kind).
 func (h *Header) Key() string {
-	return h.Kind + " " + h.Metadata.Namespace + "/" + h.Metadata.Name
+	return h.Kind + " " + h.nsName()
+}
+
+func (h *Header) nsName() string {
+	if h.Metadata.Namespace == "" {
+		return h.Metadata.Name
+	}
+	return h.Metadata.Namespace + "/" + h.Metadata.Name
 }
 
 // Metadata is the object metadata. Generation, ResourceVersion, UID and
@@ -492,98 +487,18 @@ type Secret struct {
 	StringData map[string]string `json:"stringData,omitempty"`
 }
 
-// ---- Object implementations ----
+// SetWarnings implements the warnings hook of a kind's status.
+func (s *HelmRepositoryStatus) SetWarnings(w []string) { s.Warnings = w }
 
-func (o *HelmRepository) spec() any    { return &o.Spec }
-func (o *HelmRepository) status() any  { return &o.Status }
-func (o *HelmRepository) clearStatus() { o.Status = HelmRepositoryStatus{} }
-func (o *HelmRepository) setStatusFrom(x Object) {
-	if s, ok := x.(*HelmRepository); ok {
-		o.Status = s.Status
-	}
-}
+// SetWarnings implements the warnings hook of a kind's status.
+func (s *ServiceTemplateStatus) SetWarnings(w []string) { s.Warnings = w }
 
-func (o *ServiceTemplate) spec() any    { return &o.Spec }
-func (o *ServiceTemplate) status() any  { return &o.Status }
-func (o *ServiceTemplate) clearStatus() { o.Status = ServiceTemplateStatus{} }
-func (o *ServiceTemplate) setStatusFrom(x Object) {
-	if s, ok := x.(*ServiceTemplate); ok {
-		o.Status = s.Status
-	}
-}
+// SetWarnings implements the warnings hook of a kind's status.
+func (s *ServicesStatus) SetWarnings(w []string) { s.Warnings = w }
 
-func (o *ClusterDeployment) spec() any    { return &o.Spec }
-func (o *ClusterDeployment) status() any  { return &o.Status }
-func (o *ClusterDeployment) clearStatus() { o.Status = ServicesStatus{} }
-func (o *ClusterDeployment) setStatusFrom(x Object) {
-	if s, ok := x.(*ClusterDeployment); ok {
-		o.Status = s.Status
-	}
-}
-
-func (o *MultiClusterService) spec() any    { return &o.Spec }
-func (o *MultiClusterService) status() any  { return &o.Status }
-func (o *MultiClusterService) clearStatus() { o.Status = ServicesStatus{} }
-func (o *MultiClusterService) setStatusFrom(x Object) {
-	if s, ok := x.(*MultiClusterService); ok {
-		o.Status = s.Status
-	}
-}
-
-func (o *ConfigMap) spec() any            { return o.Data }
-func (o *ConfigMap) status() any          { return nil }
-func (o *ConfigMap) clearStatus()         {}
-func (o *ConfigMap) setStatusFrom(Object) {}
-
-func (o *Secret) spec() any            { return struct{ T, D any }{o.Type, o.Data} }
-func (o *Secret) status() any          { return nil }
-func (o *Secret) clearStatus()         {}
-func (o *Secret) setStatusFrom(Object) {}
-
-// ServiceSpecOf returns the serviceSpec of a ClusterDeployment or
-// MultiClusterService, else nil.
-func ServiceSpecOf(o Object) *ServiceSpec {
-	switch o := o.(type) {
-	case *ClusterDeployment:
-		return &o.Spec.ServiceSpec
-	case *MultiClusterService:
-		return &o.Spec.ServiceSpec
-	}
-	return nil
-}
-
-// New returns an empty object of kind with its header set, or nil for an
-// unknown kind.
-func New(kind string) Object {
-	var o Object
-	switch kind {
-	case KindHelmRepository:
-		o = &HelmRepository{}
-	case KindServiceTemplate:
-		o = &ServiceTemplate{}
-	case KindClusterDeployment:
-		o = &ClusterDeployment{}
-	case KindMultiClusterService:
-		o = &MultiClusterService{}
-	case KindConfigMap:
-		o = &ConfigMap{}
-	case KindSecret:
-		o = &Secret{}
-	default:
-		return nil
-	}
-	h := o.GetHeader()
-	h.Kind = kind
-	h.APIVersion = apiVersionFor(kind)
-	return o
-}
-
-func apiVersionFor(kind string) string {
-	if kind == KindConfigMap || kind == KindSecret {
-		return CoreAPIVersion
-	}
-	return APIVersion
-}
+// New returns an empty object of a built-in kind with its header set, or
+// nil for an unknown kind.
+func New(kind string) Object { return builtinKinds().New(kind) }
 
 // DeepCopy returns an independent copy of o. It panics if o does not
 // marshal (a json.RawMessage field holding invalid JSON); Repo methods
@@ -601,7 +516,7 @@ func deepCopy(o Object) (Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("copy %s: %w", o.GetHeader().Key(), err)
 	}
-	c := New(o.GetHeader().Kind)
+	c := reflect.New(reflect.TypeOf(o).Elem()).Interface().(Object)
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("copy %s: %w", o.GetHeader().Key(), err)
 	}

@@ -16,34 +16,55 @@ import (
 // priority 100, service namespace "default", sourceRef kind
 // HelmRepository, HelmRepository type from the URL scheme, Secret
 // stringData merged into data. It is idempotent.
-func Default(o Object) {
+func Default(o Object) { builtinKinds().Default(o) }
+
+// Default fills in the defaults of o's kind (see the package's Default);
+// an object of an unknown kind only gets its namespace.
+func (r *Registry) Default(o Object) {
 	h := o.GetHeader()
-	h.APIVersion = apiVersionFor(h.Kind)
-	if h.Metadata.Namespace == "" {
-		h.Metadata.Namespace = DefaultNamespace
+	k := r.KindOf(o)
+	if k == nil {
+		if h.Metadata.Namespace == "" {
+			h.Metadata.Namespace = DefaultNamespace
+		}
+		return
 	}
-	o.setDefaults()
+	h.APIVersion = k.apiVersion
+	h.Metadata.Namespace = k.namespaceFor(h.Metadata.Namespace)
+	if k.defaults != nil {
+		k.defaults(o)
+	}
 }
 
 // Validate checks one object on its own (references to other objects are
 // checked by Repo.Apply). Call Default first. The error is an
 // *ObjectError listing every problem with its field path.
-func Validate(o Object) error {
-	if fe := validate(o); len(fe) > 0 {
+func Validate(o Object) error { return builtinKinds().Validate(o) }
+
+// Validate is the package's Validate for the kinds of r.
+func (r *Registry) Validate(o Object) error {
+	if fe := r.validate(o); len(fe) > 0 {
 		h := o.GetHeader()
-		return &ObjectError{Kind: h.Kind, Key: h.Metadata.Namespace + "/" + h.Metadata.Name, Fields: fe}
+		return &ObjectError{Kind: h.Kind, Key: h.nsName(), Fields: fe}
 	}
 	return nil
 }
 
-func validate(o Object) FieldErrors {
+func (r *Registry) validate(o Object) FieldErrors {
 	var errs FieldErrors
-	validateMetadata(&o.GetHeader().Metadata, "metadata", &errs)
-	errs = append(errs, o.validateSpec("")...)
+	k := r.KindOf(o)
+	if k == nil {
+		errs.add("kind", "%s %q", ErrUnknownKind, o.GetHeader().Kind)
+		return errs
+	}
+	validateMetadata(&o.GetHeader().Metadata, "metadata", k.Namespaced(), &errs)
+	if k.validate != nil {
+		errs = append(errs, k.validate(o)...)
+	}
 	return errs
 }
 
-func validateMetadata(m *Metadata, p path, errs *FieldErrors) {
+func validateMetadata(m *Metadata, p path, namespaced bool, errs *FieldErrors) {
 	if m.Name == "" {
 		errs.add(p.child("name"), "required")
 	} else {
@@ -51,8 +72,12 @@ func validateMetadata(m *Metadata, p path, errs *FieldErrors) {
 			errs.add(p.child("name"), "%q: %s", m.Name, msg)
 		}
 	}
-	for _, msg := range validation.IsDNS1123Label(m.Namespace) {
-		errs.add(p.child("namespace"), "%q: %s", m.Namespace, msg)
+	if namespaced {
+		for _, msg := range validation.IsDNS1123Label(m.Namespace) {
+			errs.add(p.child("namespace"), "%q: %s", m.Namespace, msg)
+		}
+	} else if m.Namespace != "" {
+		errs.add(p.child("namespace"), "%q: the kind is cluster-scoped; give no namespace", m.Namespace)
 	}
 	for _, k := range sortedKeys(m.Labels) {
 		for _, msg := range validation.IsQualifiedName(k) {
@@ -89,8 +114,11 @@ func (o *HelmRepository) setDefaults() {
 	}
 }
 
-func (o *HelmRepository) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *HelmRepository) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	sp := p.child("spec")
 	switch u, err := url.Parse(o.Spec.URL); {
 	case o.Spec.URL == "":
@@ -145,8 +173,11 @@ func (o *ServiceTemplate) setDefaults() {
 	}
 }
 
-func (o *ServiceTemplate) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *ServiceTemplate) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	cp := p.child("spec").child("helm").child("chartSpec")
 	cs := o.Spec.Helm.ChartSpec
 	if cs.Chart == "" {
@@ -317,8 +348,11 @@ func (o *ClusterDeployment) setDefaults() {
 	o.Spec.Config = compactJSON(o.Spec.Config)
 }
 
-func (o *ClusterDeployment) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *ClusterDeployment) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	sp := p.child("spec")
 	if o.Spec.Template == "" {
 		errs.add(sp.child("template"), "required (%q binds the enrolled cluster of the same name)", TemplateAdopted)
@@ -346,8 +380,11 @@ func (o *MultiClusterService) setDefaults() {
 	o.Spec.Rollout = compactJSON(o.Spec.Rollout)
 }
 
-func (o *MultiClusterService) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *MultiClusterService) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	sp := p.child("spec")
 	validateSelector(&o.Spec.ClusterSelector, sp.child("clusterSelector"), &errs)
 	if len(o.Spec.Rollout) > 0 && !json.Valid(o.Spec.Rollout) {
@@ -402,10 +439,11 @@ func validateSelector(s *LabelSelector, p path, errs *FieldErrors) {
 // maxDataBytes bounds a ConfigMap's or Secret's data, as Kubernetes does.
 const maxDataBytes = 1 << 20
 
-func (o *ConfigMap) setDefaults() {}
-
-func (o *ConfigMap) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *ConfigMap) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	total := 0
 	for _, k := range sortedKeys(o.Data) {
 		for _, msg := range validation.IsConfigMapKey(k) {
@@ -434,8 +472,11 @@ func (o *Secret) setDefaults() {
 	}
 }
 
-func (o *Secret) validateSpec(p path) FieldErrors {
-	var errs FieldErrors
+func (o *Secret) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path // the object's root
+	)
 	total := 0
 	for _, k := range sortedKeys(o.Data) {
 		for _, msg := range validation.IsConfigMapKey(k) {

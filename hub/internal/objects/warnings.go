@@ -7,66 +7,85 @@ import "fmt"
 // naming the field. `tether apply` prints them and the API shows them in
 // status.warnings. They are derived from the spec, so they are never
 // stale and never stored.
-func Warnings(o Object) []string {
-	var w []string
-	add := func(field, format string, args ...any) {
-		w = append(w, field+": "+fmt.Sprintf(format, args...))
+func Warnings(o Object) []string { return builtinKinds().Warnings(o) }
+
+// Warnings is the package's Warnings for the kinds of r.
+func (r *Registry) Warnings(o Object) []string {
+	if k := r.KindOf(o); k != nil && k.warnings != nil {
+		return k.warnings(o)
 	}
-	switch o := o.(type) {
-	case *HelmRepository:
-		sp := o.Spec
-		if sp.PassCredentials && sp.SecretRef == nil {
-			add("spec.passCredentials", "no effect without spec.secretRef")
-		}
-		if sp.Provider != "" && sp.Provider != "generic" {
-			add("spec.provider", "%q cloud authentication is not supported; anonymous access is used", sp.Provider)
-		}
-		if len(sp.AccessFrom) > 0 {
-			add("spec.accessFrom", "no effect: templates read repositories in their own namespace")
-		}
-		if sp.Timeout != "" {
-			add("spec.timeout", "no effect yet: the hub's own download limits apply")
-		}
-	case *ServiceTemplate:
-		cs := o.Spec.Helm.ChartSpec
-		if cs.Interval != "" {
-			add("spec.helm.chartSpec.interval", "no effect: the chart is pinned by digest once resolved (the HelmRepository's interval sets how often resolution is retried)")
-		}
-		if cs.ReconcileStrategy == "Revision" {
-			add("spec.helm.chartSpec.reconcileStrategy", "Revision has no effect: a chart version is resolved once and pinned by digest")
-		}
-		if len(cs.ValuesFiles) > 0 || cs.IgnoreMissingValuesFiles {
-			add("spec.helm.chartSpec.valuesFiles", "not supported yet: give values in the services that use this template")
-		}
-		if len(cs.Verify) > 0 {
-			add("spec.helm.chartSpec.verify", "chart signatures are not verified yet; the chart is pinned by its sha256 digest")
-		}
-	case *ClusterDeployment:
-		if o.Spec.Template != TemplateAdopted {
-			add("spec.template", "%q: provisioning through Cluster API is not available yet; this ClusterDeployment deploys its services to the enrolled cluster named %q", o.Spec.Template, o.Metadata.Name)
-		}
-		if o.Spec.Credential != "" && o.Spec.Template != TemplateAdopted {
-			add("spec.credential", "no effect until provisioning through Cluster API is available")
-		}
-		if len(o.Spec.Config) > 0 && o.Spec.Template != TemplateAdopted {
-			add("spec.config", "no effect until provisioning through Cluster API is available")
-		}
-	}
-	return w
+	return nil
 }
 
 // WithWarnings sets o's status.warnings to Warnings(o), for kinds with a
 // status; it is how the API shows them.
-func WithWarnings(o Object) {
-	w := Warnings(o)
-	switch o := o.(type) {
-	case *HelmRepository:
-		o.Status.Warnings = w
-	case *ServiceTemplate:
-		o.Status.Warnings = w
-	case *ClusterDeployment:
-		o.Status.Warnings = w
-	case *MultiClusterService:
-		o.Status.Warnings = w
+func WithWarnings(o Object) { builtinKinds().WithWarnings(o) }
+
+// WithWarnings is the package's WithWarnings for the kinds of r: o's
+// status gets the warnings if it has a SetWarnings method.
+func (r *Registry) WithWarnings(o Object) {
+	k := r.KindOf(o)
+	if k == nil {
+		return
 	}
+	if st, ok := k.statusOf(o).(interface{ SetWarnings([]string) }); ok {
+		st.SetWarnings(r.Warnings(o))
+	}
+}
+
+// warnings collects warning sentences, each naming its field.
+type warnings []string
+
+func (w *warnings) add(field, format string, args ...any) {
+	*w = append(*w, field+": "+fmt.Sprintf(format, args...))
+}
+
+func helmRepositoryWarnings(o *HelmRepository) []string {
+	var w warnings
+	sp := o.Spec
+	if sp.PassCredentials && sp.SecretRef == nil {
+		w.add("spec.passCredentials", "no effect without spec.secretRef")
+	}
+	if sp.Provider != "" && sp.Provider != "generic" {
+		w.add("spec.provider", "%q cloud authentication is not supported; anonymous access is used", sp.Provider)
+	}
+	if len(sp.AccessFrom) > 0 {
+		w.add("spec.accessFrom", "no effect: templates read repositories in their own namespace")
+	}
+	if sp.Timeout != "" {
+		w.add("spec.timeout", "no effect yet: the hub's own download limits apply")
+	}
+	return w
+}
+
+func serviceTemplateWarnings(o *ServiceTemplate) []string {
+	var w warnings
+	cs := o.Spec.Helm.ChartSpec
+	if cs.Interval != "" {
+		w.add("spec.helm.chartSpec.interval", "no effect: the chart is pinned by digest once resolved (the HelmRepository's interval sets how often resolution is retried)")
+	}
+	if cs.ReconcileStrategy == "Revision" {
+		w.add("spec.helm.chartSpec.reconcileStrategy", "Revision has no effect: a chart version is resolved once and pinned by digest")
+	}
+	if len(cs.ValuesFiles) > 0 || cs.IgnoreMissingValuesFiles {
+		w.add("spec.helm.chartSpec.valuesFiles", "not supported yet: give values in the services that use this template")
+	}
+	if len(cs.Verify) > 0 {
+		w.add("spec.helm.chartSpec.verify", "chart signatures are not verified yet; the chart is pinned by its sha256 digest")
+	}
+	return w
+}
+
+func clusterDeploymentWarnings(o *ClusterDeployment) []string {
+	var w warnings
+	if o.Spec.Template != TemplateAdopted {
+		w.add("spec.template", "%q: provisioning through Cluster API is not available yet; this ClusterDeployment deploys its services to the enrolled cluster named %q", o.Spec.Template, o.Metadata.Name)
+	}
+	if o.Spec.Credential != "" && o.Spec.Template != TemplateAdopted {
+		w.add("spec.credential", "no effect until provisioning through Cluster API is available")
+	}
+	if len(o.Spec.Config) > 0 && o.Spec.Template != TemplateAdopted {
+		w.add("spec.config", "no effect until provisioning through Cluster API is available")
+	}
+	return w
 }
