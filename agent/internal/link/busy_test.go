@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/protocol/backoff"
 	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
@@ -44,8 +45,8 @@ func TestAgentBacksOffFromBusyHub(t *testing.T) {
 	if !errors.Is(err, ErrHubBusy) {
 		t.Fatalf("dial a busy hub: %v; want ErrHubBusy", err)
 	}
-	bo := newBackoff(time.Second, time.Minute)
-	bo.rand = func() float64 { return 0 } // the shortest jitter
+	bo := backoff.New(time.Second, time.Minute)
+	bo.Rand = func() float64 { return 0 } // the shortest jitter
 	state, wait := retryAfter(err, bo)
 	if state != StateOffline || wait < 8*time.Second {
 		t.Fatalf("after a busy refusal: state %s, wait %s; want offline and at least 8s", state, wait)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/protocol/backoff"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/jointoken"
 	"github.com/tetherfleet/tether/protocol/tunnel"
@@ -328,7 +329,7 @@ func (l *Link) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
+	bo := backoff.New(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
 		hub := l.nextHub()
 		l.setState(StateConnecting, hub, nil)
@@ -343,29 +344,25 @@ func (l *Link) Run(ctx context.Context) error {
 		l.mu.Unlock()
 		l.setState(state, hub, err)
 		l.log.Warn("hub link down; will retry", "hub", hub, "err", err, "retry_in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			l.setState(StateOffline, "", errors.New("agent stopped"))
 			return nil
-		case <-t.C:
 		}
 	}
 }
 
 // retryAfter is the link state and wait after a failed connection.
-func retryAfter(err error, bo *backoff) (string, time.Duration) {
+func retryAfter(err error, bo *backoff.Backoff) (string, time.Duration) {
 	state := StateOffline
 	switch {
 	case status.Code(err) == codes.PermissionDenied, errors.Is(err, ErrCertExpired):
 		state = StateRefused
-		bo.n = 64 // straight to the cap: retrying fast will not help
+		bo.ToCap() // retrying fast will not help
 	case errors.Is(err, ErrHubBusy):
 		// The hub is up but shedding load: do not come back at once.
-		bo.n = max(bo.n, busyBackoffSteps)
+		bo.Floor(busyBackoffSteps)
 	}
-	return state, bo.next()
+	return state, bo.Next()
 }
 
 func (l *Link) nextHub() string {
@@ -494,7 +491,7 @@ func (l *Link) enroll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bo := newBackoff(l.cfg.MinBackoff, l.cfg.MaxBackoff)
+	bo := backoff.New(l.cfg.MinBackoff, l.cfg.MaxBackoff)
 	for {
 		hub := l.nextHub()
 		l.setState(StateEnrolling, hub, nil)
@@ -509,10 +506,8 @@ func (l *Link) enroll(ctx context.Context) error {
 		_, wait := retryAfter(err, bo)
 		l.setState(StateOffline, hub, err)
 		l.log.Warn("enrolment failed; will retry", "hub", hub, "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
 	}
 }
@@ -620,7 +615,7 @@ func (l *Link) curves(tc *tls.Config) {
 }
 
 // connect runs one connection until it fails or ctx is done.
-func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
+func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) error {
 	if err := l.certExpired(); err != nil {
 		return err
 	}
@@ -673,7 +668,7 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff) error {
 	if e, ok := l.cfg.Handler.(EpochHandler); ok && w.GetEpoch() != "" && e.Epoch() != "" && e.Epoch() != w.GetEpoch() {
 		l.log.Warn("hub's revision history (epoch) differs from the one the held desired state came from; expecting a full state", "hub", hub, "hub_epoch", w.GetEpoch(), "held_epoch", e.Epoch())
 	}
-	bo.reset()
+	bo.Reset()
 	l.mu.Lock()
 	l.st.Connects++
 	l.mu.Unlock()

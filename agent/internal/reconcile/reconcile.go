@@ -22,6 +22,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/protocol/backoff"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
@@ -134,10 +135,11 @@ type svcState struct {
 }
 
 // retryDelay is the wait after n consecutive failed applies of the same
-// desired service: 2 s doubling up to 5 minutes.
+// desired service: 2 s doubling up to 5 minutes, without jitter (it paces
+// one service on one agent: there is no herd to spread).
 func retryDelay(n int) time.Duration {
 	const first, limit = 2 * time.Second, 5 * time.Minute
-	return min(first<<min(max(n-1, 0), 20), limit)
+	return backoff.Delay(first, limit, n-1)
 }
 
 // New loads the last desired state from the cache.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tetherfleet/tether/hub/internal/controller"
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
@@ -742,114 +742,27 @@ func (c *Compiler) ProblemsFor(kind, namespace, name string) []Problem {
 // Run keeps desired state up to date until ctx is done: it recompiles,
 // watches the input kinds from the revision it read, and recompiles
 // (debounced) after a change that matters; also every Resync. A watch that
-// expires or is compacted starts over with a fresh read. It returns nil
-// when ctx is cancelled.
+// expires or is compacted starts over with a fresh read; a failed compile
+// starts over after a backoff (controller.Loop). It returns nil when ctx
+// is cancelled, and an error when the store is closed.
 func (c *Compiler) Run(ctx context.Context) error {
-	backoff := time.Duration(0)
-	for ctx.Err() == nil {
-		err := c.runOnce(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, store.ErrClosed) {
-			return err
-		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
-		if err != nil {
-			c.log.Warn("desired state: recompile loop restarting", "err", err, "backoff", backoff)
-		} else {
-			backoff = 0
-		}
-		wait := time.Duration(float64(backoff) * (0.5 + rand.Float64()))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
-	return nil
-}
-
-// runOnce compiles, then follows the watches until one ends. A nil error
-// means "start over" (watch expired).
-func (c *Compiler) runOnce(ctx context.Context) error {
-	rev, err := c.Recompile(ctx)
+	loop, err := controller.New(controller.Config{
+		Name:  "desired-state compiler",
+		Store: c.cfg.Store,
+		Kinds: inputKinds,
+		Reconcile: func(ctx context.Context) (controller.Result, error) {
+			rev, err := c.Recompile(ctx)
+			return controller.Result{Revision: rev}, err
+		},
+		Relevant: c.relevant,
+		Debounce: c.cfg.Debounce,
+		Resync:   c.cfg.Resync,
+		Logger:   c.log,
+	})
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	events := make(chan store.Event)
-	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel (deferred later, runs first)
-	defer cancel()
-	for _, kind := range inputKinds {
-		ch, err := c.cfg.Store.Watch(wctx, kind, rev)
-		if errors.Is(err, store.ErrCompacted) {
-			c.log.Info("desired state: watch compacted, listing again", "kind", kind)
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("desired: watch %s: %w", kind, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ev := range ch {
-				select {
-				case events <- ev:
-				case <-wctx.Done():
-					return
-				}
-			}
-			// Closed without an error event: the store or ctx ended.
-			select {
-			case events <- store.Event{Type: store.EventError, Err: fmt.Errorf("watch %s closed: %w", kind, store.ErrWatchExpired)}:
-			case <-wctx.Done():
-			}
-		}()
-	}
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	pending := false
-	arm := func() {
-		if !pending {
-			pending = true
-			debounce.Reset(c.cfg.Debounce)
-		}
-	}
-	// With fromRevision 0 ("from now") a write between the read and the
-	// watch could be missed; compare revisions once the watches are up.
-	if now, err := c.cfg.Store.Revision(ctx); err == nil && now > rev {
-		arm()
-	}
-	resync := time.NewTicker(c.cfg.Resync)
-	defer resync.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev := <-events:
-			if ev.Type == store.EventError {
-				if errors.Is(ev.Err, store.ErrClosed) {
-					return ev.Err
-				}
-				c.log.Info("desired state: watch ended, listing again", "err", ev.Err)
-				return nil
-			}
-			if c.relevant(ev) {
-				arm()
-			}
-		case <-debounce.C:
-			pending = false
-			if _, err := c.Recompile(ctx); err != nil {
-				return err
-			}
-		case <-resync.C:
-			if _, err := c.Recompile(ctx); err != nil {
-				return err
-			}
-		}
-	}
+	return loop.Run(ctx)
 }
 
 // relevant reports whether an event changes compile input: heartbeats

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tetherfleet/tether/hub/internal/fleet"
+	"github.com/tetherfleet/tether/protocol/backoff"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/tunnel"
 )
@@ -344,6 +345,10 @@ func enrolTunnelConfig(c tunnel.Config) tunnel.Config {
 	return c
 }
 
+// acceptRetryMin and acceptRetryMax bound the wait after a temporary
+// accept error (out of descriptors): short, since agents are waiting.
+const acceptRetryMin, acceptRetryMax = 5 * time.Millisecond, time.Second
+
 // Serve accepts agent connections on ln until ctx is done, then closes every
 // session and waits for them.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
@@ -355,7 +360,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	defer flusher.Wait()
 	defer stopFlush()
 	defer g.closeAll()
-	var delay time.Duration
+	retry := backoff.New(acceptRetryMin, acceptRetryMax)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -365,20 +370,16 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			if temporaryAcceptError(err) {
 				// Out of file descriptors (a flood, or a low ulimit) and
 				// the like pass: keep serving the agents already here.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				delay := retry.Next()
 				g.log.Warn("accepting agent connections failed; retrying", "addr", ln.Addr().String(), "err", err, "delay", delay)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
+				if !backoff.Sleep(ctx, delay) {
 					return nil
 				}
 				continue
 			}
 			return fmt.Errorf("gateway: accept on %s: %w", ln.Addr(), err)
 		}
-		delay = 0
+		retry.Reset()
 		release, err := g.admission.admit(conn.RemoteAddr())
 		if err != nil {
 			g.refusals.note(g.log, g.cfg.Now(), conn.RemoteAddr().String(), err)

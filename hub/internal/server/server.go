@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/api"
@@ -440,45 +439,44 @@ func (h *Hub) Gateway() *gateway.Gateway { return h.gw }
 // Fleet exposes the registry (for tests and benchmarks).
 func (h *Hub) Fleet() *fleet.Registry { return h.fleet }
 
-// Run serves until ctx is done, then shuts down and closes the store.
+// Run serves until ctx is done, then shuts down and closes the store. The
+// first component to fail stops the others; its error, naming it, is
+// returned once all have stopped.
 func (h *Hub) Run(ctx context.Context) error {
 	defer h.close()
 	h.log.Info("hub serving", "agent_addr", h.AgentAddr(), "api_addr", h.APIAddr(), "ca", h.ca.Fingerprint(), "data_dir", h.cfg.DataDir)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	wg.Go(func() {
-		if err := h.gw.Serve(ctx, h.agentLn); err != nil {
-			errs <- err
-			cancel()
-		}
-	})
-	wg.Go(func() {
-		if err := h.desired.Run(ctx); err != nil {
-			errs <- fmt.Errorf("desired-state compiler: %w", err)
-			cancel()
-		}
-	})
-	wg.Go(func() {
-		if err := h.templates.Run(ctx); err != nil {
-			errs <- fmt.Errorf("template resolver: %w", err)
-			cancel()
-		}
-	})
-	wg.Go(func() {
-		if err := h.api.ServeTLS(h.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("console API: %w", err)
-			cancel()
-		}
-	})
-	<-ctx.Done()
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer scancel()
-	_ = h.api.Shutdown(sctx)
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return runComponents(ctx, h.log, h.components())
+}
+
+// components are the hub's long-running parts. A new controller is one
+// more entry.
+func (h *Hub) components() []component {
+	return []component{
+		{"agent gateway", func(ctx context.Context) error { return h.gw.Serve(ctx, h.agentLn) }},
+		{"desired-state compiler", h.desired.Run},
+		{"template resolver", h.templates.Run},
+		{"console API", h.serveAPI},
+	}
+}
+
+// serveAPI serves the console API until ctx is done, then shuts it down,
+// giving requests in flight up to 5 seconds.
+func (h *Hub) serveAPI(ctx context.Context) error {
+	served := make(chan error, 1)
+	go func() { served <- h.api.ServeTLS(h.apiLn, "", "") }()
+	var err error
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = h.api.Shutdown(sctx)
+		err = <-served
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
 
 func (h *Hub) close() {

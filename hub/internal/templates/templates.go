@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/charts"
+	"github.com/tetherfleet/tether/hub/internal/controller"
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
 )
@@ -228,57 +229,26 @@ func (r *Resolver) secretData(ctx context.Context, namespace, name string) (map[
 }
 
 // Run resolves templates when they or their repositories change, and
-// retries failures, until ctx is done.
+// retries failures, until ctx is done (controller.Loop).
 func (r *Resolver) Run(ctx context.Context) error {
-	for ctx.Err() == nil {
-		if err := r.watch(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("template resolver: watch ended; relisting", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}
-	return nil
-}
-
-func (r *Resolver) watch(ctx context.Context) error {
-	rev, err := r.cfg.Watcher.Revision(ctx)
-	if err != nil {
-		return err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, err := r.cfg.Watcher.Watch(wctx, "", rev)
-	if err != nil {
-		return err
-	}
-	retry := time.NewTimer(0) // resolve once at start
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				return errors.New("watch closed")
-			}
-			if ev.Type == store.EventError {
-				return ev.Err
-			}
-			// A Secret may be a repository's secretRef or certSecretRef.
-			if k := ev.Object.Kind; k != objects.KindServiceTemplate && k != objects.KindHelmRepository && k != objects.KindSecret {
-				continue
-			}
-			retry.Reset(50 * time.Millisecond) // batch bursts
-		case <-retry.C:
+	loop, err := controller.New(controller.Config{
+		Name:  "template resolver",
+		Store: r.cfg.Watcher,
+		// A Secret may be a repository's secretRef or certSecretRef.
+		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret},
+		Reconcile: func(ctx context.Context) (controller.Result, error) {
 			pending, again, err := r.ResolveAll(ctx)
-			if err != nil {
-				return err
+			if err != nil || pending == 0 {
+				return controller.Result{}, err
 			}
-			if pending > 0 {
-				retry.Reset(again)
-			}
-		}
+			return controller.Result{RetryAfter: again}, nil
+		},
+		Debounce:   50 * time.Millisecond, // batch bursts
+		MinBackoff: time.Second,
+		Logger:     r.log,
+	})
+	if err != nil {
+		return err
 	}
+	return loop.Run(ctx)
 }

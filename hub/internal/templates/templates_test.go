@@ -2,8 +2,10 @@ package templates_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,17 +35,25 @@ metadata: {name: missing, namespace: apps}
 spec: {helm: {chartSpec: {chart: podinfo, version: 9.9.9, sourceRef: {kind: HelmRepository, name: repo}}}}
 `
 
-func TestResolverRecordsDigestsAndErrors(t *testing.T) {
-	dir := t.TempDir()
+// openRepo opens a bbolt store in dir, closed when the test ends, and an
+// object repository on it.
+func openRepo(t *testing.T, dir string) (*boltstore.Store, *objects.Repo) {
+	t.Helper()
 	st, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	repo, err := objects.NewRepo(objects.RepoConfig{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, repo
+}
+
+func TestResolverRecordsDigestsAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	st, repo := openRepo(t, dir)
 	cs, err := charts.New(charts.Config{Dir: filepath.Join(dir, "charts"), Store: st})
 	if err != nil {
 		t.Fatal(err)
@@ -104,4 +114,63 @@ spec: {helm: {chartSpec: {chart: podinfo, version: 6.14.1, sourceRef: {kind: Hel
 		st := get("missing").Status
 		return st.Valid && st.ChartDigest == ok.Status.ChartDigest, st.Message
 	})
+}
+
+// flakyCharts fails its first fails calls with the same error (so the
+// status, once written, does not change again), then resolves.
+type flakyCharts struct {
+	fails int32
+	calls atomic.Int32
+}
+
+func (f *flakyCharts) Resolve(_ context.Context, _ charts.RepoRef, name, version string) (charts.Chart, error) {
+	if f.calls.Add(1) <= f.fails {
+		return charts.Chart{}, errors.New("chart repository unreachable")
+	}
+	return charts.Chart{Digest: "sha256:" + strings.Repeat("ab", 32), Name: name, Version: version}, nil
+}
+
+// TestRunRetriesUnresolvedTemplatesWithoutAChange: a template that fails
+// to resolve is tried again after Config.Retry although nothing in the
+// store changes (the second failure records the same status, so no event
+// follows it): only the retry timer brings the third and fourth attempts.
+func TestRunRetriesUnresolvedTemplatesWithoutAChange(t *testing.T) {
+	st, repo := openRepo(t, t.TempDir())
+	objs, err := objects.Decode([]byte(`apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: web, namespace: apps}
+spec: {helm: {chartSpec: {chart: web, version: 1.0.0, sourceRef: {kind: HelmRepository, name: `+objects.LocalRepository+`}}}}
+`), "web.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := repo.Apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	cs := &flakyCharts{fails: 3}
+	r, err := templates.New(templates.Config{Repo: repo, Charts: cs, Watcher: st, Retry: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	e2etest.Eventually(t, "template resolved after retries", 30*time.Second, func() (bool, string) {
+		o, err := repo.Get(ctx, objects.KindServiceTemplate, "apps", "web")
+		if err != nil {
+			return false, err.Error()
+		}
+		ready, why := o.(*objects.ServiceTemplate).Ready()
+		return ready, why
+	})
+	if n := cs.calls.Load(); n != 4 {
+		t.Fatalf("%d resolve attempts, want 4 (three failures, then success)", n)
+	}
 }
