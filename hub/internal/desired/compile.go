@@ -227,12 +227,18 @@ func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *ob
 	}
 	keys := map[string]string{}
 	for _, svc := range spec.Services {
-		keys[svc.Name] = nsName(svc.Namespace, svc.Name)
+		if !svc.Disable {
+			keys[svc.Name] = nsName(svc.Namespace, svc.Name)
+		}
 	}
 	for _, svc := range spec.Services {
+		if svc.Disable {
+			continue // not desired: removed where it was deployed (k0rdent's disable)
+		}
 		p := prepared{svc: svc, key: nsName(svc.Namespace, svc.Name)}
 		for _, d := range svc.DependsOn {
-			if k, ok := keys[d]; ok {
+			_, name := objects.DependsOnName(d)
+			if k, ok := keys[name]; ok {
 				p.dependsOn = append(p.dependsOn, k)
 			}
 		}

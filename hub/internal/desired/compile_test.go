@@ -429,3 +429,21 @@ port: {{ .Cluster.spec.controlPlaneEndpoint.port }}
 		t.Errorf("edge-2 values:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func TestCompileDisabledServiceIsNotDeployed(t *testing.T) {
+	off := svc("web", "nginx")
+	off.Disable = true
+	on := svc("cache", "redis", "web")
+	out, problems := Compile(Inputs{
+		Clusters:           []Cluster{{Name: "edge-1"}},
+		ServiceTemplates:   []*objects.ServiceTemplate{tmpl("nginx", true), tmpl("redis", true)},
+		ClusterDeployments: []*objects.ClusterDeployment{cd("edge-1", 1, 100, off, on)},
+	})
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	svcs := out["edge-1"].Services
+	if len(svcs) != 1 || svcs[0].Name != "cache" || len(svcs[0].DependsOn) != 0 {
+		t.Fatalf("services %+v; want only cache, not waiting on the disabled web", svcs)
+	}
+}

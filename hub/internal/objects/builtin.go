@@ -38,6 +38,8 @@ func DefaultKinds() *Registry {
 	MustRegister(r, multiClusterServiceKind())
 	MustRegister(r, configMapKind())
 	MustRegister(r, secretKind())
+	MustRegister(r, serviceTemplateChainKind())
+	MustRegister(r, accessManagementKind())
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])
 	}
@@ -119,6 +121,7 @@ func multiClusterServiceKind() KindDef[*MultiClusterService] {
 		Spec:     func(o *MultiClusterService) any { return &o.Spec },
 		Default:  (*MultiClusterService).setDefaults,
 		Validate: (*MultiClusterService).validateSpec,
+		Warnings: multiClusterServiceWarnings,
 	}, func(o *MultiClusterService) (*ServiceSpec, *ServicesStatus) { return &o.Spec.ServiceSpec, &o.Status },
 		Column[*MultiClusterService]{Header: "SELECTOR", Value: func(o *MultiClusterService) string { return orNone(selectorString(o.Spec.ClusterSelector)) }})
 }
@@ -269,4 +272,38 @@ func RedactURL(raw, marker string) (string, bool) {
 	s := u.String()
 	scheme := u.Scheme + "://"
 	return scheme + marker + "@" + strings.TrimPrefix(s, scheme), true
+}
+
+func serviceTemplateChainKind() KindDef[*ServiceTemplateChain] {
+	return KindDef[*ServiceTemplateChain]{
+		Kind: KindServiceTemplateChain, New: func() *ServiceTemplateChain { return &ServiceTemplateChain{} },
+		APIVersion: APIVersion, Accepts: k0rdentGroups,
+		Plural: "servicetemplatechains", Short: []string{"stc"},
+		Spec:     func(o *ServiceTemplateChain) any { return &o.Spec },
+		Validate: (*ServiceTemplateChain).validateSpec,
+		Warnings: func(*ServiceTemplateChain) []string {
+			return []string{"spec.supportedTemplates: stored; upgrade paths are not enforced on services yet"}
+		},
+		Columns: []Column[*ServiceTemplateChain]{
+			{Header: "TEMPLATES", Value: func(o *ServiceTemplateChain) string { return fmt.Sprint(len(o.Spec.SupportedTemplates)) }},
+			AgeColumn[*ServiceTemplateChain](),
+		},
+	}
+}
+
+func accessManagementKind() KindDef[*AccessManagement] {
+	return KindDef[*AccessManagement]{
+		Kind: KindAccessManagement, New: func() *AccessManagement { return &AccessManagement{} },
+		APIVersion: APIVersion, Accepts: k0rdentGroups,
+		Plural: "accessmanagements", Short: []string{"am"},
+		ClusterScoped: true,
+		Spec:          func(o *AccessManagement) any { return &o.Spec },
+		Warnings: func(*AccessManagement) []string {
+			return []string{"spec.accessRules: stored; not applied yet: templates in the system namespaces already serve every namespace"}
+		},
+		Columns: []Column[*AccessManagement]{
+			{Header: "RULES", Value: func(o *AccessManagement) string { return fmt.Sprint(len(o.Spec.AccessRules)) }},
+			AgeColumn[*AccessManagement](),
+		},
+	}
 }

@@ -397,7 +397,13 @@ var (
 	revisionType = reflect.TypeFor[Revision]()
 	timeType     = reflect.TypeFor[time.Time]()
 	rawType      = reflect.TypeFor[json.RawMessage]()
-	fieldCache   sync.Map // reflect.Type -> map[string]reflect.Type
+	// dependsOnType takes names or k0rdent v1beta1's {name, namespace}.
+	dependsOnType    = reflect.TypeFor[DependsOnList]()
+	dependsOnRefType = reflect.TypeFor[struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	}]()
+	fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
 )
 
 // jsonFields returns a struct's JSON field names and types, following
@@ -463,6 +469,25 @@ func checkValue(v any, t reflect.Type, p path, errs *FieldErrors) {
 		return
 	case rawType:
 		return // free-form
+	case dependsOnType:
+		l, ok := v.([]any)
+		if !ok {
+			errs.add(p, "expected a list, got %s", jsonType(v))
+			return
+		}
+		for i, e := range l {
+			switch e := e.(type) {
+			case string:
+			case map[string]any:
+				checkValue(e, dependsOnRefType, p.index(i), errs)
+				if _, ok := e["name"].(string); !ok {
+					errs.add(p.index(i).child("name"), "required")
+				}
+			default:
+				errs.add(p.index(i), "expected a service name or {name, namespace}, got %s", jsonType(e))
+			}
+		}
+		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:

@@ -198,3 +198,120 @@ func TestK0rdentInternalKindsRefusedWithReason(t *testing.T) {
 		})
 	}
 }
+
+func TestK0rdentCorpusApplies(t *testing.T) {
+	r, _ := newRepo(t)
+	ctx := context.Background()
+	fixtures, err := os.ReadFile(filepath.Join("testdata", "k0rdent-fixtures", "templates.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, repoDoc := seedExample(t)
+	if _, err := r.Apply(ctx, append(mustDecode(t, string(fixtures)), mustDecode(t, string(repoDoc))...)); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join("testdata", "k0rdent", "*.yaml"))
+	if err != nil || len(files) < 7 {
+		t.Fatalf("corpus: %d files, %v", len(files), err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := Decode(b, filepath.Base(f))
+			if err != nil {
+				t.Fatalf("refused:\n%v", err)
+			}
+			if _, err := r.Apply(ctx, objs); err != nil {
+				t.Fatalf("apply:\n%v", err)
+			}
+		})
+	}
+
+	// What the v1beta1 fields became.
+	get := func(kind, ns, name string) Object {
+		t.Helper()
+		o, err := r.Get(ctx, kind, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	mcs2 := get(KindMultiClusterService, DefaultNamespace, "mcs2").(*MultiClusterService)
+	if d := mcs2.Spec.ServiceSpec.Services[1].DependsOn; len(d) != 1 || d[0] != "ingress-nginx/ingress-nginx" {
+		t.Errorf("postgres-operator dependsOn = %q; want the {name, namespace} object kept", d)
+	}
+	if enc, err := Encode(mcs2, "yaml"); err != nil || !strings.Contains(string(enc), "- dependsOn:\n      - name: ingress-nginx\n        namespace: ingress-nginx\n") {
+		t.Errorf("dependsOn not written back as k0rdent's object form:\n%s", enc)
+	}
+	for _, tc := range []struct {
+		o    Object
+		want string
+	}{
+		{mcs2, "spec.dependsOn: ordering between MultiClusterServices is not supported yet"},
+		{get(KindMultiClusterService, DefaultNamespace, "global-ingress"), "spec.keepServicesOnSelectorMismatch"},
+		{get(KindMultiClusterService, DefaultNamespace, "mgmt-mcs"), "spec.serviceSpec.provider: no effect"},
+		{get(KindServiceTemplateChain, "kcm-system", "ingress-nginx-chain"), "upgrade paths are not enforced"},
+	} {
+		if w := strings.Join(Warnings(tc.o), "\n"); !strings.Contains(w, tc.want) {
+			t.Errorf("%s warnings %q; want %q", tc.o.GetHeader().Key(), w, tc.want)
+		}
+	}
+}
+
+func TestK0rdentV1beta1FieldsValidated(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"dependsOn object in another namespace", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: MultiClusterService
+metadata: {name: m}
+spec:
+  serviceSpec:
+    services:
+      - {template: t, name: a, namespace: web}
+      - {template: t, name: b, dependsOn: [{name: a, namespace: db}]}`, `"db/a": service "a" of this spec is in namespace "web"`},
+		{"dependsOn object without name", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: MultiClusterService
+metadata: {name: m}
+spec: {serviceSpec: {services: [{template: t, name: b, dependsOn: [{namespace: db}]}]}}`, "dependsOn[0].name: required"},
+		{"dependsOn object with a misspelt key", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: MultiClusterService
+metadata: {name: m}
+spec: {serviceSpec: {services: [{template: t, name: b, dependsOn: [{name: a, namespce: db}]}]}}`, "dependsOn[0].namespce: unknown field"},
+		{"unknown syncMode", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ClusterDeployment
+metadata: {name: c}
+spec: {template: adopted, serviceSpec: {syncMode: Sometimes}}`, `spec.serviceSpec.syncMode: "Sometimes": want OneTime`},
+		{"chain entry without name", `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplateChain
+metadata: {name: c}
+spec: {supportedTemplates: [{availableUpgrades: [{name: x}]}]}`, "spec.supportedTemplates[0].name: required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.doc), "x.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Decode error = %v; want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTemplateWithoutChartIsStoredNotDeployable(t *testing.T) {
+	objs := mustDecode(t, `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
+metadata: {name: kust, namespace: kcm-system}
+spec:
+  kustomize:
+    deploymentType: Remote
+    localSourceRef: {kind: GitRepository, name: repo}
+    path: ./deploy
+`)
+	st := objs[0].(*ServiceTemplate)
+	if ok, why := st.Ready(); ok || !strings.Contains(why, "not deployable yet") {
+		t.Errorf("Ready() = %v, %q; want not ready, saying why", ok, why)
+	}
+	if w := strings.Join(Warnings(st), "\n"); !strings.Contains(w, "spec.kustomize: is not deployable by Tether yet") {
+		t.Errorf("warnings %q", w)
+	}
+}

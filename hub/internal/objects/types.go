@@ -2,9 +2,11 @@ package objects
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -225,12 +227,32 @@ type ServiceTemplateSpec struct {
 	// them.
 	DisplayName string   `json:"displayName,omitempty"`
 	Description string   `json:"description,omitempty"`
-	Helm        HelmSpec `json:"helm"`
+	Helm        HelmSpec `json:"helm,omitzero"`
+	// The fields below are k0rdent's (v1beta1); see Warnings. A template
+	// with kustomize or resources and no helm chart is stored but cannot
+	// be deployed yet.
+	HelmOptions          json.RawMessage `json:"helmOptions,omitempty"`
+	Kustomize            json.RawMessage `json:"kustomize,omitempty"`
+	Resources            json.RawMessage `json:"resources,omitempty"`
+	Version              string          `json:"version,omitempty"`
+	KubernetesConstraint string          `json:"k8sConstraint,omitempty"`
 }
 
-// HelmSpec holds the chart reference.
+// HelmSpec holds the chart reference: chartSpec (deployed), or k0rdent's
+// chartRef or chartSource (accepted, not deployable yet).
 type HelmSpec struct {
-	ChartSpec ChartSpec `json:"chartSpec"`
+	ChartSpec   ChartSpec       `json:"chartSpec,omitzero"`
+	ChartRef    json.RawMessage `json:"chartRef,omitempty"`
+	ChartSource json.RawMessage `json:"chartSource,omitempty"`
+}
+
+// ErrNoChart: a ServiceTemplate with no spec.helm.chartSpec.
+var ErrNoChart = errors.New("no spec.helm.chartSpec: templates from chartRef, chartSource, kustomize or resources are not deployable yet")
+
+// HasChart reports whether the template names a chart by chartSpec, the
+// only form Tether delivers today.
+func (s *ServiceTemplateSpec) HasChart() bool {
+	return s.Helm.ChartSpec.Chart != "" || (len(s.Helm.ChartRef) == 0 && len(s.Helm.ChartSource) == 0 && len(s.Kustomize) == 0 && len(s.Resources) == 0)
 }
 
 // ChartSpec names a chart: Flux's HelmChartTemplateSpec, as in k0rdent.
@@ -245,14 +267,19 @@ type ChartSpec struct {
 	// are Flux's; accepted with a warning.
 	ReconcileStrategy        string          `json:"reconcileStrategy,omitempty"`
 	ValuesFiles              []string        `json:"valuesFiles,omitempty"`
+	ValuesFile               string          `json:"valuesFile,omitempty"`
 	IgnoreMissingValuesFiles bool            `json:"ignoreMissingValuesFiles,omitempty"`
 	Verify                   json.RawMessage `json:"verify,omitempty"`
+	Suspend                  bool            `json:"suspend,omitempty"`
+	AccessFrom               json.RawMessage `json:"accessFrom,omitempty"`
 }
 
 // SourceRef points at a HelmRepository in the template's namespace.
 type SourceRef struct {
-	Kind string `json:"kind,omitempty"` // HelmRepository (default)
-	Name string `json:"name"`
+	// APIVersion is Flux's source apiVersion; accepted, not needed.
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind,omitempty"` // HelmRepository (default)
+	Name       string `json:"name"`
 }
 
 // ServiceTemplateStatus is the resolved chart, written by the charts
@@ -273,6 +300,8 @@ type ServiceTemplateStatus struct {
 func (t *ServiceTemplate) Ready() (bool, string) {
 	st, cs := t.Status, t.Spec.Helm.ChartSpec
 	switch {
+	case !t.Spec.HasChart():
+		return false, ErrNoChart.Error()
 	case st.ChartDigest == "":
 		if st.Message != "" {
 			return false, "chart not resolved: " + st.Message
@@ -298,7 +327,39 @@ type ServiceSpec struct {
 	// StopOnConflict: when this source loses a conflict on a cluster, none
 	// of its services are deployed there.
 	StopOnConflict bool `json:"stopOnConflict,omitempty"`
+	// ContinueOnError: Tether deploys every service on its own, so one that
+	// fails never holds the others; true is what it always does.
+	ContinueOnError bool `json:"continueOnError,omitempty"`
+
+	// The fields below are k0rdent's (v1beta1); see Warnings for what each
+	// does in Tether today.
+
+	// SyncMode is OneTime, Continuous, ContinuousWithDriftDetection or
+	// DryRun. Tether's agents always run ContinuousWithDriftDetection.
+	SyncMode string `json:"syncMode,omitempty"`
+	// Provider selects and configures k0rdent's state management provider.
+	Provider             *ServiceProvider `json:"provider,omitempty"`
+	TemplateResourceRefs json.RawMessage  `json:"templateResourceRefs,omitempty"`
+	PolicyRefs           json.RawMessage  `json:"policyRefs,omitempty"`
+	DriftIgnore          json.RawMessage  `json:"driftIgnore,omitempty"`
+	DriftExclusions      json.RawMessage  `json:"driftExclusions,omitempty"`
+	Reload               bool             `json:"reload,omitempty"`
 }
+
+// ServiceProvider is k0rdent's StateManagementProviderConfig.
+type ServiceProvider struct {
+	Name           string          `json:"name,omitempty"`
+	Config         json.RawMessage `json:"config,omitempty"`
+	SelfManagement bool            `json:"selfManagement,omitempty"`
+}
+
+// Sync modes (k0rdent's).
+const (
+	SyncOneTime                      = "OneTime"
+	SyncContinuous                   = "Continuous"
+	SyncContinuousWithDriftDetection = "ContinuousWithDriftDetection"
+	SyncDryRun                       = "DryRun"
+)
 
 // Service is one Helm release.
 type Service struct {
@@ -312,8 +373,64 @@ type Service struct {
 	Values Values `json:"values,omitempty"`
 	// ValuesFrom are merged in order, then Values on top.
 	ValuesFrom []ValuesFrom `json:"valuesFrom,omitempty"`
-	// DependsOn names services of the same spec deployed first.
-	DependsOn []string `json:"dependsOn,omitempty"`
+	// DependsOn names services of the same spec deployed first: "name",
+	// or "namespace/name" when written as k0rdent v1beta1's {name,
+	// namespace} object.
+	DependsOn DependsOnList `json:"dependsOn,omitempty"`
+	// Disable: the service is not deployed (and removed where it was).
+	Disable bool `json:"disable,omitempty"`
+	// HelmOptions, HelmAction, TemplateChain and Version are k0rdent's;
+	// see Warnings.
+	HelmOptions   json.RawMessage `json:"helmOptions,omitempty"`
+	HelmAction    string          `json:"helmAction,omitempty"`
+	TemplateChain string          `json:"templateChain,omitempty"`
+	Version       string          `json:"version,omitempty"`
+}
+
+// DependsOnList is a service's dependsOn. In input each entry is a service
+// name (Tether, k0rdent v1alpha1) or an object {name, namespace} (k0rdent
+// v1beta1); an object with a namespace is kept as "namespace/name" and
+// written back as the object.
+type DependsOnList []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (l *DependsOnList) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	out := make(DependsOnList, 0, len(raw))
+	for _, r := range raw {
+		var name string
+		if err := json.Unmarshal(r, &name); err == nil {
+			out = append(out, name)
+			continue
+		}
+		var ref struct{ Name, Namespace string }
+		if err := json.Unmarshal(r, &ref); err != nil {
+			return fmt.Errorf("dependsOn: want a service name or {name, namespace}")
+		}
+		if ref.Namespace != "" {
+			out = append(out, ref.Namespace+"/"+ref.Name)
+		} else {
+			out = append(out, ref.Name)
+		}
+	}
+	*l = out
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (l DependsOnList) MarshalJSON() ([]byte, error) {
+	out := make([]any, 0, len(l))
+	for _, d := range l {
+		if ns, name, ok := strings.Cut(d, "/"); ok {
+			out = append(out, map[string]string{"name": name, "namespace": ns})
+		} else {
+			out = append(out, d)
+		}
+	}
+	return json.Marshal(out)
 }
 
 // Values is a YAML document kept as text (it may hold template actions). In
@@ -392,6 +509,15 @@ type ClusterDeploymentSpec struct {
 	// Config is free-form configuration for the cluster template.
 	Config      json.RawMessage `json:"config,omitempty"`
 	ServiceSpec ServiceSpec     `json:"serviceSpec,omitzero"`
+	// The fields below are k0rdent's (v1beta1) for provisioning; see
+	// Warnings.
+	PropagateCredentials *bool           `json:"propagateCredentials,omitempty"`
+	ClusterAuth          string          `json:"clusterAuth,omitempty"`
+	DataSource           string          `json:"dataSource,omitempty"`
+	AuditPolicy          string          `json:"auditPolicy,omitempty"`
+	IPAMClaim            json.RawMessage `json:"ipamClaim,omitempty"`
+	DryRun               bool            `json:"dryRun,omitempty"`
+	CleanupOnDeletion    bool            `json:"cleanupOnDeletion,omitempty"`
 }
 
 // ---- MultiClusterService ----
@@ -411,6 +537,10 @@ type MultiClusterServiceSpec struct {
 	ServiceSpec     ServiceSpec   `json:"serviceSpec,omitzero"`
 	// Rollout is accepted and stored as is; the rollout package reads it.
 	Rollout json.RawMessage `json:"rollout,omitempty"`
+	// DependsOn (other MultiClusterServices) and
+	// KeepServicesOnSelectorMismatch are k0rdent's; see Warnings.
+	DependsOn                      []string `json:"dependsOn,omitempty"`
+	KeepServicesOnSelectorMismatch bool     `json:"keepServicesOnSelectorMismatch,omitempty"`
 }
 
 // LabelSelector is Kubernetes' LabelSelector.
@@ -522,4 +652,61 @@ func deepCopy(o Object) (Object, error) {
 	}
 	c.GetHeader().Metadata.CreateRevision = o.GetHeader().Metadata.CreateRevision
 	return c, nil
+}
+
+// ---- ServiceTemplateChain, AccessManagement (k0rdent) ----
+
+// KindServiceTemplateChain and KindAccessManagement are k0rdent's kinds
+// for template upgrade paths and for distributing templates to
+// namespaces; Tether stores them (see Warnings for what they do yet).
+const (
+	KindServiceTemplateChain = "ServiceTemplateChain"
+	KindAccessManagement     = "AccessManagement"
+)
+
+// ServiceTemplateChain lists templates and the upgrades each allows.
+type ServiceTemplateChain struct {
+	Header `json:",inline"`
+	Spec   TemplateChainSpec `json:"spec"`
+}
+
+// TemplateChainSpec is k0rdent's TemplateChainSpec.
+type TemplateChainSpec struct {
+	SupportedTemplates []SupportedTemplate `json:"supportedTemplates,omitempty"`
+}
+
+// SupportedTemplate is one template of a chain and where it may go.
+type SupportedTemplate struct {
+	Name              string             `json:"name"`
+	AvailableUpgrades []AvailableUpgrade `json:"availableUpgrades,omitempty"`
+}
+
+// AvailableUpgrade is a template a chain allows upgrading to.
+type AvailableUpgrade struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+}
+
+// AccessManagement is k0rdent's (cluster-scoped) rule set that copies
+// templates, chains and credentials into namespaces.
+type AccessManagement struct {
+	Header `json:",inline"`
+	Spec   AccessManagementSpec `json:"spec"`
+}
+
+// AccessManagementSpec is k0rdent's AccessManagementSpec.
+type AccessManagementSpec struct {
+	AccessRules []AccessRule `json:"accessRules,omitempty"`
+}
+
+// AccessRule selects objects and the namespaces they go to.
+type AccessRule struct {
+	TargetNamespaces       json.RawMessage `json:"targetNamespaces,omitempty"`
+	Resources              json.RawMessage `json:"resources,omitempty"`
+	ClusterTemplateChains  []string        `json:"clusterTemplateChains,omitempty"`
+	ServiceTemplateChains  []string        `json:"serviceTemplateChains,omitempty"`
+	Credentials            []string        `json:"credentials,omitempty"`
+	ClusterAuthentications []string        `json:"clusterAuthentications,omitempty"`
+	DataSources            []string        `json:"dataSources,omitempty"`
+	ClusterAuditPolicies   []string        `json:"clusterAuditPolicies,omitempty"`
 }

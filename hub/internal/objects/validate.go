@@ -178,6 +178,11 @@ func (o *ServiceTemplate) validateSpec() FieldErrors {
 		errs FieldErrors
 		p    path // the object's root
 	)
+	if !o.Spec.HasChart() {
+		// kustomize, resources, chartRef or chartSource only: stored with
+		// a warning, not deployable yet (see Warnings).
+		return errs
+	}
 	cp := p.child("spec").child("helm").child("chartSpec")
 	cs := o.Spec.Helm.ChartSpec
 	if cs.Chart == "" {
@@ -229,6 +234,11 @@ func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
 	if s.Priority < MinPriority || s.Priority > MaxPriority {
 		errs.add(p.child("priority"), "%d is out of range [%d, %d]", s.Priority, MinPriority, MaxPriority)
 	}
+	switch s.SyncMode {
+	case "", SyncOneTime, SyncContinuous, SyncContinuousWithDriftDetection, SyncDryRun:
+	default:
+		errs.add(p.child("syncMode"), "%q: want %s, %s, %s or %s", s.SyncMode, SyncOneTime, SyncContinuous, SyncContinuousWithDriftDetection, SyncDryRun)
+	}
 	names := map[string]int{}
 	for i, svc := range s.Services {
 		sp := p.child("services").index(i)
@@ -279,20 +289,33 @@ func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
 		seen := map[string]bool{}
 		for j, d := range svc.DependsOn {
 			dp := p.child("services").index(i).child("dependsOn").index(j)
-			switch _, ok := names[d]; {
-			case d == svc.Name:
+			ns, name := DependsOnName(d)
+			k, ok := names[name]
+			switch {
+			case name == svc.Name:
 				errs.add(dp, "%q: a service cannot depend on itself", d)
 			case !ok:
 				errs.add(dp, "%q is not a service in this spec", d)
-			case seen[d]:
+			case ns != "" && s.Services[k].Namespace != ns:
+				errs.add(dp, "%q: service %q of this spec is in namespace %q", d, name, s.Services[k].Namespace)
+			case seen[name]:
 				errs.add(dp, "%q is listed twice", d)
 			}
-			seen[d] = true
+			seen[name] = true
 		}
 	}
 	if cyc := findCycle(s.Services, names); cyc != nil {
 		errs.add(p.child("services").index(names[cyc[0]]).child("dependsOn"), "dependency cycle: %s", strings.Join(cyc, " -> "))
 	}
+}
+
+// DependsOnName splits a dependsOn entry into its namespace ("" when it
+// names only a service) and service name.
+func DependsOnName(d string) (namespace, name string) {
+	if ns, n, ok := strings.Cut(d, "/"); ok {
+		return ns, n
+	}
+	return "", d
 }
 
 // findCycle returns one dependsOn cycle (first name repeated at the end),
@@ -309,7 +332,8 @@ func findCycle(svcs []Service, names map[string]int) []string {
 	visit = func(i int) []string {
 		color[i] = grey
 		stack = append(stack, svcs[i].Name)
-		for _, d := range svcs[i].DependsOn {
+		for _, dep := range svcs[i].DependsOn {
+			_, d := DependsOnName(dep)
 			j, ok := names[d]
 			if !ok || j == i {
 				continue
@@ -502,4 +526,25 @@ func compactJSON(b json.RawMessage) json.RawMessage {
 		return b // Validate reports it
 	}
 	return buf.Bytes()
+}
+
+func (o *ServiceTemplateChain) validateSpec() FieldErrors {
+	var errs FieldErrors
+	p := path("spec").child("supportedTemplates")
+	seen := map[string]bool{}
+	for i, st := range o.Spec.SupportedTemplates {
+		sp := p.index(i)
+		if st.Name == "" {
+			errs.add(sp.child("name"), "required")
+		} else if seen[st.Name] {
+			errs.add(sp.child("name"), "%q is listed twice", st.Name)
+		}
+		seen[st.Name] = true
+		for j, u := range st.AvailableUpgrades {
+			if u.Name == "" {
+				errs.add(sp.child("availableUpgrades").index(j).child("name"), "required")
+			}
+		}
+	}
+	return errs
 }

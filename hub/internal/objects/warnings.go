@@ -73,6 +73,91 @@ func serviceTemplateWarnings(o *ServiceTemplate) []string {
 	if len(cs.Verify) > 0 {
 		w.add("spec.helm.chartSpec.verify", "chart signatures are not verified yet; the chart is pinned by its sha256 digest")
 	}
+	if cs.ValuesFile != "" {
+		w.add("spec.helm.chartSpec.valuesFile", "not supported yet: give values in the services that use this template")
+	}
+	if cs.Suspend {
+		w.add("spec.helm.chartSpec.suspend", "no effect: suspend the HelmRepository instead (spec.suspend)")
+	}
+	if len(cs.AccessFrom) > 0 {
+		w.add("spec.helm.chartSpec.accessFrom", "no effect: templates read repositories in their own namespace")
+	}
+	sp := o.Spec
+	notYet := "is not deployable by Tether yet: this template is stored but services that use it are not deployed"
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{len(sp.Helm.ChartRef) > 0, "spec.helm.chartRef"},
+		{len(sp.Helm.ChartSource) > 0, "spec.helm.chartSource"},
+		{len(sp.Kustomize) > 0, "spec.kustomize"},
+		{len(sp.Resources) > 0, "spec.resources"},
+	} {
+		if f.set && cs.Chart == "" {
+			w.add(f.name, "%s", notYet)
+		} else if f.set {
+			w.add(f.name, "ignored: spec.helm.chartSpec is what gets deployed")
+		}
+	}
+	if len(sp.HelmOptions) > 0 {
+		w.add("spec.helmOptions", "not applied yet: the agent's own Helm settings are used")
+	}
+	if sp.KubernetesConstraint != "" {
+		w.add("spec.k8sConstraint", "not checked yet against the clusters' Kubernetes versions")
+	}
+	return w
+}
+
+// serviceSpecWarnings covers k0rdent's serviceSpec fields, under p.
+func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
+	switch ss.SyncMode {
+	case "", SyncContinuous, SyncContinuousWithDriftDetection:
+	default:
+		w.add(p+".syncMode", "%s is not supported yet: Tether's agents deploy continuously and repair drift", ss.SyncMode)
+	}
+	if ss.Provider != nil {
+		w.add(p+".provider", "no effect: Tether's agents deploy services themselves (no state management provider)")
+	}
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{len(ss.TemplateResourceRefs) > 0, "templateResourceRefs"},
+		{len(ss.PolicyRefs) > 0, "policyRefs"},
+		{len(ss.DriftIgnore) > 0, "driftIgnore"},
+		{len(ss.DriftExclusions) > 0, "driftExclusions"},
+		{ss.Reload, "reload"},
+	} {
+		if f.set {
+			w.add(p+"."+f.name, "not supported yet; accepted and kept")
+		}
+	}
+	for i, svc := range ss.Services {
+		sp := fmt.Sprintf("%s.services[%d]", p, i)
+		if len(svc.HelmOptions) > 0 {
+			w.add(sp+".helmOptions", "not applied yet: the agent's own Helm settings are used")
+		}
+		if svc.HelmAction != "" {
+			w.add(sp+".helmAction", "%q has no effect yet", svc.HelmAction)
+		}
+		if svc.TemplateChain != "" {
+			w.add(sp+".templateChain", "upgrade paths are not checked yet (ServiceTemplateChain is not supported yet)")
+		}
+		if svc.Version != "" {
+			w.add(sp+".version", "no effect: the template names the chart version")
+		}
+	}
+}
+
+func multiClusterServiceWarnings(o *MultiClusterService) []string {
+	var w warnings
+	if len(o.Spec.DependsOn) > 0 {
+		w.add("spec.dependsOn", "ordering between MultiClusterServices is not supported yet")
+	}
+	if o.Spec.KeepServicesOnSelectorMismatch {
+		w.add("spec.keepServicesOnSelectorMismatch", "not supported yet: services are removed from clusters that stop matching")
+	}
+	serviceSpecWarnings(&w, "spec.serviceSpec", &o.Spec.ServiceSpec)
 	return w
 }
 
@@ -87,5 +172,23 @@ func clusterDeploymentWarnings(o *ClusterDeployment) []string {
 	if len(o.Spec.Config) > 0 && o.Spec.Template != TemplateAdopted {
 		w.add("spec.config", "no effect until provisioning through Cluster API is available")
 	}
+	sp := o.Spec
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{sp.PropagateCredentials != nil, "propagateCredentials"},
+		{sp.ClusterAuth != "", "clusterAuth"},
+		{sp.DataSource != "", "dataSource"},
+		{sp.AuditPolicy != "", "auditPolicy"},
+		{len(sp.IPAMClaim) > 0, "ipamClaim"},
+		{sp.DryRun, "dryRun"},
+		{sp.CleanupOnDeletion, "cleanupOnDeletion"},
+	} {
+		if f.set {
+			w.add("spec."+f.name, "no effect until provisioning through Cluster API is available")
+		}
+	}
+	serviceSpecWarnings(&w, "spec.serviceSpec", &o.Spec.ServiceSpec)
 	return w
 }

@@ -105,6 +105,9 @@ const minRetry = 5 * time.Second
 func (r *Resolver) resolve(ctx context.Context, st *objects.ServiceTemplate) (ok bool, again time.Duration) {
 	md := st.Metadata
 	cs := st.Spec.Helm.ChartSpec
+	if !st.Spec.HasChart() {
+		return true, 0 // nothing to resolve; Ready says why it is not
+	}
 	ref, interval, err := r.repoRef(ctx, md.Namespace, cs.SourceRef)
 	again = r.cfg.Retry
 	if interval > 0 {
