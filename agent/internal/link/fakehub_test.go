@@ -136,7 +136,7 @@ func todaysHubSync(stored func(*fleetv1.StatusReport)) func(fleetv1.Fleet_SyncSe
 
 // runLink runs a link for an identity signed by ca against hub addr, with
 // outbox ob, until the test ends.
-func runLink(t *testing.T, ca *testCA, addr string, ob Outbox) *Link {
+func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
 	t.Helper()
 	now := time.Now()
 	mc := &memCache{}
@@ -150,6 +150,7 @@ func runLink(t *testing.T, ca *testCA, addr string, ob Outbox) *Link {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.kinds = append(l.kinds, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
