@@ -134,23 +134,28 @@ func todaysHubSync(stored func(*fleetv1.StatusReport)) func(fleetv1.Fleet_SyncSe
 	}
 }
 
-// runLink runs a link for an identity signed by ca against hub addr, with
-// outbox ob, until the test ends.
-func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
+// newTestLink returns a link for an identity signed by ca, to hub addr,
+// with outbox ob and the extra payload kinds.
+func newTestLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
 	t.Helper()
 	now := time.Now()
-	mc := &memCache{}
 	id := ca.identity(t, now.Add(-time.Hour), now.Add(24*time.Hour))
 	id.HubAddrs = []string{addr}
-	mc.id = &id
 	cfg := DefaultConfig()
-	cfg.Cache, cfg.Outbox, cfg.Hubs = mc, ob, []string{addr}
+	cfg.Cache, cfg.Outbox, cfg.Hubs = &memCache{id: &id}, ob, []string{addr}
 	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.kinds = append(l.kinds, extra...)
+	return l
+}
+
+// runLink runs newTestLink until the test ends.
+func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
+	t.Helper()
+	l := newTestLink(t, ca, addr, ob, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()

@@ -191,16 +191,7 @@ func TestLinkStopsWithUnackedOutbox(t *testing.T) {
 	if err := ob.Enqueue(KindStatus, statusPayload(t, 1)); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	mc := &memCache{}
-	id := ca.identity(t, now.Add(-time.Hour), now.Add(24*time.Hour))
-	mc.id = &id
-	cfg := DefaultConfig()
-	cfg.Cache, cfg.Outbox, cfg.Hubs = mc, ob, []string{hub.addr}
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newTestLink(t, ca, hub.addr, ob)
 	defer l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
