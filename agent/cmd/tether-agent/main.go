@@ -103,7 +103,7 @@ whatever it installed running.`,
 			if err := os.MkdirAll(dataDir, 0o700); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
 			}
-			c, err := cache.Open(filepath.Join(dataDir, dbName), cache.Options{})
+			c, err := cache.Open(filepath.Join(dataDir, dbName), cache.Options{OutboxKinds: link.OutboxKinds()})
 			if err != nil {
 				return err
 			}
@@ -254,10 +254,12 @@ type serviceView struct {
 }
 
 type outboxStats struct {
-	Pending       uint64            `json:"pending"`
-	Bytes         uint64            `json:"bytes"`
-	Dropped       uint64            `json:"dropped"`
-	DroppedByKind map[string]uint64 `json:"droppedByKind,omitempty"`
+	Pending      uint64 `json:"pending"`
+	Bytes        uint64 `json:"bytes"`
+	Dropped      uint64 `json:"dropped"`
+	DeadLettered uint64 `json:"deadLettered"`
+	// Kinds are the same counters per payload kind.
+	Kinds map[string]cache.OutboxKindStats `json:"kinds,omitempty"`
 }
 
 // statsSource is what statusOf reads from the cache.
@@ -268,7 +270,7 @@ type statsSource interface {
 func statusOf(ls link.Status, c statsSource, running bool) agentStatus {
 	st := agentStatus{Running: running, Link: ls}
 	if o, err := c.OutboxStats(); err == nil {
-		st.Outbox = outboxStats{Pending: o.Pending, Bytes: o.Bytes, Dropped: o.Dropped, DroppedByKind: o.DroppedByKind}
+		st.Outbox = outboxStats{Pending: o.Pending, Bytes: o.Bytes, Dropped: o.Dropped, DeadLettered: o.DeadLettered, Kinds: o.Kinds}
 	}
 	return st
 }

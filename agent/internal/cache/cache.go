@@ -4,10 +4,10 @@
 // records waiting to go to the hub. It is what lets the agent keep
 // reconciling while the hub is unreachable.
 //
-// # File layout (schema version 2)
+// # File layout (schema version 3)
 //
 //	meta/
-//	  "schema"   -> uint64 BE        schema version of this file (2)
+//	  "schema"   -> uint64 BE        schema version of this file (3)
 //	  "adopt"    -> uint64 BE        only after an upgrade from schema 1: the
 //	                                 desired revision whose releases may be
 //	                                 adopted once (see Adoption); removed by
@@ -27,21 +27,32 @@
 //	                                 release this agent wrote, with a digest
 //	                                 of its content; the only source of truth
 //	                                 for what the agent owns
-//	outbox/
-//	  <seq uint64 BE> -> entry       at int64 BE unix ns | kind len uint16 BE |
-//	                                 kind | payload
+//	outbox/                          (schema 3: one nested bucket per kind)
+//	  <kind>/
+//	    <seq uint64 BE> -> entry     at int64 BE unix ns | payload
 //	outboxmeta/
-//	  "nextseq"  -> uint64 BE        next sequence number; never reused, so a
-//	                                 late Ack cannot remove newer entries
-//	  "count"    -> uint64 BE        entries pending
-//	  "bytes"    -> uint64 BE        sum of len(kind)+len(payload) pending
-//	  "dropped"  -> uint64 BE        entries dropped because the outbox was full
-//	outboxdrops/
-//	  <kind>     -> uint64 BE        dropped entries per kind
+//	  "nextseq"  -> uint64 BE        next sequence number, shared by every
+//	                                 kind; never reused, so a late ack cannot
+//	                                 remove a newer entry
+//	outboxkinds/                     (schema 3)
+//	  <kind>/                        counters of one kind, kept after its
+//	                                 entries are gone
+//	    "count"   -> uint64 BE       entries pending
+//	    "bytes"   -> uint64 BE       sum of their payload bytes
+//	    "dropped" -> uint64 BE       entries evicted because the kind's
+//	                                 quota was full
+//	    "dead"    -> uint64 BE       entries dead-lettered: removed because
+//	                                 they could not be sent
+//
+// Schema 2 differed only in the outbox: outbox/<seq> -> at | kind length
+// uint16 BE | kind | payload, one FIFO for every kind; outboxmeta also held
+// "count", "bytes" (kind+payload) and "dropped"; outboxdrops/<kind> held
+// drops per kind. Schema 1 had no releases bucket.
 //
 // Open upgrades an older file one version at a time in one transaction
-// (see upgrade) and refuses a newer one with ErrSchemaTooNew. OpenReadOnly
-// never writes, so it refuses files that need an upgrade.
+// (see upgrade), after copying it to BackupPath (agent.db.bak-v2 for a
+// schema-2 agent.db), and refuses a newer one with ErrSchemaTooNew.
+// OpenReadOnly never writes, so it refuses files that need an upgrade.
 //
 // # Adoption
 //
@@ -57,10 +68,15 @@
 //
 // # Outbox
 //
-// The outbox is a FIFO bounded by entry count and bytes. When an Enqueue
-// would exceed a bound, the oldest entries are dropped and counted per
-// kind: status and metrics are snapshots, so a newer record supersedes an
-// older one, and the hub can report how much an offline site lost.
+// The outbox holds typed payloads (status reports, later metric batches,
+// events, logs) until the hub acknowledges them. Each kind is registered
+// (Options.OutboxKinds) with a priority and its own bounds, count and
+// bytes: when a kind's quota is full, Enqueue evicts that kind's oldest
+// entries and counts them as dropped, so telemetry never pushes out status.
+// Batch returns entries in drain order: higher priority first, oldest
+// first within a kind, with a fair share for every kind. Ack removes
+// entries by sequence number; DeadLetter removes one that cannot be sent
+// and counts it, so no entry is retried forever.
 //
 // The file holds the agent's private key; it is created with mode 0600.
 package cache
@@ -73,6 +89,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +99,7 @@ import (
 )
 
 // SchemaVersion is the file layout this package reads and writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Errors returned by Cache; match them with errors.Is.
 var (
@@ -117,8 +134,11 @@ const (
 	bucketCharts      = "charts"
 	bucketOutbox      = "outbox"
 	bucketOutboxMeta  = "outboxmeta"
-	bucketOutboxDrops = "outboxdrops"
+	bucketOutboxKinds = "outboxkinds"
 	bucketReleases    = "releases"
+	// bucketOutboxDropsV2 is schema 2's per-kind drop counters, moved to
+	// outboxkinds by the upgrade to schema 3.
+	bucketOutboxDropsV2 = "outboxdrops"
 
 	keySchema  = "schema"
 	keyAdopt   = "adopt"
@@ -127,10 +147,12 @@ const (
 	keyCount   = "count"
 	keyBytes   = "bytes"
 	keyDropped = "dropped"
+
+	keyDeadLettered = "dead"
 )
 
 func allBuckets() []string {
-	return []string{bucketMeta, bucketIdentity, bucketLink, bucketDesired, bucketCharts, bucketOutbox, bucketOutboxMeta, bucketOutboxDrops, bucketReleases}
+	return []string{bucketMeta, bucketIdentity, bucketLink, bucketDesired, bucketCharts, bucketOutbox, bucketOutboxMeta, bucketOutboxKinds, bucketReleases}
 }
 
 func bucket(tx *bolt.Tx, name string) *bolt.Bucket { return tx.Bucket([]byte(name)) }
@@ -149,17 +171,21 @@ const (
 // MaxKindLen bounds an outbox record's kind.
 const MaxKindLen = 255
 
-const entryHeader = 8 + 2
-
 // Options configures Open. The zero value means defaults.
 type Options struct {
 	// LockTimeout bounds the wait for the file lock. Default 1s.
 	LockTimeout time.Duration
 	// KeepDesired is how many desired-state revisions to keep. Default 5.
 	KeepDesired int
-	// OutboxMaxEntries bounds the outbox's entry count. Default 100000.
+	// OutboxKinds registers the outbox's payload kinds with their
+	// priority and bounds (see OutboxKind). A kind not registered drains
+	// at priority 0 with the default bounds below.
+	OutboxKinds []OutboxKind
+	// OutboxMaxEntries bounds the pending entries of one kind whose
+	// registration sets no MaxEntries. Default 100000.
 	OutboxMaxEntries int
-	// OutboxMaxBytes bounds the outbox's kind+payload bytes. Default 64 MiB.
+	// OutboxMaxBytes bounds the payload bytes of one kind whose
+	// registration sets no MaxBytes. Default 64 MiB.
 	OutboxMaxBytes int64
 	// Now is the clock for outbox timestamps. Default time.Now.
 	Now func() time.Time
@@ -189,6 +215,18 @@ func (o Options) Validate() error {
 		return fmt.Errorf("cache: options: OutboxMaxEntries %d is negative", o.OutboxMaxEntries)
 	case o.OutboxMaxBytes < 0:
 		return fmt.Errorf("cache: options: OutboxMaxBytes %d is negative", o.OutboxMaxBytes)
+	}
+	seen := map[string]bool{}
+	for _, k := range o.OutboxKinds {
+		switch {
+		case validKind(k.Name) != nil:
+			return fmt.Errorf("cache: options: outbox kind %q: %w", k.Name, validKind(k.Name))
+		case seen[k.Name]:
+			return fmt.Errorf("cache: options: outbox kind %q registered twice", k.Name)
+		case k.MaxEntries < 0 || k.MaxBytes < 0:
+			return fmt.Errorf("cache: options: outbox kind %q: negative bounds %d entries, %d bytes", k.Name, k.MaxEntries, k.MaxBytes)
+		}
+		seen[k.Name] = true
 	}
 	return nil
 }
@@ -237,22 +275,6 @@ type LinkState struct {
 	ConnectedCount uint64    `json:"connectedCount"`
 }
 
-// OutboxEntry is one queued record.
-type OutboxEntry struct {
-	Seq     uint64
-	Kind    string
-	Payload []byte
-	At      time.Time
-}
-
-// OutboxStats describes the outbox.
-type OutboxStats struct {
-	Pending       uint64            // entries waiting
-	Bytes         uint64            // their kind+payload bytes
-	Dropped       uint64            // entries dropped because the outbox was full
-	DroppedByKind map[string]uint64 // the same, per kind
-}
-
 // Cache is the agent's bbolt file. It is safe for concurrent use.
 type Cache struct {
 	db   *bolt.DB
@@ -275,11 +297,49 @@ func Open(path string, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := backupBeforeUpgrade(db, path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
 	if err := db.Update(initSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("cache: open %s: %w", path, err)
 	}
 	return &Cache{db: db, path: path, opts: opts}, nil
+}
+
+// BackupPath is where Open copies a file of schema version v before it
+// upgrades it: "<path>.bak-v<v>", next to it, mode 0600.
+func BackupPath(path string, v uint64) string { return fmt.Sprintf("%s.bak-v%d", path, v) }
+
+// backupBeforeUpgrade copies the file to BackupPath (a consistent
+// snapshot, synced) when its schema is older than SchemaVersion, so an
+// upgrade that goes wrong, or a downgrade of the agent, can go back to it.
+func backupBeforeUpgrade(db *bolt.DB, path string) error {
+	return db.View(func(tx *bolt.Tx) error {
+		meta := bucket(tx, bucketMeta)
+		if meta == nil {
+			return nil
+		}
+		v := readUint(meta, keySchema)
+		if v == 0 || v >= SchemaVersion {
+			return nil
+		}
+		bak := BackupPath(path, v)
+		f, err := os.OpenFile(bak, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("back up schema-%d file before upgrading it: %w", v, err)
+		}
+		if _, err := tx.WriteTo(f); err != nil {
+			f.Close()
+			return fmt.Errorf("back up schema-%d file to %s: %w", v, bak, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("back up schema-%d file to %s: %w", v, bak, err)
+		}
+		return f.Close()
+	})
 }
 
 // OpenReadOnly opens an existing cache without writing to it, for
@@ -367,6 +427,10 @@ func upgrade(tx *bolt.Tx, from uint64) error {
 			return putUint(bucket(tx, bucketMeta), keyAdopt, binary.BigEndian.Uint64(k))
 		}
 		return nil
+	case 2:
+		// Schema 3 keeps the outbox per kind, each with its own bounds
+		// and counters.
+		return upgradeOutbox2to3(tx)
 	default:
 		return fmt.Errorf("no upgrade path from schema version %d", from)
 	}
@@ -621,150 +685,6 @@ func (c *Cache) HasChart(digest string) (bool, error) {
 	return ok, err
 }
 
-// Enqueue appends a record to the outbox. If that would exceed
-// OutboxMaxEntries or OutboxMaxBytes, the oldest entries are dropped first
-// and counted per kind. A record larger than OutboxMaxBytes on its own
-// fails with ErrTooLarge and changes nothing.
-func (c *Cache) Enqueue(kind string, payload []byte) error {
-	if kind == "" || len(kind) > MaxKindLen {
-		return fmt.Errorf("cache: enqueue: %w: kind must be 1-%d bytes, got %d", ErrInvalid, MaxKindLen, len(kind))
-	}
-	op := "enqueue " + kind
-	size := uint64(len(kind) + len(payload))
-	if size > uint64(c.opts.OutboxMaxBytes) {
-		return fmt.Errorf("cache: %s: %w: %d bytes, outbox holds at most %d", op, ErrTooLarge, size, c.opts.OutboxMaxBytes)
-	}
-	at := c.opts.Now()
-	return c.update(op, func(tx *bolt.Tx) error {
-		ob, meta := bucket(tx, bucketOutbox), bucket(tx, bucketOutboxMeta)
-		count, total := readUint(meta, keyCount), readUint(meta, keyBytes)
-		var dropped uint64
-		droppedByKind := map[string]uint64{}
-		for count > 0 && (count+1 > uint64(c.opts.OutboxMaxEntries) || total+size > uint64(c.opts.OutboxMaxBytes)) {
-			k, v := ob.Cursor().First()
-			e, err := decodeEntry(k, v)
-			if err != nil {
-				return err
-			}
-			if err := ob.Delete(k); err != nil {
-				return err
-			}
-			count--
-			total -= uint64(len(e.Kind) + len(e.Payload))
-			dropped++
-			droppedByKind[e.Kind]++
-		}
-		if dropped > 0 {
-			if err := putUint(meta, keyDropped, readUint(meta, keyDropped)+dropped); err != nil {
-				return err
-			}
-			drops := bucket(tx, bucketOutboxDrops)
-			for k, n := range droppedByKind {
-				if err := putUint(drops, k, readUint(drops, k)+n); err != nil {
-					return err
-				}
-			}
-		}
-		seq := max(readUint(meta, keyNextSeq), 1)
-		if err := ob.Put(u64(seq), encodeEntry(kind, payload, at)); err != nil {
-			return err
-		}
-		if err := putUint(meta, keyNextSeq, seq+1); err != nil {
-			return err
-		}
-		return putCounts(meta, count+1, total+size)
-	})
-}
-
-// Peek returns up to n of the oldest outbox entries without removing them.
-func (c *Cache) Peek(n int) ([]OutboxEntry, error) {
-	if n <= 0 {
-		return nil, fmt.Errorf("cache: peek: %w: n must be positive, got %d", ErrInvalid, n)
-	}
-	var out []OutboxEntry
-	err := c.view("peek", func(tx *bolt.Tx) error {
-		cur := bucket(tx, bucketOutbox).Cursor()
-		for k, v := cur.First(); k != nil && len(out) < n; k, v = cur.Next() {
-			e, err := decodeEntry(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	return out, err
-}
-
-// Ack removes outbox entries with Seq ≤ uptoSeq. Acking entries already
-// removed is a no-op; acking a sequence number never issued is an error.
-func (c *Cache) Ack(uptoSeq uint64) error {
-	op := fmt.Sprintf("ack %d", uptoSeq)
-	return c.update(op, func(tx *bolt.Tx) error {
-		ob, meta := bucket(tx, bucketOutbox), bucket(tx, bucketOutboxMeta)
-		if next := readUint(meta, keyNextSeq); uptoSeq >= max(next, 1) {
-			return fmt.Errorf("cache: %s: %w: highest sequence issued is %d", op, ErrInvalid, max(next, 1)-1)
-		}
-		count, total := readUint(meta, keyCount), readUint(meta, keyBytes)
-		removed := false
-		// Re-seek after each delete: a bbolt cursor may skip a key after Delete.
-		for k, v := ob.Cursor().First(); k != nil && binary.BigEndian.Uint64(k) <= uptoSeq; k, v = ob.Cursor().First() {
-			e, err := decodeEntry(k, v)
-			if err != nil {
-				return err
-			}
-			if err := ob.Delete(k); err != nil {
-				return err
-			}
-			count--
-			total -= uint64(len(e.Kind) + len(e.Payload))
-			removed = true
-		}
-		if !removed {
-			return nil
-		}
-		return putCounts(meta, count, total)
-	})
-}
-
-// OutboxStats returns the outbox's size and drop counters.
-func (c *Cache) OutboxStats() (OutboxStats, error) {
-	st := OutboxStats{DroppedByKind: map[string]uint64{}}
-	err := c.view("outbox stats", func(tx *bolt.Tx) error {
-		meta := bucket(tx, bucketOutboxMeta)
-		st.Pending, st.Bytes, st.Dropped = readUint(meta, keyCount), readUint(meta, keyBytes), readUint(meta, keyDropped)
-		return bucket(tx, bucketOutboxDrops).ForEach(func(k, v []byte) error {
-			st.DroppedByKind[string(k)] = decodeUint(v)
-			return nil
-		})
-	})
-	return st, err
-}
-
-func encodeEntry(kind string, payload []byte, at time.Time) []byte {
-	b := make([]byte, entryHeader, entryHeader+len(kind)+len(payload))
-	binary.BigEndian.PutUint64(b[0:8], uint64(at.UnixNano()))
-	binary.BigEndian.PutUint16(b[8:10], uint16(len(kind)))
-	b = append(b, kind...)
-	return append(b, payload...)
-}
-
-func decodeEntry(k, v []byte) (OutboxEntry, error) {
-	if len(k) != 8 || len(v) < entryHeader {
-		return OutboxEntry{}, fmt.Errorf("cache: outbox entry %x: damaged (%d-byte record)", k, len(v))
-	}
-	n := int(binary.BigEndian.Uint16(v[8:10]))
-	if len(v) < entryHeader+n {
-		return OutboxEntry{}, fmt.Errorf("cache: outbox entry %d: damaged (kind length %d, record %d bytes)", binary.BigEndian.Uint64(k), n, len(v))
-	}
-	return OutboxEntry{
-		Seq:     binary.BigEndian.Uint64(k),
-		At:      time.Unix(0, int64(binary.BigEndian.Uint64(v[0:8]))),
-		Kind:    string(v[entryHeader : entryHeader+n]),
-		Payload: bytes.Clone(v[entryHeader+n:]),
-	}, nil
-}
-
 func u64(v uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], v)
@@ -781,10 +701,3 @@ func decodeUint(v []byte) uint64 {
 func readUint(b *bolt.Bucket, key string) uint64 { return decodeUint(b.Get([]byte(key))) }
 
 func putUint(b *bolt.Bucket, key string, v uint64) error { return b.Put([]byte(key), u64(v)) }
-
-func putCounts(meta *bolt.Bucket, count, total uint64) error {
-	if err := putUint(meta, keyCount, count); err != nil {
-		return err
-	}
-	return putUint(meta, keyBytes, total)
-}

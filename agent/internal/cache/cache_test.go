@@ -53,17 +53,23 @@ func checkFile(t testing.TB, path string) {
 		for err := range tx.Check() {
 			t.Errorf("consistency check %s: %v", path, err)
 		}
-		var count, total uint64
-		err := bucket(tx, bucketOutbox).ForEach(func(k, v []byte) error {
-			e, err := decodeEntry(k, v)
-			count++
-			total += uint64(len(e.Kind) + len(e.Payload))
+		ob := bucket(tx, bucketOutbox)
+		err := ob.ForEachBucket(func(name []byte) error {
+			var count, total uint64
+			err := ob.Bucket(name).ForEach(func(k, v []byte) error {
+				e, err := decodeEntry(string(name), k, v)
+				count++
+				total += uint64(len(e.Payload))
+				return err
+			})
+			ctr := bucket(tx, bucketOutboxKinds).Bucket(name)
+			if ctr == nil {
+				t.Errorf("outbox kind %q has entries and no counters", name)
+			} else if c, b := readUint(ctr, keyCount), readUint(ctr, keyBytes); c != count || b != total {
+				t.Errorf("outbox kind %q: counters say %d entries/%d bytes, bucket holds %d/%d", name, c, b, count, total)
+			}
 			return err
 		})
-		meta := bucket(tx, bucketOutboxMeta)
-		if c, b := readUint(meta, keyCount), readUint(meta, keyBytes); c != count || b != total {
-			t.Errorf("outbox counters say %d entries/%d bytes, bucket holds %d/%d", c, b, count, total)
-		}
 		return err
 	})
 	if err != nil {
@@ -321,15 +327,19 @@ func TestOutboxOrderAndAck(t *testing.T) {
 	if !es[0].At.Equal(t0.Add(time.Second)) || !es[1].At.Equal(t0.Add(2*time.Second)) {
 		t.Fatalf("timestamps %v %v do not come from the injected clock", es[0].At, es[1].At)
 	}
+	// Acks name sequence numbers: acking 2 leaves 1.
 	if err := c.Ack(es[1].Seq); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Ack(es[0].Seq); err != nil { // already acked: no-op
+	if got := payloads(peekAll(t, c)); got != "s0 s2 s3 s4" {
+		t.Fatalf("after Ack(2): %q", got)
+	}
+	if err := c.Ack(es[0].Seq, es[1].Seq); err != nil { // 2 already acked: skipped
 		t.Fatal(err)
 	}
-	wantErr(t, c.Ack(99), ErrInvalid, "cache: ack 99: invalid: highest sequence issued is 5")
-	if st := stats(t, c); st.Pending != 3 || st.Bytes != 3*uint64(len("status")+2) {
-		t.Fatalf("stats after ack = %+v", st)
+	wantErr(t, c.Ack(3, 99), ErrInvalid, "cache: ack [3 99]: invalid: sequence 99 was never issued (highest is 5)")
+	if st := stats(t, c); st.Pending != 3 || st.Bytes != 3*2 || st.Kinds["status"].Pending != 3 {
+		t.Fatalf("stats after ack = %+v (a refused Ack must change nothing)", st)
 	}
 	_, err = c.Peek(0)
 	wantErr(t, err, ErrInvalid, "cache: peek")
@@ -339,8 +349,8 @@ func TestOutboxOrderAndAck(t *testing.T) {
 	c = openAt(t, path, Options{Now: fakeClock()})
 	mustEnqueue(t, c, "event", "e0")
 	es = peekAll(t, c)
-	if payloads(es) != "s2 s3 s4 e0" || es[3].Seq != 6 {
-		t.Fatalf("after reopen: %q, last seq %d", payloads(es), es[len(es)-1].Seq)
+	if payloads(es) != "e0 s2 s3 s4" || es[0].Seq != 6 {
+		t.Fatalf("after reopen: %q, first seq %d", payloads(es), es[0].Seq)
 	}
 	if err := c.Ack(6); err != nil {
 		t.Fatal(err)
@@ -348,33 +358,55 @@ func TestOutboxOrderAndAck(t *testing.T) {
 	c.Close()
 	c = openAt(t, path, Options{Now: fakeClock()})
 	mustEnqueue(t, c, "event", "e1")
-	if es := peekAll(t, c); len(es) != 1 || es[0].Seq != 7 {
-		t.Fatalf("after draining and reopening, next entry = %+v; want seq 7", es)
+	if es := peekAll(t, c); es[0].Kind != "event" || es[0].Seq != 7 {
+		t.Fatalf("after draining and reopening, next event = %+v; want seq 7", es)
+	}
+}
+
+// TestFullQuotaOfOneKindLeavesOthersFlowing: the outbox used to be one
+// FIFO with global bounds, so a flood of one kind (metrics during a long
+// outage) pushed status reports out. Each kind now has its own quota: a
+// full one evicts only its own oldest entries, and another kind keeps
+// being queued and drained.
+func TestFullQuotaOfOneKindLeavesOthersFlowing(t *testing.T) {
+	kinds := []OutboxKind{
+		{Name: "status", Priority: 100, MaxEntries: 3},
+		{Name: "metrics", Priority: 10, MaxEntries: 4, MaxBytes: 1 << 20},
+	}
+	c, path := newCache(t, Options{OutboxKinds: kinds})
+	mustEnqueue(t, c, "status", "s0")
+	for i := range 50 {
+		mustEnqueue(t, c, "metrics", "m"+strconv.Itoa(i))
+	}
+	mustEnqueue(t, c, "status", "s1")
+	if got := payloads(peekAll(t, c)); got != "s0 s1 m46 m47 m48 m49" {
+		t.Fatalf("outbox = %q; want both status reports and the newest four metrics", got)
+	}
+	st := stats(t, c)
+	if st.Kinds["status"].Dropped != 0 || st.Kinds["metrics"].Dropped != 46 || st.Dropped != 46 {
+		t.Fatalf("stats = %+v", st)
+	}
+	// Status has its own quota too.
+	for i := 2; i < 6; i++ {
+		mustEnqueue(t, c, "status", "s"+strconv.Itoa(i))
+	}
+	if got := payloads(peekAll(t, c)); got != "s3 s4 s5 m46 m47 m48 m49" {
+		t.Fatalf("outbox = %q", got)
+	}
+	if st := stats(t, c); st.Kinds["status"].Dropped != 3 || st.Kinds["metrics"].Dropped != 46 || st.Dropped != 49 {
+		t.Fatalf("stats = %+v", st)
+	}
+	c.Close()
+	c = openAt(t, path, Options{OutboxKinds: kinds})
+	if st := stats(t, c); st.Kinds["status"].Dropped != 3 || st.Kinds["metrics"].Dropped != 46 {
+		t.Fatalf("drop counters not persisted: %+v", st)
 	}
 }
 
 func TestOutboxBounds(t *testing.T) {
-	t.Run("entries", func(t *testing.T) {
-		c, path := newCache(t, Options{OutboxMaxEntries: 3})
-		for _, e := range []struct{ kind, p string }{{"status", "s0"}, {"metrics", "m0"}, {"status", "s1"}, {"metrics", "m1"}, {"status", "s2"}, {"event", "e0"}} {
-			mustEnqueue(t, c, e.kind, e.p)
-		}
-		if got := payloads(peekAll(t, c)); got != "m1 s2 e0" {
-			t.Fatalf("outbox = %q, want the newest three", got)
-		}
-		st := stats(t, c)
-		if st.Pending != 3 || st.Dropped != 3 || st.DroppedByKind["status"] != 2 || st.DroppedByKind["metrics"] != 1 || len(st.DroppedByKind) != 2 {
-			t.Fatalf("stats = %+v", st)
-		}
-		c.Close()
-		c = openAt(t, path, Options{OutboxMaxEntries: 3})
-		if st2 := stats(t, c); st2.Dropped != 3 || st2.DroppedByKind["status"] != 2 {
-			t.Fatalf("drop counters not persisted: %+v", st2)
-		}
-	})
 	t.Run("bytes", func(t *testing.T) {
-		// Each record is 1 (kind) + 9 (payload) = 10 bytes; 35 bytes hold 3.
-		c, _ := newCache(t, Options{OutboxMaxBytes: 35})
+		// Each payload is 9 bytes; 30 bytes hold 3.
+		c, _ := newCache(t, Options{OutboxKinds: []OutboxKind{{Name: "m", MaxBytes: 30}}})
 		for i := range 5 {
 			mustEnqueue(t, c, "m", "payload-"+strconv.Itoa(i))
 		}
@@ -382,13 +414,23 @@ func TestOutboxBounds(t *testing.T) {
 			t.Fatalf("outbox = %q", got)
 		}
 		// A big record pushes out as many old ones as it needs.
-		mustEnqueue(t, c, "m", strings.Repeat("x", 24))
-		if st := stats(t, c); st.Pending != 2 || st.Bytes != 35 || st.Dropped != 4 || st.DroppedByKind["m"] != 4 {
+		mustEnqueue(t, c, "m", strings.Repeat("x", 21))
+		if st := stats(t, c); st.Pending != 2 || st.Bytes != 30 || st.Dropped != 4 || st.Kinds["m"].Dropped != 4 {
 			t.Fatalf("stats = %+v", st)
 		}
-		wantErr(t, c.Enqueue("m", make([]byte, 35)), ErrTooLarge, "cache: enqueue m: record too large: 36 bytes, outbox holds at most 35")
+		wantErr(t, c.Enqueue("m", make([]byte, 31)), ErrTooLarge, "cache: enqueue m: record too large: 31 bytes, the m quota holds at most 30")
 		if st := stats(t, c); st.Pending != 2 || st.Dropped != 4 {
 			t.Fatalf("a rejected record changed the outbox: %+v", st)
+		}
+	})
+	t.Run("unregistered kinds get the defaults", func(t *testing.T) {
+		c, _ := newCache(t, Options{OutboxMaxEntries: 2})
+		for _, p := range []string{"a0", "a1", "a2"} {
+			mustEnqueue(t, c, "a", p)
+		}
+		mustEnqueue(t, c, "b", "b0")
+		if got := payloads(peekAll(t, c)); got != "a1 a2 b0" {
+			t.Fatalf("outbox = %q", got)
 		}
 	})
 	t.Run("invalid kind", func(t *testing.T) {
@@ -396,6 +438,66 @@ func TestOutboxBounds(t *testing.T) {
 		wantErr(t, c.Enqueue("", nil), ErrInvalid, "cache: enqueue")
 		wantErr(t, c.Enqueue(strings.Repeat("k", MaxKindLen+1), nil), ErrInvalid, "kind must be 1-255 bytes, got 256")
 	})
+}
+
+// TestDrainOrder: higher priority first, oldest first within a kind, and
+// a backlog of one kind leaves every other kind a share of each batch.
+func TestDrainOrder(t *testing.T) {
+	c, _ := newCache(t, Options{OutboxKinds: []OutboxKind{
+		{Name: "status", Priority: 100}, {Name: "events", Priority: 50}, {Name: "metrics", Priority: 10},
+	}})
+	for i := range 40 {
+		mustEnqueue(t, c, "metrics", "m"+strconv.Itoa(i))
+	}
+	mustEnqueue(t, c, "events", "e0")
+	for i := range 40 {
+		mustEnqueue(t, c, "status", "s"+strconv.Itoa(i))
+	}
+	es, err := c.Batch(16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// share = 16/8 = 2: metrics gets 2, events its only 1, status the rest.
+	want := "s0 s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 s12 e0 m0 m1"
+	if got := payloads(es); got != want {
+		t.Fatalf("Batch(16) = %q\nwant        %q", got, want)
+	}
+	// A kind the hub does not take is held, not returned.
+	es, err = c.Batch(4, func(kind string) bool { return kind != "status" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := payloads(es); got != "e0 m0 m1 m2" {
+		t.Fatalf("Batch without status = %q", got)
+	}
+}
+
+// TestDeadLetter: an entry that cannot be sent is removed and counted
+// under its kind; the counter survives a reopen.
+func TestDeadLetter(t *testing.T) {
+	c, path := newCache(t, Options{})
+	mustEnqueue(t, c, "status", "s0")
+	mustEnqueue(t, c, "status", "not a report")
+	mustEnqueue(t, c, "future", "f0")
+	for _, seq := range []uint64{2, 3} {
+		if _, err := c.DeadLetter(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if kind, err := c.DeadLetter(3); err != nil || kind != "" {
+		t.Fatalf("DeadLetter of a removed entry = %q, %v; want a no-op", kind, err)
+	}
+	_, err := c.DeadLetter(9)
+	wantErr(t, err, ErrInvalid, "never issued")
+	c.Close()
+	c = openAt(t, path, Options{})
+	st := stats(t, c)
+	if st.Pending != 1 || st.DeadLettered != 2 || st.Kinds["status"].DeadLettered != 1 || st.Kinds["future"].DeadLettered != 1 || st.Kinds["future"].Pending != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+	if got := payloads(peekAll(t, c)); got != "s0" {
+		t.Fatalf("outbox = %q", got)
+	}
 }
 
 func TestLocked(t *testing.T) {
@@ -467,7 +569,7 @@ func TestSchema(t *testing.T) {
 
 	setSchema(t, path, SchemaVersion+1)
 	_, err := Open(path, Options{})
-	wantErr(t, err, ErrSchemaTooNew, "schema version 3, this binary supports up to 2")
+	wantErr(t, err, ErrSchemaTooNew, "schema version 4, this binary supports up to 3")
 	_, err = OpenReadOnly(path)
 	wantErr(t, err, ErrSchemaTooNew, "read-only")
 
@@ -515,7 +617,7 @@ func TestClosed(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	for _, o := range []Options{{LockTimeout: -1}, {KeepDesired: -1}, {OutboxMaxEntries: -1}, {OutboxMaxBytes: -1}} {
+	for _, o := range []Options{{LockTimeout: -1}, {KeepDesired: -1}, {OutboxMaxEntries: -1}, {OutboxMaxBytes: -1}, {OutboxKinds: []OutboxKind{{Name: "a"}, {Name: "a"}}}, {OutboxKinds: []OutboxKind{{Name: ""}}}, {OutboxKinds: []OutboxKind{{Name: "a", MaxBytes: -1}}}} {
 		if _, err := Open(filepath.Join(t.TempDir(), "x.db"), o); err == nil {
 			t.Errorf("Open(%+v): want error", o)
 		}
@@ -590,8 +692,12 @@ func BenchmarkAck100(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		seqs := make([]uint64, len(es))
+		for i, e := range es {
+			seqs[i] = e.Seq
+		}
 		b.StartTimer()
-		if err := c.Ack(es[len(es)-1].Seq); err != nil {
+		if err := c.Ack(seqs...); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -616,10 +722,12 @@ func TestConcurrentEnqueue(t *testing.T) {
 		t.Fatalf("%d entries, want %d", len(es), workers*each)
 	}
 	next := map[string]int{}
-	for i, e := range es {
-		if e.Seq != uint64(i+1) {
-			t.Fatalf("entry %d has seq %d", i, e.Seq)
+	seen := map[uint64]bool{}
+	for _, e := range es {
+		if e.Seq == 0 || e.Seq > workers*each || seen[e.Seq] {
+			t.Fatalf("entry %s/%s has seq %d: want each of 1..%d once", e.Kind, e.Payload, e.Seq, workers*each)
 		}
+		seen[e.Seq] = true
 		if n, _ := strconv.Atoi(string(e.Payload)); n != next[e.Kind] {
 			t.Fatalf("%s: entry %d out of order (want %d)", e.Kind, n, next[e.Kind])
 		}

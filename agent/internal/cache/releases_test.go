@@ -6,7 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // openFixture copies a gzipped fixture file to a temporary path (so the
@@ -46,6 +50,9 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		t.Fatal("OpenReadOnly of a schema-1 file: want an error asking for an upgrade")
 	}
 	c := openAt(t, path, Options{})
+	if _, err := os.Stat(BackupPath(path, 1)); err != nil {
+		t.Errorf("no backup of the schema-1 file before its upgrade: %v", err)
+	}
 	if id, err := c.Identity(); err != nil || !sameIdentity(id, testIdentity()) {
 		t.Errorf("identity after upgrade = %+v, %v", id, err)
 	}
@@ -59,6 +66,9 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		if ok, err := c.HasChart(digestOf([]byte(ch))); err != nil || !ok {
 			t.Errorf("chart %q after upgrade: %v, %v", ch, ok, err)
 		}
+	}
+	if es := peekAll(t, c); len(es) != 1 || es[0].Kind != "status" {
+		t.Errorf("outbox entries after upgrade from schema 1 = %+v", es)
 	}
 	if st, err := c.OutboxStats(); err != nil || st.Pending != 1 {
 		t.Errorf("outbox after upgrade = %+v, %v", st, err)
@@ -161,5 +171,120 @@ func TestCollectCharts(t *testing.T) {
 	}
 	if removed, err := c.CollectCharts([]string{ds[0], ds[2]}); err != nil || len(removed) != 0 {
 		t.Errorf("second CollectCharts = %v, %v", removed, err)
+	}
+}
+
+// TestUpgradeFromSchema2 opens a file written by the schema-2 code
+// (testdata/state-v2.db.gz, written at commit e4dcb63: six entries queued
+// into an outbox of four, so two status reports were dropped; pending
+// status seq 3, an "event" seq 4, an unreadable status seq 5, status seq
+// 6). The file is copied to agent.db.bak-v2 first; the outbox moves to one
+// bucket per kind with its order, sequence numbers and drop counters.
+func TestUpgradeFromSchema2(t *testing.T) {
+	path := openFixture(t, "state-v2.db.gz")
+	if _, err := OpenReadOnly(path); err == nil {
+		t.Fatal("OpenReadOnly of a schema-2 file: want an error asking for an upgrade")
+	}
+	c := openAt(t, path, Options{OutboxKinds: []OutboxKind{{Name: "status", Priority: 100}}})
+	checkV2Backup(t, BackupPath(path, 2))
+	if fi, err := os.Stat(BackupPath(path, 2)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup mode = %v, %v; want 0600 (it holds the private key)", fi.Mode(), err)
+	}
+	if id, err := c.Identity(); err != nil || !sameIdentity(id, testIdentity()) {
+		t.Errorf("identity after upgrade = %+v, %v", id, err)
+	}
+	if ls, err := c.LinkState(); err != nil || ls.ConnectedCount != 5 {
+		t.Errorf("link state after upgrade = %+v, %v", ls, err)
+	}
+	if revs, err := c.DesiredRevisions(); err != nil || !slices.Equal(revs, []uint64{8, 9}) {
+		t.Errorf("desired revisions = %v, %v; want [8 9]", revs, err)
+	}
+	if ok, err := c.HasChart(digestOf([]byte("chart archive v2 fixture"))); err != nil || !ok {
+		t.Errorf("chart after upgrade: %v, %v", ok, err)
+	}
+	if recs, err := c.ReleaseRecords(); err != nil || len(recs) != 1 || recs[0].Name != "nginx-web" {
+		t.Errorf("release records after upgrade = %+v, %v", recs, err)
+	}
+	if _, pending, err := c.PendingAdoption(); err != nil || pending {
+		t.Errorf("PendingAdoption after an upgrade from schema 2 = %v, %v; want none", pending, err)
+	}
+	es := peekAll(t, c)
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Kind+"/"+strconv.FormatUint(e.Seq, 10))
+	}
+	if want := []string{"status/3", "status/5", "status/6", "event/4"}; !slices.Equal(got, want) {
+		t.Fatalf("outbox after upgrade = %v; want %v", got, want)
+	}
+	if string(es[1].Payload) != "\xff\xff not a status report" || !es[0].At.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("entry payload or time changed: %q at %v", es[1].Payload, es[0].At)
+	}
+	st := stats(t, c)
+	if st.Pending != 4 || st.Dropped != 2 || st.Kinds["status"].Dropped != 2 || st.Kinds["status"].Pending != 3 || st.Kinds["event"].Pending != 1 {
+		t.Fatalf("outbox stats after upgrade = %+v", st)
+	}
+	// Sequence numbers go on from the old file's.
+	mustEnqueue(t, c, "status", "new")
+	if err := c.Ack(3, 7); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Reopening does not upgrade or back up again.
+	if err := os.Remove(BackupPath(path, 2)); err != nil {
+		t.Fatal(err)
+	}
+	c = openAt(t, path, Options{})
+	if _, err := os.Stat(BackupPath(path, 2)); !os.IsNotExist(err) {
+		t.Errorf("reopening a schema-3 file made a backup: %v", err)
+	}
+	if st := stats(t, c); st.Pending != 3 || st.Dropped != 2 {
+		t.Errorf("after reopen: %+v", st)
+	}
+}
+
+// checkV2Backup checks that bak is the schema-2 file as it was.
+func checkV2Backup(t *testing.T, bak string) {
+	t.Helper()
+	db, err := bolt.Open(bak, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("open backup: %v", err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		var n int
+		err := tx.Bucket([]byte(bucketOutbox)).ForEach(func(k, v []byte) error {
+			if v == nil || len(k) != 8 {
+				t.Errorf("backup outbox holds %x: not a schema-2 entry", k)
+			}
+			n++
+			return nil
+		})
+		if v := readUint(tx.Bucket([]byte(bucketMeta)), keySchema); v != 2 || n != 4 || tx.Bucket([]byte(bucketOutboxDropsV2)) == nil {
+			t.Errorf("backup: schema %d, %d outbox entries; want the schema-2 file with 4", v, n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeDamagedSchema2Entry: an outbox entry too short to name its
+// kind is dead-lettered by the upgrade instead of failing it.
+func TestUpgradeDamagedSchema2Entry(t *testing.T) {
+	path := openFixture(t, "state-v2.db.gz")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketOutbox)).Put(u64(4), []byte{1, 2, 3}) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := openAt(t, path, Options{})
+	st := stats(t, c)
+	if st.Pending != 3 || st.Kinds[DamagedKind].DeadLettered != 1 || st.Kinds["event"].Pending != 0 {
+		t.Fatalf("stats = %+v", st)
 	}
 }

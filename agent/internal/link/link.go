@@ -17,13 +17,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
@@ -81,18 +81,20 @@ type Cache interface {
 	SaveLinkState(cache.LinkState) error
 }
 
-// Outbox is the agent's durable queue of reports for the hub. Entries are
-// removed only after the hub acknowledged storing them.
+// Outbox is the agent's durable queue of payloads for the hub. Entries are
+// removed only after the hub acknowledged storing them, or dead-lettered
+// when they cannot be sent.
 type Outbox interface {
-	Peek(n int) ([]cache.OutboxEntry, error)
-	Ack(uptoSeq uint64) error
+	Batch(n int, sendable func(kind string) bool) ([]cache.OutboxEntry, error)
+	Ack(seqs ...uint64) error
+	DeadLetter(seq uint64) (kind string, err error)
 	OutboxStats() (cache.OutboxStats, error)
 }
 
-// Outbox entry kinds the link knows how to send.
+// Outbox entry kinds the link knows how to send (see payloadKinds).
 const (
 	// KindStatus entries hold a marshalled fleetv1.StatusReport.
-	KindStatus = "status"
+	KindStatus = fleetv1.PayloadKindStatus
 )
 
 // Handler receives desired state from the hub. Desired must persist the
@@ -198,6 +200,10 @@ type Link struct {
 	// tickets caches TLS session tickets so a reconnect resumes the session
 	// instead of a full handshake with certificates.
 	tickets tls.ClientSessionCache
+	// kinds are the outbox payload kinds the link sends (payloadKinds).
+	kinds []payloadKind
+	// ackTimeout bounds the wait for the hub to acknowledge a batch.
+	ackTimeout time.Duration
 }
 
 // New returns a Link; Run connects it.
@@ -230,7 +236,8 @@ func New(cfg Config) (*Link, error) {
 	if err := cfg.Tunnel.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Link{cfg: cfg, log: cfg.Logger, outboxKick: make(chan struct{}, 1), tickets: tls.NewLRUClientSessionCache(4)}
+	l := &Link{cfg: cfg, log: cfg.Logger, outboxKick: make(chan struct{}, 1), tickets: tls.NewLRUClientSessionCache(4),
+		kinds: payloadKinds(), ackTimeout: defaultAckTimeout}
 	l.grpc = grpc.NewServer(tunnel.ServerOptions(cfg.Tunnel)...)
 	fleetv1.RegisterAgentServer(l.grpc, &agentService{l: l})
 	return l, nil
@@ -651,7 +658,7 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) err
 	}
 	err = stream.Send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Hello{Hello: &fleetv1.Hello{
 		Cluster: cluster, AgentVersion: version.Get(), HaveRevision: have, HaveEpoch: haveEpoch, Hostname: l.cfg.Hostname,
-		ApiServer: l.cfg.APIServer,
+		ApiServer: l.cfg.APIServer, PayloadKinds: l.helloKinds(),
 	}}})
 	if err != nil {
 		return err
@@ -673,7 +680,8 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) err
 	l.st.Connects++
 	l.mu.Unlock()
 	l.setState(StateConnected, hub, nil)
-	l.log.Info("connected to hub", "hub", hub, "cluster", cluster, "revision", have)
+	neg := negotiate(l.kinds, w)
+	l.log.Info("connected to hub", "hub", hub, "cluster", cluster, "revision", have, "payload_kinds", w.GetPayloadKinds())
 
 	beat := time.Duration(w.GetHeartbeatSeconds()) * time.Second
 	if beat <= 0 {
@@ -699,10 +707,12 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) err
 			cancel()
 		}
 	}
-	acks := make(chan uint64, 1)
+	// The hub acknowledges each payload it was sent, at most drainBatch
+	// in flight; room for more so a stray ack never blocks the receive loop.
+	acks := make(chan payloadAck, 2*drainBatch)
 	wg.Go(func() { fail(l.heartbeats(sctx, out, client, beat)) })
 	if l.cfg.Outbox != nil {
-		wg.Go(func() { fail(l.drain(sctx, out, acks)) })
+		wg.Go(func() { fail(l.drain(sctx, out, acks, neg)) })
 	}
 	defer wg.Wait()
 	defer cancel()
@@ -722,17 +732,11 @@ func (l *Link) connect(ctx context.Context, hub string, bo *backoff.Backoff) err
 		l.mu.Lock()
 		l.st.LastContact = l.cfg.Now()
 		l.mu.Unlock()
-		if a := msg.GetStatusAck(); a != nil {
+		if a := ackOf(msg); a != nil {
 			select {
-			case acks <- a.GetSeq():
+			case acks <- *a:
 			default:
-				// The drain has not read the previous ack; the newer one
-				// covers it.
-				select {
-				case <-acks:
-				default:
-				}
-				acks <- a.GetSeq()
+				l.log.Warn("hub sent more acknowledgements than payloads in flight; ignoring one", "hub", hub, "seq", a.seq)
 			}
 			continue
 		}
@@ -775,7 +779,7 @@ func (l *Link) heartbeats(ctx context.Context, out *syncSender, client fleetv1.F
 		hb := &fleetv1.Heartbeat{Sent: timestamppb.New(l.cfg.Now())}
 		if l.cfg.Outbox != nil {
 			if st, err := l.cfg.Outbox.OutboxStats(); err == nil {
-				hb.OutboxPending, hb.OutboxDropped = st.Pending, st.Dropped
+				hb.OutboxPending, hb.OutboxDropped, hb.OutboxKinds = st.Pending, st.Dropped, kindStats(st)
 			}
 		}
 		err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Heartbeat{Heartbeat: hb}})
@@ -852,49 +856,81 @@ func (l *Link) KickOutbox() {
 	}
 }
 
-// drainBatch bounds the reports in flight before the hub acknowledges.
+// drainBatch bounds the payloads in flight before the hub acknowledges.
 const drainBatch = fleetv1.MaxUnackedReports
 
-// drain sends outbox entries oldest first and deletes them once the hub
-// acknowledged storing them. Entries survive a broken link and an agent
-// restart; a report sent twice is harmless because newer reports supersede
-// older ones at the hub.
-func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan uint64) error {
+// payloadAck is the hub's answer to one payload.
+type payloadAck struct {
+	seq     uint64
+	refused bool
+	reason  string
+}
+
+// ackOf returns the acknowledgement msg carries, or nil.
+func ackOf(msg *fleetv1.HubMessage) *payloadAck {
+	if a := msg.GetStatusAck(); a != nil {
+		return &payloadAck{seq: a.GetSeq()}
+	}
+	if a := msg.GetPayloadAck(); a != nil {
+		return &payloadAck{seq: a.GetSeq(), refused: a.GetRefused(), reason: a.GetReason()}
+	}
+	return nil
+}
+
+// kindStats are the outbox's per-kind counters for a heartbeat, bounded by
+// fleetv1.MaxPayloadKinds (in name order).
+func kindStats(st cache.OutboxStats) []*fleetv1.OutboxKindStats {
+	names := make([]string, 0, len(st.Kinds))
+	for name := range st.Kinds {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var out []*fleetv1.OutboxKindStats
+	for _, name := range names[:min(len(names), fleetv1.MaxPayloadKinds)] {
+		k := st.Kinds[name]
+		out = append(out, &fleetv1.OutboxKindStats{Kind: name, Pending: k.Pending, Bytes: k.Bytes, Dropped: k.Dropped, DeadLettered: k.DeadLettered})
+	}
+	return out
+}
+
+// drain sends outbox entries in drain order (cache.Batch: priority, then
+// oldest first) of the kinds the hub accepts, and removes each once the
+// hub acknowledged it by sequence number. An entry that cannot be sent (a
+// kind this agent does not know, a payload that does not decode) or that
+// the hub refuses for good is dead-lettered: removed and counted, never
+// waited for. A kind the hub does not accept stays in the outbox. Entries
+// survive a broken link and an agent restart; a payload sent twice is
+// harmless (the hub orders status reports by seq).
+func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAck, neg negotiated) error {
 	poll := time.NewTicker(5 * time.Second)
 	defer poll.Stop()
+	sendable := l.sendable(neg)
 	for {
-		entries, err := l.cfg.Outbox.Peek(drainBatch)
+		entries, err := l.cfg.Outbox.Batch(drainBatch, sendable)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
-		var last uint64
+		inflight := map[uint64]bool{}
 		for _, e := range entries {
-			last = e.Seq
-			if e.Kind != KindStatus {
-				l.log.Warn("dropping outbox entry of unknown kind", "kind", e.Kind, "seq", e.Seq)
+			msg, err := l.encode(e, neg)
+			if err != nil {
+				l.deadLetter(e.Seq, e.Kind, err.Error())
 				continue
 			}
-			var rep fleetv1.StatusReport
-			if err := proto.Unmarshal(e.Payload, &rep); err != nil {
-				l.log.Warn("dropping unreadable outbox entry", "seq", e.Seq, "err", err)
-				continue
+			if err := out.send(msg); err != nil {
+				return fmt.Errorf("send outbox entry %d (%s): %w", e.Seq, e.Kind, err)
 			}
-			rep.Seq = e.Seq
-			if n := fitReport(&rep); n > 0 {
-				l.mu.Lock()
-				l.st.StatusTruncated += uint64(n)
-				l.mu.Unlock()
-				l.log.Warn("status report too large for the hub; left out services (not Deployed ones are kept first)",
-					"seq", e.Seq, "left_out", n, "kept", len(rep.Services), "max_services", fleetv1.MaxReportServices)
-			}
-			if err := out.send(&fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Status{Status: &rep}}); err != nil {
-				return fmt.Errorf("send status report: %w", err)
-			}
+			inflight[e.Seq] = true
 		}
-		if len(entries) > 0 {
-			if err := l.awaitAck(ctx, acks, last); err != nil {
+		if len(inflight) > 0 {
+			if err := l.awaitAcks(ctx, acks, inflight); err != nil {
 				return err
 			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if len(entries) > 0 {
 			continue
 		}
 		select {
@@ -906,30 +942,63 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan uint64) e
 	}
 }
 
-// ackTimeout bounds the wait for the hub to acknowledge status reports.
-const ackTimeout = time.Minute
+// encode makes the message that carries e to this hub.
+func (l *Link) encode(e cache.OutboxEntry, neg negotiated) (*fleetv1.AgentMessage, error) {
+	k, ok := l.kind(e.Kind)
+	if !ok {
+		return nil, fmt.Errorf("unknown kind %q (written by another tether-agent version?)", e.Kind)
+	}
+	data := e.Payload
+	if k.prepare != nil {
+		var err error
+		if data, err = k.prepare(l, e.Seq, data); err != nil {
+			return nil, err
+		}
+	}
+	if neg.legacy {
+		return k.legacy(e.Seq, data)
+	}
+	return &fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Payload{Payload: &fleetv1.Payload{Seq: e.Seq, Kind: e.Kind, Data: data}}}, nil
+}
 
-func (l *Link) awaitAck(ctx context.Context, acks <-chan uint64, seq uint64) error {
-	t := time.NewTimer(ackTimeout)
+func (l *Link) deadLetter(seq uint64, kind, reason string) {
+	if _, err := l.cfg.Outbox.DeadLetter(seq); err != nil {
+		l.log.Error("dead-letter outbox entry", "seq", seq, "kind", kind, "err", err)
+		return
+	}
+	l.log.Warn("outbox entry cannot be sent; dead-lettered (removed and counted)", "seq", seq, "kind", kind, "reason", reason)
+}
+
+// defaultAckTimeout bounds the wait for the hub to acknowledge a batch.
+const defaultAckTimeout = time.Minute
+
+// awaitAcks waits until the hub answered every payload in inflight, and
+// removes each from the outbox as its answer arrives.
+func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool) error {
+	t := time.NewTimer(l.ackTimeout)
 	defer t.Stop()
-	for {
+	for len(inflight) > 0 {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			return fmt.Errorf("hub did not acknowledge status report %d within %s", seq, ackTimeout)
-		case got := <-acks:
-			if got > seq {
-				return fmt.Errorf("hub acknowledged status report %d, only sent up to %d", got, seq)
+			return fmt.Errorf("hub did not acknowledge %d outbox entries within %s", len(inflight), l.ackTimeout)
+		case a := <-acks:
+			if !inflight[a.seq] {
+				l.log.Warn("hub acknowledged an outbox entry not in flight; ignoring", "seq", a.seq)
+				continue
 			}
-			if err := l.cfg.Outbox.Ack(got); err != nil {
-				return fmt.Errorf("ack outbox up to %d: %w", got, err)
+			delete(inflight, a.seq)
+			if a.refused {
+				l.deadLetter(a.seq, "", "refused by the hub: "+a.reason)
+				continue
 			}
-			if got == seq {
-				return nil
+			if err := l.cfg.Outbox.Ack(a.seq); err != nil {
+				return fmt.Errorf("ack outbox entry %d: %w", a.seq, err)
 			}
 		}
 	}
+	return nil
 }
 
 // ErrOffline: the call needs the hub and the link is down.

@@ -52,6 +52,9 @@ type Cluster struct {
 	// it dropped while offline because its outbox was full.
 	OutboxPending uint64 `json:"outboxPending,omitempty"`
 	OutboxDropped uint64 `json:"outboxDropped,omitempty"`
+	// OutboxKinds are the same per payload kind, with dead-lettered
+	// entries (from agents that send them).
+	OutboxKinds []gateway.OutboxKindStats `json:"outboxKinds,omitempty"`
 	// Agent is the agent's own answer, fetched over the tunnel by describe.
 	Agent *AgentDiagnosis `json:"agent,omitempty"`
 }
@@ -294,6 +297,7 @@ func (s *server) view(c fleet.Cluster) Cluster {
 		v.Revision = si.Revision
 		v.BytesIn, v.BytesOut = si.BytesIn, si.BytesOut
 		v.OutboxPending, v.OutboxDropped = si.OutboxPending, si.OutboxDropped
+		v.OutboxKinds = si.OutboxKinds
 	}
 	return v
 }

@@ -59,6 +59,9 @@ func describeCluster(g *globals, c api.Cluster, now time.Time) {
 		fmt.Fprintf(tw, "Connected since:\t%s\n", ts(c.ConnectedSince))
 		fmt.Fprintf(tw, "Tunnel bytes:\tin %d, out %d (TLS included)\n", c.BytesIn, c.BytesOut)
 		fmt.Fprintf(tw, "Agent outbox:\t%d pending, %d dropped while offline\n", c.OutboxPending, c.OutboxDropped)
+		for _, k := range c.OutboxKinds {
+			fmt.Fprintf(tw, "  %s:\t%d pending (%d bytes), %d dropped, %d dead-lettered\n", k.Kind, k.Pending, k.Bytes, k.Dropped, k.DeadLettered)
+		}
 	}
 	fmt.Fprintf(tw, "Address:\t%s\n", orNone(c.Address))
 	fmt.Fprintf(tw, "Hostname:\t%s\n", orNone(c.Hostname))

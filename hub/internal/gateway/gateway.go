@@ -73,6 +73,10 @@ type Config struct {
 	Desired Desired
 	Charts  Charts
 	Status  StatusSink
+	// Payloads receive agent payloads of kinds other than status (which
+	// goes to Status), by kind; see docs/design/outbox.md. The hub offers
+	// agents these kinds and "status" in Welcome.payload_kinds.
+	Payloads map[string]PayloadReceiver
 	// Certificate is the hub's serving certificate; its chain should include
 	// the CA so agents can pin it by fingerprint.
 	Certificate tls.Certificate
@@ -130,6 +134,17 @@ func DefaultConfig() Config {
 
 // Validate reports the first missing or wrong setting.
 func (c *Config) Validate() error {
+	for kind, r := range c.Payloads {
+		switch {
+		case !fleetv1.ValidPayloadKind(kind) || kind == fleetv1.PayloadKindStatus:
+			return fmt.Errorf("gateway: Config.Payloads: kind %q is not a valid payload kind (or is status, which goes to Config.Status)", kind)
+		case r == nil:
+			return fmt.Errorf("gateway: Config.Payloads: kind %q has no receiver", kind)
+		}
+	}
+	if len(c.Payloads)+1 > fleetv1.MaxPayloadKinds {
+		return fmt.Errorf("gateway: Config.Payloads: %d kinds, at most %d", len(c.Payloads), fleetv1.MaxPayloadKinds-1)
+	}
 	switch {
 	case c.Registry == nil:
 		return errors.New("gateway: Config.Registry is required")
@@ -234,6 +249,21 @@ type agentSession struct {
 	wire *tunnel.CountingConn
 	// outboxPending and outboxDropped are from the last heartbeat.
 	outboxPending, outboxDropped uint64
+	// outboxKinds are the per-kind counters of the last heartbeat.
+	outboxKinds []OutboxKindStats
+	// payloadKinds are the kinds negotiated in hello/welcome; empty for
+	// an agent older than payload kinds.
+	payloadKinds []string
+}
+
+// OutboxKindStats are an agent's outbox counters for one payload kind, as
+// its last heartbeat said.
+type OutboxKindStats struct {
+	Kind         string `json:"kind"`
+	Pending      uint64 `json:"pending"`
+	Bytes        uint64 `json:"bytes,omitempty"`
+	Dropped      uint64 `json:"dropped,omitempty"`
+	DeadLettered uint64 `json:"deadLettered,omitempty"`
 }
 
 // SessionInfo describes a connected agent.
@@ -252,6 +282,11 @@ type SessionInfo struct {
 	// outbox was full while offline.
 	OutboxPending uint64 `json:"outboxPending"`
 	OutboxDropped uint64 `json:"outboxDropped"`
+	// OutboxKinds are the same per payload kind, with dead-lettered
+	// entries; empty from agents older than payload kinds.
+	OutboxKinds []OutboxKindStats `json:"outboxKinds,omitempty"`
+	// PayloadKinds are the payload kinds negotiated with the agent.
+	PayloadKinds []string `json:"payloadKinds,omitempty"`
 }
 
 // New returns a Gateway; call Serve to accept connections.
@@ -569,6 +604,7 @@ func (s *agentSession) info() SessionInfo {
 		Cluster: s.cluster, RemoteAddr: s.remote, Since: s.since, LastHeartbeat: s.lastBeat,
 		AgentVersion: s.version, Hostname: s.hostname, Revision: s.revision,
 		OutboxPending: s.outboxPending, OutboxDropped: s.outboxDropped,
+		OutboxKinds: slices.Clone(s.outboxKinds), PayloadKinds: slices.Clone(s.payloadKinds),
 	}
 	if s.wire != nil {
 		si.BytesIn, si.BytesOut = s.wire.BytesIn(), s.wire.BytesOut()

@@ -139,10 +139,15 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 	if err := checkAgentInfo("sync: hello", hello.GetAgentVersion(), hello.GetHostname()); err != nil {
 		return err
 	}
+	kinds, err := g.negotiateKinds(hello.GetPayloadKinds())
+	if err != nil {
+		return err
+	}
 	now := g.cfg.Now()
 	s := &agentSession{
 		cluster: id.cluster, sess: id.sess, remote: id.remote, since: now, lastBeat: now, lastSaved: now,
 		version: hello.GetAgentVersion(), hostname: hello.GetHostname(), revision: hello.GetHaveRevision(),
+		payloadKinds: kinds,
 	}
 	apiServer, ok := apiServerOf(hello.GetApiServer())
 	if !ok {
@@ -168,6 +173,7 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		ServerTime:       timestamppb.New(now),
 		HeartbeatSeconds: uint32(g.cfg.Heartbeat / time.Second),
 		Epoch:            epoch,
+		PayloadKinds:     kinds,
 	}}})
 	if err != nil {
 		return err
@@ -302,6 +308,7 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 		case *fleetv1.AgentMessage_Heartbeat:
 			g.mu.Lock()
 			s.outboxPending, s.outboxDropped = m.Heartbeat.GetOutboxPending(), m.Heartbeat.GetOutboxDropped()
+			s.outboxKinds = outboxKinds(m.Heartbeat.GetOutboxKinds())
 			g.mu.Unlock()
 			g.beat(s)
 		case *fleetv1.AgentMessage_Ack:
@@ -311,6 +318,11 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 		case *fleetv1.AgentMessage_Status:
 			g.beat(s)
 			if err := g.report(ctx, out, s.cluster, m.Status); err != nil {
+				return err
+			}
+		case *fleetv1.AgentMessage_Payload:
+			g.beat(s)
+			if err := g.payload(ctx, out, s, m.Payload); err != nil {
 				return err
 			}
 		case *fleetv1.AgentMessage_Hello:
@@ -335,19 +347,26 @@ func (g *Gateway) beat(s *agentSession) {
 	}
 }
 
-// report stores a status report, then acknowledges it so the agent can
-// drop it from its outbox.
+// report stores a status report sent as AgentMessage.status (by agents
+// older than payload kinds, or to a hub that named none), then
+// acknowledges it so the agent can drop it from its outbox.
 func (g *Gateway) report(ctx context.Context, out *hubSender, cluster string, rep *fleetv1.StatusReport) error {
-	if g.cfg.Status != nil {
-		if err := g.storeWrite(ctx, func() error { return g.cfg.Status.SaveReport(ctx, cluster, rep) }); err != nil {
-			if status.Code(err) == codes.PermissionDenied {
-				return err
-			}
-			// Not acknowledged: the agent sends it again after reconnecting.
-			return status.Errorf(codes.Unavailable, "store status report %d of %q: %v", rep.GetSeq(), cluster, err)
+	if err := g.saveReport(ctx, cluster, rep); err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			return err
 		}
+		// Not acknowledged: the agent sends it again after reconnecting.
+		return status.Errorf(codes.Unavailable, "store status report %d of %q: %v", rep.GetSeq(), cluster, err)
 	}
 	return out.send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_StatusAck{StatusAck: &fleetv1.StatusAck{Seq: rep.GetSeq()}}})
+}
+
+// saveReport stores a status report, if the hub keeps them.
+func (g *Gateway) saveReport(ctx context.Context, cluster string, rep *fleetv1.StatusReport) error {
+	if g.cfg.Status == nil {
+		return nil
+	}
+	return g.storeWrite(ctx, func() error { return g.cfg.Status.SaveReport(ctx, cluster, rep) })
 }
 
 // chartChunk is the size of one FetchChart message.

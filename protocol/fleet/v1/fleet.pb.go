@@ -268,6 +268,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Ack
 	//	*AgentMessage_Status
+	//	*AgentMessage_Payload
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -346,6 +347,15 @@ func (x *AgentMessage) GetStatus() *StatusReport {
 	return nil
 }
 
+func (x *AgentMessage) GetPayload() *Payload {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Payload); ok {
+			return x.Payload
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -363,7 +373,13 @@ type AgentMessage_Ack struct {
 }
 
 type AgentMessage_Status struct {
+	// A status report to a hub that announced no payload kinds (older
+	// hubs); newer hubs get status in a Payload of kind "status".
 	Status *StatusReport `protobuf:"bytes,4,opt,name=status,proto3,oneof"`
+}
+
+type AgentMessage_Payload struct {
+	Payload *Payload `protobuf:"bytes,5,opt,name=payload,proto3,oneof"`
 }
 
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
@@ -373,6 +389,75 @@ func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 func (*AgentMessage_Ack) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Status) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Payload) isAgentMessage_Msg() {}
+
+// Payload is one outbox entry of a kind the hub announced in
+// Welcome.payload_kinds. New kinds of agent→hub data (metric batches,
+// events, logs) travel in it with no change to the message or the drain.
+// The hub answers every Payload with a PayloadAck of its seq.
+type Payload struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Outbox sequence number: unique per agent outbox, never reused.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Payload kind ("status", "metrics", ...); at most MaxPayloadKindBytes.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The kind's own encoding (for "status": a marshalled StatusReport).
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Payload) Reset() {
+	*x = Payload{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Payload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Payload) ProtoMessage() {}
+
+func (x *Payload) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Payload.ProtoReflect.Descriptor instead.
+func (*Payload) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Payload) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Payload) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Payload) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
 
 // Hello is the first message on a Sync stream.
 type Hello struct {
@@ -391,14 +476,18 @@ type Hello struct {
 	// kubeconfig's server), for values templates (.Cluster.spec.
 	// controlPlaneEndpoint); empty for an agent without a cluster. Numbered
 	// apart from the fields above so that additions to them do not collide.
-	ApiServer     string `protobuf:"bytes,16,opt,name=api_server,json=apiServer,proto3" json:"api_server,omitempty"`
+	ApiServer string `protobuf:"bytes,16,opt,name=api_server,json=apiServer,proto3" json:"api_server,omitempty"`
+	// Payload kinds this agent can send in Payload messages (at most
+	// MaxPayloadKinds). Empty: an agent older than payload kinds, which
+	// sends only StatusReport.
+	PayloadKinds  []string `protobuf:"bytes,6,rep,name=payload_kinds,json=payloadKinds,proto3" json:"payload_kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +499,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +512,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetCluster() string {
@@ -468,19 +557,29 @@ func (x *Hello) GetApiServer() string {
 	return ""
 }
 
+func (x *Hello) GetPayloadKinds() []string {
+	if x != nil {
+		return x.PayloadKinds
+	}
+	return nil
+}
+
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Sent  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sent,proto3" json:"sent,omitempty"`
 	// Outbox entries waiting to be sent, and entries dropped for lack of room.
 	OutboxPending uint64 `protobuf:"varint,2,opt,name=outbox_pending,json=outboxPending,proto3" json:"outbox_pending,omitempty"`
 	OutboxDropped uint64 `protobuf:"varint,3,opt,name=outbox_dropped,json=outboxDropped,proto3" json:"outbox_dropped,omitempty"`
+	// The same per payload kind, with dead-lettered entries (at most
+	// MaxPayloadKinds entries). Empty from agents older than payload kinds.
+	OutboxKinds   []*OutboxKindStats `protobuf:"bytes,4,rep,name=outbox_kinds,json=outboxKinds,proto3" json:"outbox_kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +591,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +604,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetSent() *timestamppb.Timestamp {
@@ -529,6 +628,95 @@ func (x *Heartbeat) GetOutboxDropped() uint64 {
 	return 0
 }
 
+func (x *Heartbeat) GetOutboxKinds() []*OutboxKindStats {
+	if x != nil {
+		return x.OutboxKinds
+	}
+	return nil
+}
+
+// OutboxKindStats are an agent's outbox counters for one payload kind.
+type OutboxKindStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Entries waiting (including those held because the hub does not
+	// accept the kind).
+	Pending uint64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Entries evicted because the kind's quota (count or bytes) was full.
+	Dropped uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Entries removed because they could not be sent (unknown kind,
+	// unreadable) or the hub refused them for good.
+	DeadLettered  uint64 `protobuf:"varint,4,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Bytes         uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxKindStats) Reset() {
+	*x = OutboxKindStats{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxKindStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxKindStats) ProtoMessage() {}
+
+func (x *OutboxKindStats) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxKindStats.ProtoReflect.Descriptor instead.
+func (*OutboxKindStats) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OutboxKindStats) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *OutboxKindStats) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *OutboxKindStats) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *OutboxKindStats) GetDeadLettered() uint64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *OutboxKindStats) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // Ack says the agent has stored the revision durably.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -539,7 +727,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +739,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +752,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetRevision() uint64 {
@@ -589,7 +777,7 @@ type StatusReport struct {
 
 func (x *StatusReport) Reset() {
 	*x = StatusReport{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +789,7 @@ func (x *StatusReport) String() string {
 func (*StatusReport) ProtoMessage() {}
 
 func (x *StatusReport) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +802,7 @@ func (x *StatusReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReport.ProtoReflect.Descriptor instead.
 func (*StatusReport) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusReport) GetRevision() uint64 {
@@ -662,7 +850,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +862,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +875,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServiceStatus) GetName() string {
@@ -753,6 +941,7 @@ type HubMessage struct {
 	//	*HubMessage_Welcome
 	//	*HubMessage_Desired
 	//	*HubMessage_StatusAck
+	//	*HubMessage_PayloadAck
 	Msg           isHubMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -760,7 +949,7 @@ type HubMessage struct {
 
 func (x *HubMessage) Reset() {
 	*x = HubMessage{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +961,7 @@ func (x *HubMessage) String() string {
 func (*HubMessage) ProtoMessage() {}
 
 func (x *HubMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +974,7 @@ func (x *HubMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HubMessage.ProtoReflect.Descriptor instead.
 func (*HubMessage) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HubMessage) GetMsg() isHubMessage_Msg {
@@ -822,6 +1011,15 @@ func (x *HubMessage) GetStatusAck() *StatusAck {
 	return nil
 }
 
+func (x *HubMessage) GetPayloadAck() *PayloadAck {
+	if x != nil {
+		if x, ok := x.Msg.(*HubMessage_PayloadAck); ok {
+			return x.PayloadAck
+		}
+	}
+	return nil
+}
+
 type isHubMessage_Msg interface {
 	isHubMessage_Msg()
 }
@@ -838,11 +1036,82 @@ type HubMessage_StatusAck struct {
 	StatusAck *StatusAck `protobuf:"bytes,3,opt,name=status_ack,json=statusAck,proto3,oneof"`
 }
 
+type HubMessage_PayloadAck struct {
+	PayloadAck *PayloadAck `protobuf:"bytes,4,opt,name=payload_ack,json=payloadAck,proto3,oneof"`
+}
+
 func (*HubMessage_Welcome) isHubMessage_Msg() {}
 
 func (*HubMessage_Desired) isHubMessage_Msg() {}
 
 func (*HubMessage_StatusAck) isHubMessage_Msg() {}
+
+func (*HubMessage_PayloadAck) isHubMessage_Msg() {}
+
+// PayloadAck answers one Payload by its seq: stored (the agent removes it
+// from its outbox) or refused for good (the agent removes it and counts it
+// as dead-lettered). A payload the hub could not store for now is not
+// answered; the stream ends and the agent sends it again.
+type PayloadAck struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Refused bool                   `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
+	// Why it was refused.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PayloadAck) Reset() {
+	*x = PayloadAck{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PayloadAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PayloadAck) ProtoMessage() {}
+
+func (x *PayloadAck) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PayloadAck.ProtoReflect.Descriptor instead.
+func (*PayloadAck) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PayloadAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PayloadAck) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
+
+func (x *PayloadAck) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // StatusAck confirms that the hub stored every status report up to seq.
 type StatusAck struct {
@@ -854,7 +1123,7 @@ type StatusAck struct {
 
 func (x *StatusAck) Reset() {
 	*x = StatusAck{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1135,7 @@ func (x *StatusAck) String() string {
 func (*StatusAck) ProtoMessage() {}
 
 func (x *StatusAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1148,7 @@ func (x *StatusAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusAck.ProtoReflect.Descriptor instead.
 func (*StatusAck) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusAck) GetSeq() uint64 {
@@ -897,14 +1166,19 @@ type Welcome struct {
 	// How often the hub expects a Heartbeat.
 	HeartbeatSeconds uint32 `protobuf:"varint,3,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
 	// Epoch of the hub's desired-state revisions (see DesiredState.epoch).
-	Epoch         string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Payload kinds this hub accepts in Payload messages, of those the
+	// agent offered in Hello.payload_kinds. Empty: a hub older than payload
+	// kinds (send status as StatusReport, hold every other kind), or an
+	// agent that offered none.
+	PayloadKinds  []string `protobuf:"bytes,5,rep,name=payload_kinds,json=payloadKinds,proto3" json:"payload_kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1190,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1203,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Welcome) GetCluster() string {
@@ -960,6 +1234,13 @@ func (x *Welcome) GetEpoch() string {
 	return ""
 }
 
+func (x *Welcome) GetPayloadKinds() []string {
+	if x != nil {
+		return x.PayloadKinds
+	}
+	return nil
+}
+
 // DesiredState carries a revision of one cluster's desired state. When full
 // is false it is a delta over the agent's have_revision: services listed
 // replace those with the same namespace/name; tombstones delete.
@@ -986,7 +1267,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1279,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1292,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DesiredState) GetCluster() string {
@@ -1081,7 +1362,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1374,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1387,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Service) GetName() string {
@@ -1193,7 +1474,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1486,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1499,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1258,7 +1539,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1551,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1564,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1305,7 +1586,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1598,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1611,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1355,7 +1636,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1648,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1661,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 type DiagnoseResponse struct {
@@ -1397,7 +1678,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1690,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1703,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -1478,13 +1759,18 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"q\n" +
 	"\rRenewResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x127\n" +
-	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\xe4\x01\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\x9a\x02\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.tether.fleet.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.tether.fleet.v1.HeartbeatH\x00R\theartbeat\x12(\n" +
 	"\x03ack\x18\x03 \x01(\v2\x14.tether.fleet.v1.AckH\x00R\x03ack\x127\n" +
-	"\x06status\x18\x04 \x01(\v2\x1d.tether.fleet.v1.StatusReportH\x00R\x06statusB\x05\n" +
-	"\x03msg\"\xc5\x01\n" +
+	"\x06status\x18\x04 \x01(\v2\x1d.tether.fleet.v1.StatusReportH\x00R\x06status\x124\n" +
+	"\apayload\x18\x05 \x01(\v2\x18.tether.fleet.v1.PayloadH\x00R\apayloadB\x05\n" +
+	"\x03msg\"C\n" +
+	"\aPayload\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xea\x01\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12#\n" +
@@ -1493,11 +1779,19 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"have_epoch\x18\x05 \x01(\tR\thaveEpoch\x12\x1d\n" +
 	"\n" +
-	"api_server\x18\x10 \x01(\tR\tapiServer\"\x89\x01\n" +
+	"api_server\x18\x10 \x01(\tR\tapiServer\x12#\n" +
+	"\rpayload_kinds\x18\x06 \x03(\tR\fpayloadKinds\"\xce\x01\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x04sent\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\x12%\n" +
 	"\x0eoutbox_pending\x18\x02 \x01(\x04R\routboxPending\x12%\n" +
-	"\x0eoutbox_dropped\x18\x03 \x01(\x04R\routboxDropped\"!\n" +
+	"\x0eoutbox_dropped\x18\x03 \x01(\x04R\routboxDropped\x12C\n" +
+	"\foutbox_kinds\x18\x04 \x03(\v2 .tether.fleet.v1.OutboxKindStatsR\voutboxKinds\"\x94\x01\n" +
+	"\x0fOutboxKindStats\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x04R\apending\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\x12#\n" +
+	"\rdead_lettered\x18\x04 \x01(\x04R\fdeadLettered\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"!\n" +
 	"\x03Ack\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"\xb0\x01\n" +
 	"\fStatusReport\x12\x1a\n" +
@@ -1513,22 +1807,30 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\brevision\x18\x05 \x01(\x04R\brevision\x12,\n" +
 	"\x12last_deployed_hash\x18\x06 \x01(\tR\x10lastDeployedHash\x12\x18\n" +
 	"\amessage\x18\a \x01(\tR\amessage\x12.\n" +
-	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xc1\x01\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x81\x02\n" +
 	"\n" +
 	"HubMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.tether.fleet.v1.WelcomeH\x00R\awelcome\x129\n" +
 	"\adesired\x18\x02 \x01(\v2\x1d.tether.fleet.v1.DesiredStateH\x00R\adesired\x12;\n" +
 	"\n" +
-	"status_ack\x18\x03 \x01(\v2\x1a.tether.fleet.v1.StatusAckH\x00R\tstatusAckB\x05\n" +
-	"\x03msg\"\x1d\n" +
+	"status_ack\x18\x03 \x01(\v2\x1a.tether.fleet.v1.StatusAckH\x00R\tstatusAck\x12>\n" +
+	"\vpayload_ack\x18\x04 \x01(\v2\x1b.tether.fleet.v1.PayloadAckH\x00R\n" +
+	"payloadAckB\x05\n" +
+	"\x03msg\"P\n" +
+	"\n" +
+	"PayloadAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
+	"\arefused\x18\x02 \x01(\bR\arefused\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x1d\n" +
 	"\tStatusAck\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xa3\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xc8\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12+\n" +
 	"\x11heartbeat_seconds\x18\x03 \x01(\rR\x10heartbeatSeconds\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\xe0\x01\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12#\n" +
+	"\rpayload_kinds\x18\x05 \x03(\tR\fpayloadKinds\"\xe0\x01\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
@@ -1598,64 +1900,70 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
 	(*RenewRequest)(nil),          // 2: tether.fleet.v1.RenewRequest
 	(*RenewResponse)(nil),         // 3: tether.fleet.v1.RenewResponse
 	(*AgentMessage)(nil),          // 4: tether.fleet.v1.AgentMessage
-	(*Hello)(nil),                 // 5: tether.fleet.v1.Hello
-	(*Heartbeat)(nil),             // 6: tether.fleet.v1.Heartbeat
-	(*Ack)(nil),                   // 7: tether.fleet.v1.Ack
-	(*StatusReport)(nil),          // 8: tether.fleet.v1.StatusReport
-	(*ServiceStatus)(nil),         // 9: tether.fleet.v1.ServiceStatus
-	(*HubMessage)(nil),            // 10: tether.fleet.v1.HubMessage
-	(*StatusAck)(nil),             // 11: tether.fleet.v1.StatusAck
-	(*Welcome)(nil),               // 12: tether.fleet.v1.Welcome
-	(*DesiredState)(nil),          // 13: tether.fleet.v1.DesiredState
-	(*Service)(nil),               // 14: tether.fleet.v1.Service
-	(*Tombstone)(nil),             // 15: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 16: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 17: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 18: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 19: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*Payload)(nil),               // 5: tether.fleet.v1.Payload
+	(*Hello)(nil),                 // 6: tether.fleet.v1.Hello
+	(*Heartbeat)(nil),             // 7: tether.fleet.v1.Heartbeat
+	(*OutboxKindStats)(nil),       // 8: tether.fleet.v1.OutboxKindStats
+	(*Ack)(nil),                   // 9: tether.fleet.v1.Ack
+	(*StatusReport)(nil),          // 10: tether.fleet.v1.StatusReport
+	(*ServiceStatus)(nil),         // 11: tether.fleet.v1.ServiceStatus
+	(*HubMessage)(nil),            // 12: tether.fleet.v1.HubMessage
+	(*PayloadAck)(nil),            // 13: tether.fleet.v1.PayloadAck
+	(*StatusAck)(nil),             // 14: tether.fleet.v1.StatusAck
+	(*Welcome)(nil),               // 15: tether.fleet.v1.Welcome
+	(*DesiredState)(nil),          // 16: tether.fleet.v1.DesiredState
+	(*Service)(nil),               // 17: tether.fleet.v1.Service
+	(*Tombstone)(nil),             // 18: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 19: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 20: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 21: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 22: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	20, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	20, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
-	5,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
-	6,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
-	7,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
-	8,  // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
-	20, // 6: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
-	9,  // 7: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	20, // 8: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	20, // 9: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
-	12, // 10: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
-	13, // 11: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
-	11, // 12: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
-	20, // 13: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	14, // 14: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	15, // 15: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	20, // 16: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	20, // 17: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 18: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 19: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 20: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	16, // 21: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	18, // 22: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 23: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 24: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	10, // 25: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	17, // 26: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	19, // 27: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	23, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	23, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
+	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
+	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
+	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
+	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
+	23, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
+	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
+	23, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	23, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
+	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
+	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
+	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
+	23, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	17, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
+	18, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	23, // 19: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	23, // 20: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 21: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 22: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 23: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	19, // 24: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	21, // 25: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 26: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 27: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 28: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	20, // 29: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	22, // 30: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -1668,11 +1976,13 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Status)(nil),
+		(*AgentMessage_Payload)(nil),
 	}
-	file_protocol_fleet_v1_fleet_proto_msgTypes[10].OneofWrappers = []any{
+	file_protocol_fleet_v1_fleet_proto_msgTypes[12].OneofWrappers = []any{
 		(*HubMessage_Welcome)(nil),
 		(*HubMessage_Desired)(nil),
 		(*HubMessage_StatusAck)(nil),
+		(*HubMessage_PayloadAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1680,7 +1990,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

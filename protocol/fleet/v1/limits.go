@@ -18,4 +18,29 @@ const (
 	// report whose seq is at most this far below the newest stored one is a
 	// resend; one further below comes from a restarted outbox.
 	MaxUnackedReports = 32
+	// MaxPayloadKinds bounds Hello.payload_kinds, Welcome.payload_kinds and
+	// Heartbeat.outbox_kinds.
+	MaxPayloadKinds = 32
+	// MaxPayloadKindBytes bounds one payload kind name.
+	MaxPayloadKindBytes = 64
 )
+
+// PayloadKindStatus is the payload kind of a marshalled StatusReport, the
+// one kind that older hubs receive as AgentMessage.status.
+const PayloadKindStatus = "status"
+
+// ValidPayloadKind reports whether kind is a well-formed payload kind
+// name: 1..MaxPayloadKindBytes bytes of a-z, 0-9, '-' and '.', starting
+// with a letter.
+func ValidPayloadKind(kind string) bool {
+	if kind == "" || len(kind) > MaxPayloadKindBytes || kind[0] < 'a' || kind[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(kind); i++ {
+		c := kind[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,436 @@
+package cache
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// OutboxKind registers one kind of outbox payload: its drain priority and
+// its own bounds. A kind's quota is its own: when it is full, Enqueue
+// evicts that kind's oldest entries, never another kind's.
+type OutboxKind struct {
+	// Name is the kind ("status", "metrics", ...).
+	Name string
+	// Priority orders the drain: higher first. Every kind with entries
+	// still gets a fair share of each batch (see Batch).
+	Priority int
+	// MaxEntries and MaxBytes bound the kind's pending entries and their
+	// payload bytes. Zero means Options.OutboxMaxEntries / OutboxMaxBytes.
+	MaxEntries int
+	MaxBytes   int64
+}
+
+// DamagedKind is the kind under which entries too damaged to name their
+// kind are counted as dead-lettered (by the upgrade from schema 2). It is
+// not a valid payload kind, so it never collides with one.
+const DamagedKind = "(damaged)"
+
+// OutboxEntry is one queued record.
+type OutboxEntry struct {
+	Seq     uint64
+	Kind    string
+	Payload []byte
+	At      time.Time
+}
+
+// OutboxKindStats are the outbox counters of one kind.
+type OutboxKindStats struct {
+	Pending uint64 `json:"pending"`
+	// Bytes is the payload bytes of the pending entries.
+	Bytes uint64 `json:"bytes"`
+	// Dropped counts entries evicted because the kind's quota was full.
+	Dropped uint64 `json:"dropped,omitempty"`
+	// DeadLettered counts entries removed because they could not be sent.
+	DeadLettered uint64 `json:"deadLettered,omitempty"`
+}
+
+// OutboxStats describes the outbox: totals, and the same per kind.
+type OutboxStats struct {
+	Pending      uint64
+	Bytes        uint64
+	Dropped      uint64
+	DeadLettered uint64
+	Kinds        map[string]OutboxKindStats
+}
+
+const entryHeader = 8 // at int64 BE unix ns
+
+// kindBounds returns the registration of kind, or the defaults for a kind
+// not registered.
+func (c *Cache) kindBounds(kind string) OutboxKind {
+	for _, k := range c.opts.OutboxKinds {
+		if k.Name == kind {
+			if k.MaxEntries == 0 {
+				k.MaxEntries = c.opts.OutboxMaxEntries
+			}
+			if k.MaxBytes == 0 {
+				k.MaxBytes = c.opts.OutboxMaxBytes
+			}
+			return k
+		}
+	}
+	return OutboxKind{Name: kind, MaxEntries: c.opts.OutboxMaxEntries, MaxBytes: c.opts.OutboxMaxBytes}
+}
+
+func validKind(kind string) error {
+	if kind == "" || len(kind) > MaxKindLen {
+		return fmt.Errorf("%w: kind must be 1-%d bytes, got %d", ErrInvalid, MaxKindLen, len(kind))
+	}
+	return nil
+}
+
+// kindCounters is the outboxkinds/<kind> bucket, created when create is set.
+func kindCounters(tx *bolt.Tx, kind string, create bool) (*bolt.Bucket, error) {
+	kinds := bucket(tx, bucketOutboxKinds)
+	if b := kinds.Bucket([]byte(kind)); b != nil || !create {
+		return b, nil
+	}
+	return kinds.CreateBucket([]byte(kind))
+}
+
+func addUint(b *bolt.Bucket, key string, delta int64) error {
+	return putUint(b, key, uint64(int64(readUint(b, key))+delta))
+}
+
+// Enqueue appends a record of kind to the outbox. If that would exceed
+// the kind's bounds, the kind's oldest entries are evicted first and
+// counted as dropped; other kinds are never touched. A record larger than
+// the kind's MaxBytes on its own fails with ErrTooLarge and changes
+// nothing.
+func (c *Cache) Enqueue(kind string, payload []byte) error {
+	if err := validKind(kind); err != nil {
+		return fmt.Errorf("cache: enqueue: %w", err)
+	}
+	op := "enqueue " + kind
+	k := c.kindBounds(kind)
+	size := uint64(len(payload))
+	if size > uint64(k.MaxBytes) {
+		return fmt.Errorf("cache: %s: %w: %d bytes, the %s quota holds at most %d", op, ErrTooLarge, size, kind, k.MaxBytes)
+	}
+	at := c.opts.Now()
+	return c.update(op, func(tx *bolt.Tx) error {
+		entries, err := bucket(tx, bucketOutbox).CreateBucketIfNotExists([]byte(kind))
+		if err != nil {
+			return err
+		}
+		ctr, err := kindCounters(tx, kind, true)
+		if err != nil {
+			return err
+		}
+		count, total := readUint(ctr, keyCount), readUint(ctr, keyBytes)
+		var dropped uint64
+		for count > 0 && (count+1 > uint64(k.MaxEntries) || total+size > uint64(k.MaxBytes)) {
+			key, v := entries.Cursor().First()
+			if key == nil {
+				return fmt.Errorf("cache: %s: counters say %d entries, bucket is empty", op, count)
+			}
+			if err := entries.Delete(key); err != nil {
+				return err
+			}
+			count--
+			total -= uint64(max(len(v)-entryHeader, 0))
+			dropped++
+		}
+		meta := bucket(tx, bucketOutboxMeta)
+		seq := max(readUint(meta, keyNextSeq), 1)
+		if err := entries.Put(u64(seq), encodeEntry(payload, at)); err != nil {
+			return err
+		}
+		if err := putUint(meta, keyNextSeq, seq+1); err != nil {
+			return err
+		}
+		if dropped > 0 {
+			if err := addUint(ctr, keyDropped, int64(dropped)); err != nil {
+				return err
+			}
+		}
+		if err := putUint(ctr, keyCount, count+1); err != nil {
+			return err
+		}
+		return putUint(ctr, keyBytes, total+size)
+	})
+}
+
+// Peek returns up to n pending entries of every kind in drain order (see
+// Batch) without removing them.
+func (c *Cache) Peek(n int) ([]OutboxEntry, error) { return c.Batch(n, nil) }
+
+// Batch returns up to n pending entries of the kinds for which sendable
+// returns true (every kind when it is nil), without removing them, in
+// drain order: kinds by priority, higher first (then by name), each
+// kind's entries oldest first. Every kind with entries gets a fair share
+// of at least max(1, n/8) entries of the batch (as far as n allows, in
+// priority order), so a large backlog of a high-priority kind never
+// starves a low one; the rest of the batch is filled by priority.
+func (c *Cache) Batch(n int, sendable func(kind string) bool) ([]OutboxEntry, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("cache: peek: %w: n must be positive, got %d", ErrInvalid, n)
+	}
+	type kindQueue struct {
+		k       OutboxKind
+		entries *bolt.Bucket
+		take    int
+		avail   int
+	}
+	var out []OutboxEntry
+	err := c.view("peek", func(tx *bolt.Tx) error {
+		var qs []*kindQueue
+		err := bucket(tx, bucketOutbox).ForEachBucket(func(name []byte) error {
+			kind := string(name)
+			if sendable != nil && !sendable(kind) {
+				return nil
+			}
+			ctr, _ := kindCounters(tx, kind, false)
+			var avail uint64
+			if ctr != nil {
+				avail = readUint(ctr, keyCount)
+			}
+			if avail == 0 {
+				return nil
+			}
+			qs = append(qs, &kindQueue{k: c.kindBounds(kind), entries: bucket(tx, bucketOutbox).Bucket(name), avail: int(min(avail, uint64(n)))})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(qs, func(a, b *kindQueue) int {
+			return cmp.Or(cmp.Compare(b.k.Priority, a.k.Priority), cmp.Compare(a.k.Name, b.k.Name))
+		})
+		budget := n
+		share := max(1, n/8)
+		for _, q := range qs {
+			q.take = min(share, q.avail, budget)
+			budget -= q.take
+		}
+		for _, q := range qs {
+			more := min(q.avail-q.take, budget)
+			q.take += more
+			budget -= more
+		}
+		for _, q := range qs {
+			cur := q.entries.Cursor()
+			got := 0
+			for k, v := cur.First(); k != nil && got < q.take; k, v = cur.Next() {
+				e, err := decodeEntry(q.k.Name, k, v)
+				if err != nil {
+					return err
+				}
+				out = append(out, e)
+				got++
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Ack removes the outbox entries with these sequence numbers: the hub
+// stored them. A sequence number already removed is skipped; one never
+// issued is an error and nothing is removed.
+func (c *Cache) Ack(seqs ...uint64) error {
+	_, err := c.remove(fmt.Sprintf("ack %v", seqs), seqs, false)
+	return err
+}
+
+// DeadLetter removes the entry with sequence number seq because it cannot
+// be sent (an unknown kind, a payload that does not decode, or one the hub
+// refused for good) and counts it as dead-lettered under its kind, which
+// it returns ("" if seq was already removed).
+func (c *Cache) DeadLetter(seq uint64) (kind string, err error) {
+	kinds, err := c.remove(fmt.Sprintf("dead-letter %d", seq), []uint64{seq}, true)
+	if len(kinds) == 1 {
+		kind = kinds[0]
+	}
+	return kind, err
+}
+
+func (c *Cache) remove(op string, seqs []uint64, dead bool) (removedKinds []string, err error) {
+	err = c.update(op, func(tx *bolt.Tx) error {
+		removedKinds = nil
+		next := max(readUint(bucket(tx, bucketOutboxMeta), keyNextSeq), 1)
+		for _, seq := range seqs {
+			if seq == 0 || seq >= next {
+				return fmt.Errorf("cache: %s: %w: sequence %d was never issued (highest is %d)", op, ErrInvalid, seq, next-1)
+			}
+		}
+		ob := bucket(tx, bucketOutbox)
+		for _, seq := range seqs {
+			key := u64(seq)
+			var kind string
+			var size int
+			err := ob.ForEachBucket(func(name []byte) error {
+				if kind != "" {
+					return nil
+				}
+				if v := ob.Bucket(name).Get(key); v != nil {
+					kind, size = string(name), max(len(v)-entryHeader, 0)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if kind == "" {
+				continue
+			}
+			if err := ob.Bucket([]byte(kind)).Delete(key); err != nil {
+				return err
+			}
+			ctr, err := kindCounters(tx, kind, true)
+			if err != nil {
+				return err
+			}
+			if err := addUint(ctr, keyCount, -1); err != nil {
+				return err
+			}
+			if err := addUint(ctr, keyBytes, -int64(size)); err != nil {
+				return err
+			}
+			if dead {
+				if err := addUint(ctr, keyDeadLettered, 1); err != nil {
+					return err
+				}
+			}
+			removedKinds = append(removedKinds, kind)
+		}
+		return nil
+	})
+	return removedKinds, err
+}
+
+// OutboxStats returns the outbox's size and counters, in total and per
+// kind.
+func (c *Cache) OutboxStats() (OutboxStats, error) {
+	st := OutboxStats{Kinds: map[string]OutboxKindStats{}}
+	err := c.view("outbox stats", func(tx *bolt.Tx) error {
+		kinds := bucket(tx, bucketOutboxKinds)
+		return kinds.ForEachBucket(func(name []byte) error {
+			b := kinds.Bucket(name)
+			ks := OutboxKindStats{Pending: readUint(b, keyCount), Bytes: readUint(b, keyBytes), Dropped: readUint(b, keyDropped), DeadLettered: readUint(b, keyDeadLettered)}
+			st.Kinds[string(name)] = ks
+			st.Pending += ks.Pending
+			st.Bytes += ks.Bytes
+			st.Dropped += ks.Dropped
+			st.DeadLettered += ks.DeadLettered
+			return nil
+		})
+	})
+	return st, err
+}
+
+func encodeEntry(payload []byte, at time.Time) []byte {
+	b := make([]byte, entryHeader, entryHeader+len(payload))
+	binary.BigEndian.PutUint64(b[0:8], uint64(at.UnixNano()))
+	return append(b, payload...)
+}
+
+func decodeEntry(kind string, k, v []byte) (OutboxEntry, error) {
+	if len(k) != 8 || len(v) < entryHeader {
+		return OutboxEntry{}, fmt.Errorf("cache: outbox entry %x of kind %q: damaged (%d-byte record)", k, kind, len(v))
+	}
+	return OutboxEntry{
+		Seq:     binary.BigEndian.Uint64(k),
+		At:      time.Unix(0, int64(binary.BigEndian.Uint64(v[0:8]))),
+		Kind:    kind,
+		Payload: bytes.Clone(v[entryHeader:]),
+	}, nil
+}
+
+// upgradeOutbox2to3 moves schema-2 outbox entries (one FIFO, entry = at |
+// kind length uint16 BE | kind | payload) into one bucket per kind, moves
+// the drop counters to outboxkinds/<kind>, and removes the global
+// counters. An entry too damaged to name its kind is dead-lettered under
+// DamagedKind.
+func upgradeOutbox2to3(tx *bolt.Tx) error {
+	type old struct{ k, v []byte }
+	var entries []old
+	if ob := bucket(tx, bucketOutbox); ob != nil {
+		err := ob.ForEach(func(k, v []byte) error {
+			if v != nil {
+				entries = append(entries, old{bytes.Clone(k), bytes.Clone(v)})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket([]byte(bucketOutbox)); err != nil {
+			return err
+		}
+	}
+	ob, err := tx.CreateBucket([]byte(bucketOutbox))
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucketIfNotExists([]byte(bucketOutboxKinds)); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		kind, payload, at, ok := decodeEntryV2(e.k, e.v)
+		ctr, err := kindCounters(tx, kind, true)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := addUint(ctr, keyDeadLettered, 1); err != nil {
+				return err
+			}
+			continue
+		}
+		kb, err := ob.CreateBucketIfNotExists([]byte(kind))
+		if err != nil {
+			return err
+		}
+		if err := kb.Put(e.k, append(bytes.Clone(at), payload...)); err != nil {
+			return err
+		}
+		if err := addUint(ctr, keyCount, 1); err != nil {
+			return err
+		}
+		if err := addUint(ctr, keyBytes, int64(len(payload))); err != nil {
+			return err
+		}
+	}
+	if drops := bucket(tx, bucketOutboxDropsV2); drops != nil {
+		err := drops.ForEach(func(k, v []byte) error {
+			ctr, err := kindCounters(tx, string(k), true)
+			if err != nil {
+				return err
+			}
+			return addUint(ctr, keyDropped, int64(decodeUint(v)))
+		})
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket([]byte(bucketOutboxDropsV2)); err != nil {
+			return err
+		}
+	}
+	meta := bucket(tx, bucketOutboxMeta)
+	for _, k := range []string{keyCount, keyBytes, keyDropped} {
+		if err := meta.Delete([]byte(k)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeEntryV2 splits a schema-2 entry; ok is false if it is damaged.
+func decodeEntryV2(k, v []byte) (kind string, payload, at []byte, ok bool) {
+	const header = 8 + 2
+	if len(k) != 8 || len(v) < header {
+		return DamagedKind, nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(v[8:10]))
+	if n == 0 || len(v) < header+n {
+		return DamagedKind, nil, nil, false
+	}
+	return string(v[header : header+n]), v[header+n:], v[0:8], true
+}

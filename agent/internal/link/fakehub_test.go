@@ -1,0 +1,196 @@
+package link
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	"github.com/tetherfleet/tether/protocol/tunnel"
+)
+
+// syncHub serves the Fleet service of a test hub over the real protocol
+// (TLS 1.3, yamux, gRPC) on a loopback port; sync is its Sync handler.
+type syncHub struct {
+	fleetv1.UnimplementedFleetServer
+	addr string
+	sync func(fleetv1.Fleet_SyncServer) error
+
+	mu       sync.Mutex
+	sessions int
+}
+
+func (h *syncHub) Sync(s fleetv1.Fleet_SyncServer) error {
+	h.mu.Lock()
+	h.sessions++
+	h.mu.Unlock()
+	return h.sync(s)
+}
+
+func (h *syncHub) syncCalls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions
+}
+
+// startSyncHub runs a hub whose certificate is signed by ca.
+func startSyncHub(t *testing.T, ca *testCA, handler func(fleetv1.Fleet_SyncServer) error) *syncHub {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	der := ca.sign(t, &key.PublicKey, true, now.Add(-time.Hour), now.Add(time.Hour))
+	tc := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}},
+		ClientAuth:   tls.RequireAnyClientCert,
+	}
+	tcfg := tunnel.DefaultConfig()
+	gs := grpc.NewServer(tunnel.ServerOptions(tcfg)...)
+	h := &syncHub{sync: handler}
+	fleetv1.RegisterFleetServer(gs, h)
+	ts, err := tunnel.NewServer(tcfg, gs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = ln.Addr().String()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err = ts.ServeConn(ctx, tls.Server(c, tc))
+			cancel()
+			if err != nil {
+				t.Logf("test hub: serve connection: %v", err)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		gs.Stop()
+	})
+	return h
+}
+
+// todaysHubSync is the Sync handler of a hub that predates payload kinds:
+// its Welcome names none, it acknowledges each StatusReport with a
+// StatusAck of its seq, ignores heartbeats and acks, and ends the stream
+// on any message it does not know (as the gateway's receive loop does).
+func todaysHubSync(stored func(*fleetv1.StatusReport)) func(fleetv1.Fleet_SyncServer) error {
+	return func(s fleetv1.Fleet_SyncServer) error {
+		first, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if first.GetHello() == nil {
+			return status.Error(codes.InvalidArgument, "first message must be hello")
+		}
+		if err := s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
+			Cluster: first.GetHello().GetCluster(), ServerTime: timestamppb.Now(), HeartbeatSeconds: 30,
+		}}}); err != nil {
+			return err
+		}
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			switch m := m.GetMsg().(type) {
+			case *fleetv1.AgentMessage_Heartbeat, *fleetv1.AgentMessage_Ack:
+			case *fleetv1.AgentMessage_Status:
+				stored(m.Status)
+				if err := s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_StatusAck{StatusAck: &fleetv1.StatusAck{Seq: m.Status.GetSeq()}}}); err != nil {
+					return err
+				}
+			default:
+				return status.Errorf(codes.InvalidArgument, "sync: unknown message %T", m)
+			}
+		}
+	}
+}
+
+// newTestLink returns a link for an identity signed by ca, to hub addr,
+// with outbox ob and the extra payload kinds.
+func newTestLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
+	t.Helper()
+	now := time.Now()
+	id := ca.identity(t, now.Add(-time.Hour), now.Add(24*time.Hour))
+	id.HubAddrs = []string{addr}
+	cfg := DefaultConfig()
+	cfg.Cache, cfg.Outbox, cfg.Hubs = &memCache{id: &id}, ob, []string{addr}
+	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.kinds = append(l.kinds, extra...)
+	return l
+}
+
+// runLink runs newTestLink until the test ends.
+func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
+	t.Helper()
+	l := newTestLink(t, ca, addr, ob, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("link Run: %v", err)
+		}
+		l.Close()
+	})
+	return l
+}
+
+// openOutbox opens a real cache file for the outbox.
+func openOutbox(t *testing.T, opts cache.Options) *cache.Cache {
+	t.Helper()
+	c, err := cache.Open(filepath.Join(t.TempDir(), "agent.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cacheOptions are the outbox options of link tests.
+func cacheOptions() cache.Options { return cache.Options{NoSync: true, OutboxKinds: OutboxKinds()} }
