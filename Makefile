@@ -12,7 +12,9 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 # Packages under test; the e2e harness tests need `make e2e-bins` first.
 TEST_PKGS ?= ./...
-TEST_FLAGS ?= -race -timeout 40m
+# -count=1: the e2e tests build and run the binaries themselves, which go
+# test cannot see, so a cached result could hide a change to them.
+TEST_FLAGS ?= -race -count=1 -timeout 40m
 
 include protocol/proto.mk
 include e2e/e2e.mk
