@@ -159,8 +159,8 @@ func TestAgentEnrolsConnectsReportsAndCloses(t *testing.T) {
 	stop2()
 }
 
-// TestAgentCloseStopsRun: Close while Run runs (as on SIGTERM before the
-// context is wired) makes Run return and waits for it.
+// TestAgentCloseStopsRun: Close while Run runs makes Run return nil, and
+// leaves no goroutine behind.
 func TestAgentCloseStopsRun(t *testing.T) {
 	checkLeaks(t)
 	hub := linktest.Start(t, linktest.Config{})
@@ -179,8 +179,8 @@ func TestAgentCloseStopsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run after Close: %v; want nil", err)
 		}
-	default:
-		t.Fatal("Close returned before Run did")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after Close")
 	}
 }
 

@@ -91,6 +91,13 @@ func newTestLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payl
 func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
 	t.Helper()
 	l := newTestLink(t, ca, addr, ob, extra...)
+	startLink(t, l)
+	return l
+}
+
+// startLink runs l until the test ends.
+func startLink(t *testing.T, l *Link) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -101,7 +108,6 @@ func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadK
 		}
 		l.Close()
 	})
-	return l
 }
 
 // openOutbox opens a real cache file for the outbox.
