@@ -70,18 +70,6 @@ func startAgent(t *testing.T, cfg Config) (a *Agent, stop func()) {
 	return a, stop
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // seedStatus puts a status report in the outbox of the bbolt file in dir,
 // as a reconciler would have before the agent stopped.
 func seedStatus(t *testing.T, dir string, rev uint64) {
@@ -116,7 +104,7 @@ func TestAgentEnrolsConnectsReportsAndCloses(t *testing.T) {
 
 	a, stop := startAgent(t, testConfig(dir, hub, hub.Token))
 	hub.Wait(t, "the status report", 20*time.Second, func() bool { return len(hub.Reports()) == 1 })
-	waitFor(t, "the outbox to drain", 20*time.Second, func() bool {
+	linktest.WaitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
 		st := a.Status()
 		return st.Link.State == link.StateConnected && st.Outbox.Pending == 0
 	})

@@ -124,13 +124,7 @@ func openOutbox(t *testing.T, opts cache.Options) *cache.Cache {
 // waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	linktest.WaitUntil(t, what, within, cond)
 }
 
 // cacheOptions are the outbox options of link tests.

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
@@ -55,7 +56,7 @@ func (l *Link) loadIdentity() error {
 	if err != nil {
 		return err
 	}
-	if len(l.cfg.Hubs) > 0 && !equalStrings(id.HubAddrs, l.cfg.Hubs) {
+	if len(l.cfg.Hubs) > 0 && !slices.Equal(id.HubAddrs, l.cfg.Hubs) {
 		id.HubAddrs = l.cfg.Hubs
 		if err := l.cfg.Cache.SaveIdentity(id); err != nil {
 			return err
@@ -106,16 +107,4 @@ func (l *Link) useIdentity(id cache.Identity) error {
 	l.st.CertExpires = leaf.NotAfter
 	l.mu.Unlock()
 	return nil
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

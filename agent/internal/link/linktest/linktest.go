@@ -435,3 +435,16 @@ func (h *Hub) FetchChart(req *fleetv1.FetchChartRequest, s grpc.ServerStreamingS
 	}
 	return nil
 }
+
+// WaitUntil polls cond until it holds or the deadline passes, for what the
+// hub does not see (the agent's own state).
+func WaitUntil(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
