@@ -12,9 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -22,11 +19,9 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
-	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/assemble"
 	"github.com/tetherfleet/tether/agent/internal/link"
 	"github.com/tetherfleet/tether/agent/internal/localapi"
-	"github.com/tetherfleet/tether/agent/internal/reconcile"
 	"github.com/tetherfleet/tether/protocol/version"
 )
 
@@ -66,15 +61,9 @@ file in --data-dir, so it keeps working while the link is down.`,
 	return 1
 }
 
-const dbName = "agent.db"
-
 func newRunCmd(stderr io.Writer) *cobra.Command {
-	cfg := link.DefaultConfig()
-	var (
-		dataDir, logLevel, logFormat, kubeconfig string
-		noCluster                                bool
-		driftInterval, healthTimeout             time.Duration
-	)
+	cfg := assemble.DefaultConfig()
+	var logLevel, logFormat string
 	cmd := &cobra.Command{
 		Use:   "run --data-dir DIR [--hub HOST:PORT --token TOKEN]",
 		Short: "Enrol (first start) and keep the agent connected to its hub",
@@ -90,7 +79,7 @@ whatever it installed running.`,
 			if len(args) != 0 {
 				return usageError{fmt.Errorf("%s takes no arguments", cmd.CommandPath())}
 			}
-			if dataDir == "" {
+			if cfg.DataDir == "" {
 				return usageError{errors.New("--data-dir is required")}
 			}
 			return nil
@@ -100,126 +89,31 @@ whatever it installed running.`,
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return fmt.Errorf("create data dir: %w", err)
-			}
-			c, err := cache.Open(filepath.Join(dataDir, dbName), cache.Options{OutboxKinds: link.OutboxKinds()})
-			if err != nil {
-				return err
-			}
-			defer func() {
-				if err := c.Close(); err != nil {
-					log.Warn("close cache", "err", err)
-				}
-			}()
-			cfg.Cache = c
-			cfg.Outbox = c
 			cfg.Logger = log
-			cfg.Hubs = splitHubs(cfg.Hubs)
-			var rec *reconcile.Reconciler
-			var l *link.Link
-			if !noCluster {
-				rc, err := apply.LoadRESTConfig(kubeconfig)
-				if err != nil {
-					return fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
-				}
-				cfg.APIServer = rc.Host
-				ecfg := apply.DefaultConfig()
-				ecfg.RESTConfig = rc
-				ecfg.Records = c
-				ecfg.Logger = log
-				engine, err := apply.New(ecfg)
-				if err != nil {
-					return err
-				}
-				defer engine.Close()
-				rcfg := reconcile.DefaultConfig()
-				rcfg.Cache, rcfg.Engine, rcfg.Logger = c, engine, log
-				rcfg.Charts = chartsVia(func() *link.Link { return l })
-				rcfg.Notify = func() { l.KickOutbox() }
-				if driftInterval > 0 {
-					rcfg.Interval = driftInterval
-				}
-				if healthTimeout > 0 {
-					rcfg.HealthTimeout = healthTimeout
-				}
-				if rec, err = reconcile.New(rcfg); err != nil {
-					return err
-				}
-				cfg.Handler = rec
-			}
-			l, err = link.New(cfg)
+			agent, err := assemble.New(cfg)
 			if err != nil {
 				return err
 			}
-			defer l.Close()
-			local, err := localapi.Listen(dataDir, func() any {
-				st := statusOf(l.Status(), c, true)
-				if rec != nil {
-					for _, s := range rec.Statuses() {
-						st.Services = append(st.Services, serviceView{Name: s.GetName(), Namespace: s.GetNamespace(), State: s.GetState(), Message: s.GetMessage()})
-					}
-				}
-				return st
-			}, log)
-			if err != nil {
-				return err
+			err = agent.Run(cmd.Context())
+			if cerr := agent.Close(); cerr != nil {
+				log.Warn("close agent", "err", cerr)
 			}
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			var wg sync.WaitGroup
-			defer wg.Wait()
-			wg.Go(func() {
-				if err := local.Run(ctx); err != nil {
-					log.Warn("local status socket", "err", err)
-				}
-			})
-			if rec != nil {
-				wg.Go(func() {
-					if err := rec.Run(ctx); err != nil {
-						log.Error("reconcile loop", "err", err)
-					}
-				})
-			}
-			log.Info("agent starting", "version", version.Get(), "data_dir", dataDir, "manages_cluster", rec != nil)
-			err = l.Run(ctx)
-			cancel()
 			return err
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", "", "directory for the agent's bbolt file and status socket (required)")
-	f.StringSliceVar(&cfg.Hubs, "hub", nil, "hub agent address HOST:PORT (repeatable; tried in turn)")
-	f.StringVar(&cfg.Token, "token", os.Getenv("TETHER_TOKEN"), "join token for the first start (default $TETHER_TOKEN)")
-	f.DurationVar(&cfg.MaxBackoff, "max-backoff", cfg.MaxBackoff, "longest wait between reconnect attempts")
-	f.BoolVar(&cfg.PostQuantum, "post-quantum-tls", false, "offer the hybrid post-quantum key exchange (X25519MLKEM768); adds ~2.3 KB to every connect")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default $KUBECONFIG, in-cluster, else ~/.kube/config)")
-	f.BoolVar(&noCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
-	f.DurationVar(&driftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
-	f.DurationVar(&healthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's bbolt file and status socket (required)")
+	f.StringSliceVar(&cfg.Link.Hubs, "hub", nil, "hub agent address HOST:PORT (repeatable; tried in turn)")
+	f.StringVar(&cfg.Link.Token, "token", os.Getenv("TETHER_TOKEN"), "join token for the first start (default $TETHER_TOKEN)")
+	f.DurationVar(&cfg.Link.MaxBackoff, "max-backoff", cfg.Link.MaxBackoff, "longest wait between reconnect attempts")
+	f.BoolVar(&cfg.Link.PostQuantum, "post-quantum-tls", false, "offer the hybrid post-quantum key exchange (X25519MLKEM768); adds ~2.3 KB to every connect")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default $KUBECONFIG, in-cluster, else ~/.kube/config)")
+	f.BoolVar(&cfg.NoCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
+	f.DurationVar(&cfg.DriftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
+	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd
-}
-
-// chartsVia fetches charts through the link, which is created after the
-// reconciler that needs it.
-type chartsVia func() *link.Link
-
-func (f chartsVia) FetchChart(ctx context.Context, digest string) ([]byte, error) {
-	return f().FetchChart(ctx, digest)
-}
-
-func splitHubs(in []string) []string {
-	var out []string
-	for _, h := range in {
-		for _, p := range strings.Split(h, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -235,44 +129,6 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
-}
-
-// agentStatus is what `tether-agent status` prints.
-type agentStatus struct {
-	Running bool        `json:"running"`
-	Link    link.Status `json:"link"`
-	Outbox  outboxStats `json:"outbox"`
-	// Services is what the reconciler last saw, when the agent runs.
-	Services []serviceView `json:"services,omitempty"`
-}
-
-type serviceView struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
-	State     string `json:"state"`
-	Message   string `json:"message,omitempty"`
-}
-
-type outboxStats struct {
-	Pending      uint64 `json:"pending"`
-	Bytes        uint64 `json:"bytes"`
-	Dropped      uint64 `json:"dropped"`
-	DeadLettered uint64 `json:"deadLettered"`
-	// Kinds are the same counters per payload kind.
-	Kinds map[string]cache.OutboxKindStats `json:"kinds,omitempty"`
-}
-
-// statsSource is what statusOf reads from the cache.
-type statsSource interface {
-	OutboxStats() (cache.OutboxStats, error)
-}
-
-func statusOf(ls link.Status, c statsSource, running bool) agentStatus {
-	st := agentStatus{Running: running, Link: ls}
-	if o, err := c.OutboxStats(); err == nil {
-		st.Outbox = outboxStats{Pending: o.Pending, Bytes: o.Bytes, Dropped: o.Dropped, DeadLettered: o.DeadLettered, Kinds: o.Kinds}
-	}
-	return st
 }
 
 func newStatusCmd(stdout io.Writer) *cobra.Command {
@@ -299,10 +155,10 @@ needs no hub.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			var st agentStatus
+			var st assemble.Status
 			err := localapi.Get(ctx, dataDir, &st)
 			if errors.Is(err, localapi.ErrNotRunning) {
-				st, err = offlineStatus(dataDir)
+				st, err = assemble.OfflineStatus(dataDir)
 			}
 			if err != nil {
 				return err
@@ -315,42 +171,7 @@ needs no hub.`,
 	return cmd
 }
 
-// offlineStatus reads the bbolt file of an agent that is not running.
-func offlineStatus(dataDir string) (agentStatus, error) {
-	c, err := cache.OpenReadOnly(filepath.Join(dataDir, dbName))
-	if err != nil {
-		return agentStatus{}, err
-	}
-	defer c.Close()
-	ls := link.Status{State: link.StateOffline}
-	if id, err := c.Identity(); err == nil {
-		ls.Cluster = id.Cluster
-		ls.CertExpires = id.NotAfter
-		if len(id.HubAddrs) > 0 {
-			ls.Hub = id.HubAddrs[0]
-		}
-	} else if !errors.Is(err, cache.ErrNoIdentity) {
-		return agentStatus{}, err
-	}
-	if s, err := c.LinkState(); err == nil {
-		ls.Since, ls.LastContact, ls.LastError, ls.Connects = s.Since, s.LastContact, s.LastError, s.ConnectedCount
-		if s.Hub != "" {
-			ls.Hub = s.Hub
-		}
-		if s.State == link.StateRefused {
-			ls.State = s.State
-		}
-	}
-	if ls.LastError == "" {
-		ls.LastError = "agent is not running"
-	}
-	if rev, _, err := c.LatestDesired(); err == nil {
-		ls.Revision = rev
-	}
-	return statusOf(ls, c, false), nil
-}
-
-func printStatus(w io.Writer, st agentStatus, format string) error {
+func printStatus(w io.Writer, st assemble.Status, format string) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)

@@ -2,99 +2,34 @@ package link
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
-	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/link/linktest"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
-	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
-// syncHub serves the Fleet service of a test hub over the real protocol
-// (TLS 1.3, yamux, gRPC) on a loopback port; sync is its Sync handler.
+// syncHub is a linktest hub whose Sync handler is sync.
 type syncHub struct {
-	fleetv1.UnimplementedFleetServer
+	*linktest.Hub
 	addr string
-	sync func(fleetv1.Fleet_SyncServer) error
-
-	mu       sync.Mutex
-	sessions int
 }
 
-func (h *syncHub) Sync(s fleetv1.Fleet_SyncServer) error {
-	h.mu.Lock()
-	h.sessions++
-	h.mu.Unlock()
-	return h.sync(s)
-}
+func (h *syncHub) syncCalls() int { return h.SyncCalls() }
 
-func (h *syncHub) syncCalls() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sessions
-}
-
-// startSyncHub runs a hub whose certificate is signed by ca.
+// startSyncHub runs a hub whose certificate is signed by ca (the real
+// protocol: TLS 1.3, yamux, gRPC; see linktest).
 func startSyncHub(t *testing.T, ca *testCA, handler func(fleetv1.Fleet_SyncServer) error) *syncHub {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	der := ca.sign(t, &key.PublicKey, true, now.Add(-time.Hour), now.Add(time.Hour))
-	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}},
-		ClientAuth:   tls.RequireAnyClientCert,
-	}
-	tcfg := tunnel.DefaultConfig()
-	gs := grpc.NewServer(tunnel.ServerOptions(tcfg)...)
-	h := &syncHub{sync: handler}
-	fleetv1.RegisterFleetServer(gs, h)
-	ts, err := tunnel.NewServer(tcfg, gs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err = ts.ServeConn(ctx, tls.Server(c, tc))
-			cancel()
-			if err != nil {
-				t.Logf("test hub: serve connection: %v", err)
-			}
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		gs.Stop()
-	})
-	return h
+	h := linktest.Start(t, linktest.Config{CA: ca.CA, Sync: func(_ *linktest.Hub, s fleetv1.Fleet_SyncServer) error { return handler(s) }})
+	return &syncHub{Hub: h, addr: h.Addr}
 }
 
 // todaysHubSync is the Sync handler of a hub that predates payload kinds:
@@ -156,6 +91,13 @@ func newTestLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payl
 func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadKind) *Link {
 	t.Helper()
 	l := newTestLink(t, ca, addr, ob, extra...)
+	startLink(t, l)
+	return l
+}
+
+// startLink runs l until the test ends.
+func startLink(t *testing.T, l *Link) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -166,7 +108,6 @@ func runLink(t *testing.T, ca *testCA, addr string, ob Outbox, extra ...payloadK
 		}
 		l.Close()
 	})
-	return l
 }
 
 // openOutbox opens a real cache file for the outbox.
@@ -183,13 +124,7 @@ func openOutbox(t *testing.T, opts cache.Options) *cache.Cache {
 // waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	linktest.WaitUntil(t, what, within, cond)
 }
 
 // cacheOptions are the outbox options of link tests.

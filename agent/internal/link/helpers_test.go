@@ -2,14 +2,8 @@ package link
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -18,61 +12,22 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/link/linktest"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
 // testCA signs certificates for link tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+type testCA struct{ *linktest.CA }
 
 func newTestCA(t *testing.T, notBefore, notAfter time.Time) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
-
-var serials struct {
-	sync.Mutex
-	n int64
+	return &testCA{linktest.NewCA(t, notBefore, notAfter)}
 }
 
 // sign issues a certificate for pub.
 func (ca *testCA) sign(t *testing.T, pub any, server bool, notBefore, notAfter time.Time) []byte {
 	t.Helper()
-	serials.Lock()
-	serials.n++
-	n := serials.n + 1
-	serials.Unlock()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: "edge-1"},
-		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:        []*url.URL{{Scheme: "tether", Host: "cluster", Path: "/edge-1"}},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.URIs = nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return ca.Sign(t, pub, server, notBefore, notAfter)
 }
 
 // identity returns a cache identity signed by ca, valid over [nb, na].
@@ -88,7 +43,7 @@ func (ca *testCA) identity(t *testing.T, nb, na time.Time) cache.Identity {
 	}
 	return cache.Identity{
 		Cluster: "edge-1", KeyPEM: keyPEM, CertPEM: certPEM(ca.sign(t, csr.PublicKey, false, nb, na)),
-		CAPEM: certPEM(ca.cert.Raw), HubAddrs: []string{"hub.invalid:1"}, NotAfter: na,
+		CAPEM: certPEM(ca.Cert.Raw), HubAddrs: []string{"hub.invalid:1"}, NotAfter: na,
 	}
 }
 

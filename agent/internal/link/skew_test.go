@@ -24,7 +24,7 @@ func hubChain(t *testing.T, ca *testCA, nb, na time.Time) tls.ConnectionState {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, ca.cert}}
+	return tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, ca.Cert}}
 }
 
 // TestHubCertVerifiedDespiteAgentClockLag: an agent whose clock lags the
@@ -36,7 +36,7 @@ func TestHubCertVerifiedDespiteAgentClockLag(t *testing.T) {
 	hubNow := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	ca := newTestCA(t, hubNow.Add(-5*time.Minute), hubNow.Add(365*24*time.Hour))
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	cs := hubChain(t, ca, hubNow.Add(-5*time.Minute), hubNow.Add(90*24*time.Hour))
 	log := slog.New(slog.DiscardHandler)
 

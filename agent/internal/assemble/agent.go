@@ -1,0 +1,248 @@
+// Package assemble builds and runs a Tether agent from a Config: the bbolt
+// cache, the Helm engine, the reconciler, the hub link and the local
+// status socket, wired through small interfaces each consumer declares.
+// `tether-agent run` only parses flags into a Config and calls New and
+// Run; tests call the same functions (see docs/design/agent.md).
+//
+// Construction order is fixed by who needs whom: the cache first (every
+// part reads or writes it), then the engine, then the link (it needs no
+// other part), then the reconciler (it fetches charts through the link and
+// wakes its outbox drain), and last the link is told the reconciler is
+// where desired state goes (link.SetHandler), before it runs.
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/link"
+	"github.com/tetherfleet/tether/agent/internal/localapi"
+	"github.com/tetherfleet/tether/agent/internal/reconcile"
+	"github.com/tetherfleet/tether/protocol/version"
+)
+
+// DBFile is the name of the agent's bbolt file in its data directory.
+const DBFile = "agent.db"
+
+// Config configures an Agent.
+type Config struct {
+	// DataDir holds the bbolt file and the status socket (required).
+	DataDir string
+	// Link configures the hub link: Hubs, Token, MaxBackoff, PostQuantum
+	// and the like. Its Cache, Outbox, Handler, Logger and APIServer are
+	// set by the assembly and must be left empty.
+	Link link.Config
+	// NoCluster runs the link only: enrol, connect and report, without
+	// managing a cluster (no Helm engine, no reconciler).
+	NoCluster bool
+	// Kubeconfig is the cluster to manage; empty means $KUBECONFIG,
+	// in-cluster, else ~/.kube/config.
+	Kubeconfig string
+	// DriftInterval and HealthTimeout tune the reconciler; 0 keeps its
+	// defaults.
+	DriftInterval, HealthTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns production defaults; DataDir must be set.
+func DefaultConfig() Config {
+	return Config{Link: link.DefaultConfig()}
+}
+
+// Validate reports what is wrong with c, changing nothing.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("assemble: Config.DataDir is required")
+	}
+	if c.Link.Cache != nil || c.Link.Outbox != nil || c.Link.Handler != nil {
+		return errors.New("assemble: Config.Link.Cache, Outbox and Handler are set by the assembly; leave them empty")
+	}
+	if c.DriftInterval < 0 || c.HealthTimeout < 0 {
+		return fmt.Errorf("assemble: drift interval %s and health timeout %s must not be negative", c.DriftInterval, c.HealthTimeout)
+	}
+	return nil
+}
+
+// Agent is an assembled agent: New builds it, Run runs it, Close releases
+// it. Installed releases are never touched by stopping it.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	cache  *cache.Cache
+	engine *apply.Engine // nil with NoCluster
+	rec    *reconcile.Reconciler
+	link   *link.Link
+
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds an agent: it opens (creating if needed) the data directory
+// and its bbolt file, and, unless NoCluster, finds the cluster and makes
+// the Helm engine and the reconciler. Nothing connects before Run.
+func New(cfg Config) (a *Agent, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Link.Hubs = SplitHubs(cfg.Link.Hubs)
+	a = &Agent{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			a.release()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	if a.cache, err = cache.Open(filepath.Join(cfg.DataDir, DBFile), cache.Options{OutboxKinds: link.OutboxKinds()}); err != nil {
+		return nil, err
+	}
+	lcfg := cfg.Link
+	lcfg.Cache, lcfg.Outbox, lcfg.Logger = a.cache, a.cache, cfg.Logger
+	if !cfg.NoCluster {
+		rc, err := apply.LoadRESTConfig(cfg.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
+		}
+		lcfg.APIServer = rc.Host
+		ecfg := apply.DefaultConfig()
+		ecfg.RESTConfig, ecfg.Records, ecfg.Logger = rc, a.cache, cfg.Logger
+		if a.engine, err = apply.New(ecfg); err != nil {
+			return nil, err
+		}
+	}
+	if a.link, err = link.New(lcfg); err != nil {
+		return nil, err
+	}
+	if a.engine != nil {
+		rcfg := reconcile.DefaultConfig()
+		rcfg.Cache, rcfg.Engine, rcfg.Logger = a.cache, a.engine, cfg.Logger
+		rcfg.Charts, rcfg.Notify = a.link, a.link.KickOutbox
+		if cfg.DriftInterval > 0 {
+			rcfg.Interval = cfg.DriftInterval
+		}
+		if cfg.HealthTimeout > 0 {
+			rcfg.HealthTimeout = cfg.HealthTimeout
+		}
+		if a.rec, err = reconcile.New(rcfg); err != nil {
+			return nil, err
+		}
+		a.link.SetHandler(a.rec)
+	}
+	return a, nil
+}
+
+// ErrClosed: Run was called on a closed agent, or twice.
+var ErrClosed = errors.New("agent is closed or already running")
+
+// Run runs the agent until ctx is done: the local status socket, the
+// reconciler and the hub link (enrolment on first start, then connected
+// forever). A cancelled ctx returns nil; an error means the agent cannot
+// go on (enrolment refused, not enrolled, the socket in use). Run once;
+// then Close.
+func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	if a.running || a.closed {
+		a.mu.Unlock()
+		return ErrClosed
+	}
+	a.running = true
+	ctx, cancel := context.WithCancel(ctx)
+	a.stop = cancel
+	a.wg.Add(1)
+	a.mu.Unlock()
+	defer a.wg.Done()
+	defer cancel()
+
+	local, err := localapi.Listen(a.cfg.DataDir, func() any { return a.Status() }, a.log)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // before wg.Wait: the goroutines stop on ctx
+	wg.Go(func() {
+		if err := local.Run(ctx); err != nil {
+			a.log.Warn("local status socket", "err", err)
+		}
+	})
+	if a.rec != nil {
+		wg.Go(func() {
+			if err := a.rec.Run(ctx); err != nil {
+				a.log.Error("reconcile loop", "err", err)
+			}
+		})
+	}
+	a.log.Info("agent starting", "version", version.Get(), "data_dir", a.cfg.DataDir, "manages_cluster", a.rec != nil)
+	return a.link.Run(ctx)
+}
+
+// Close stops Run if it is running, waits for every goroutine the agent
+// started, and closes the link, the engine and the bbolt file (flushed).
+// Releases stay installed. It is idempotent and returns the first close
+// error of the cache.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		a.closed = true
+		stop := a.stop
+		a.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
+		a.wg.Wait()
+		a.closeErr = a.release()
+	})
+	return a.closeErr
+}
+
+// release closes what New opened, in reverse order.
+func (a *Agent) release() error {
+	if a.link != nil {
+		a.link.Close()
+	}
+	if a.engine != nil {
+		if err := a.engine.Close(); err != nil {
+			a.log.Warn("close helm engine", "err", err)
+		}
+	}
+	if a.cache != nil {
+		if err := a.cache.Close(); err != nil {
+			return fmt.Errorf("close cache %s: %w", filepath.Join(a.cfg.DataDir, DBFile), err)
+		}
+	}
+	return nil
+}
+
+// SplitHubs splits comma-separated hub addresses (--hub a,b --hub c) and
+// drops empty ones.
+func SplitHubs(in []string) []string {
+	var out []string
+	for _, h := range in {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,139 @@
+package link
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tetherfleet/tether/agent/internal/cache"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+)
+
+// drainBatch bounds the payloads in flight before the hub acknowledges.
+const drainBatch = fleetv1.MaxUnackedReports
+
+// payloadAck is the hub's answer to one payload.
+type payloadAck struct {
+	seq     uint64
+	refused bool
+	reason  string
+}
+
+// ackOf returns the acknowledgement msg carries, or nil.
+func ackOf(msg *fleetv1.HubMessage) *payloadAck {
+	if a := msg.GetStatusAck(); a != nil {
+		return &payloadAck{seq: a.GetSeq()}
+	}
+	if a := msg.GetPayloadAck(); a != nil {
+		return &payloadAck{seq: a.GetSeq(), refused: a.GetRefused(), reason: a.GetReason()}
+	}
+	return nil
+}
+
+// drain sends outbox entries in drain order (cache.Batch: priority, then
+// oldest first) of the kinds the hub accepts, and removes each once the
+// hub acknowledged it by sequence number. An entry that cannot be sent (a
+// kind this agent does not know, a payload that does not decode) or that
+// the hub refuses for good is dead-lettered: removed and counted, never
+// waited for. A kind the hub does not accept stays in the outbox. Entries
+// survive a broken link and an agent restart; a payload sent twice is
+// harmless (the hub orders status reports by seq).
+func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAck, neg negotiated) error {
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	sendable := l.sendable(neg)
+	for {
+		entries, err := l.cfg.Outbox.Batch(drainBatch, sendable)
+		if err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		inflight := map[uint64]bool{}
+		for _, e := range entries {
+			msg, err := l.encode(e, neg)
+			if err != nil {
+				l.deadLetter(e.Seq, e.Kind, err.Error())
+				continue
+			}
+			if err := out.send(msg); err != nil {
+				return fmt.Errorf("send outbox entry %d (%s): %w", e.Seq, e.Kind, err)
+			}
+			inflight[e.Seq] = true
+		}
+		if len(inflight) > 0 {
+			if err := l.awaitAcks(ctx, acks, inflight); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if len(entries) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.outboxKick:
+		case <-poll.C:
+		}
+	}
+}
+
+// encode makes the message that carries e to this hub.
+func (l *Link) encode(e cache.OutboxEntry, neg negotiated) (*fleetv1.AgentMessage, error) {
+	k, ok := l.kind(e.Kind)
+	if !ok {
+		return nil, fmt.Errorf("unknown kind %q (written by another tether-agent version?)", e.Kind)
+	}
+	data := e.Payload
+	if k.prepare != nil {
+		var err error
+		if data, err = k.prepare(l, e.Seq, data); err != nil {
+			return nil, err
+		}
+	}
+	if neg.legacy {
+		return k.legacy(e.Seq, data)
+	}
+	return &fleetv1.AgentMessage{Msg: &fleetv1.AgentMessage_Payload{Payload: &fleetv1.Payload{Seq: e.Seq, Kind: e.Kind, Data: data}}}, nil
+}
+
+func (l *Link) deadLetter(seq uint64, kind, reason string) {
+	if _, err := l.cfg.Outbox.DeadLetter(seq); err != nil {
+		l.log.Error("dead-letter outbox entry", "seq", seq, "kind", kind, "err", err)
+		return
+	}
+	l.log.Warn("outbox entry cannot be sent; dead-lettered (removed and counted)", "seq", seq, "kind", kind, "reason", reason)
+}
+
+// defaultAckTimeout bounds the wait for the hub to acknowledge a batch.
+const defaultAckTimeout = time.Minute
+
+// awaitAcks waits until the hub answered every payload in inflight, and
+// removes each from the outbox as its answer arrives.
+func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool) error {
+	t := time.NewTimer(l.ackTimeout)
+	defer t.Stop()
+	for len(inflight) > 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			return fmt.Errorf("hub did not acknowledge %d outbox entries within %s", len(inflight), l.ackTimeout)
+		case a := <-acks:
+			if !inflight[a.seq] {
+				l.log.Warn("hub acknowledged an outbox entry not in flight; ignoring", "seq", a.seq)
+				continue
+			}
+			delete(inflight, a.seq)
+			if a.refused {
+				l.deadLetter(a.seq, "", "refused by the hub: "+a.reason)
+				continue
+			}
+			if err := l.cfg.Outbox.Ack(a.seq); err != nil {
+				return fmt.Errorf("ack outbox entry %d: %w", a.seq, err)
+			}
+		}
+	}
+	return nil
+}
