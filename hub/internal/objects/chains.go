@@ -151,4 +151,3 @@ func (c *ServiceTemplateChain) upgradesFrom(template string) []string {
 	}
 	return out
 }
-
