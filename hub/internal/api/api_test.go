@@ -154,3 +154,39 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 		t.Fatalf("unknown kind = %d %s", code, body)
 	}
 }
+
+func TestDryRunApplyStoresNothingAndIsForAdmins(t *testing.T) {
+	url, admin := newAPI(t)
+	code, body := call(t, "POST", url+"/v1/users", admin, `{"name":"vic","role":"viewer"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create viewer: %d %s", code, body)
+	}
+	var viewer api.UserToken
+	if err := json.Unmarshal([]byte(body), &viewer); err != nil {
+		t.Fatal(err)
+	}
+	doc := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: apps}\ndata: {k: v}\n"
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=All", viewer.Token, doc); code != 403 {
+		t.Fatalf("viewer dry run = %d %s; want 403", code, body)
+	}
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=true", admin, doc); code != 400 || !strings.Contains(body, `dryRun "true": want "All"`) {
+		t.Fatalf("dryRun=true = %d %s; want 400", code, body)
+	}
+	code, body = call(t, "POST", url+"/v1/apply?dryRun=All", admin, doc)
+	var res []api.ApplyResult
+	if err := json.Unmarshal([]byte(body), &res); code != 200 || err != nil || len(res) != 1 ||
+		res[0].Action != "created" || !res[0].DryRun || !strings.Contains(string(res[0].Object), `"data":{"k":"v"}`) || res[0].Live != nil {
+		t.Fatalf("dry run = %d %s (%v)", code, body, err)
+	}
+	if code, body := call(t, "GET", url+"/v1/objects/ConfigMap/apps/a", admin, ""); code != 404 {
+		t.Fatalf("after a dry run, GET = %d %s; want 404", code, body)
+	}
+	// A refused dry run is refused as apply would be.
+	bad := strings.Replace(doc, "data: {k: v}", "data: {k: 1}", 1)
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=All", admin, bad); code != 400 {
+		t.Fatalf("invalid dry run = %d %s; want 400", code, body)
+	}
+	if code, body := call(t, "POST", url+"/v1/apply", admin, doc); code != 200 || !strings.Contains(body, `"action":"created"`) || strings.Contains(body, `"object"`) {
+		t.Fatalf("apply after dry run = %d %s", code, body)
+	}
+}
