@@ -171,3 +171,36 @@ func TestDiffHidesSecretValues(t *testing.T) {
 		t.Errorf("diff of a secret:\n%s", out)
 	}
 }
+
+func TestServiceTemplateChainRefusesUpgradeThroughCLI(t *testing.T) {
+	h := startHub(t)
+	var tmpl strings.Builder
+	for _, v := range []string{"4-11-3", "4-11-5", "4-12-0"} {
+		tmpl.WriteString("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplate\nmetadata: {name: ingress-nginx-" + v + ", namespace: kcm-system}\nspec: {helm: {chartSpec: {chart: ingress-nginx, version: " + strings.ReplaceAll(v, "-", ".") + ", sourceRef: {name: tether-local}}}}\n---\n")
+	}
+	chain := "apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplateChain\nmetadata: {name: ingress-nginx-chain, namespace: kcm-system}\nspec:\n  supportedTemplates:\n    - name: ingress-nginx-4-11-3\n      availableUpgrades: [{name: ingress-nginx-4-11-5}]\n    - name: ingress-nginx-4-11-5\n      availableUpgrades: [{name: ingress-nginx-4-12-0}]\n    - name: ingress-nginx-4-12-0\n"
+	out := mustRun(t, tmpl.String()+chain, "--config", h.admin, "apply", "-f", "-")
+	if strings.Contains(out, "upgrade paths") {
+		t.Errorf("the chain still warns: %s", out)
+	}
+	cd := func(tmpl string) string {
+		return "apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ClusterDeployment\nmetadata: {name: edge-1, namespace: acme}\nspec: {template: adopted, serviceSpec: {services: [{template: " + tmpl + ", name: ingress, namespace: ingress, templateChain: ingress-nginx-chain}]}}\n"
+	}
+	mustRun(t, cd("ingress-nginx-4-11-3"), "--config", h.admin, "apply", "-f", "-")
+	for _, dry := range []string{"--dry-run=server", "--dry-run=none"} {
+		code, _, errs := run(t, cd("ingress-nginx-4-12-0"), "--config", h.admin, "apply", "-f", "-", dry)
+		if code != exitError || !strings.Contains(errs, "spec.serviceSpec.services[0].template: upgrade from ingress-nginx-4-11-3 to ingress-nginx-4-12-0 is not allowed by ServiceTemplateChain kcm-system/ingress-nginx-chain (allowed: ingress-nginx-4-11-5)") {
+			t.Fatalf("apply %s of an upgrade outside the chain: exit %d %s", dry, code, errs)
+		}
+	}
+	if code, _, errs := run(t, cd("ingress-nginx-4-12-0"), "--config", h.admin, "diff", "-f", "-"); code <= 1 || !strings.Contains(errs, "is not allowed by ServiceTemplateChain") {
+		t.Fatalf("diff of an upgrade outside the chain: exit %d %s", code, errs)
+	}
+	if out := mustRun(t, cd("ingress-nginx-4-11-5"), "--config", h.admin, "apply", "-f", "-"); out != "clusterdeployment/edge-1 configured\n" {
+		t.Fatalf("upgrade along the chain: %q", out)
+	}
+	wide := mustRun(t, "", "--config", h.admin, "get", "stc", "-n", "kcm-system", "-o", "wide")
+	if !strings.Contains(wide, "UPGRADES") || !strings.Contains(wide, "ingress-nginx-4-11-3->ingress-nginx-4-11-5, ingress-nginx-4-11-5->ingress-nginx-4-12-0") {
+		t.Errorf("get stc -o wide:\n%s", wide)
+	}
+}
