@@ -216,32 +216,48 @@ func diffYAML(m map[string]any) (string, error) {
 	return string(b), nil
 }
 
-// maskSecret hides the values of a Secret's data and stringData, as
-// kubectl diff does: "***" where live and merged agree, "*** (before)"
-// and "*** (after)" where they differ. live may be nil.
+// maskSecret hides the values of a Secret's data and stringData, and
+// kubectl's last-applied annotation (a copy of the manifest), as kubectl
+// diff does: "***" where live and merged agree, "*** (before)" and "***
+// (after)" where they differ. live may be nil.
 func maskSecret(live, merged map[string]any) {
-	for _, field := range []string{"data", "stringData"} {
-		var l map[string]any
-		if live != nil {
-			l, _ = live[field].(map[string]any)
+	sub := func(o map[string]any, path ...string) map[string]any {
+		for _, p := range path {
+			o, _ = o[p].(map[string]any)
 		}
-		m, _ := merged[field].(map[string]any)
-		keys := slices.Collect(maps.Keys(l))
-		for k := range m {
-			if _, ok := l[k]; !ok {
-				keys = append(keys, k)
-			}
+		return o
+	}
+	all := func(string) bool { return true }
+	maskValues(sub(live, "data"), sub(merged, "data"), all)
+	maskValues(sub(live, "stringData"), sub(merged, "stringData"), all)
+	maskValues(sub(live, "metadata", "annotations"), sub(merged, "metadata", "annotations"),
+		func(k string) bool { return k == lastApplied })
+}
+
+// lastApplied is kubectl's copy of the applied manifest.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// maskValues replaces the values of l's and m's keys that hide accepts
+// (either map may be nil).
+func maskValues(l, m map[string]any, hide func(string) bool) {
+	keys := slices.Collect(maps.Keys(l))
+	for k := range m {
+		if _, ok := l[k]; !ok {
+			keys = append(keys, k)
 		}
-		for _, k := range keys {
-			lv, inL := l[k]
-			mv, inM := m[k]
-			same := inL && inM && fmt.Sprint(lv) == fmt.Sprint(mv)
-			if inL {
-				l[k] = maskFor(same, " (before)")
-			}
-			if inM {
-				m[k] = maskFor(same, " (after)")
-			}
+	}
+	for _, k := range keys {
+		if !hide(k) {
+			continue
+		}
+		lv, inL := l[k]
+		mv, inM := m[k]
+		same := inL && inM && fmt.Sprint(lv) == fmt.Sprint(mv)
+		if inL {
+			l[k] = maskFor(same, " (before)")
+		}
+		if inM {
+			m[k] = maskFor(same, " (after)")
 		}
 	}
 }

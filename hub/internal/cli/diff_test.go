@@ -155,9 +155,9 @@ func TestDiffShowsWhatApplyWouldChange(t *testing.T) {
 
 func TestDiffHidesSecretValues(t *testing.T) {
 	h := startHub(t)
-	sec := "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: apps}\nstringData: {user: alice, password: hunter2}\n"
+	sec := "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: apps, annotations: {kubectl.kubernetes.io/last-applied-configuration: '{\"password\":\"hunter2\"}', note: visible}}\nstringData: {user: alice, password: hunter2}\n"
 	mustRun(t, sec, "--config", h.admin, "apply", "-f", "-")
-	changed := strings.Replace(sec, "hunter2", "swordfish", 1)
+	changed := strings.ReplaceAll(sec, "hunter2", "swordfish")
 	code, out, errs := run(t, changed, "--config", h.admin, "diff", "-f", "-")
 	if code != 1 {
 		t.Fatalf("diff of a changed secret: exit %d %s", code, errs)
@@ -167,7 +167,8 @@ func TestDiffHidesSecretValues(t *testing.T) {
 			t.Errorf("diff shows secret value %q:\n%s", secret, out)
 		}
 	}
-	if !strings.Contains(out, "-  password: '*** (before)'") || !strings.Contains(out, "+  password: '*** (after)'") || !strings.Contains(out, "  user: '***'") {
+	if !strings.Contains(out, "-  password: '*** (before)'") || !strings.Contains(out, "+  password: '*** (after)'") || !strings.Contains(out, "  user: '***'") ||
+		!strings.Contains(out, "kubectl.kubernetes.io/last-applied-configuration: '*** (after)'") || !strings.Contains(out, "note: visible") {
 		t.Errorf("diff of a secret:\n%s", out)
 	}
 }
