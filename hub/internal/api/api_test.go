@@ -100,9 +100,10 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func TestRolesAndTokens(t *testing.T) {
-	url, admin := newAPI(t)
-	code, body := call(t, "POST", url+"/v1/users", admin, `{"name":"alice","role":"viewer"}`)
+// createViewer creates the viewer name and returns what the API answered.
+func createViewer(t *testing.T, url, admin, name string) api.UserToken {
+	t.Helper()
+	code, body := call(t, "POST", url+"/v1/users", admin, `{"name":"`+name+`","role":"viewer"}`)
 	if code != http.StatusCreated {
 		t.Fatalf("create viewer: %d %s", code, body)
 	}
@@ -110,6 +111,12 @@ func TestRolesAndTokens(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &u); err != nil || u.Role != api.RoleViewer || u.Token == "" {
 		t.Fatalf("created user = %+v, %v", u, err)
 	}
+	return u
+}
+
+func TestRolesAndTokens(t *testing.T) {
+	url, admin := newAPI(t)
+	u := createViewer(t, url, admin, "alice")
 	tests := []struct {
 		name, method, path, token, body string
 		code                            int
@@ -152,5 +159,34 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	}
 	if code, body := call(t, "GET", url+"/v1/objects/Widget", admin, ""); code != 400 || !strings.Contains(body, `unknown kind "Widget"`) {
 		t.Fatalf("unknown kind = %d %s", code, body)
+	}
+}
+
+func TestDryRunApplyStoresNothingAndIsForAdmins(t *testing.T) {
+	url, admin := newAPI(t)
+	viewer := createViewer(t, url, admin, "vic")
+	doc := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: apps}\ndata: {k: v}\n"
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=All", viewer.Token, doc); code != 403 {
+		t.Fatalf("viewer dry run = %d %s; want 403", code, body)
+	}
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=true", admin, doc); code != 400 || !strings.Contains(body, `dryRun "true": want "All"`) {
+		t.Fatalf("dryRun=true = %d %s; want 400", code, body)
+	}
+	code, body := call(t, "POST", url+"/v1/apply?dryRun=All", admin, doc)
+	var res []api.ApplyResult
+	if err := json.Unmarshal([]byte(body), &res); code != 200 || err != nil || len(res) != 1 ||
+		res[0].Action != "created" || !res[0].DryRun || !strings.Contains(string(res[0].Object), `"data":{"k":"v"}`) || res[0].Live != nil {
+		t.Fatalf("dry run = %d %s (%v)", code, body, err)
+	}
+	if code, body := call(t, "GET", url+"/v1/objects/ConfigMap/apps/a", admin, ""); code != 404 {
+		t.Fatalf("after a dry run, GET = %d %s; want 404", code, body)
+	}
+	// A refused dry run is refused as apply would be.
+	bad := strings.Replace(doc, "data: {k: v}", "data: {k: 1}", 1)
+	if code, body := call(t, "POST", url+"/v1/apply?dryRun=All", admin, bad); code != 400 {
+		t.Fatalf("invalid dry run = %d %s; want 400", code, body)
+	}
+	if code, body := call(t, "POST", url+"/v1/apply", admin, doc); code != 200 || !strings.Contains(body, `"action":"created"`) || strings.Contains(body, `"object"`) {
+		t.Fatalf("apply after dry run = %d %s", code, body)
 	}
 }

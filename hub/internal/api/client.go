@@ -139,6 +139,14 @@ func (c *Client) Apply(ctx context.Context, source string, data []byte) ([]Apply
 	return out, c.doRaw(ctx, http.MethodPost, "/v1/apply?source="+url.QueryEscape(source), "application/yaml", data, &out)
 }
 
+// DryRunApply sends one file's documents to be applied with nothing
+// stored: the results say what apply would do, and carry the objects as
+// apply would store them and as they are stored.
+func (c *Client) DryRunApply(ctx context.Context, source string, data []byte) ([]ApplyResult, error) {
+	var out []ApplyResult
+	return out, c.doRaw(ctx, http.MethodPost, "/v1/apply?dryRun="+DryRunAll+"&source="+url.QueryEscape(source), "application/yaml", data, &out)
+}
+
 // Objects lists objects of a kind; namespace "" means all namespaces.
 func (c *Client) Objects(ctx context.Context, kind, namespace string) ([]json.RawMessage, error) {
 	var out []json.RawMessage

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,7 +19,7 @@ import (
 
 // Objects is the part of the object repository the API uses.
 type Objects interface {
-	Apply(ctx context.Context, objs []objects.Object) ([]objects.Result, error)
+	ApplyWith(ctx context.Context, objs []objects.Object, opts objects.ApplyOptions) ([]objects.Result, error)
 	Get(ctx context.Context, kind, namespace, name string) (objects.Object, error)
 	List(ctx context.Context, kind, namespace string) ([]objects.Object, error)
 	Delete(ctx context.Context, kind, namespace, name string) error
@@ -50,7 +51,17 @@ type ApplyResult struct {
 	Action    string `json:"action"`
 	// Warnings name accepted fields that have no effect yet.
 	Warnings []string `json:"warnings,omitempty"`
+	// DryRun: nothing was stored; Action is what apply would do.
+	DryRun bool `json:"dryRun,omitempty"`
+	// Object (dry run only) is the object as apply would store it,
+	// defaulted; Live the stored one (none when Action is created).
+	Object json.RawMessage `json:"object,omitempty"`
+	Live   json.RawMessage `json:"live,omitempty"`
 }
+
+// DryRunAll is the value of POST /v1/apply's dryRun parameter (as in
+// Kubernetes' API) that runs the whole apply and stores nothing.
+const DryRunAll = "All"
 
 // Service is one service on one cluster, as `tether get services` shows it.
 type Service struct {
@@ -103,6 +114,14 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	if source == "" {
 		source = "request"
 	}
+	var opts objects.ApplyOptions
+	switch dr := r.URL.Query().Get("dryRun"); dr {
+	case "":
+	case DryRunAll:
+		opts.DryRun = true
+	default:
+		return badRequest("dryRun %q: want %q or none", dr, DryRunAll)
+	}
 	objs, err := s.cfg.Kinds.Decode(body, source)
 	if err != nil {
 		return badRequest("%v", err)
@@ -110,7 +129,7 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	if err := refuseRedacted(objs); err != nil {
 		return err
 	}
-	res, err := s.cfg.Objects.Apply(r.Context(), objs)
+	res, err := s.cfg.Objects.ApplyWith(r.Context(), objs, opts)
 	if err != nil {
 		if errors.Is(err, objects.ErrInvalid) {
 			return badRequest("%v", err)
@@ -119,8 +138,19 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]ApplyResult, 0, len(res))
 	for i, x := range res {
-		out = append(out, ApplyResult{Kind: x.Kind, Namespace: x.Namespace, Name: x.Name, Action: string(x.Action),
-			Warnings: s.cfg.Kinds.Warnings(objs[i])})
+		ar := ApplyResult{Kind: x.Kind, Namespace: x.Namespace, Name: x.Name, Action: string(x.Action),
+			Warnings: s.cfg.Kinds.Warnings(objs[i]), DryRun: opts.DryRun}
+		if opts.DryRun {
+			if ar.Object, err = json.Marshal(x.Object); err != nil {
+				return fmt.Errorf("encode %s: %w", ar.Kind, err)
+			}
+			if x.Live != nil {
+				if ar.Live, err = json.Marshal(x.Live); err != nil {
+					return fmt.Errorf("encode %s: %w", ar.Kind, err)
+				}
+			}
+		}
+		out = append(out, ar)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -46,9 +46,15 @@ func mainKinds(kinds *objects.Registry, args []string, stdin io.Reader, stdout, 
 	if err == nil {
 		return exitOK
 	}
+	var ec exitCodeError
+	if errors.As(err, &ec) && ec.err == nil {
+		return ec.code
+	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
 	var ue usageError
 	switch {
+	case errors.As(err, &ec):
+		return ec.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case api.IsNotFound(err):
@@ -109,6 +115,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newDeleteCmd(g),
 		newLabelCmd(g),
 		newApplyCmd(g),
+		newDiffCmd(g),
 		newChartCmd(g),
 		newUserCmd(g),
 	)

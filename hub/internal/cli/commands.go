@@ -365,10 +365,18 @@ func readSources(stdin io.Reader, paths []string) ([]source, error) {
 	return out, nil
 }
 
+// Values of apply's --dry-run, as kubectl's.
+const (
+	dryRunNone   = "none"
+	dryRunClient = "client"
+	dryRunServer = "server"
+)
+
 func newApplyCmd(g *globals) *cobra.Command {
 	var (
-		files []string
-		out   outputFlag
+		files  []string
+		out    outputFlag
+		dryRun string
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
@@ -378,16 +386,31 @@ apiVersion tether.dev/v1alpha1; k0rdent manifests
 (k0rdent.mirantis.com/v1alpha1 or v1beta1) are accepted too. Each file is
 applied atomically: if any object in it is invalid, nothing from that file
 is stored, and the error names the document, object and field. Files are
-applied in order; a directory's files in name order.`, 76),
+applied in order; a directory's files in name order.`, 76) + `
+
+--dry-run=server sends each file to the hub, which runs the whole apply
+(defaulting, validation, reference and ServiceTemplateChain checks) and
+stores nothing: the output says what would happen ("created", "configured",
+"unchanged", each followed by "(server dry run)"), with the warnings apply
+would print, and -o yaml|json shows the objects as they would be stored.
+--dry-run=client decodes, defaults and validates the files locally, without
+a hub ("valid (client dry run)"): references to other objects are not
+checked. See also 'tether diff'.`,
 		Example: `  tether apply -f services.yaml
   tether apply -f manifests/
-  cat svc.yaml | tether apply -f -`,
+  cat svc.yaml | tether apply -f -
+  tether apply -f services.yaml --dry-run=server`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 0 {
 				return usageError{fmt.Errorf("%s: pass files with -f, not as arguments", cmd.CommandPath())}
 			}
 			if len(files) == 0 {
 				return usageError{fmt.Errorf("%s: -f FILE|DIR|- is required", cmd.CommandPath())}
+			}
+			switch dryRun {
+			case dryRunNone, dryRunClient, dryRunServer:
+			default:
+				return usageError{fmt.Errorf("%s: --dry-run %q: want none, client or server", cmd.CommandPath(), dryRun)}
 			}
 			return out.validate()
 		},
@@ -396,27 +419,37 @@ applied in order; a directory's files in name order.`, 76),
 			if err != nil {
 				return err
 			}
+			if dryRun == dryRunClient {
+				return applyClientDryRun(g, &out, srcs)
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := g.ctx(cmd)
 			defer cancel()
+			suffix := ""
+			if dryRun == dryRunServer {
+				suffix = " (server dry run)"
+			}
 			var all []api.ApplyResult
 			for _, s := range srcs {
-				res, err := c.Apply(ctx, s.name, s.data)
+				var res []api.ApplyResult
+				if dryRun == dryRunServer {
+					res, err = c.DryRunApply(ctx, s.name, s.data)
+				} else {
+					res, err = c.Apply(ctx, s.name, s.data)
+				}
 				if err != nil {
 					return fmt.Errorf("apply %s: %w", s.name, err)
 				}
 				all = append(all, res...)
 				for _, r := range res {
-					for _, w := range r.Warnings {
-						fmt.Fprintf(g.stderr, "Warning: %s %s/%s: %s\n", r.Kind, r.Namespace, r.Name, w)
-					}
+					printWarnings(g.stderr, r.Kind, r.Namespace, r.Name, r.Warnings)
 				}
 				if out.format == "" {
 					for _, r := range res {
-						fmt.Fprintf(g.stdout, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
+						fmt.Fprintf(g.stdout, "%s/%s %s%s\n", strings.ToLower(r.Kind), r.Name, r.Action, suffix)
 					}
 				}
 			}
@@ -427,8 +460,40 @@ applied in order; a directory's files in name order.`, 76),
 		},
 	}
 	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "file, directory or - for stdin (repeatable)")
+	cmd.Flags().StringVar(&dryRun, "dry-run", dryRunNone, "none, client (check locally) or server (the hub runs the apply and stores nothing)")
 	addOutputFlag(cmd, &out, "yaml", "json")
 	return cmd
+}
+
+// printWarnings prints apply's warnings for one object.
+func printWarnings(w io.Writer, kind, ns, name string, warnings []string) {
+	for _, x := range warnings {
+		fmt.Fprintf(w, "Warning: %s %s/%s: %s\n", kind, ns, name, x)
+	}
+}
+
+// applyClientDryRun decodes, defaults and validates srcs with the CLI's
+// own kinds, and prints them (or the objects with -o).
+func applyClientDryRun(g *globals, out *outputFlag, srcs []source) error {
+	var all []objects.Object
+	for _, s := range srcs {
+		objs, err := g.kinds.Decode(s.data, s.name)
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", s.name, err)
+		}
+		for _, o := range objs {
+			h := o.GetHeader()
+			printWarnings(g.stderr, h.Kind, h.Metadata.Namespace, h.Metadata.Name, g.kinds.Warnings(o))
+			if out.format == "" {
+				fmt.Fprintf(g.stdout, "%s/%s valid (client dry run)\n", strings.ToLower(h.Kind), h.Metadata.Name)
+			}
+		}
+		all = append(all, objs...)
+	}
+	if out.format != "" {
+		return out.print(g.stdout, all, nil)
+	}
+	return nil
 }
 
 func newChartCmd(g *globals) *cobra.Command {

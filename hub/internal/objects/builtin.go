@@ -135,7 +135,7 @@ func deploysServices[T Object](d KindDef[T], services func(T) (*ServiceSpec, *Se
 	status := func(o T) *ServicesStatus { _, st := services(o); return st }
 	d.Status = func(o T) any { return status(o) }
 	d.ServiceSpec = spec
-	d.References = []string{KindServiceTemplate}
+	d.References = []string{KindServiceTemplate, KindServiceTemplateChain}
 	d.Refs = func(o T) []Ref { return serviceRefs(spec(o)) }
 	d.Columns = append([]Column[T]{first}, servicesColumns(spec, status)...)
 	d.CompileInput = true
@@ -175,12 +175,16 @@ func secretKind() KindDef[*Secret] {
 	}
 }
 
-// serviceRefs are the ServiceTemplates a serviceSpec names.
+// serviceRefs are the ServiceTemplates and ServiceTemplateChains a
+// serviceSpec names.
 func serviceRefs(ss *ServiceSpec) []Ref {
 	refs := make([]Ref, 0, len(ss.Services))
 	for i, svc := range ss.Services {
 		use := fmt.Sprintf("services[%d]", i)
 		refs = append(refs, Ref{Kind: KindServiceTemplate, Name: svc.Template, Field: "spec.serviceSpec." + use + ".template", Use: use})
+		if svc.TemplateChain != "" {
+			refs = append(refs, Ref{Kind: KindServiceTemplateChain, Name: svc.TemplateChain, Field: "spec.serviceSpec." + use + ".templateChain", Use: use})
+		}
 	}
 	return refs
 }
@@ -279,14 +283,15 @@ func serviceTemplateChainKind() KindDef[*ServiceTemplateChain] {
 		Kind: KindServiceTemplateChain, New: func() *ServiceTemplateChain { return &ServiceTemplateChain{} },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: "servicetemplatechains", Short: []string{"stc"},
-		Spec:     func(o *ServiceTemplateChain) any { return &o.Spec },
-		Validate: (*ServiceTemplateChain).validateSpec,
-		Warnings: func(*ServiceTemplateChain) []string {
-			return []string{"spec.supportedTemplates: stored; upgrade paths are not enforced on services yet"}
-		},
+		// Services of every namespace may use the chains of the system
+		// namespaces, as k0rdent's system chains serve every namespace.
+		SharedFromSystemNamespaces: true,
+		Spec:                       func(o *ServiceTemplateChain) any { return &o.Spec },
+		Validate:                   (*ServiceTemplateChain).validateSpec,
 		Columns: []Column[*ServiceTemplateChain]{
 			{Header: "TEMPLATES", Value: func(o *ServiceTemplateChain) string { return fmt.Sprint(len(o.Spec.SupportedTemplates)) }},
 			AgeColumn[*ServiceTemplateChain](),
+			{Header: "UPGRADES", Wide: true, Value: chainUpgrades},
 		},
 	}
 }
@@ -306,4 +311,15 @@ func accessManagementKind() KindDef[*AccessManagement] {
 			AgeColumn[*AccessManagement](),
 		},
 	}
+}
+
+// chainUpgrades is a chain's upgrade paths, "a->b|c, b->c".
+func chainUpgrades(o *ServiceTemplateChain) string {
+	var parts []string
+	for _, st := range o.Spec.SupportedTemplates {
+		if ups := o.upgradesFrom(st.Name); len(ups) > 0 {
+			parts = append(parts, st.Name+"->"+strings.Join(ups, "|"))
+		}
+	}
+	return orNone(strings.Join(parts, ", "))
 }

@@ -253,7 +253,6 @@ func TestK0rdentCorpusApplies(t *testing.T) {
 		{mcs2, "spec.dependsOn: ordering between MultiClusterServices is not supported yet"},
 		{get(KindMultiClusterService, DefaultNamespace, "global-ingress"), "spec.keepServicesOnSelectorMismatch"},
 		{get(KindMultiClusterService, DefaultNamespace, "mgmt-mcs"), "spec.serviceSpec.provider: no effect"},
-		{get(KindServiceTemplateChain, "kcm-system", "ingress-nginx-chain"), "upgrade paths are not enforced"},
 	} {
 		if w := strings.Join(Warnings(tc.o), "\n"); !strings.Contains(w, tc.want) {
 			t.Errorf("%s warnings %q; want %q", tc.o.GetHeader().Key(), w, tc.want)

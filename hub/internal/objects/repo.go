@@ -85,7 +85,24 @@ type Result struct {
 	Action                Action
 	Generation            int64
 	ResourceVersion       uint64
+	// Object is the object as stored (or, in a dry run, as it would be
+	// stored): defaulted, with the stored status and metadata.
+	Object Object
+	// Live is the stored object before the apply; nil when Action is
+	// Created.
+	Live Object
 }
+
+// ApplyOptions change what Apply does.
+type ApplyOptions struct {
+	// DryRun runs the whole apply (defaulting, validation, reference and
+	// chain checks, the writes) in the store transaction and then rolls
+	// it back: the results say what would happen and nothing is stored.
+	DryRun bool
+}
+
+// errDryRun rolls back a dry run's transaction.
+var errDryRun = errors.New("dry run: rolled back")
 
 // String is kubectl's form, e.g. "servicetemplate/nginx created".
 func (r Result) String() string {
@@ -99,9 +116,17 @@ func (r Result) String() string {
 // ServiceTemplate a serviceSpec names). Status in
 // input is ignored and an existing status kept; metadata.generation grows
 // only when the spec changes; an object equal to the stored one is not
-// written. Results are in input order. Errors are *ObjectError values
-// (joined), wrapping ErrInvalid.
+// written. A service that names a templateChain is checked against that
+// ServiceTemplateChain (see checkChains). Results are in input order.
+// Errors are *ObjectError values (joined), wrapping ErrInvalid.
 func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
+	return r.ApplyWith(ctx, objs, ApplyOptions{})
+}
+
+// ApplyWith is Apply with options: with DryRun nothing is stored and the
+// store revision does not move, but the results and errors are the ones
+// Apply would return.
+func (r *Repo) ApplyWith(ctx context.Context, objs []Object, opts ApplyOptions) ([]Result, error) {
 	batch := make([]Object, len(objs))
 	index := map[string]Object{}
 	var errs []error
@@ -139,7 +164,11 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 	err := r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		var errs []error
 		for _, o := range batch {
-			if fe := r.checkRefs(tx, o, index); len(fe) > 0 {
+			fe := r.checkRefs(tx, o, index)
+			if len(fe) == 0 {
+				fe = r.checkChains(tx, o, index)
+			}
+			if len(fe) > 0 {
 				h := o.GetHeader()
 				errs = append(errs, &ObjectError{Kind: h.Kind, Key: h.nsName(), Fields: fe})
 			}
@@ -159,11 +188,17 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 			}
 		}
 		for _, i := range written {
-			results[i].ResourceVersion = tx.Revision()
+			if !opts.DryRun {
+				results[i].ResourceVersion = tx.Revision()
+			}
+			results[i].Object.GetHeader().Metadata.ResourceVersion = Revision(results[i].ResourceVersion)
+		}
+		if opts.DryRun {
+			return errDryRun
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errDryRun) {
 		return nil, err
 	}
 	return results, nil
@@ -172,7 +207,7 @@ func (r *Repo) Apply(ctx context.Context, objs []Object) ([]Result, error) {
 func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 	h := o.GetHeader()
 	md := &h.Metadata
-	res := Result{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name}
+	res := Result{Kind: h.Kind, Namespace: md.Namespace, Name: md.Name, Object: o}
 	k := r.cfg.Kinds.Get(h.Kind)
 	k.clearStatus(o)
 	md.ResourceVersion, md.CreateRevision = 0, 0
@@ -199,6 +234,7 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("apply %s: %w", h.Key(), err)
 	}
+	res.Live = old
 	om := old.GetHeader().Metadata
 	md.UID, md.CreationTimestamp, md.Generation = om.UID, om.CreationTimestamp, om.Generation
 	k.copyStatus(o, old)
@@ -207,8 +243,10 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 		md.Generation++
 	}
 	res.Generation = md.Generation
+	md.CreateRevision = om.CreateRevision
 	if !specChanged && mapsEqual(md.Labels, om.Labels) && mapsEqual(md.Annotations, om.Annotations) {
 		res.Action, res.ResourceVersion = Unchanged, cur.ResourceVersion
+		md.ResourceVersion = om.ResourceVersion
 		return res, nil
 	}
 	v, err := json.Marshal(o)

@@ -658,7 +658,8 @@ func deepCopy(o Object) (Object, error) {
 
 // KindServiceTemplateChain and KindAccessManagement are k0rdent's kinds
 // for template upgrade paths and for distributing templates to
-// namespaces; Tether stores them (see Warnings for what they do yet).
+// namespaces. A service's templateChain is enforced on apply (see
+// Repo.Apply); AccessManagement is stored (see Warnings).
 const (
 	KindServiceTemplateChain = "ServiceTemplateChain"
 	KindAccessManagement     = "AccessManagement"

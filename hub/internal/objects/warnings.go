@@ -140,9 +140,6 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 		if svc.HelmAction != "" {
 			w.add(sp+".helmAction", "%q has no effect yet", svc.HelmAction)
 		}
-		if svc.TemplateChain != "" {
-			w.add(sp+".templateChain", "upgrade paths are not checked yet (ServiceTemplateChain is not supported yet)")
-		}
 		if svc.Version != "" {
 			w.add(sp+".version", "no effect: the template names the chart version")
 		}
