@@ -40,6 +40,7 @@ func DefaultKinds() *Registry {
 	MustRegister(r, secretKind())
 	MustRegister(r, serviceTemplateChainKind())
 	MustRegister(r, accessManagementKind())
+	MustRegister(r, gitRepositoryKind())
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])
 	}
@@ -62,6 +63,29 @@ func helmRepositoryKind() KindDef[*HelmRepository] {
 			AgeColumn[*HelmRepository](),
 		},
 		Redact: func(o *HelmRepository, marker string) []string {
+			if u, ok := RedactURL(o.Spec.URL, marker); ok {
+				o.Spec.URL = u
+				return []string{"spec.url credentials"}
+			}
+			return nil
+		},
+	}
+}
+
+func gitRepositoryKind() KindDef[*GitRepository] {
+	return KindDef[*GitRepository]{
+		Kind: KindGitRepository, New: func() *GitRepository { return &GitRepository{} },
+		APIVersion: APIVersion, Accepts: fluxSourceGroups,
+		Plural: "gitrepositories", Short: []string{"gitrepo"},
+		Spec:     func(o *GitRepository) any { return &o.Spec },
+		Status:   func(o *GitRepository) any { return &o.Status },
+		Validate: (*GitRepository).validateSpec,
+		Warnings: gitRepositoryWarnings,
+		Columns: []Column[*GitRepository]{
+			{Header: "URL", Value: func(o *GitRepository) string { return o.Spec.URL }},
+			AgeColumn[*GitRepository](),
+		},
+		Redact: func(o *GitRepository, marker string) []string {
 			if u, ok := RedactURL(o.Spec.URL, marker); ok {
 				o.Spec.URL = u
 				return []string{"spec.url credentials"}
