@@ -107,6 +107,9 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 		Validate:                   (*ServiceTemplate).validateSpec,
 		References:                 []string{KindHelmRepository},
 		Refs: func(o *ServiceTemplate) []Ref {
+			if o.Spec.Helm.ChartSpec.Chart == "" {
+				return nil // a generated chart: its source is read when it is rendered
+			}
 			ref := o.Spec.Helm.ChartSpec.SourceRef
 			return []Ref{{Kind: KindHelmRepository, Name: ref.Name, Field: "spec.helm.chartSpec.sourceRef.name"}}
 		},
