@@ -119,6 +119,18 @@ func (GitFetcher) Fetch(ctx context.Context, req GitRequest) (GitTree, error) {
 	if err != nil {
 		return GitTree{}, fmt.Errorf("%s: clone: %v: %w", u, err, ErrGit)
 	}
+	if refName != "" {
+		// What was cloned is the truth (the listing may be older); an
+		// annotated tag names its commit.
+		if r, err := repo.Reference(refName, true); err == nil {
+			hash = r.Hash()
+		}
+		if tag, err := repo.TagObject(hash); err == nil {
+			if c, err := tag.Commit(); err == nil {
+				hash = c.Hash
+			}
+		}
+	}
 	commit, err := repo.CommitObject(hash)
 	if err != nil {
 		return GitTree{}, fmt.Errorf("%s: commit %s: %v: %w", u, hash, err, ErrGit)
