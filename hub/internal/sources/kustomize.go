@@ -90,6 +90,7 @@ func checkKustomization(fs filesys.FileSystem, p string, data []byte) error {
 		}
 	}
 	add("resources", k.Resources...)
+	//lint:ignore SA1019 kustomize still reads the deprecated field, so it is checked too
 	add("bases", k.Bases...)
 	add("components", k.Components...)
 	add("crds", k.Crds...)
@@ -98,12 +99,14 @@ func checkKustomization(fs filesys.FileSystem, p string, data []byte) error {
 	add("transformers", k.Transformers...)
 	add("validators", k.Validators...)
 	add("openapi.path", k.OpenAPI["path"])
+	//lint:ignore SA1019 kustomize still reads the deprecated field, so it is checked too
 	for _, psm := range k.PatchesStrategicMerge {
 		add("patchesStrategicMerge", string(psm))
 	}
 	for _, pt := range k.Patches {
 		add("patches.path", pt.Path)
 	}
+	//lint:ignore SA1019 kustomize still reads the deprecated field, so it is checked too
 	for _, pt := range k.PatchesJson6902 {
 		add("patchesJson6902.path", pt.Path)
 	}
