@@ -102,3 +102,34 @@ func PackageDir(dir string) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// SourceGenerated prefixes the source recorded for a chart the hub
+// generated from a ServiceTemplate's manifests ("generated:NS/NAME").
+const SourceGenerated = "generated:"
+
+// AddGenerated stores a chart archive the hub generated (package
+// sources) with source, which should start with SourceGenerated; authed
+// marks it as made from secret material. Its version names its content,
+// so the same (source, name, version) with other bytes is refused with
+// ErrExists.
+func (s *Store) AddGenerated(ctx context.Context, archive []byte, source string, authed bool) (Chart, error) {
+	if int64(len(archive)) > s.cfg.MaxChartSize {
+		return Chart{}, fmt.Errorf("generated chart from %s: %d bytes, more than the limit of %d: %w", source, len(archive), s.cfg.MaxChartSize, ErrTooLarge)
+	}
+	ch, err := loadChart(archive)
+	if err != nil {
+		return Chart{}, fmt.Errorf("generated chart from %s: %w", source, err)
+	}
+	c := Chart{Digest: Digest(archive), Name: ch.Metadata.Name, Version: ch.Metadata.Version, Size: int64(len(archive))}
+	old, ok, err := s.find(ctx, source, c.Name, c.Version)
+	if err != nil {
+		return Chart{}, fmt.Errorf("generated chart %s %s: %w", c.Name, c.Version, err)
+	}
+	if ok && old.Digest != c.Digest {
+		return Chart{}, fmt.Errorf("generated chart %s %s from %s: stored before as %s, this archive is %s: %w", c.Name, c.Version, source, old.Digest, c.Digest, ErrExists)
+	}
+	if err := s.writeBlob(c.Digest, archive); err != nil {
+		return Chart{}, fmt.Errorf("generated chart %s %s: store %s: %w", c.Name, c.Version, c.Digest, err)
+	}
+	return s.record(ctx, c, source, authed)
+}

@@ -40,6 +40,7 @@ func DefaultKinds() *Registry {
 	MustRegister(r, secretKind())
 	MustRegister(r, serviceTemplateChainKind())
 	MustRegister(r, accessManagementKind())
+	MustRegister(r, gitRepositoryKind())
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])
 	}
@@ -71,6 +72,29 @@ func helmRepositoryKind() KindDef[*HelmRepository] {
 	}
 }
 
+func gitRepositoryKind() KindDef[*GitRepository] {
+	return KindDef[*GitRepository]{
+		Kind: KindGitRepository, New: func() *GitRepository { return &GitRepository{} },
+		APIVersion: APIVersion, Accepts: fluxSourceGroups,
+		Plural: "gitrepositories", Short: []string{"gitrepo"},
+		Spec:     func(o *GitRepository) any { return &o.Spec },
+		Status:   func(o *GitRepository) any { return &o.Status },
+		Validate: (*GitRepository).validateSpec,
+		Warnings: gitRepositoryWarnings,
+		Columns: []Column[*GitRepository]{
+			{Header: "URL", Value: func(o *GitRepository) string { return o.Spec.URL }},
+			AgeColumn[*GitRepository](),
+		},
+		Redact: func(o *GitRepository, marker string) []string {
+			if u, ok := RedactURL(o.Spec.URL, marker); ok {
+				o.Spec.URL = u
+				return []string{"spec.url credentials"}
+			}
+			return nil
+		},
+	}
+}
+
 func serviceTemplateKind() KindDef[*ServiceTemplate] {
 	return KindDef[*ServiceTemplate]{
 		Kind: KindServiceTemplate, New: func() *ServiceTemplate { return &ServiceTemplate{} },
@@ -83,6 +107,9 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 		Validate:                   (*ServiceTemplate).validateSpec,
 		References:                 []string{KindHelmRepository},
 		Refs: func(o *ServiceTemplate) []Ref {
+			if o.Spec.Helm.ChartSpec.Chart == "" {
+				return nil // a generated chart: its source is read when it is rendered
+			}
 			ref := o.Spec.Helm.ChartSpec.SourceRef
 			return []Ref{{Kind: KindHelmRepository, Name: ref.Name, Field: "spec.helm.chartSpec.sourceRef.name"}}
 		},

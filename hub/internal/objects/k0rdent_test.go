@@ -299,6 +299,26 @@ spec: {supportedTemplates: [{availableUpgrades: [{name: x}]}]}`, "spec.supported
 func TestTemplateWithoutChartIsStoredNotDeployable(t *testing.T) {
 	objs := mustDecode(t, `apiVersion: k0rdent.mirantis.com/v1beta1
 kind: ServiceTemplate
+metadata: {name: ref, namespace: kcm-system}
+spec:
+  helm:
+    chartRef: {kind: HelmChart, name: chart}
+`)
+	st := objs[0].(*ServiceTemplate)
+	if ok, why := st.Ready(); ok || !strings.Contains(why, "not deployable yet") {
+		t.Errorf("Ready() = %v, %q; want not ready, saying why", ok, why)
+	}
+	if w := strings.Join(Warnings(st), "\n"); !strings.Contains(w, "spec.helm.chartRef: is not deployable by Tether yet") {
+		t.Errorf("warnings %q", w)
+	}
+}
+
+// TestKustomizeTemplateIsGeneratedNotWarned: a kustomize template is
+// deployable (the hub generates its chart), so it has no "not
+// deployable" warning, and it is not ready before the hub generated it.
+func TestKustomizeTemplateIsGeneratedNotWarned(t *testing.T) {
+	objs := mustDecode(t, `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
 metadata: {name: kust, namespace: kcm-system}
 spec:
   kustomize:
@@ -307,10 +327,25 @@ spec:
     path: ./deploy
 `)
 	st := objs[0].(*ServiceTemplate)
-	if ok, why := st.Ready(); ok || !strings.Contains(why, "not deployable yet") {
-		t.Errorf("Ready() = %v, %q; want not ready, saying why", ok, why)
+	if !st.Spec.Generated() {
+		t.Fatal("Generated() = false for a kustomize template")
 	}
-	if w := strings.Join(Warnings(st), "\n"); !strings.Contains(w, "spec.kustomize: is not deployable by Tether yet") {
-		t.Errorf("warnings %q", w)
+	if ok, _ := st.Ready(); ok {
+		t.Error("Ready() = true before the chart is generated")
+	}
+	if w := Warnings(st); len(w) != 0 {
+		t.Errorf("warnings %q; want none", w)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{`{kustomize: {localSourceRef: {kind: Bucket2, name: b}}}`, `spec.kustomize.localSourceRef.kind: "Bucket2"`},
+		{`{resources: {path: x}}`, "spec.resources: one of localSourceRef or remoteSourceSpec is required"},
+		{`{resources: {localSourceRef: {kind: ConfigMap, name: a}}, kustomize: {localSourceRef: {kind: ConfigMap, name: a}}}`, "mutually exclusive"},
+		{`{kustomize: {remoteSourceSpec: {git: {url: "ssh://h/r", interval: 1m}}}}`, "spec.kustomize.remoteSourceSpec.git.url"},
+		{`{kustomize: {localSourceRef: {kind: GitRepository, name: r}, path: ../etc}}`, "spec.kustomize.path"},
+	} {
+		_, err := Decode([]byte("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplate\nmetadata: {name: x}\nspec: "+tc.doc+"\n"), "x.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Decode(%s) = %v; want %q", tc.doc, err, tc.want)
+		}
 	}
 }

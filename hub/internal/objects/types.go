@@ -231,11 +231,54 @@ type ServiceTemplateSpec struct {
 	// The fields below are k0rdent's (v1beta1); see Warnings. A template
 	// with kustomize or resources and no helm chart is stored but cannot
 	// be deployed yet.
-	HelmOptions          json.RawMessage `json:"helmOptions,omitempty"`
-	Kustomize            json.RawMessage `json:"kustomize,omitempty"`
-	Resources            json.RawMessage `json:"resources,omitempty"`
-	Version              string          `json:"version,omitempty"`
-	KubernetesConstraint string          `json:"k8sConstraint,omitempty"`
+	HelmOptions json.RawMessage `json:"helmOptions,omitempty"`
+	// Kustomize and Resources are k0rdent's manifest sources: the hub
+	// renders them (kustomize build, or the plain manifests) into a
+	// generated chart (docs/design/sources.md).
+	Kustomize            *SourceSpec `json:"kustomize,omitempty"`
+	Resources            *SourceSpec `json:"resources,omitempty"`
+	Version              string      `json:"version,omitempty"`
+	KubernetesConstraint string      `json:"k8sConstraint,omitempty"`
+}
+
+// SourceSpec is k0rdent's source of a kustomize or resources template:
+// a local object (ConfigMap, Secret, GitRepository, ...) or an embedded
+// remote source, and the path in it.
+type SourceSpec struct {
+	LocalSourceRef   *LocalSourceRef   `json:"localSourceRef,omitempty"`
+	RemoteSourceSpec *RemoteSourceSpec `json:"remoteSourceSpec,omitempty"`
+	// DeploymentType is k0rdent's Local or Remote (where Sveltos
+	// deploys); Tether's agents always deploy on their own cluster.
+	DeploymentType string `json:"deploymentType,omitempty"`
+	// Path is the directory in the source (GitRepository) holding the
+	// manifests or kustomization.yaml.
+	Path string `json:"path,omitempty"`
+}
+
+// LocalSourceRef names the object holding a template's manifests.
+type LocalSourceRef struct {
+	Kind      string `json:"kind"` // ConfigMap, Secret, GitRepository, Bucket, OCIRepository
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// RemoteSourceSpec embeds a source's spec in the template.
+type RemoteSourceSpec struct {
+	Git    *GitRepositorySpec `json:"git,omitempty"`
+	Bucket json.RawMessage    `json:"bucket,omitempty"`
+	OCI    json.RawMessage    `json:"oci,omitempty"`
+}
+
+// Source returns the template's kustomize or resources source and its
+// field name, or nil if it has neither.
+func (s *ServiceTemplateSpec) Source() (*SourceSpec, string) {
+	switch {
+	case s.Kustomize != nil:
+		return s.Kustomize, "kustomize"
+	case s.Resources != nil:
+		return s.Resources, "resources"
+	}
+	return nil, ""
 }
 
 // HelmSpec holds the chart reference: chartSpec (deployed), or k0rdent's
@@ -246,13 +289,20 @@ type HelmSpec struct {
 	ChartSource json.RawMessage `json:"chartSource,omitempty"`
 }
 
-// ErrNoChart: a ServiceTemplate with no spec.helm.chartSpec.
-var ErrNoChart = errors.New("no spec.helm.chartSpec: templates from chartRef, chartSource, kustomize or resources are not deployable yet")
+// ErrNoChart: a ServiceTemplate with neither spec.helm.chartSpec nor
+// spec.kustomize or spec.resources.
+var ErrNoChart = errors.New("no spec.helm.chartSpec, spec.kustomize or spec.resources: templates from chartRef or chartSource are not deployable yet")
 
-// HasChart reports whether the template names a chart by chartSpec, the
-// only form Tether delivers today.
+// HasChart reports whether the template names a chart by chartSpec (or
+// names nothing, which validation refuses).
 func (s *ServiceTemplateSpec) HasChart() bool {
-	return s.Helm.ChartSpec.Chart != "" || (len(s.Helm.ChartRef) == 0 && len(s.Helm.ChartSource) == 0 && len(s.Kustomize) == 0 && len(s.Resources) == 0)
+	return s.Helm.ChartSpec.Chart != "" || (len(s.Helm.ChartRef) == 0 && len(s.Helm.ChartSource) == 0 && s.Kustomize == nil && s.Resources == nil)
+}
+
+// Generated reports whether the hub generates the template's chart from
+// spec.kustomize or spec.resources (when there is no chartSpec).
+func (s *ServiceTemplateSpec) Generated() bool {
+	return s.Helm.ChartSpec.Chart == "" && (s.Kustomize != nil || s.Resources != nil)
 }
 
 // ChartSpec names a chart: Flux's HelmChartTemplateSpec, as in k0rdent.
@@ -291,6 +341,11 @@ type ServiceTemplateStatus struct {
 	ChartVersion string `json:"chartVersion,omitempty"`
 	Valid        bool   `json:"valid,omitempty"`
 	Message      string `json:"message,omitempty"`
+	// ObservedGeneration is the metadata.generation a generated chart
+	// (spec.kustomize, spec.resources) was rendered from; Source is
+	// where its manifests came from (a ConfigMap, a git commit).
+	ObservedGeneration int64  `json:"observedGeneration,omitempty"`
+	Source             string `json:"source,omitempty"`
 	// Warnings lists accepted fields that have no effect in Tether yet.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -299,9 +354,15 @@ type ServiceTemplateStatus struct {
 // spec, and if not, why.
 func (t *ServiceTemplate) Ready() (bool, string) {
 	st, cs := t.Status, t.Spec.Helm.ChartSpec
+	gen := t.Spec.Generated()
 	switch {
-	case !t.Spec.HasChart():
+	case !gen && !t.Spec.HasChart():
 		return false, ErrNoChart.Error()
+	case gen && st.ObservedGeneration != t.Metadata.Generation:
+		if st.Message != "" && st.ChartDigest == "" {
+			return false, "chart not generated: " + st.Message
+		}
+		return false, "chart not generated yet for this generation of the spec"
 	case st.ChartDigest == "":
 		if st.Message != "" {
 			return false, "chart not resolved: " + st.Message
@@ -309,6 +370,7 @@ func (t *ServiceTemplate) Ready() (bool, string) {
 		return false, "chart not resolved yet (no chartDigest)"
 	case !st.Valid:
 		return false, "chart invalid: " + st.Message
+	case gen:
 	case st.ChartName != "" && st.ChartName != cs.Chart,
 		st.ChartVersion != "" && st.ChartVersion != cs.Version:
 		return false, fmt.Sprintf("chart %s %s not resolved yet (status has %s %s)", cs.Chart, cs.Version, st.ChartName, st.ChartVersion)
@@ -711,3 +773,61 @@ type AccessRule struct {
 	DataSources            []string        `json:"dataSources,omitempty"`
 	ClusterAuditPolicies   []string        `json:"clusterAuditPolicies,omitempty"`
 }
+
+// ---- GitRepository (Flux source) ----
+
+// KindGitRepository is Flux's git source, as k0rdent's kustomize and
+// resources templates name it.
+const KindGitRepository = "GitRepository"
+
+// GitRepository is a git repository the hub reads a template's
+// manifests from, pinned by commit.
+type GitRepository struct {
+	Header `json:",inline"`
+	Spec   GitRepositorySpec   `json:"spec"`
+	Status GitRepositoryStatus `json:"status,omitzero"`
+}
+
+// GitRepositorySpec is Flux's source.toolkit.fluxcd.io/v1 GitRepository
+// spec (also k0rdent's remoteSourceSpec.git).
+type GitRepositorySpec struct {
+	// URL is an http(s):// repository URL (ssh:// is not supported yet).
+	URL string `json:"url"`
+	// SecretRef names a Secret with username and password (or a bearer
+	// token under key bearerToken) for the repository.
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Interval is how often the branch, tag or semver range is looked up
+	// again; a new commit renders a new chart.
+	Interval Duration          `json:"interval,omitempty"`
+	Timeout  Duration          `json:"timeout,omitempty"`
+	Ref      *GitRepositoryRef `json:"ref,omitempty"`
+	Suspend  bool              `json:"suspend,omitempty"`
+	// Provider, Verify, ProxySecretRef, Ignore, RecurseSubmodules,
+	// Include and SparseCheckout are Flux's; accepted with a warning.
+	Provider          string                `json:"provider,omitempty"`
+	Verify            json.RawMessage       `json:"verify,omitempty"`
+	ProxySecretRef    *LocalObjectReference `json:"proxySecretRef,omitempty"`
+	Ignore            *string               `json:"ignore,omitempty"`
+	RecurseSubmodules bool                  `json:"recurseSubmodules,omitempty"`
+	Include           json.RawMessage       `json:"include,omitempty"`
+	SparseCheckout    []string              `json:"sparseCheckout,omitempty"`
+}
+
+// GitRepositoryRef selects the commit: Commit wins, then Name (a full
+// reference such as refs/heads/main), SemVer (the newest tag in range),
+// Tag, then Branch (default: the remote's HEAD).
+type GitRepositoryRef struct {
+	Branch string `json:"branch,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+	SemVer string `json:"semver,omitempty"`
+	Name   string `json:"name,omitempty"`
+	Commit string `json:"commit,omitempty"`
+}
+
+// GitRepositoryStatus shows the accepted fields that have no effect.
+type GitRepositoryStatus struct {
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// SetWarnings implements the warnings hook of a kind's status.
+func (s *GitRepositoryStatus) SetWarnings(w []string) { s.Warnings = w }

@@ -178,9 +178,12 @@ func (o *ServiceTemplate) validateSpec() FieldErrors {
 		errs FieldErrors
 		p    path // the object's root
 	)
+	if o.Spec.Generated() {
+		return o.validateSource()
+	}
 	if !o.Spec.HasChart() {
-		// kustomize, resources, chartRef or chartSource only: stored with
-		// a warning, not deployable yet (see Warnings).
+		// chartRef or chartSource only: stored with a warning, not
+		// deployable yet (see Warnings).
 		return errs
 	}
 	cp := p.child("spec").child("helm").child("chartSpec")
@@ -547,4 +550,107 @@ func (o *ServiceTemplateChain) validateSpec() FieldErrors {
 		}
 	}
 	return errs
+}
+
+// validateSource checks spec.kustomize or spec.resources: one source,
+// local or remote, as k0rdent's schema says.
+func (o *ServiceTemplate) validateSource() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path
+	)
+	sp := p.child("spec")
+	if o.Spec.Kustomize != nil && o.Spec.Resources != nil {
+		errs.add(sp, "kustomize and resources are mutually exclusive")
+		return errs
+	}
+	src, field := o.Spec.Source()
+	fp := sp.child(field)
+	switch src.DeploymentType {
+	case "", "Local", "Remote":
+	default:
+		errs.add(fp.child("deploymentType"), "%q: want Local or Remote", src.DeploymentType)
+	}
+	switch r, rs := src.LocalSourceRef, src.RemoteSourceSpec; {
+	case r != nil && rs != nil:
+		errs.add(fp, "localSourceRef and remoteSourceSpec are mutually exclusive")
+	case r == nil && rs == nil:
+		errs.add(fp, "one of localSourceRef or remoteSourceSpec is required")
+	case r != nil:
+		rp := fp.child("localSourceRef")
+		switch r.Kind {
+		case KindConfigMap, KindSecret, KindGitRepository, "Bucket", "OCIRepository":
+		default:
+			errs.add(rp.child("kind"), "%q: want ConfigMap, Secret, GitRepository, Bucket or OCIRepository", r.Kind)
+		}
+		if r.Name == "" {
+			errs.add(rp.child("name"), "required")
+		}
+	default:
+		n := 0
+		for _, set := range []bool{rs.Git != nil, len(rs.Bucket) > 0, len(rs.OCI) > 0} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			errs.add(fp.child("remoteSourceSpec"), "exactly one of git, bucket or oci is required")
+		}
+		if rs.Git != nil {
+			rs.Git.validate(fp.child("remoteSourceSpec").child("git"), &errs)
+		}
+	}
+	if strings.Contains("/"+src.Path+"/", "/../") {
+		errs.add(fp.child("path"), "%q: must not leave the source (..)", src.Path)
+	}
+	return errs
+}
+
+// ---- GitRepository ----
+
+func (o *GitRepository) validateSpec() FieldErrors {
+	var (
+		errs FieldErrors
+		p    path
+	)
+	o.Spec.validate(p.child("spec"), &errs)
+	return errs
+}
+
+func (sp *GitRepositorySpec) validate(p path, errs *FieldErrors) {
+	switch u, err := url.Parse(sp.URL); {
+	case sp.URL == "":
+		errs.add(p.child("url"), "required")
+	case err != nil:
+		errs.add(p.child("url"), "%v", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs.add(p.child("url"), "%q: want an http:// or https:// URL (ssh is not supported yet)", sp.URL)
+	case u.Host == "":
+		errs.add(p.child("url"), "%q has no host", sp.URL)
+	}
+	validateDuration(sp.Interval, p.child("interval"), errs)
+	validateDuration(sp.Timeout, p.child("timeout"), errs)
+	if sp.SecretRef != nil && sp.SecretRef.Name == "" {
+		errs.add(p.child("secretRef").child("name"), "required")
+	}
+	if r := sp.Ref; r != nil && r.SemVer != "" {
+		if _, err := semver.NewConstraint(r.SemVer); err != nil {
+			errs.add(p.child("ref").child("semver"), "%q: %v", r.SemVer, err)
+		}
+	}
+	if r := sp.Ref; r != nil && r.Commit != "" && !isHexCommit(r.Commit) {
+		errs.add(p.child("ref").child("commit"), "%q: want a full 40-character hex commit", r.Commit)
+	}
+}
+
+func isHexCommit(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

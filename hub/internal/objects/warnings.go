@@ -85,19 +85,25 @@ func serviceTemplateWarnings(o *ServiceTemplate) []string {
 	sp := o.Spec
 	notYet := "is not deployable by Tether yet: this template is stored but services that use it are not deployed"
 	for _, f := range []struct {
-		set  bool
-		name string
+		set       bool
+		name      string
+		generated bool // the hub renders it into a chart
 	}{
-		{len(sp.Helm.ChartRef) > 0, "spec.helm.chartRef"},
-		{len(sp.Helm.ChartSource) > 0, "spec.helm.chartSource"},
-		{len(sp.Kustomize) > 0, "spec.kustomize"},
-		{len(sp.Resources) > 0, "spec.resources"},
+		{len(sp.Helm.ChartRef) > 0, "spec.helm.chartRef", false},
+		{len(sp.Helm.ChartSource) > 0, "spec.helm.chartSource", false},
+		{sp.Kustomize != nil, "spec.kustomize", true},
+		{sp.Resources != nil, "spec.resources", true},
 	} {
-		if f.set && cs.Chart == "" {
-			w.add(f.name, "%s", notYet)
-		} else if f.set {
+		switch {
+		case !f.set:
+		case cs.Chart != "":
 			w.add(f.name, "ignored: spec.helm.chartSpec is what gets deployed")
+		case !f.generated:
+			w.add(f.name, "%s", notYet)
 		}
+	}
+	if src, field := sp.Source(); src != nil && cs.Chart == "" {
+		sourceWarnings(&w, "spec."+field, src)
 	}
 	if len(sp.HelmOptions) > 0 {
 		w.add("spec.helmOptions", "not applied yet: the agent's own Helm settings are used")
@@ -188,4 +194,54 @@ func clusterDeploymentWarnings(o *ClusterDeployment) []string {
 	}
 	serviceSpecWarnings(&w, "spec.serviceSpec", &o.Spec.ServiceSpec)
 	return w
+}
+
+// sourceWarnings covers a kustomize or resources source, under p.
+func sourceWarnings(w *warnings, p string, src *SourceSpec) {
+	if r := src.LocalSourceRef; r != nil {
+		switch r.Kind {
+		case "Bucket", "OCIRepository":
+			w.add(p+".localSourceRef.kind", "%s is not supported as a source yet: this template is stored but services that use it are not deployed", r.Kind)
+		}
+	}
+	if rs := src.RemoteSourceSpec; rs != nil {
+		if len(rs.Bucket) > 0 {
+			w.add(p+".remoteSourceSpec.bucket", "is not supported as a source yet: this template is stored but services that use it are not deployed")
+		}
+		if len(rs.OCI) > 0 {
+			w.add(p+".remoteSourceSpec.oci", "is not supported as a source yet: this template is stored but services that use it are not deployed")
+		}
+		if rs.Git != nil {
+			gitWarnings(w, p+".remoteSourceSpec.git", rs.Git)
+		}
+	}
+	if src.DeploymentType == "Local" {
+		w.add(p+".deploymentType", "Local has no effect: Tether's agents deploy on their own cluster, as Remote does (there is no management-cluster deployment)")
+	}
+}
+
+func gitRepositoryWarnings(o *GitRepository) []string {
+	var w warnings
+	gitWarnings(&w, "spec", &o.Spec)
+	return w
+}
+
+// gitWarnings covers a GitRepository spec's accepted, unused fields.
+func gitWarnings(w *warnings, p string, sp *GitRepositorySpec) {
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{sp.Provider != "" && sp.Provider != "generic", "provider"},
+		{len(sp.Verify) > 0, "verify"},
+		{sp.ProxySecretRef != nil, "proxySecretRef"},
+		{sp.Ignore != nil, "ignore"},
+		{sp.RecurseSubmodules, "recurseSubmodules"},
+		{len(sp.Include) > 0, "include"},
+		{len(sp.SparseCheckout) > 0, "sparseCheckout"},
+	} {
+		if f.set {
+			w.add(p+"."+f.name, "not supported yet; accepted and kept")
+		}
+	}
 }

@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/charts"
 	"github.com/tetherfleet/tether/hub/internal/controller"
 	"github.com/tetherfleet/tether/hub/internal/objects"
+	"github.com/tetherfleet/tether/hub/internal/sources"
 	"github.com/tetherfleet/tether/hub/internal/store"
 )
 
@@ -28,9 +30,11 @@ type Repo interface {
 	UpdateStatus(ctx context.Context, kind, namespace, name string, mutate func(objects.Object) error) (objects.Object, error)
 }
 
-// Charts resolves charts into the chart store.
+// Charts resolves charts into the chart store, and stores the charts
+// the resolver generates from manifest sources.
 type Charts interface {
 	Resolve(ctx context.Context, ref charts.RepoRef, name, version string) (charts.Chart, error)
+	AddGenerated(ctx context.Context, archive []byte, source string, authed bool) (charts.Chart, error)
 }
 
 // Watcher follows store changes.
@@ -47,12 +51,19 @@ type Config struct {
 	Logger  *slog.Logger
 	// Retry is how often templates that failed to resolve are retried.
 	Retry time.Duration
+	// Git fetches git sources; nil means sources.GitFetcher{}.
+	Git GitFetcher
+	// Now is the clock of GitRepository intervals; nil means time.Now.
+	Now func() time.Time
 }
 
 // Resolver keeps ServiceTemplate statuses resolved.
 type Resolver struct {
 	cfg Config
 	log *slog.Logger
+
+	mu      sync.Mutex
+	fetched map[string]gitFetch // by template ns/name: the last git fetch
 }
 
 // New returns a Resolver.
@@ -66,30 +77,46 @@ func New(cfg Config) (*Resolver, error) {
 	if cfg.Retry <= 0 {
 		cfg.Retry = 30 * time.Second
 	}
-	return &Resolver{cfg: cfg, log: cfg.Logger}, nil
+	if cfg.Git == nil {
+		cfg.Git = sources.GitFetcher{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Resolver{cfg: cfg, log: cfg.Logger, fetched: map[string]gitFetch{}}, nil
 }
 
-// ResolveAll resolves every template whose status does not match its spec.
-// It returns how many are still unresolved, and when to try them again:
-// the shortest spec.interval of their HelmRepositories, else Config.Retry.
+// ResolveAll resolves every template whose status does not match its spec,
+// and renders every template whose chart the hub generates (spec.kustomize,
+// spec.resources). It returns how many are still unresolved, and when to
+// run again: the shortest spec.interval of their HelmRepositories and
+// GitRepositories, else Config.Retry (0: nothing to run again for).
 func (r *Resolver) ResolveAll(ctx context.Context) (pending int, retry time.Duration, err error) {
 	objs, err := r.cfg.Repo.List(ctx, objects.KindServiceTemplate, "")
 	if err != nil {
 		return 0, 0, fmt.Errorf("list service templates: %w", err)
 	}
 	for _, o := range objs {
-		st, ok := o.(*objects.ServiceTemplate)
+		st, isTemplate := o.(*objects.ServiceTemplate)
+		if !isTemplate {
+			continue
+		}
+		var ok bool
+		var again time.Duration
+		if st.Spec.Generated() {
+			// Rendered every pass: the source (a ConfigMap, a branch)
+			// may have changed although the template has not.
+			ok, again = r.generate(ctx, st)
+		} else if ready, _ := st.Ready(); ready {
+			continue
+		} else {
+			ok, again = r.resolve(ctx, st)
+		}
+		if again > 0 && (retry == 0 || again < retry) {
+			retry = again
+		}
 		if !ok {
-			continue
-		}
-		if ready, _ := st.Ready(); ready {
-			continue
-		}
-		if ok, again := r.resolve(ctx, st); !ok {
 			pending++
-			if retry == 0 || again < retry {
-				retry = again
-			}
 		}
 	}
 	return pending, retry, nil
@@ -238,10 +265,11 @@ func (r *Resolver) Run(ctx context.Context) error {
 		Name:  "template resolver",
 		Store: r.cfg.Watcher,
 		// A Secret may be a repository's secretRef or certSecretRef.
-		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret},
+		// A ConfigMap, Secret or GitRepository may be a template's source.
+		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret, objects.KindConfigMap, objects.KindGitRepository},
 		Reconcile: func(ctx context.Context) (controller.Result, error) {
-			pending, again, err := r.ResolveAll(ctx)
-			if err != nil || pending == 0 {
+			_, again, err := r.ResolveAll(ctx)
+			if err != nil || again == 0 {
 				return controller.Result{}, err
 			}
 			return controller.Result{RetryAfter: again}, nil

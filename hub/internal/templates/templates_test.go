@@ -123,6 +123,10 @@ type flakyCharts struct {
 	calls atomic.Int32
 }
 
+func (f *flakyCharts) AddGenerated(context.Context, []byte, string, bool) (charts.Chart, error) {
+	return charts.Chart{}, errors.New("flakyCharts: no generated charts")
+}
+
 func (f *flakyCharts) Resolve(_ context.Context, _ charts.RepoRef, name, version string) (charts.Chart, error) {
 	if f.calls.Add(1) <= f.fails {
 		return charts.Chart{}, errors.New("chart repository unreachable")
