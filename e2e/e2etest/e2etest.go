@@ -325,3 +325,36 @@ func HelmRepo(t testing.TB, chartDirs ...string) string {
 	}
 	return srv.URL
 }
+
+// Service is one row of `tether get services -o json`.
+type Service struct {
+	Cluster, Namespace, Name, State, Message string
+	Revision, DesiredRevision                uint64
+}
+
+// Services returns the hub's services keyed "cluster/namespace/name".
+func (h *Hub) Services(t testing.TB) map[string]Service {
+	t.Helper()
+	var rows []Service
+	h.bins.JSON(t, h.Env, &rows, "tether", "get", "services", "-o", "json")
+	m := make(map[string]Service, len(rows))
+	for _, r := range rows {
+		m[r.Cluster+"/"+r.Namespace+"/"+r.Name] = r
+	}
+	return m
+}
+
+// WaitServices waits until every "cluster/namespace/name" key has the
+// wanted state.
+func (h *Hub) WaitServices(t testing.TB, timeout time.Duration, want map[string]string) {
+	t.Helper()
+	Eventually(t, fmt.Sprintf("services %v", want), timeout, func() (bool, string) {
+		got := h.Services(t)
+		for k, st := range want {
+			if got[k].State != st {
+				return false, fmt.Sprintf("%+v", got)
+			}
+		}
+		return true, ""
+	})
+}

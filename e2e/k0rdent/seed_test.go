@@ -25,10 +25,6 @@ var bins *e2etest.Bins
 
 func TestMain(m *testing.M) { e2etest.Main(m, &bins) }
 
-type service struct {
-	Cluster, Namespace, Name, State, Message string
-}
-
 func TestSeedExampleDeploysAsWritten(t *testing.T) {
 	root := e2etest.RepoRoot(t)
 	seed, err := os.ReadFile(filepath.Join(root, "deploy", "demo", "seed-k0rdent.yaml"))
@@ -66,17 +62,7 @@ func TestSeedExampleDeploysAsWritten(t *testing.T) {
 		}
 	}
 
-	key := "mon-cluster-web/applications-web/nginx-web"
-	e2etest.Eventually(t, key+" Deployed", 5*time.Minute, func() (bool, string) {
-		var rows []service
-		bins.JSON(t, hub.Env, &rows, "tether", "get", "services", "-o", "json")
-		for _, r := range rows {
-			if r.Cluster+"/"+r.Namespace+"/"+r.Name == key {
-				return r.State == "Deployed", fmt.Sprintf("%+v", r)
-			}
-		}
-		return false, fmt.Sprintf("%+v", rows)
-	})
+	hub.WaitServices(t, 5*time.Minute, map[string]string{"mon-cluster-web/applications-web/nginx-web": "Deployed"})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	pods, err := kube.Clientset.CoreV1().Pods("applications-web").List(ctx, metav1.ListOptions{})

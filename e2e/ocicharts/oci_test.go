@@ -26,10 +26,6 @@ var bins *e2etest.Bins
 
 func TestMain(m *testing.M) { e2etest.Main(m, &bins) }
 
-type service struct {
-	Cluster, Namespace, Name, State, Message string
-}
-
 const manifests = `
 apiVersion: v1
 kind: Secret
@@ -98,17 +94,7 @@ func TestOCIChartWithCredentialsDeploysAndIsRemoved(t *testing.T) {
 	}
 	run(deployment, "tether", "apply", "-f", "-")
 
-	key := "edge-oci/web/podinfo"
-	e2etest.Eventually(t, key+" Deployed", 5*time.Minute, func() (bool, string) {
-		var rows []service
-		bins.JSON(t, hub.Env, &rows, "tether", "get", "services", "-o", "json")
-		for _, r := range rows {
-			if r.Cluster+"/"+r.Namespace+"/"+r.Name == key {
-				return r.State == "Deployed", fmt.Sprintf("%+v", r)
-			}
-		}
-		return false, fmt.Sprintf("%+v", rows)
-	})
+	hub.WaitServices(t, 5*time.Minute, map[string]string{"edge-oci/web/podinfo": "Deployed"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := kube.Clientset.AppsV1().Deployments("web").Get(ctx, "podinfo", metav1.GetOptions{}); err != nil {

@@ -102,34 +102,11 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
-type service struct {
-	Cluster, Namespace, Name, State, Message string
-	Revision, DesiredRevision                uint64
-}
+func services(t *testing.T, hub *e2etest.Hub) map[string]e2etest.Service { return hub.Services(t) }
 
-func services(t *testing.T, hub *e2etest.Hub) map[string]service {
-	t.Helper()
-	var rows []service
-	bins.JSON(t, hub.Env, &rows, "tether", "get", "services", "-o", "json")
-	m := map[string]service{}
-	for _, r := range rows {
-		m[r.Cluster+"/"+r.Namespace+"/"+r.Name] = r
-	}
-	return m
-}
-
-// waitServices waits until every key has the wanted state.
 func waitServices(t *testing.T, hub *e2etest.Hub, timeout time.Duration, want map[string]string) {
 	t.Helper()
-	e2etest.Eventually(t, fmt.Sprintf("services %v", want), timeout, func() (bool, string) {
-		got := services(t, hub)
-		for k, st := range want {
-			if got[k].State != st {
-				return false, fmt.Sprintf("%+v", got)
-			}
-		}
-		return true, ""
-	})
+	hub.WaitServices(t, timeout, want)
 }
 
 func deploymentReplicas(ctx context.Context, c *cluster.Cluster, ns, name string) (int32, error) {

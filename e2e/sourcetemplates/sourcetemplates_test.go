@@ -81,8 +81,6 @@ const bothServices = `      - {template: plain-1.0.0, name: plain, namespace: si
       - {template: web-kustomize, name: web, namespace: web}
 `
 
-type service struct{ Cluster, Namespace, Name, State, Message string }
-
 func TestResourcesAndKustomizeTemplatesDeployAndAreRemoved(t *testing.T) {
 	hub := bins.StartHub(t, "--heartbeat", "2s")
 	kube := cluster.Start(t, cluster.Options{Name: "edge-src", NodeCount: 1})
@@ -95,21 +93,9 @@ func TestResourcesAndKustomizeTemplatesDeployAndAreRemoved(t *testing.T) {
 			t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
 		}
 	}
-	states := func() map[string]service {
-		var rows []service
-		bins.JSON(t, hub.Env, &rows, "tether", "get", "services", "-o", "json")
-		m := map[string]service{}
-		for _, r := range rows {
-			m[r.Namespace+"/"+r.Name] = r
-		}
-		return m
-	}
 	apply(manifests)
 	apply(fmt.Sprintf(deployment, bothServices))
-	e2etest.Eventually(t, "both generated-chart services Deployed", 5*time.Minute, func() (bool, string) {
-		m := states()
-		return m["site/plain"].State == "Deployed" && m["web/web"].State == "Deployed", fmt.Sprintf("%+v", m)
-	})
+	hub.WaitServices(t, 5*time.Minute, map[string]string{"edge-src/site/plain": "Deployed", "edge-src/web/web": "Deployed"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -139,7 +125,7 @@ func TestResourcesAndKustomizeTemplatesDeployAndAreRemoved(t *testing.T) {
 		_, saErr := cs.ServiceAccounts("site").Get(ctx, "site-agent", metav1.GetOptions{})
 		return apierrors.IsNotFound(err) && apierrors.IsNotFound(saErr), fmt.Sprint(err, saErr)
 	})
-	if m := states(); m["web/web"].State != "Deployed" {
-		t.Errorf("the kustomize service should stay Deployed: %+v", m["web/web"])
+	if st := hub.Services(t)["edge-src/web/web"]; st.State != "Deployed" {
+		t.Errorf("the kustomize service should stay Deployed: %+v", st)
 	}
 }
