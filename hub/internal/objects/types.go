@@ -400,7 +400,7 @@ type ServiceSpec struct {
 	// DryRun. Tether's agents always run ContinuousWithDriftDetection.
 	SyncMode string `json:"syncMode,omitempty"`
 	// Provider selects and configures k0rdent's state management provider.
-	Provider             *ServiceProvider `json:"provider,omitempty"`
+	Provider *ServiceProvider `json:"provider,omitempty"`
 	// TemplateResourceRefs name hub objects values templates read with
 	// getResource (see "Values templates").
 	TemplateResourceRefs []TemplateResourceRef `json:"templateResourceRefs,omitempty"`
