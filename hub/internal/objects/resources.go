@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -204,4 +205,76 @@ func checkRefField(text string, required bool, valid func(string) []string, p pa
 			errs.add(p, "%q: %s", text, msg)
 		}
 	}
+}
+
+// getResourceIDs returns the constant identifiers t passes to getResource.
+func getResourceIDs(n parse.Node, out *[]string) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Nodes {
+			getResourceIDs(c, out)
+		}
+	case *parse.ActionNode:
+		getResourceIDs(n.Pipe, out)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Cmds {
+			getResourceIDs(c, out)
+		}
+	case *parse.CommandNode:
+		if len(n.Args) == 2 {
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "getResource" {
+				if s, ok := n.Args[1].(*parse.StringNode); ok {
+					*out = append(*out, s.Text)
+				}
+			}
+		}
+		for _, a := range n.Args {
+			getResourceIDs(a, out)
+		}
+	case *parse.ChainNode:
+		getResourceIDs(n.Node, out)
+	case *parse.IfNode:
+		getResourceIDs(&n.BranchNode, out)
+	case *parse.RangeNode:
+		getResourceIDs(&n.BranchNode, out)
+	case *parse.WithNode:
+		getResourceIDs(&n.BranchNode, out)
+	case *parse.BranchNode:
+		getResourceIDs(n.Pipe, out)
+		getResourceIDs(n.List, out)
+		getResourceIDs(n.ElseList, out)
+	}
+}
+
+// checkGetResourceIDs refuses values whose getResource calls name an
+// identifier no templateResourceRef has.
+func checkGetResourceIDs(values string, refs []TemplateResourceRef) error {
+	if !HasTemplate(values) {
+		return nil
+	}
+	t, err := ParseValuesTemplate(values)
+	if err != nil || t.Tree == nil {
+		return nil // CheckValues reports it
+	}
+	var ids []string
+	getResourceIDs(t.Tree.Root, &ids)
+	for _, id := range ids {
+		if !slices.ContainsFunc(refs, func(r TemplateResourceRef) bool { return r.Identifier == id }) {
+			have := make([]string, 0, len(refs))
+			for _, r := range refs {
+				have = append(have, r.Identifier)
+			}
+			if len(have) == 0 {
+				return fmt.Errorf("getResource %q: the serviceSpec has no templateResourceRefs", id)
+			}
+			return fmt.Errorf("getResource %q: no templateResourceRefs entry has that identifier (have: %s)", id, strings.Join(have, ", "))
+		}
+	}
+	return nil
 }

@@ -154,3 +154,23 @@ func TestTemplateResourceRefsValidatedStrictly(t *testing.T) {
 		t.Errorf("decoded refs = %+v", refs)
 	}
 }
+
+func TestGetResourceOfUndeclaredIdentifierIsRefusedAtApply(t *testing.T) {
+	doc := func(refs, values string) string {
+		return "apiVersion: k0rdent.mirantis.com/v1beta1\nkind: MultiClusterService\nmetadata: {name: m, namespace: acme}\nspec:\n  serviceSpec:\n" + refs +
+			"    services:\n    - template: t\n      name: a\n      values: |\n        " + values + "\n"
+	}
+	refs := "    templateResourceRefs:\n    - {identifier: Cfg, resource: {kind: ConfigMap, name: c}}\n"
+	for _, tc := range []struct{ refs, values, want string }{
+		{refs, `x: {{ (getResource "Cgf").data.a }}`, `services[0].values: getResource "Cgf": no templateResourceRefs entry has that identifier (have: Cfg)`},
+		{refs, `x: {{ if true }}{{ with getResource "Nope" }}{{ .data }}{{ end }}{{ end }}`, `getResource "Nope": no templateResourceRefs`},
+		{"", `x: {{ (getResource "Cfg").data.a }}`, `getResource "Cfg": the serviceSpec has no templateResourceRefs`},
+	} {
+		if _, err := Decode([]byte(doc(tc.refs, tc.values)), "x.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v; want %q", tc.values, err, tc.want)
+		}
+	}
+	if _, err := Decode([]byte(doc(refs, `x: {{ (getResource "Cfg").data.a | default "none" }}`)), "x.yaml"); err != nil {
+		t.Errorf("declared identifier: %v", err)
+	}
+}

@@ -286,6 +286,8 @@ func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
 		}
 		if err := CheckValues(string(svc.Values)); err != nil {
 			errs.add(sp.child("values"), "%v", err)
+		} else if err := checkGetResourceIDs(string(svc.Values), s.TemplateResourceRefs); err != nil {
+			errs.add(sp.child("values"), "%v", err)
 		}
 	}
 	// dependsOn: names in this spec, no self, no duplicates, no cycles.
