@@ -334,6 +334,22 @@ func (c *compiler) valuesFrom(ns string, vf objects.ValuesFrom) ([]byte, error) 
 	return nil, fmt.Errorf("%s %s/%s has no key values.yaml or values", vf.Kind, ns, vf.Name)
 }
 
+// findResource is getResource's view of the store's ConfigMaps and
+// Secrets.
+func (c *compiler) findResource(kind, ns, name string) (map[string]any, bool) {
+	switch kind {
+	case objects.KindConfigMap:
+		if cm := c.cms[nsName(ns, name)]; cm != nil {
+			return objects.ConfigMapResource(cm), true
+		}
+	case objects.KindSecret:
+		if s := c.secrets[nsName(ns, name)]; s != nil {
+			return objects.SecretResource(s), true
+		}
+	}
+	return nil, false
+}
+
 // candidate is one source's offer of a service on a cluster.
 type candidate struct {
 	src *source
@@ -442,7 +458,11 @@ func (c *compiler) render(w candidate, tc objects.TemplateCluster) (Service, *Pr
 		fail := func(err error) (Service, *Problem) {
 			return Service{}, &Problem{Source: w.src.ref, Service: p.key, Code: ProblemValues, Reason: "values: " + err.Error()}
 		}
-		text, err := objects.RenderValues(p.inline, tc)
+		res, err := objects.ResolveTemplateResources(w.src.spec.TemplateResourceRefs, tc, w.src.ref.Namespace, c.findResource)
+		if err != nil {
+			return fail(err)
+		}
+		text, err := objects.RenderValuesWith(p.inline, tc, res)
 		if err != nil {
 			return fail(err)
 		}

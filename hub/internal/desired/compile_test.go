@@ -447,3 +447,81 @@ func TestCompileDisabledServiceIsNotDeployed(t *testing.T) {
 		t.Fatalf("services %+v; want only cache, not waiting on the disabled web", svcs)
 	}
 }
+
+func TestValuesRenderFromTemplateResourceRefsPerCluster(t *testing.T) {
+	clusters := []Cluster{
+		{Name: "edge-1", Labels: map[string]string{"tier": "edge"}},
+		{Name: "edge-2", Labels: map[string]string{"tier": "edge"}},
+	}
+	web := svc("web", "web")
+	web.Values = objects.Values(`endpoint: {{ (getResource "Cfg").data.endpoint }}
+password: {{ (getResource "Db").data.password | b64dec }}
+extra: {{ with (getResource "Extra").data }}{{ .x }}{{ else }}none{{ end }}
+`)
+	m := mcs("fleet", 1, 100, objects.LabelSelector{MatchLabels: map[string]string{"tier": "edge"}}, web)
+	m.Spec.ServiceSpec.TemplateResourceRefs = []objects.TemplateResourceRef{
+		{Identifier: "Cfg", Resource: objects.TemplateResource{Kind: objects.KindConfigMap, Name: "{{ .Cluster.metadata.name }}-config"}},
+		{Identifier: "Db", Resource: objects.TemplateResource{Kind: objects.KindSecret, Name: "db-{{ .Cluster.metadata.name }}"}},
+		{Identifier: "Extra", Optional: true, Resource: objects.TemplateResource{Kind: objects.KindConfigMap, Name: "extra"}},
+	}
+	cfg := func(cluster string) *objects.ConfigMap {
+		o := configMap(cluster+"-config", "")
+		o.Data = map[string]string{"endpoint": "https://" + cluster + ".example"}
+		return o
+	}
+	db := secret("db-edge-1", "")
+	db.Data = map[string][]byte{"password": []byte("pw-1")}
+	in := Inputs{
+		Clusters:             clusters,
+		MultiClusterServices: []*objects.MultiClusterService{m},
+		ServiceTemplates:     []*objects.ServiceTemplate{tmpl("web", true)},
+		ConfigMaps:           []*objects.ConfigMap{cfg("edge-1"), cfg("edge-2")},
+		Secrets:              []*objects.Secret{db},
+	}
+	out, problems := Compile(in)
+	if got := string(out["edge-1"].Services[0].Values); got != "endpoint: https://edge-1.example\nextra: none\npassword: pw-1\n" {
+		t.Errorf("edge-1 values = %q", got)
+	}
+	// edge-2 has its ConfigMap but no Secret: a values problem naming it.
+	if len(out["edge-2"].Services) != 0 || len(problems) != 1 {
+		t.Fatalf("edge-2 services %v, problems %v", out["edge-2"].Services, problems)
+	}
+	p := problems[0]
+	want := "values: templateResourceRefs[1] (Db): Secret acme/db-edge-2 not found (set optional: true to render without it)"
+	if p.Cluster != "edge-2" || p.Code != ProblemValues || p.Reason != want {
+		t.Errorf("problem = %+v; want cluster edge-2, %s, %q", p, ProblemValues, want)
+	}
+
+	// The Secret and the optional ConfigMap appear: both clusters render
+	// from their own objects.
+	db2 := secret("db-edge-2", "")
+	db2.Data = map[string][]byte{"password": []byte("pw-2")}
+	extra := configMap("extra", "")
+	extra.Data = map[string]string{"x": "shared"}
+	in.Secrets = append(in.Secrets, db2)
+	in.ConfigMaps = append(in.ConfigMaps, extra)
+	out, problems = Compile(in)
+	if len(problems) != 0 {
+		t.Fatalf("problems: %v", problems)
+	}
+	for cluster, want := range map[string]string{
+		"edge-1": "endpoint: https://edge-1.example\nextra: shared\npassword: pw-1\n",
+		"edge-2": "endpoint: https://edge-2.example\nextra: shared\npassword: pw-2\n",
+	} {
+		if got := string(out[cluster].Services[0].Values); got != want {
+			t.Errorf("%s values = %q; want %q", cluster, got, want)
+		}
+	}
+
+	// A missing referenced object keeps the last good version.
+	in.Previous = map[string][]Service{"edge-1": out["edge-1"].Services}
+	in.ConfigMaps = in.ConfigMaps[1:] // drops edge-1-config
+	out, problems = Compile(in)
+	if len(problems) != 1 || !strings.Contains(problems[0].Reason, "ConfigMap acme/edge-1-config not found") ||
+		!strings.HasSuffix(problems[0].Reason, "keeping the last good version") {
+		t.Fatalf("problems: %v", problems)
+	}
+	if got := string(out["edge-1"].Services[0].Values); !strings.Contains(got, "edge-1.example") {
+		t.Errorf("edge-1 did not keep its last good values: %q", got)
+	}
+}

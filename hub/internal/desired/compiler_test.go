@@ -513,3 +513,58 @@ func TestDesiredStateOverWireLimitIsRefusedWithProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestReferencedConfigMapChangeRecompilesValues(t *testing.T) {
+	e := newEnv(t)
+	e.apply(base)
+	e.resolve("nginx", "sha256:n1")
+	e.putCluster("edge-1", map[string]string{"tier": "edge"})
+	cm := func(endpoint string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: edge-1-config, namespace: acme}\ndata: {endpoint: " + endpoint + "}\n"
+	}
+	e.apply(cm("https://one.example"))
+	e.apply(`apiVersion: k0rdent.mirantis.com/v1beta1
+kind: MultiClusterService
+metadata: {name: edge, namespace: acme}
+spec:
+  clusterSelector: {matchLabels: {tier: edge}}
+  serviceSpec:
+    templateResourceRefs:
+    - {identifier: Cfg, resource: {apiVersion: v1, kind: ConfigMap, name: "{{ .Cluster.metadata.name }}-config"}}
+    services:
+    - template: nginx
+      name: web
+      values: |
+        endpoint: {{ (getResource "Cfg").data.endpoint }}
+`)
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	ch, unsubscribe := e.c.Subscribe("edge-1")
+	defer unsubscribe()
+	done := make(chan error, 1)
+	go func() { done <- e.c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	waitValues := func(want string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			// Before the first compile the cluster has no state.
+			if st, err := e.c.State(e.ctx, "edge-1"); err == nil && len(st.Services) == 1 && string(st.Services[0].Values) == want {
+				return
+			}
+			select {
+			case <-ch:
+			case <-deadline:
+				t.Fatalf("edge-1 values never became %q: %+v", want, e.state("edge-1"))
+			}
+		}
+	}
+	waitValues("endpoint: https://one.example\n")
+	e.apply(cm("https://two.example"))
+	waitValues("endpoint: https://two.example\n")
+}

@@ -400,12 +400,47 @@ type ServiceSpec struct {
 	// DryRun. Tether's agents always run ContinuousWithDriftDetection.
 	SyncMode string `json:"syncMode,omitempty"`
 	// Provider selects and configures k0rdent's state management provider.
-	Provider             *ServiceProvider `json:"provider,omitempty"`
-	TemplateResourceRefs json.RawMessage  `json:"templateResourceRefs,omitempty"`
-	PolicyRefs           json.RawMessage  `json:"policyRefs,omitempty"`
-	DriftIgnore          json.RawMessage  `json:"driftIgnore,omitempty"`
-	DriftExclusions      json.RawMessage  `json:"driftExclusions,omitempty"`
-	Reload               bool             `json:"reload,omitempty"`
+	Provider *ServiceProvider `json:"provider,omitempty"`
+	// TemplateResourceRefs name hub objects values templates read with
+	// getResource (see "Values templates").
+	TemplateResourceRefs []TemplateResourceRef `json:"templateResourceRefs,omitempty"`
+	PolicyRefs           json.RawMessage       `json:"policyRefs,omitempty"`
+	DriftIgnore          json.RawMessage       `json:"driftIgnore,omitempty"`
+	DriftExclusions      json.RawMessage       `json:"driftExclusions,omitempty"`
+	Reload               bool                  `json:"reload,omitempty"`
+}
+
+// TemplateResourceRef is Sveltos' TemplateResourceRef as k0rdent's
+// serviceSpec carries it: a ConfigMap or Secret in the hub's store that
+// values templates read as {{ (getResource "IDENTIFIER").data.key }}.
+type TemplateResourceRef struct {
+	Resource TemplateResource `json:"resource"`
+	// Identifier is the name getResource takes; unique in the serviceSpec.
+	Identifier string `json:"identifier"`
+	// Optional: a missing resource reads as an empty map instead of
+	// failing the cluster's compile.
+	Optional bool `json:"optional,omitempty"`
+	// IgnoreStatusChanges and WatchFields are Sveltos' reconcile
+	// filters. ConfigMaps and Secrets have no status and Tether recompiles
+	// on any change (an unchanged result redeploys nothing), so they have
+	// no effect; WatchFields is warned about.
+	IgnoreStatusChanges bool     `json:"ignoreStatusChanges,omitempty"`
+	WatchFields         []string `json:"watchFields,omitempty"`
+}
+
+// TemplateResource is the corev1.ObjectReference of a TemplateResourceRef.
+// Name and Namespace may hold template actions over the cluster
+// (`{{ .Cluster.metadata.name }}-config`); Namespace defaults to the
+// referencing object's. UID, ResourceVersion and FieldPath are accepted
+// and ignored, with a warning.
+type TemplateResource struct {
+	APIVersion      string `json:"apiVersion,omitempty"`
+	Kind            string `json:"kind"`
+	Name            string `json:"name"`
+	Namespace       string `json:"namespace,omitempty"`
+	UID             string `json:"uid,omitempty"`
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	FieldPath       string `json:"fieldPath,omitempty"`
 }
 
 // ServiceProvider is k0rdent's StateManagementProviderConfig.

@@ -242,6 +242,7 @@ func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
 	default:
 		errs.add(p.child("syncMode"), "%q: want %s, %s, %s or %s", s.SyncMode, SyncOneTime, SyncContinuous, SyncContinuousWithDriftDetection, SyncDryRun)
 	}
+	validateTemplateResourceRefs(s.TemplateResourceRefs, p.child("templateResourceRefs"), errs)
 	names := map[string]int{}
 	for i, svc := range s.Services {
 		sp := p.child("services").index(i)
@@ -284,6 +285,8 @@ func validateServiceSpec(s *ServiceSpec, p path, errs *FieldErrors) {
 			}
 		}
 		if err := CheckValues(string(svc.Values)); err != nil {
+			errs.add(sp.child("values"), "%v", err)
+		} else if err := checkGetResourceIDs(string(svc.Values), s.TemplateResourceRefs); err != nil {
 			errs.add(sp.child("values"), "%v", err)
 		}
 	}

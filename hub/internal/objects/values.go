@@ -29,7 +29,8 @@ import (
 // refused at apply. An execution error with the sample (for example
 // `required` on a label the sample lacks) is not a validation error: it is
 // reported per cluster when desired state is compiled. valuesFrom data is
-// not templated.
+// not templated. getResource reads the serviceSpec's templateResourceRefs
+// (see resources.go).
 
 // TemplateData is what a values template sees.
 type TemplateData struct {
@@ -40,6 +41,9 @@ type TemplateData struct {
 	// cluster's template, "" for adopted clusters (as Sveltos leaves it
 	// empty for clusters it did not provision).
 	InfrastructureProvider string
+	// MgmtResources are the serviceSpec's templateResourceRefs by
+	// identifier, as getResource returns them (Sveltos' older form).
+	MgmtResources TemplateResources
 }
 
 // TemplateCluster is the cluster a values template is rendered for.
@@ -192,10 +196,15 @@ func checkRanges(n parse.Node) error {
 	return nil
 }
 
-// RenderValues executes a parsed values template for one cluster.
+// RenderValues executes a parsed values template for one cluster, without
+// templateResourceRefs (see RenderValuesWith).
 func RenderValues(t *template.Template, c TemplateCluster) (string, error) {
+	return execValues(t, TemplateData{Cluster: c.Data(), InfrastructureProvider: c.InfrastructureProvider})
+}
+
+func execValues(t *template.Template, d TemplateData) (string, error) {
 	var b limitedBuffer
-	if err := t.Execute(&b, TemplateData{Cluster: c.Data(), InfrastructureProvider: c.InfrastructureProvider}); err != nil {
+	if err := t.Execute(&b, d); err != nil {
 		return "", fmt.Errorf("template: %s", strings.TrimPrefix(err.Error(), "template: values:"))
 	}
 	return b.String(), nil
@@ -342,6 +351,8 @@ func newValuesFuncs() template.FuncMap {
 	for name, fn := range tetherFuncs {
 		f[name] = fn
 	}
+	// getResource is replaced per render by RenderValuesWith.
+	f["getResource"] = getResourceFunc(nil)
 	return f
 }
 

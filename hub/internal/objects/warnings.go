@@ -128,7 +128,6 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 		set  bool
 		name string
 	}{
-		{len(ss.TemplateResourceRefs) > 0, "templateResourceRefs"},
 		{len(ss.PolicyRefs) > 0, "policyRefs"},
 		{len(ss.DriftIgnore) > 0, "driftIgnore"},
 		{len(ss.DriftExclusions) > 0, "driftExclusions"},
@@ -136,6 +135,22 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 	} {
 		if f.set {
 			w.add(p+"."+f.name, "not supported yet; accepted and kept")
+		}
+	}
+	for i, r := range ss.TemplateResourceRefs {
+		rp := fmt.Sprintf("%s.templateResourceRefs[%d]", p, i)
+		for _, f := range []struct {
+			set  bool
+			name string
+		}{
+			{r.Resource.UID != "", "resource.uid"},
+			{r.Resource.ResourceVersion != "", "resource.resourceVersion"},
+			{r.Resource.FieldPath != "", "resource.fieldPath"},
+			{len(r.WatchFields) > 0, "watchFields"},
+		} {
+			if f.set {
+				w.add(rp+"."+f.name, "ignored: getResource reads the whole object, and any change to it recompiles")
+			}
 		}
 	}
 	for i, svc := range ss.Services {
