@@ -96,19 +96,12 @@ func TestExpiredCertificateSaysReEnrolWithNewToken(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	want := "certificate expired at " + id.NotAfter.UTC().Format(time.RFC3339) + "; re-enrol with a new token: tether token create --cluster edge-1"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, "link Refused saying "+want, 10*time.Second, func() bool {
 		st := l.Status()
-		if st.State == StateRefused && strings.Contains(st.LastError, want) {
-			if ls := mc.linkState(); !strings.Contains(ls.LastError, want) {
-				t.Fatalf("persisted link state %+v lacks %q", ls, want)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("link status %+v; want Refused saying %q", st, want)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return st.State == StateRefused && strings.Contains(st.LastError, want)
+	})
+	if ls := mc.linkState(); !strings.Contains(ls.LastError, want) {
+		t.Fatalf("persisted link state %+v lacks %q", ls, want)
 	}
 	cancel()
 	if err := <-done; err != nil {
