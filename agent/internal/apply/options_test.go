@@ -132,3 +132,48 @@ func TestHelmOptionsAtomicRollsBackAFailedUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPlanChangesNothing: Plan (syncMode DryRun) says what Apply would do,
+// and the cluster stays as it was.
+func TestPlanChangesNothing(t *testing.T) {
+	c := testCluster(t)
+	e := newEngine(t, c)
+	chart := configMapChart(t)
+	const ns, name = "plan", "cfg"
+	rel := func(v string) apply.Release {
+		return apply.Release{Name: name, Namespace: ns, Chart: chart, Values: map[string]any{"v": v}}
+	}
+	check := func(r apply.Release, act apply.Action, changes ...string) {
+		t.Helper()
+		pl, err := e.Plan(t.Context(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pl.Action != act || strings.Join(pl.Changes, "|") != strings.Join(changes, "|") {
+			t.Fatalf("Plan = %+v; want %s %q", pl, act, changes)
+		}
+	}
+	check(rel("1"), apply.ActionInstalled, "create ConfigMap plan/cfg-cm")
+	if _, err := e.Get(t.Context(), name, ns); !errors.Is(err, apply.ErrReleaseNotFound) {
+		t.Fatalf("release after Plan: %v, want ErrReleaseNotFound", err)
+	}
+	if _, err := c.Clientset.CoreV1().Namespaces().Get(t.Context(), ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("namespace after Plan: %v, want not found", err)
+	}
+	mustApply(t, e, rel("1"), apply.ActionInstalled)
+	check(rel("1"), apply.ActionUnchanged)
+	check(rel("2"), apply.ActionUpgraded, "change ConfigMap plan/cfg-cm")
+	if got, _ := c.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), "cfg-cm", metav1.GetOptions{}); got.Data["v"] != "1" {
+		t.Fatalf("ConfigMap after Plan of v=2: %v", got.Data)
+	}
+	if err := c.Clientset.CoreV1().ConfigMaps(ns).Delete(t.Context(), "cfg-cm", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := e.Plan(t.Context(), rel("1"))
+	if err != nil || pl.Action != apply.ActionRepaired || len(pl.Changes) == 0 {
+		t.Fatalf("Plan after the ConfigMap was deleted = %+v, %v; want repaired with reasons", pl, err)
+	}
+	if _, err := c.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), "cfg-cm", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("ConfigMap after Plan: %v, want still deleted", err)
+	}
+}
