@@ -225,7 +225,7 @@ func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *ob
 	s := &source{
 		ref:       Ref{Kind: h.Kind, Namespace: ns, Name: h.Metadata.Name},
 		createRev: h.Metadata.CreateRevision,
-		spec:      spec,
+		spec:      objects.EffectiveServiceSpec(spec), // provider.config priority, stopOnConflict
 		selector:  sel,
 	}
 	keys := map[string]string{}

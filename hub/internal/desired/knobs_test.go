@@ -51,3 +51,27 @@ func TestCompileBadHelmTimeoutIsAProblem(t *testing.T) {
 		t.Fatalf("problems %+v services %+v; want one OptionsError and no service", problems, out["edge-1"].Services)
 	}
 }
+
+// TestProviderConfigPriorityAndStopOnConflict: k0rdent v1beta1's
+// provider.config.priority and stopOnConflict decide conflicts as the
+// spec's own fields do.
+func TestProviderConfigPriorityAndStopOnConflict(t *testing.T) {
+	edge := objects.LabelSelector{MatchLabels: map[string]string{"tier": "edge"}}
+	low := cd("edge-1", 1, 200, svc("web", "nginx"), svc("cache", "redis"))
+	low.Spec.ServiceSpec.Provider = &objects.ServiceProvider{Config: json.RawMessage(`{"priority":50,"stopOnConflict":true}`)}
+	high := mcs("edge-web", 2, 100, edge, svc("web", "nginx"))
+	high.Spec.ServiceSpec.Provider = &objects.ServiceProvider{Config: json.RawMessage(`{"priority":300}`)}
+	out, problems := Compile(Inputs{
+		Clusters:             []Cluster{{Name: "edge-1", Labels: map[string]string{"tier": "edge"}}},
+		ServiceTemplates:     []*objects.ServiceTemplate{tmpl("nginx", true), tmpl("redis", true)},
+		ClusterDeployments:   []*objects.ClusterDeployment{low},
+		MultiClusterServices: []*objects.MultiClusterService{high},
+	})
+	svcs := out["edge-1"].Services
+	if len(svcs) != 1 || svcs[0].Name != "web" || svcs[0].Source.Name != "edge-web" || svcs[0].Priority != 300 {
+		t.Fatalf("services %+v; want only web from edge-web at priority 300 (edge-1 lost and stops on conflict)", svcs)
+	}
+	if len(problems) == 0 {
+		t.Fatal("no conflict reported")
+	}
+}

@@ -122,3 +122,51 @@ func providerConfig(ss *ServiceSpec) map[string]json.RawMessage {
 	}
 	return m
 }
+
+// EffectiveServiceSpec is ss with the provider.config knobs that map onto
+// Tether's own fields applied: priority, stopOnConflict and
+// continueOnError (where k0rdent v1beta1 puts them) win over the spec's
+// own fields. A knob of the wrong type or out of range is ignored (and
+// warned about, see Warnings). ss itself is returned when nothing applies.
+func EffectiveServiceSpec(ss *ServiceSpec) *ServiceSpec {
+	cfg := providerConfig(ss)
+	if cfg == nil {
+		return ss
+	}
+	out := *ss
+	if p, err := configPriority(cfg); err == nil && p != nil {
+		out.Priority = *p
+	}
+	if b, err := configBool(cfg, "stopOnConflict"); err == nil && b != nil {
+		out.StopOnConflict = *b
+	}
+	if b, err := configBool(cfg, "continueOnError"); err == nil && b != nil {
+		out.ContinueOnError = *b
+	}
+	return &out
+}
+
+func configPriority(cfg map[string]json.RawMessage) (*int32, error) {
+	raw, ok := cfg["priority"]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil || n < MinPriority || n > MaxPriority {
+		return nil, fmt.Errorf("%s is not an integer in [%d, %d]", raw, MinPriority, MaxPriority)
+	}
+	p := int32(n)
+	return &p, nil
+}
+
+func configBool(cfg map[string]json.RawMessage, k string) (*bool, error) {
+	raw, ok := cfg[k]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var b bool
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%s is not a boolean", raw)
+	}
+	return &b, nil
+}

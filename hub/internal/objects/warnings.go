@@ -133,6 +133,14 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 		for _, k := range slices.Sorted(maps.Keys(cfg)) {
 			switch k {
 			case "syncMode":
+			case "priority":
+				if _, err := configPriority(cfg); err != nil {
+					w.add(p+".provider.config.priority", "%v; ignored", err)
+				}
+			case "stopOnConflict", "continueOnError":
+				if _, err := configBool(cfg, k); err != nil {
+					w.add(p+".provider.config."+k, "%v; ignored", err)
+				}
 			case "driftIgnore", "driftExclusions":
 				w.add(p+".provider.config."+k, "not supported yet; accepted and kept")
 			default:
