@@ -26,7 +26,9 @@ func (f *neverReady) Apply(ctx context.Context, r apply.Release) (apply.Result, 
 	return f.fakeEngine.Apply(ctx, r)
 }
 
-func (f *neverReady) Drift(context.Context, string, string) (apply.Drift, error) { return apply.Drift{}, nil }
+func (f *neverReady) Drift(context.Context, string, string) (apply.Drift, error) {
+	return apply.Drift{}, nil
+}
 
 func (f *neverReady) Health(context.Context, string, string) (apply.Health, error) {
 	return apply.Health{Message: "0/1 replicas available"}, nil

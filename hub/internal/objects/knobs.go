@@ -21,14 +21,6 @@ type HelmOptions struct {
 	NoWait bool
 }
 
-// helmOptionsIgnored are ServiceHelmOptions fields Tether accepts without
-// acting on them.
-var helmOptionsIgnored = []string{
-	"enableClientCache", "dependencyUpdate", "waitForJobs", "createNamespace",
-	"disableOpenAPIValidation", "skipSchemaValidation", "replace", "labels",
-	"description", "uninstallOptions", "upgradeOptions", "installOptions",
-}
-
 // ParseHelmOptions reads helmOptions layered in order (a ServiceTemplate's,
 // then a service's): a field set in a later layer wins. It returns the
 // fields present that Tether does not act on, sorted.
