@@ -2,6 +2,7 @@ package apply
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -40,6 +41,24 @@ type Release struct {
 	// with each revision the engine writes so the cache keeps the archive
 	// (see cache.CollectCharts). Optional.
 	ChartDigest string
+	// Options are per-release Helm settings (k0rdent's helmOptions); the
+	// zero value is the engine's defaults.
+	Options Options
+}
+
+// Options are per-release Helm settings.
+type Options struct {
+	// Timeout bounds one install or upgrade (hooks and, with Atomic, the
+	// readiness wait); 0: Config.Timeout.
+	Timeout time.Duration
+	// SkipCRDs: do not install the chart's crds/ directory.
+	SkipCRDs bool
+	// DisableHooks: do not run the chart's hooks.
+	DisableHooks bool
+	// Atomic: an upgrade that fails (or does not become ready within
+	// Timeout) is rolled back to the previous revision, a failed install
+	// is uninstalled; Helm waits for readiness.
+	Atomic bool
 }
 
 // Action says what Apply or Repair did.
@@ -90,6 +109,7 @@ type prepared struct {
 	chart  *chart.Chart
 	values map[string]any
 	hash   string // label form
+	opts   Options
 }
 
 func (r Release) key() releaseKey { return releaseKey{namespace: r.Namespace, name: r.Name} }
@@ -142,7 +162,10 @@ func prepare(r Release) (prepared, error) {
 		h.Write(js)
 		hash = hex.EncodeToString(h.Sum(nil))[:40]
 	}
-	return prepared{key: r.key(), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash)}, nil
+	if r.Options.Timeout < 0 {
+		return prepared{}, fmt.Errorf("%w: negative timeout %s", ErrInvalidRelease, r.Options.Timeout)
+	}
+	return prepared{key: r.key(), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash), opts: r.Options}, nil
 }
 
 func (p prepared) labels() map[string]string {
@@ -224,7 +247,12 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 	up := action.NewUpgrade(hc)
 	up.Namespace = p.key.namespace
 	up.MaxHistory = e.cfg.MaxHistory
-	up.Timeout = e.cfg.Timeout
+	up.Timeout = cmp.Or(p.opts.Timeout, e.cfg.Timeout)
+	up.SkipCRDs = p.opts.SkipCRDs
+	up.DisableHooks = p.opts.DisableHooks
+	up.Atomic = p.opts.Atomic
+	up.Wait = p.opts.Atomic
+	up.CleanupOnFail = p.opts.Atomic
 	up.ResetValues = true // exactly p.values over the chart's, never the previous release's
 	up.Labels = p.labels()
 	rel, err := up.RunWithContext(ctx, p.key.name, p.chart, p.values)
@@ -240,7 +268,11 @@ func (e *Engine) install(ctx context.Context, hc *action.Configuration, p prepar
 	in.Namespace = p.key.namespace
 	in.CreateNamespace = true
 	in.Replace = replace
-	in.Timeout = e.cfg.Timeout
+	in.Timeout = cmp.Or(p.opts.Timeout, e.cfg.Timeout)
+	in.SkipCRDs = p.opts.SkipCRDs
+	in.DisableHooks = p.opts.DisableHooks
+	in.Atomic = p.opts.Atomic
+	in.Wait = p.opts.Atomic
 	in.Labels = p.labels()
 	rel, err := in.RunWithContext(ctx, p.chart, p.values)
 	if err != nil {

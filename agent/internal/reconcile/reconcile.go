@@ -34,6 +34,16 @@ const (
 	StateFailed       = "Failed"
 	StateDeleting     = "Deleting"
 	StateDeleted      = "Deleted"
+	// StateDryRun: syncMode DryRun; the message says what would change.
+	StateDryRun = "DryRun"
+)
+
+// Sync modes (k0rdent's), as fleetv1.Service.sync_mode carries them.
+const (
+	SyncContinuousWithDriftDetection = "ContinuousWithDriftDetection" // also ""
+	SyncContinuous                   = "Continuous"
+	SyncOneTime                      = "OneTime"
+	SyncDryRun                       = "DryRun"
 )
 
 // OutboxKindStatus is the outbox kind of status reports (the link sends
@@ -69,6 +79,8 @@ type Engine interface {
 	Uninstall(ctx context.Context, name, namespace string) error
 	List(ctx context.Context) ([]apply.ReleaseInfo, error)
 	Adopt(ctx context.Context, r apply.Release) (bool, error)
+	Get(ctx context.Context, name, namespace string) (apply.ReleaseInfo, error)
+	Plan(ctx context.Context, r apply.Release) (apply.Plan, error)
 }
 
 // Charts fetches chart archives from the hub.
@@ -478,12 +490,39 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 	if wait {
 		return
 	}
+	mode := s.GetSyncMode()
+	switch mode {
+	case "", SyncContinuousWithDriftDetection, SyncContinuous, SyncOneTime, SyncDryRun:
+	default:
+		r.set(st, StateFailed, fmt.Sprintf("syncMode %q is not one this agent knows (%s, %s, %s, %s); nothing applied",
+			mode, SyncContinuousWithDriftDetection, SyncContinuous, SyncOneTime, SyncDryRun))
+		return
+	}
 	chart, err := r.chart(ctx, s.GetChartDigest())
 	if err != nil {
 		r.set(st, StatePending, err.Error())
 		return
 	}
-	rel := apply.Release{Name: name, Namespace: ns, Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
+	rel := releaseOf(s, chart)
+	if mode == SyncDryRun {
+		r.dryRun(ctx, rel, st)
+		return
+	}
+	if mode == SyncOneTime {
+		// Installed once (and deployed): never upgraded or repaired.
+		info, err := r.cfg.Engine.Get(ctx, name, ns)
+		if err == nil && info.Status == "deployed" {
+			hash, note := s.GetValuesHash(), ""
+			if info.Hash != apply.HashLabel(s.GetValuesHash()) {
+				r.mu.Lock()
+				hash = st.hash
+				r.mu.Unlock()
+				note = fmt.Sprintf("syncMode OneTime: installed once (revision %d); the current desired version is not applied", info.Revision)
+			}
+			r.health(ctx, s, st, hash, note)
+			return
+		}
+	}
 	res, err := r.cfg.Engine.Apply(ctx, rel)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -509,7 +548,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		st.state = StateProvisioning
 		st.message = string(res.Action)
 		r.mu.Unlock()
-	} else {
+	} else if mode == "" || mode == SyncContinuousWithDriftDetection {
 		// Up to date by hash (also right after an agent restart, when this
 		// loop has no memory yet): look for drift on the cluster.
 		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
@@ -523,10 +562,59 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 			r.set(st, StateProvisioning, "repaired drift: "+joinReasons(d.Reasons))
 		}
 	}
-	h, err := r.cfg.Engine.Health(ctx, name, ns)
+	r.health(ctx, s, st, s.GetValuesHash(), "")
+}
+
+// releaseOf is the release a desired service asks for.
+func releaseOf(s *fleetv1.Service, chart []byte) apply.Release {
+	o := s.GetHelmOptions()
+	return apply.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(),
+		Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest(),
+		Options: apply.Options{Timeout: time.Duration(max(o.GetTimeoutMs(), 0)) * time.Millisecond,
+			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()}}
+}
+
+// dryRun reports what applying rel would change (syncMode DryRun).
+func (r *Reconciler) dryRun(ctx context.Context, rel apply.Release, st *svcState) {
+	pl, err := r.cfg.Engine.Plan(ctx, rel)
 	if err != nil {
-		r.set(st, StateFailed, fmt.Sprintf("health check: %v", err))
+		if ctx.Err() == nil {
+			r.set(st, StateFailed, "dry run: "+err.Error())
+		}
 		return
+	}
+	msg := "dry run: up to date, nothing would change"
+	switch pl.Action {
+	case apply.ActionInstalled:
+		msg = "dry run: would install: " + joinReasons(pl.Changes)
+	case apply.ActionUpgraded:
+		msg = "dry run: would upgrade: " + joinReasons(pl.Changes)
+		if len(pl.Changes) == 0 {
+			msg = "dry run: would upgrade (a new revision, no object changes)"
+		}
+	case apply.ActionRepaired:
+		msg = "dry run: would repair drift: " + joinReasons(pl.Changes)
+	}
+	r.set(st, StateDryRun, msg)
+}
+
+// health sets st from the release's health: Deployed with lastDeployedHash
+// hash when ready (or at once with helmOptions.wait false), Failed when not
+// ready within the service's timeout. A note replaces the empty message of
+// a Deployed service.
+func (r *Reconciler) health(ctx context.Context, s *fleetv1.Service, st *svcState, hash, note string) {
+	name, ns := s.GetName(), s.GetNamespace()
+	timeout := r.cfg.HealthTimeout
+	if ms := s.GetHelmOptions().GetTimeoutMs(); ms > 0 {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	h := apply.Health{Ready: true}
+	if !s.GetHelmOptions().GetSkipWait() {
+		var err error
+		if h, err = r.cfg.Engine.Health(ctx, name, ns); err != nil {
+			r.set(st, StateFailed, fmt.Sprintf("health check: %v", err))
+			return
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -535,13 +623,13 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		if st.state != StateDeployed {
 			st.since = r.cfg.Now()
 		}
-		st.state, st.message, st.hash, st.applied = StateDeployed, "", s.GetValuesHash(), s.GetValuesHash()
-	case r.cfg.Now().Sub(st.since) >= r.cfg.HealthTimeout:
+		st.state, st.message, st.hash, st.applied = StateDeployed, note, hash, hash
+	case r.cfg.Now().Sub(st.since) >= timeout:
 		if st.state != StateFailed {
 			st.since = r.cfg.Now()
 		}
 		st.state = StateFailed
-		st.message = fmt.Sprintf("not healthy after %s: %s", r.cfg.HealthTimeout, h.Message)
+		st.message = fmt.Sprintf("not healthy after %s: %s", timeout, h.Message)
 	case st.state == StateDeployed:
 		// Was healthy, is not now (a pod died): provisioning again.
 		st.state, st.since, st.message = StateProvisioning, r.cfg.Now(), h.Message

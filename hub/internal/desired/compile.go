@@ -54,6 +54,9 @@ type Service struct {
 	ValuesHash   string   `json:"valuesHash"`
 	Priority     int32    `json:"priority"`
 	DependsOn    []string `json:"dependsOn,omitempty"` // "namespace/name"
+	// SyncMode and Helm: see fleetv1.Service's sync_mode and helm_options.
+	SyncMode string       `json:"syncMode,omitempty"`
+	Helm     *HelmOptions `json:"helmOptions,omitempty"`
 	// Source is the object the service came from.
 	Source Ref `json:"source"`
 	// Revision is the desired-state revision in which the service last
@@ -222,18 +225,18 @@ func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *ob
 	s := &source{
 		ref:       Ref{Kind: h.Kind, Namespace: ns, Name: h.Metadata.Name},
 		createRev: h.Metadata.CreateRevision,
-		spec:      spec,
+		spec:      objects.EffectiveServiceSpec(spec), // provider.config priority, stopOnConflict
 		selector:  sel,
 	}
 	keys := map[string]string{}
 	for _, svc := range spec.Services {
-		if !svc.Disable {
+		if !svc.Disable && svc.HelmAction != objects.HelmActionUninstall {
 			keys[svc.Name] = nsName(svc.Namespace, svc.Name)
 		}
 	}
 	for _, svc := range spec.Services {
-		if svc.Disable {
-			continue // not desired: removed where it was deployed (k0rdent's disable)
+		if svc.Disable || svc.HelmAction == objects.HelmActionUninstall {
+			continue // not desired: removed where it was deployed (k0rdent's disable, helmAction Uninstall)
 		}
 		p := prepared{svc: svc, key: nsName(svc.Namespace, svc.Name)}
 		for _, d := range svc.DependsOn {
@@ -404,6 +407,9 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	for _, key := range slices.Sorted(maps.Keys(winners)) {
 		w := winners[key]
 		svc, prob := c.render(w, tc)
+		if prob == nil {
+			prob = knobs(&svc, w)
+		}
 		if prob != nil {
 			prob.Cluster = cl.Name
 			if old, ok := prev[key]; ok {
@@ -606,5 +612,6 @@ func equalService(a, b *Service) bool {
 	return a.Name == b.Name && a.Namespace == b.Namespace && a.Template == b.Template &&
 		a.ChartName == b.ChartName && a.ChartVersion == b.ChartVersion && a.ChartDigest == b.ChartDigest &&
 		bytes.Equal(a.Values, b.Values) && a.ValuesHash == b.ValuesHash && a.Priority == b.Priority &&
-		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source
+		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source &&
+		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm)
 }

@@ -616,6 +616,8 @@ func wireService(s *Service) *fleetv1.Service {
 		Priority:     s.Priority,
 		DependsOn:    s.DependsOn,
 		ValuesHash:   s.ValuesHash,
+		SyncMode:     s.SyncMode,
+		HelmOptions:  wireHelm(s.Helm),
 	}
 }
 

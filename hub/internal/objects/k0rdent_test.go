@@ -252,7 +252,7 @@ func TestK0rdentCorpusApplies(t *testing.T) {
 	}{
 		{mcs2, "spec.dependsOn: ordering between MultiClusterServices is not supported yet"},
 		{get(KindMultiClusterService, DefaultNamespace, "global-ingress"), "spec.keepServicesOnSelectorMismatch"},
-		{get(KindMultiClusterService, DefaultNamespace, "mgmt-mcs"), "spec.serviceSpec.provider: no effect"},
+		{get(KindMultiClusterService, DefaultNamespace, "mgmt-mcs"), "spec.serviceSpec.provider: name and selfManagement have no effect"},
 	} {
 		if w := strings.Join(Warnings(tc.o), "\n"); !strings.Contains(w, tc.want) {
 			t.Errorf("%s warnings %q; want %q", tc.o.GetHeader().Key(), w, tc.want)

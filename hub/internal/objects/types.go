@@ -396,8 +396,8 @@ type ServiceSpec struct {
 	// The fields below are k0rdent's (v1beta1); see Warnings for what each
 	// does in Tether today.
 
-	// SyncMode is OneTime, Continuous, ContinuousWithDriftDetection or
-	// DryRun. Tether's agents always run ContinuousWithDriftDetection.
+	// SyncMode is OneTime, Continuous, ContinuousWithDriftDetection (the
+	// default) or DryRun; provider.config.syncMode wins (see SyncModeOf).
 	SyncMode string `json:"syncMode,omitempty"`
 	// Provider selects and configures k0rdent's state management provider.
 	Provider *ServiceProvider `json:"provider,omitempty"`
@@ -476,8 +476,9 @@ type Service struct {
 	DependsOn DependsOnList `json:"dependsOn,omitempty"`
 	// Disable: the service is not deployed (and removed where it was).
 	Disable bool `json:"disable,omitempty"`
-	// HelmOptions, HelmAction, TemplateChain and Version are k0rdent's;
-	// see Warnings.
+	// HelmOptions, HelmAction, TemplateChain and Version are k0rdent's:
+	// see ParseHelmOptions for the helmOptions acted on; helmAction
+	// Uninstall removes the service like Disable.
 	HelmOptions   json.RawMessage `json:"helmOptions,omitempty"`
 	HelmAction    string          `json:"helmAction,omitempty"`
 	TemplateChain string          `json:"templateChain,omitempty"`

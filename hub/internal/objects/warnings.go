@@ -1,6 +1,11 @@
 package objects
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
 
 // Warnings lists the fields of o that Tether accepts (so k0rdent and Flux
 // manifests apply as written) but does not act on yet, one sentence each
@@ -105,9 +110,7 @@ func serviceTemplateWarnings(o *ServiceTemplate) []string {
 	if src, field := sp.Source(); src != nil && cs.Chart == "" {
 		sourceWarnings(&w, "spec."+field, src)
 	}
-	if len(sp.HelmOptions) > 0 {
-		w.add("spec.helmOptions", "not applied yet: the agent's own Helm settings are used")
-	}
+	helmOptionsWarnings(&w, "spec.helmOptions", sp.HelmOptions)
 	if sp.KubernetesConstraint != "" {
 		w.add("spec.k8sConstraint", "not checked yet against the clusters' Kubernetes versions")
 	}
@@ -116,13 +119,34 @@ func serviceTemplateWarnings(o *ServiceTemplate) []string {
 
 // serviceSpecWarnings covers k0rdent's serviceSpec fields, under p.
 func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
-	switch ss.SyncMode {
-	case "", SyncContinuous, SyncContinuousWithDriftDetection:
-	default:
-		w.add(p+".syncMode", "%s is not supported yet: Tether's agents deploy continuously and repair drift", ss.SyncMode)
+	if _, err := SyncModeOf(ss); err != nil {
+		w.add(p+"."+strings.SplitN(err.Error(), ":", 2)[0], "%s; the services are not deployed", strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1]))
 	}
 	if ss.Provider != nil {
-		w.add(p+".provider", "no effect: Tether's agents deploy services themselves (no state management provider)")
+		if ss.Provider.Name != "" || ss.Provider.SelfManagement {
+			w.add(p+".provider", "name and selfManagement have no effect: Tether's agents deploy services themselves (no state management provider)")
+		}
+		cfg := providerConfig(ss)
+		if len(ss.Provider.Config) > 0 && cfg == nil {
+			w.add(p+".provider.config", "not an object; ignored")
+		}
+		for _, k := range slices.Sorted(maps.Keys(cfg)) {
+			switch k {
+			case "syncMode":
+			case "priority":
+				if _, err := configPriority(cfg); err != nil {
+					w.add(p+".provider.config.priority", "%v; ignored", err)
+				}
+			case "stopOnConflict", "continueOnError":
+				if _, err := configBool(cfg, k); err != nil {
+					w.add(p+".provider.config."+k, "%v; ignored", err)
+				}
+			case "driftIgnore", "driftExclusions":
+				w.add(p+".provider.config."+k, "not supported yet; accepted and kept")
+			default:
+				w.add(p+".provider.config."+k, "no effect in Tether yet")
+			}
+		}
 	}
 	for _, f := range []struct {
 		set  bool
@@ -155,15 +179,34 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 	}
 	for i, svc := range ss.Services {
 		sp := fmt.Sprintf("%s.services[%d]", p, i)
-		if len(svc.HelmOptions) > 0 {
-			w.add(sp+".helmOptions", "not applied yet: the agent's own Helm settings are used")
-		}
-		if svc.HelmAction != "" {
-			w.add(sp+".helmAction", "%q has no effect yet", svc.HelmAction)
+		helmOptionsWarnings(w, sp+".helmOptions", svc.HelmOptions)
+		switch svc.HelmAction {
+		case "", HelmActionInstall, HelmActionUninstall:
+		default:
+			w.add(sp+".helmAction", "%q is neither %s nor %s; the service is installed", svc.HelmAction, HelmActionInstall, HelmActionUninstall)
 		}
 		if svc.Version != "" {
 			w.add(sp+".version", "no effect: the template names the chart version")
 		}
+	}
+}
+
+// k0rdent's helmAction values: Uninstall removes the service like disable.
+const (
+	HelmActionInstall   = "Install"
+	HelmActionUninstall = "Uninstall"
+)
+
+func helmOptionsWarnings(w *warnings, p string, raw []byte) {
+	if len(raw) == 0 {
+		return
+	}
+	_, ignored, err := ParseHelmOptions(raw)
+	switch {
+	case err != nil:
+		w.add(p, "%s; the services using it are not deployed", strings.TrimPrefix(err.Error(), "helmOptions"))
+	case len(ignored) > 0:
+		w.add(p, "%s not applied yet (timeout, skipCRDs, disableHooks, atomic and wait are)", strings.Join(ignored, ", "))
 	}
 }
 

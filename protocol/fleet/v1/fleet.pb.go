@@ -1355,7 +1355,18 @@ type Service struct {
 	DependsOn []string `protobuf:"bytes,9,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
 	// Hash over chart digest and values; the agent compares it with
 	// last_deployed_hash to skip no-op upgrades.
-	ValuesHash    string `protobuf:"bytes,10,opt,name=values_hash,json=valuesHash,proto3" json:"values_hash,omitempty"`
+	ValuesHash string `protobuf:"bytes,10,opt,name=values_hash,json=valuesHash,proto3" json:"values_hash,omitempty"`
+	// Helm options from k0rdent's services[].helmOptions. Absent: the
+	// agent's own settings (an agent that does not know the field ignores
+	// it and keeps those).
+	HelmOptions *HelmOptions `protobuf:"bytes,11,opt,name=helm_options,json=helmOptions,proto3" json:"helm_options,omitempty"`
+	// How the agent keeps the service: "" or ContinuousWithDriftDetection
+	// (upgrade on change, repair drift), Continuous (upgrade on change, no
+	// drift repair), OneTime (install once, never upgraded or repaired),
+	// DryRun (render and report what would change; install nothing). An
+	// agent that does not know the field deploys continuously with drift
+	// repair. Unknown values are reported Failed, nothing is applied.
+	SyncMode      string `protobuf:"bytes,12,opt,name=sync_mode,json=syncMode,proto3" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1460,6 +1471,105 @@ func (x *Service) GetValuesHash() string {
 	return ""
 }
 
+func (x *Service) GetHelmOptions() *HelmOptions {
+	if x != nil {
+		return x.HelmOptions
+	}
+	return nil
+}
+
+func (x *Service) GetSyncMode() string {
+	if x != nil {
+		return x.SyncMode
+	}
+	return ""
+}
+
+// HelmOptions are per-service Helm settings (k0rdent's ServiceHelmOptions).
+type HelmOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bounds one install or upgrade (hooks and waits) and the health wait
+	// after it, in milliseconds; 0: the agent's default.
+	TimeoutMs int64 `protobuf:"varint,1,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Do not install the chart's crds/ directory.
+	SkipCrds bool `protobuf:"varint,2,opt,name=skip_crds,json=skipCrds,proto3" json:"skip_crds,omitempty"`
+	// Do not run the chart's hooks on install, upgrade or uninstall.
+	DisableHooks bool `protobuf:"varint,3,opt,name=disable_hooks,json=disableHooks,proto3" json:"disable_hooks,omitempty"`
+	// Roll back a failed upgrade (uninstall a failed install) and wait for
+	// readiness within the timeout.
+	Atomic bool `protobuf:"varint,4,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	// helmOptions.wait: false. The service is Deployed once applied,
+	// without waiting for it to become healthy.
+	SkipWait      bool `protobuf:"varint,5,opt,name=skip_wait,json=skipWait,proto3" json:"skip_wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HelmOptions) Reset() {
+	*x = HelmOptions{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HelmOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HelmOptions) ProtoMessage() {}
+
+func (x *HelmOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HelmOptions.ProtoReflect.Descriptor instead.
+func (*HelmOptions) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HelmOptions) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *HelmOptions) GetSkipCrds() bool {
+	if x != nil {
+		return x.SkipCrds
+	}
+	return false
+}
+
+func (x *HelmOptions) GetDisableHooks() bool {
+	if x != nil {
+		return x.DisableHooks
+	}
+	return false
+}
+
+func (x *HelmOptions) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+func (x *HelmOptions) GetSkipWait() bool {
+	if x != nil {
+		return x.SkipWait
+	}
+	return false
+}
+
 // Tombstone deletes a service explicitly; absence never means deletion.
 type Tombstone struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1474,7 +1584,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1596,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1609,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1539,7 +1649,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1661,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1674,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1586,7 +1696,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1708,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1721,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1636,7 +1746,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1758,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1771,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 type DiagnoseResponse struct {
@@ -1678,7 +1788,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1800,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1813,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -1839,7 +1949,7 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1a.tether.fleet.v1.TombstoneR\n" +
 	"tombstones\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xbb\x02\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\x99\x03\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1855,7 +1965,16 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"depends_on\x18\t \x03(\tR\tdependsOn\x12\x1f\n" +
 	"\vvalues_hash\x18\n" +
 	" \x01(\tR\n" +
-	"valuesHash\"\x94\x01\n" +
+	"valuesHash\x12?\n" +
+	"\fhelm_options\x18\v \x01(\v2\x1c.tether.fleet.v1.HelmOptionsR\vhelmOptions\x12\x1b\n" +
+	"\tsync_mode\x18\f \x01(\tR\bsyncMode\"\xa3\x01\n" +
+	"\vHelmOptions\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x01 \x01(\x03R\ttimeoutMs\x12\x1b\n" +
+	"\tskip_crds\x18\x02 \x01(\bR\bskipCrds\x12#\n" +
+	"\rdisable_hooks\x18\x03 \x01(\bR\fdisableHooks\x12\x16\n" +
+	"\x06atomic\x18\x04 \x01(\bR\x06atomic\x12\x1b\n" +
+	"\tskip_wait\x18\x05 \x01(\bR\bskipWait\"\x94\x01\n" +
 	"\tTombstone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1900,7 +2019,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -1920,50 +2039,52 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*Welcome)(nil),               // 15: tether.fleet.v1.Welcome
 	(*DesiredState)(nil),          // 16: tether.fleet.v1.DesiredState
 	(*Service)(nil),               // 17: tether.fleet.v1.Service
-	(*Tombstone)(nil),             // 18: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 19: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 20: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 21: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 22: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*HelmOptions)(nil),           // 18: tether.fleet.v1.HelmOptions
+	(*Tombstone)(nil),             // 19: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 20: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 21: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 22: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 23: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	23, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	23, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	24, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	24, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
 	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
-	23, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	24, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
 	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	23, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	23, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	24, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	24, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
 	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
 	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
 	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
 	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
-	23, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	24, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
 	17, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	18, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	23, // 19: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	23, // 20: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 21: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 22: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 23: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	19, // 24: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	21, // 25: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 26: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 27: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	12, // 28: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	20, // 29: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	22, // 30: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	19, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	18, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
+	24, // 20: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	24, // 21: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 22: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 23: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 24: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	20, // 25: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	22, // 26: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 27: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 28: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 29: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	21, // 30: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	23, // 31: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	27, // [27:32] is the sub-list for method output_type
+	22, // [22:27] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -1990,7 +2111,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
