@@ -100,8 +100,11 @@ func (l *Link) enrollOnce(ctx context.Context, hub string, tok jointoken.Token, 
 // the save is retried (renewAt does not move), so a restart never finds
 // the old certificate after the agent stopped renewing it.
 func (l *Link) maybeRenew(ctx context.Context, client fleetv1.FleetClient) error {
+	// renewAt is a point of the certificate's life, which the hub's clock
+	// keeps: judge it by the hub's time, not the agent's possibly skewed one.
+	now := l.hubNow()
 	l.mu.Lock()
-	due := !l.cfg.Now().Before(l.renewAt)
+	due := !now.Before(l.renewAt)
 	id, pending := l.id, l.pendingID
 	l.mu.Unlock()
 	if pending != nil {

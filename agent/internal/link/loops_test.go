@@ -242,3 +242,31 @@ func TestResumeSendsHaveRevision(t *testing.T) {
 		t.Fatalf("link status revision %d; want 8", st.Revision)
 	}
 }
+
+// TestRenewalDueByTheHubsClock: renewal time is a point on the
+// certificate's timeline, which the hub's clock keeps. An agent whose
+// clock lags by 20 hours (within the skew bound) holding a 3-day
+// certificate already past its renewal point by the hub's clock must
+// renew now, not 20 hours late; with short certificate lifetimes that
+// delay is the difference between a renewal and a lock-out.
+func TestRenewalDueByTheHubsClock(t *testing.T) {
+	ca := newCA(t)
+	hub := linktest.Start(t, linktest.Config{CA: ca.CA, CertLife: 3 * 24 * time.Hour})
+	hubNow := time.Now()
+	agentNow := func() time.Time { return time.Now().Add(-20 * time.Hour) }
+	// 3 days of life, 2.5 of them gone by the hub's clock: the renewal
+	// point (60-73 % of the life) passed 7-17 hours ago, hub time; by the
+	// agent's lagging clock it is still 3-13 hours ahead.
+	old := ca.identity(t, hubNow.Add(-60*time.Hour), hubNow.Add(12*time.Hour))
+	old.HubAddrs = []string{hub.Addr}
+	mc := &memCache{id: &old}
+	cfg := DefaultConfig()
+	cfg.Cache, cfg.Hubs, cfg.Now = mc, []string{hub.Addr}, agentNow
+	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startLink(t, l)
+	hub.Wait(t, "a renewal although the agent's clock says it is early", 20*time.Second, func() bool { return hub.Renewals() == 1 })
+}
