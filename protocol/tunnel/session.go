@@ -310,21 +310,32 @@ func (s *Session) Err() error {
 }
 
 // muxErr digs out why yamux shut down: after shutdown, AcceptStream
-// returns that reason once no stream is left queued.
+// returns that reason once no stream is left queued. A stream still queued
+// makes AcceptStream fail with ErrSessionShutdown instead (it cannot send
+// the stream's window update on a closed session), having dequeued it: so
+// ErrSessionShutdown is taken as the answer only once the queue is empty,
+// which a bounded number of calls reaches (the queue holds at most
+// yamux's accept backlog, at most maxBacklogLimit).
 func (s *Session) muxErr() error {
-	for {
-		st, err := s.mux.AcceptStream()
-		if err != nil {
-			switch {
-			case errors.Is(err, io.EOF):
-				return fmt.Errorf("peer closed the connection: %w", err)
-			case errors.Is(err, io.ErrUnexpectedEOF):
-				return fmt.Errorf("peer closed the connection mid-frame: %w", err)
-			}
-			return err
+	var err error
+	for range maxBacklogLimit + 1 {
+		var st *yamux.Stream
+		st, err = s.mux.AcceptStream()
+		if err == nil {
+			st.Close()
+			continue
 		}
-		st.Close()
+		switch {
+		case errors.Is(err, yamux.ErrSessionShutdown):
+			continue // maybe a queued stream's error; the next call says more
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("peer closed the connection: %w", err)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return fmt.Errorf("peer closed the connection mid-frame: %w", err)
+		}
+		return err
 	}
+	return err
 }
 
 // RemoteAddr is the peer's address as the connection reports it.
