@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link/linktest"
 	"github.com/tetherfleet/tether/protocol/backoff"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
@@ -83,16 +84,7 @@ func TestRotationWithSkewedClock(t *testing.T) {
 	hubNow := time.Now()
 	agentNow := func() time.Time { return time.Now().Add(-3 * time.Hour) }
 	old := ca.identity(t, hubNow.Add(-25*24*time.Hour), hubNow.Add(5*24*time.Hour))
-	old.HubAddrs = []string{hub.Addr}
-	mc := &memCache{id: &old}
-	cfg := DefaultConfig()
-	cfg.Cache, cfg.Hubs, cfg.Now = mc, []string{hub.Addr}, agentNow
-	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
-	l, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startLink(t, l)
+	mc, l := startSkewedLink(t, hub, old, agentNow)
 	hub.Wait(t, "a renewal", 20*time.Second, func() bool { return hub.Renewals() == 1 })
 	waitUntil(t, "the renewed certificate saved", 20*time.Second, func() bool {
 		id, _ := mc.Identity()
@@ -258,15 +250,23 @@ func TestRenewalDueByTheHubsClock(t *testing.T) {
 	// point (60-73 % of the life) passed 7-17 hours ago, hub time; by the
 	// agent's lagging clock it is still 3-13 hours ahead.
 	old := ca.identity(t, hubNow.Add(-60*time.Hour), hubNow.Add(12*time.Hour))
-	old.HubAddrs = []string{hub.Addr}
-	mc := &memCache{id: &old}
+	startSkewedLink(t, hub, old, agentNow)
+	hub.Wait(t, "a renewal although the agent's clock says it is early", 20*time.Second, func() bool { return hub.Renewals() == 1 })
+}
+
+// startSkewedLink runs a link to hub with identity id and clock now, and
+// returns its cache.
+func startSkewedLink(t *testing.T, hub *linktest.Hub, id cache.Identity, now func() time.Time) (*memCache, *Link) {
+	t.Helper()
+	id.HubAddrs = []string{hub.Addr}
+	mc := &memCache{id: &id}
 	cfg := DefaultConfig()
-	cfg.Cache, cfg.Hubs, cfg.Now = mc, []string{hub.Addr}, agentNow
+	cfg.Cache, cfg.Hubs, cfg.Now = mc, []string{hub.Addr}, now
 	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	startLink(t, l)
-	hub.Wait(t, "a renewal although the agent's clock says it is early", 20*time.Second, func() bool { return hub.Renewals() == 1 })
+	return mc, l
 }
