@@ -181,3 +181,85 @@ func (s *Store) ociError(ctx context.Context, err error, bt *boundedTransport, c
 	}
 	return fmt.Errorf("%v: %w", err, ErrFetch)
 }
+
+// PullOCI pulls the chart NAME of the OCI repository ref.URL
+// (oci://HOST/PATH, the chart at HOST/PATH/NAME) by tag or, when digest
+// is set, by manifest digest: a Flux OCIRepository's artifact, whose tag
+// need not be the chart's version ("latest"). The chart is recorded
+// under its own version, as resolveOCI records it, and a digest must be
+// the manifest's. Unlike Resolve, it always asks the registry: a tag may
+// move.
+func (s *Store) PullOCI(ctx context.Context, ref RepoRef, name, tag, digest string) (Chart, error) {
+	pullRef := ref.URL + "/" + name + ":" + tag
+	if digest != "" {
+		pullRef = ref.URL + "/" + name + "@" + digest
+	}
+	c, err := s.pullOCI(ctx, ref, name, pullRef, digest)
+	if err != nil {
+		return Chart{}, scrub(fmt.Errorf("chart %s from %s: %w", name, redact(pullRef), err), ref.Credentials)
+	}
+	return c, nil
+}
+
+func (s *Store) pullOCI(ctx context.Context, ref RepoRef, name, pullRef, digest string) (Chart, error) {
+	if err := checkRequest(name, "pull"); err != nil {
+		return Chart{}, err
+	}
+	base, oci, err := checkRepo(ref)
+	switch {
+	case err != nil:
+		return Chart{}, err
+	case !oci:
+		return Chart{}, fmt.Errorf("repository %s is not an OCI registry: %w", redact(ref.URL), ErrInvalidRequest)
+	case digest != "" && (!strings.HasPrefix(digest, "sha256:") || CheckDigest(digest) != nil):
+		return Chart{}, fmt.Errorf("digest %.80q: want sha256: and 64 hex digits: %w", digest, ErrInvalidRequest)
+	}
+	key := "pull\x00" + pullRef + "\x00" + ref.accessKey()
+	return s.flight.do(ctx, key, func(ctx context.Context) (Chart, error) {
+		client, bt, done, err := s.registryClient(ctx, ref)
+		if err != nil {
+			return Chart{}, err
+		}
+		defer done()
+		res, err := client.Pull(strings.TrimPrefix(pullRef, "oci://"), registry.PullOptWithChart(true))
+		if err != nil {
+			return Chart{}, fmt.Errorf("pull: %w", s.ociError(ctx, err, bt, ref.Credentials))
+		}
+		if digest != "" && res.Manifest.Digest != digest {
+			return Chart{}, fmt.Errorf("pull: %w: asked for manifest %s, got %s", ErrDigestMismatch, digest, res.Manifest.Digest)
+		}
+		if res.Chart == nil || len(res.Chart.Data) == 0 {
+			return Chart{}, fmt.Errorf("pull: no chart layer: %w", ErrInvalidChart)
+		}
+		archive := res.Chart.Data
+		if int64(len(archive)) > s.cfg.MaxChartSize {
+			return Chart{}, fmt.Errorf("pull: chart layer of %d bytes, more than the limit of %d: %w", len(archive), s.cfg.MaxChartSize, ErrTooLarge)
+		}
+		d := Digest(archive)
+		if want := res.Chart.Digest; strings.HasPrefix(want, "sha256:") && want != d {
+			return Chart{}, fmt.Errorf("pull: %w: manifest says %s, layer is %s", ErrDigestMismatch, want, d)
+		}
+		ch, err := loadChart(archive)
+		if err != nil {
+			return Chart{}, fmt.Errorf("pull: %w", err)
+		}
+		if ch.Metadata.Name != name {
+			return Chart{}, fmt.Errorf("pull: holds chart %s %s, not %s: %w", ch.Metadata.Name, ch.Metadata.Version, name, ErrInvalidChart)
+		}
+		version := ch.Metadata.Version
+		if old, ok, err := s.find(ctx, base, name, version); err != nil {
+			return Chart{}, err
+		} else if ok && old.Digest != d {
+			return Chart{}, fmt.Errorf("pull: %w: %s %s resolved earlier to %s, layer is now %s", ErrDigestMismatch, name, version, old.Digest, d)
+		}
+		if err := s.writeBlob(d, archive); err != nil {
+			return Chart{}, fmt.Errorf("store %s: %w", d, err)
+		}
+		c, err := s.record(ctx, Chart{Digest: d, Name: name, Version: version, Size: int64(len(archive))}, base, ref.authenticated())
+		if err != nil {
+			return Chart{}, err
+		}
+		s.log.Info("chart pulled", "chart", name, "version", version, "digest", c.Digest, "ref", pullRef, "manifest", res.Manifest.Digest)
+		return c, nil
+	})
+}

@@ -24,6 +24,9 @@ var k0rdentInternalKinds = map[string]string{
 	"StateManagementProvider": "it plugs a deployment engine (Sveltos) into k0rdent; Tether's agents install services themselves",
 	"ServiceSet":              "kcm creates it from ClusterDeployments and MultiClusterServices; apply those instead",
 	"ProviderTemplate":        "it installs k0rdent's CAPI providers; Tether uses the CAPI controllers of its management cluster",
+	"ProviderInterface":       "it describes a CAPI infrastructure provider to k0rdent's own controllers (identity kinds, cluster kinds); Tether does not run them",
+	"Region":                  "it attaches a regional k0rdent management cluster; a Tether hub manages its whole fleet, and agents reach it from any region",
+	"ManagementBackup":        "it backs up k0rdent's management cluster with Velero; back up the Tether hub's store instead (docs/SECURITY.md)",
 }
 
 // DefaultKinds returns a new registry of every kind Tether serves:
@@ -41,6 +44,10 @@ func DefaultKinds() *Registry {
 	MustRegister(r, serviceTemplateChainKind())
 	MustRegister(r, accessManagementKind())
 	MustRegister(r, gitRepositoryKind())
+	MustRegister(r, ociRepositoryKind())
+	MustRegister(r, helmChartKind())
+	MustRegister(r, bucketKind())
+	registerProvisioning(r)
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])
 	}
@@ -91,6 +98,58 @@ func gitRepositoryKind() KindDef[*GitRepository] {
 				return []string{"spec.url credentials"}
 			}
 			return nil
+		},
+	}
+}
+
+func ociRepositoryKind() KindDef[*OCIRepository] {
+	return KindDef[*OCIRepository]{
+		Kind: KindOCIRepository, New: func() *OCIRepository { return &OCIRepository{} },
+		APIVersion: APIVersion, Accepts: fluxSourceGroups,
+		Plural: "ocirepositories", Short: []string{"ocirepo"},
+		Spec:     func(o *OCIRepository) any { return &o.Spec },
+		Status:   func(o *OCIRepository) any { return &o.Status },
+		Validate: (*OCIRepository).validateSpec,
+		Warnings: ociRepositoryWarnings,
+		Columns: []Column[*OCIRepository]{
+			{Header: "URL", Value: func(o *OCIRepository) string { return o.Spec.URL }},
+			AgeColumn[*OCIRepository](),
+		},
+	}
+}
+
+func helmChartKind() KindDef[*HelmChart] {
+	return KindDef[*HelmChart]{
+		Kind: KindHelmChart, New: func() *HelmChart { return &HelmChart{} },
+		APIVersion: APIVersion, Accepts: fluxSourceGroups,
+		Plural: "helmcharts", Short: []string{"hc"},
+		Spec:     func(o *HelmChart) any { return &o.Spec },
+		Status:   func(o *HelmChart) any { return &o.Status },
+		Default:  (*HelmChart).setDefaults,
+		Validate: (*HelmChart).validateSpec,
+		Warnings: helmChartWarnings,
+		Columns: []Column[*HelmChart]{
+			{Header: "CHART", Value: func(o *HelmChart) string { return o.Spec.Chart }},
+			{Header: "VERSION", Value: func(o *HelmChart) string { return orNone(o.Spec.Version) }},
+			{Header: "SOURCE", Value: func(o *HelmChart) string { return o.Spec.SourceRef.Kind + "/" + o.Spec.SourceRef.Name }},
+			AgeColumn[*HelmChart](),
+		},
+	}
+}
+
+func bucketKind() KindDef[*Bucket] {
+	return KindDef[*Bucket]{
+		Kind: KindBucket, New: func() *Bucket { return &Bucket{} },
+		APIVersion: APIVersion, Accepts: fluxSourceGroups,
+		Plural:   "buckets",
+		Spec:     func(o *Bucket) any { return &o.Spec },
+		Status:   func(o *Bucket) any { return &o.Status },
+		Validate: (*Bucket).validateSpec,
+		Warnings: bucketWarnings,
+		Columns: []Column[*Bucket]{
+			{Header: "ENDPOINT", Value: func(o *Bucket) string { return o.Spec.Endpoint }},
+			{Header: "BUCKET", Value: func(o *Bucket) string { return o.Spec.BucketName }},
+			AgeColumn[*Bucket](),
 		},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -349,6 +350,13 @@ func (r *Registry) decodeItem(m map[string]any) (Object, *ObjectError) {
 	if !slices.Contains(k.acceptedVersions(), apiVersion) {
 		oe.Fields.add("apiVersion", "%q is not accepted for %s (want %s)", apiVersion, kind, strings.Join(k.acceptedVersions(), " or "))
 		return nil, oe
+	}
+	if _, has := m["status"]; has && k.apiVersion != CoreAPIVersion {
+		// Only the hub writes status: a status in input (a copy of
+		// `kubectl get -o yaml`, or of Tether's own output) is dropped,
+		// as Kubernetes drops it on create.
+		m = maps.Clone(m)
+		delete(m, "status")
 	}
 	o := r.New(kind)
 	checkValue(m, k.typ, "", &oe.Fields)

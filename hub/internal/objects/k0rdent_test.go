@@ -199,38 +199,21 @@ func TestK0rdentInternalKindsRefusedWithReason(t *testing.T) {
 	}
 }
 
-func TestK0rdentCorpusApplies(t *testing.T) {
+// TestK0rdentV1beta1FieldsKept: what k0rdent v1beta1's fields of corpus
+// files become once applied.
+func TestK0rdentV1beta1FieldsKept(t *testing.T) {
 	r, _ := newRepo(t)
 	ctx := context.Background()
-	fixtures, err := os.ReadFile(filepath.Join("testdata", "k0rdent-fixtures", "templates.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"docs-ksm-multiclusterservice-4.yaml", "docs-ksm-multiclusterservice-5.yaml", "docs-ksm-multiclusterservice-6.yaml", "docs-ksm-self-management-1.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "k0rdent", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := mustDecode(t, string(b))
+		if _, err := r.Apply(ctx, append(corpusFixtures(t, DefaultKinds(), objs), objs...)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
 	}
-	_, repoDoc := seedExample(t)
-	if _, err := r.Apply(ctx, append(mustDecode(t, string(fixtures)), mustDecode(t, string(repoDoc))...)); err != nil {
-		t.Fatal(err)
-	}
-	files, err := filepath.Glob(filepath.Join("testdata", "k0rdent", "*.yaml"))
-	if err != nil || len(files) < 7 {
-		t.Fatalf("corpus: %d files, %v", len(files), err)
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			objs, err := Decode(b, filepath.Base(f))
-			if err != nil {
-				t.Fatalf("refused:\n%v", err)
-			}
-			if _, err := r.Apply(ctx, objs); err != nil {
-				t.Fatalf("apply:\n%v", err)
-			}
-		})
-	}
-
-	// What the v1beta1 fields became.
 	get := func(kind, ns, name string) Object {
 		t.Helper()
 		o, err := r.Get(ctx, kind, ns, name)
@@ -296,7 +279,11 @@ spec: {supportedTemplates: [{availableUpgrades: [{name: x}]}]}`, "spec.supported
 	}
 }
 
-func TestTemplateWithoutChartIsStoredNotDeployable(t *testing.T) {
+// TestChartRefAndChartSourceValidated: k0rdent's chartRef and
+// chartSource, and the Flux sources they name, are checked as k0rdent's
+// and Flux's schemas check them; a chartRef template is not ready
+// before the hub has fetched its chart.
+func TestChartRefAndChartSourceValidated(t *testing.T) {
 	objs := mustDecode(t, `apiVersion: k0rdent.mirantis.com/v1beta1
 kind: ServiceTemplate
 metadata: {name: ref, namespace: kcm-system}
@@ -305,11 +292,34 @@ spec:
     chartRef: {kind: HelmChart, name: chart}
 `)
 	st := objs[0].(*ServiceTemplate)
-	if ok, why := st.Ready(); ok || !strings.Contains(why, "not deployable yet") {
-		t.Errorf("Ready() = %v, %q; want not ready, saying why", ok, why)
+	if !st.Spec.Generated() || st.Spec.Mode() != ModeChartRef {
+		t.Fatalf("Mode() = %q, Generated() = %v; want a chartRef template the hub resolves", st.Spec.Mode(), st.Spec.Generated())
 	}
-	if w := strings.Join(Warnings(st), "\n"); !strings.Contains(w, "spec.helm.chartRef: is not deployable by Tether yet") {
-		t.Errorf("warnings %q", w)
+	if ok, why := st.Ready(); ok || !strings.Contains(why, "not resolved yet") {
+		t.Errorf("Ready() = %v, %q; want not ready before the hub resolves it", ok, why)
+	}
+	if w := Warnings(st); len(w) != 0 {
+		t.Errorf("warnings %q; want none (a chartRef is deployable)", w)
+	}
+	tmpl := "apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplate\nmetadata: {name: x}\nspec: "
+	for _, tc := range []struct{ doc, want string }{
+		{tmpl + `{helm: {chartRef: {name: c}}}`, "spec.helm.chartRef.kind: required"},
+		{tmpl + `{helm: {chartRef: {kind: GitRepository, name: c}}}`, `spec.helm.chartRef.kind: "GitRepository": want OCIRepository, HelmChart or ExternalArtifact`},
+		{tmpl + `{helm: {chartRef: {kind: HelmChart, name: c}, chartSpec: {chart: a, version: 1.0.0, sourceRef: {name: r}}}}`, "spec: helm.chartSpec and helm.chartRef are mutually exclusive"},
+		{tmpl + `{helm: {chartSource: {localSourceRef: {kind: ConfigMap, name: c}}}}`, "Secret and ConfigMap are not supported as Helm chart sources"},
+		{tmpl + `{helm: {chartSource: {remoteSourceSpec: {git: {url: "https://h/r"}}}}}`, "spec.helm.chartSource.remoteSourceSpec.git.interval: required"},
+		{tmpl + `{kustomize: {remoteSourceSpec: {oci: {url: "oci://h/r", interval: 1m, reference: x}}}}`, "spec.kustomize.remoteSourceSpec.oci.reference: unknown field"},
+		{tmpl + `{kustomize: {remoteSourceSpec: {bucket: {url: x}}}}`, "spec.kustomize.remoteSourceSpec.bucket.url: unknown field"},
+		{"apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {name: o}\nspec: {url: \"https://h/r\", interval: 1m}", `spec.url: "https://h/r": want an oci:// URL`},
+		{"apiVersion: source.toolkit.fluxcd.io/v1beta2\nkind: OCIRepository\nmetadata: {name: o}\nspec: {url: \"oci://h/r\"}", "spec.interval: required"},
+		{"apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {name: o}\nspec: {url: \"oci://h/r\", interval: 1m, ref: {digest: latest}}", `spec.ref.digest: "latest": want sha256:`},
+		{"apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: h}\nspec: {chart: c, interval: 1m, version: \"not a range\", sourceRef: {kind: HelmRepository, name: r}}", `spec.version: "not a range" is not a semantic version or range`},
+		{"apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: h}\nspec: {chart: ../c, interval: 1m, sourceRef: {kind: GitRepository, name: r}}", `spec.chart: "../c": must not leave the source`},
+	} {
+		_, err := Decode([]byte(tc.doc), "x.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Decode(%s) = %v; want %q", tc.doc, err, tc.want)
+		}
 	}
 }
 

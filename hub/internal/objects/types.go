@@ -220,7 +220,8 @@ type ServiceTemplate struct {
 	Status ServiceTemplateStatus `json:"status,omitzero"`
 }
 
-// ServiceTemplateSpec wraps the chart reference (k0rdent shape).
+// ServiceTemplateSpec wraps the chart reference (k0rdent shape): one of
+// helm (chartSpec, chartRef or chartSource), kustomize or resources.
 type ServiceTemplateSpec struct {
 	// DisplayName and Description are for people (the console shows
 	// them). k0rdent's schema has neither and prunes them; Tether keeps
@@ -228,9 +229,7 @@ type ServiceTemplateSpec struct {
 	DisplayName string   `json:"displayName,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Helm        HelmSpec `json:"helm,omitzero"`
-	// The fields below are k0rdent's (v1beta1); see Warnings. A template
-	// with kustomize or resources and no helm chart is stored but cannot
-	// be deployed yet.
+	// HelmOptions are the defaults of the services' helmOptions.
 	HelmOptions json.RawMessage `json:"helmOptions,omitempty"`
 	// Kustomize and Resources are k0rdent's manifest sources: the hub
 	// renders them (kustomize build, or the plain manifests) into a
@@ -241,9 +240,9 @@ type ServiceTemplateSpec struct {
 	KubernetesConstraint string      `json:"k8sConstraint,omitempty"`
 }
 
-// SourceSpec is k0rdent's source of a kustomize or resources template:
-// a local object (ConfigMap, Secret, GitRepository, ...) or an embedded
-// remote source, and the path in it.
+// SourceSpec is k0rdent's source of a kustomize, resources or
+// chartSource template: a local object (ConfigMap, Secret,
+// GitRepository, ...) or an embedded remote source, and the path in it.
 type SourceSpec struct {
 	LocalSourceRef   *LocalSourceRef   `json:"localSourceRef,omitempty"`
 	RemoteSourceSpec *RemoteSourceSpec `json:"remoteSourceSpec,omitempty"`
@@ -251,7 +250,7 @@ type SourceSpec struct {
 	// deploys); Tether's agents always deploy on their own cluster.
 	DeploymentType string `json:"deploymentType,omitempty"`
 	// Path is the directory in the source (GitRepository) holding the
-	// manifests or kustomization.yaml.
+	// manifests, the kustomization.yaml or the chart.
 	Path string `json:"path,omitempty"`
 }
 
@@ -262,47 +261,99 @@ type LocalSourceRef struct {
 	Namespace string `json:"namespace,omitempty"`
 }
 
-// RemoteSourceSpec embeds a source's spec in the template.
+// RemoteSourceSpec embeds a Flux source's spec in the template.
 type RemoteSourceSpec struct {
 	Git    *GitRepositorySpec `json:"git,omitempty"`
-	Bucket json.RawMessage    `json:"bucket,omitempty"`
-	OCI    json.RawMessage    `json:"oci,omitempty"`
+	Bucket *BucketSpec        `json:"bucket,omitempty"`
+	OCI    *OCIRepositorySpec `json:"oci,omitempty"`
 }
 
-// Source returns the template's kustomize or resources source and its
-// field name, or nil if it has neither.
-func (s *ServiceTemplateSpec) Source() (*SourceSpec, string) {
+// Template modes: where a ServiceTemplate's chart comes from.
+const (
+	// ModeChartSpec: a chart of a HelmRepository, resolved once and
+	// pinned by digest.
+	ModeChartSpec = "chartSpec"
+	// ModeChartRef: the chart of a Flux OCIRepository or HelmChart.
+	ModeChartRef = "chartRef"
+	// ModeChartSource: a chart directory in a source, packaged by the hub.
+	ModeChartSource = "chartSource"
+	// ModeKustomize and ModeResources: manifests the hub renders into a
+	// generated chart.
+	ModeKustomize = "kustomize"
+	ModeResources = "resources"
+)
+
+// Mode says where the template's chart comes from (one of the Mode
+// constants); "" when the spec names no chart (validation refuses it).
+// A spec naming several (which validation refuses too) reports the first
+// of chartSpec, chartRef, chartSource, kustomize, resources.
+func (s *ServiceTemplateSpec) Mode() string {
 	switch {
+	case !reflect.ValueOf(s.Helm.ChartSpec).IsZero():
+		return ModeChartSpec
+	case s.Helm.ChartRef != nil:
+		return ModeChartRef
+	case s.Helm.ChartSource != nil:
+		return ModeChartSource
 	case s.Kustomize != nil:
-		return s.Kustomize, "kustomize"
+		return ModeKustomize
 	case s.Resources != nil:
+		return ModeResources
+	}
+	return ""
+}
+
+// Source returns the template's kustomize, resources or chartSource
+// source and its field path under spec, or nil if it has none.
+func (s *ServiceTemplateSpec) Source() (*SourceSpec, string) {
+	switch s.Mode() {
+	case ModeKustomize:
+		return s.Kustomize, "kustomize"
+	case ModeResources:
 		return s.Resources, "resources"
+	case ModeChartSource:
+		return s.Helm.ChartSource, "helm.chartSource"
 	}
 	return nil, ""
 }
 
-// HelmSpec holds the chart reference: chartSpec (deployed), or k0rdent's
-// chartRef or chartSource (accepted, not deployable yet).
+// HelmSpec holds the chart reference: exactly one of chartSpec (a chart
+// of a HelmRepository), chartRef (the chart of a Flux OCIRepository or
+// HelmChart) and chartSource (a chart directory in a source).
 type HelmSpec struct {
-	ChartSpec   ChartSpec       `json:"chartSpec,omitzero"`
-	ChartRef    json.RawMessage `json:"chartRef,omitempty"`
-	ChartSource json.RawMessage `json:"chartSource,omitempty"`
+	ChartSpec   ChartSpec   `json:"chartSpec,omitzero"`
+	ChartRef    *ChartRef   `json:"chartRef,omitempty"`
+	ChartSource *SourceSpec `json:"chartSource,omitempty"`
 }
 
-// ErrNoChart: a ServiceTemplate with neither spec.helm.chartSpec nor
-// spec.kustomize or spec.resources.
-var ErrNoChart = errors.New("no spec.helm.chartSpec, spec.kustomize or spec.resources: templates from chartRef or chartSource are not deployable yet")
+// ChartRef is Flux helm-controller's CrossNamespaceSourceReference, as a
+// k0rdent template's chartRef: an OCIRepository or HelmChart holding
+// the chart.
+type ChartRef struct {
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind"` // OCIRepository, HelmChart, ExternalArtifact
+	Name       string `json:"name"`
+	Namespace  string `json:"namespace,omitempty"`
+}
 
-// HasChart reports whether the template names a chart by chartSpec (or
-// names nothing, which validation refuses).
+// ErrNoChart: a ServiceTemplate that names no chart.
+var ErrNoChart = errors.New("no spec.helm (chartSpec, chartRef or chartSource), spec.kustomize or spec.resources")
+
+// HasChart reports whether the template names a chart of a
+// HelmRepository (chartSpec), or names nothing (which validation
+// refuses).
 func (s *ServiceTemplateSpec) HasChart() bool {
-	return s.Helm.ChartSpec.Chart != "" || (len(s.Helm.ChartRef) == 0 && len(s.Helm.ChartSource) == 0 && s.Kustomize == nil && s.Resources == nil)
+	m := s.Mode()
+	return m == ModeChartSpec || m == ""
 }
 
-// Generated reports whether the hub generates the template's chart from
-// spec.kustomize or spec.resources (when there is no chartSpec).
+// Generated reports whether the hub gets the template's chart from a
+// source object on every pass (chartRef, chartSource, kustomize,
+// resources): it is rendered, packaged or fetched again when the source
+// changes, and status.observedGeneration says which spec it was made
+// for.
 func (s *ServiceTemplateSpec) Generated() bool {
-	return s.Helm.ChartSpec.Chart == "" && (s.Kustomize != nil || s.Resources != nil)
+	return !s.HasChart()
 }
 
 // ChartSpec names a chart: Flux's HelmChartTemplateSpec, as in k0rdent.
@@ -315,20 +366,22 @@ type ChartSpec struct {
 	Interval Duration `json:"interval,omitempty"`
 	// ReconcileStrategy, ValuesFiles, IgnoreMissingValuesFiles and Verify
 	// are Flux's; accepted with a warning.
-	ReconcileStrategy        string          `json:"reconcileStrategy,omitempty"`
-	ValuesFiles              []string        `json:"valuesFiles,omitempty"`
-	ValuesFile               string          `json:"valuesFile,omitempty"`
-	IgnoreMissingValuesFiles bool            `json:"ignoreMissingValuesFiles,omitempty"`
-	Verify                   json.RawMessage `json:"verify,omitempty"`
-	Suspend                  bool            `json:"suspend,omitempty"`
-	AccessFrom               json.RawMessage `json:"accessFrom,omitempty"`
+	ReconcileStrategy        string           `json:"reconcileStrategy,omitempty"`
+	ValuesFiles              []string         `json:"valuesFiles,omitempty"`
+	ValuesFile               string           `json:"valuesFile,omitempty"`
+	IgnoreMissingValuesFiles bool             `json:"ignoreMissingValuesFiles,omitempty"`
+	Verify                   *OCIVerification `json:"verify,omitempty"`
+	Suspend                  bool             `json:"suspend,omitempty"`
+	AccessFrom               json.RawMessage  `json:"accessFrom,omitempty"`
 }
 
-// SourceRef points at a HelmRepository in the template's namespace.
+// SourceRef points at the chart's source in the template's namespace:
+// a HelmRepository (the chart by name and version), or a GitRepository
+// (the chart is the directory at the chart path).
 type SourceRef struct {
 	// APIVersion is Flux's source apiVersion; accepted, not needed.
 	APIVersion string `json:"apiVersion,omitempty"`
-	Kind       string `json:"kind,omitempty"` // HelmRepository (default)
+	Kind       string `json:"kind,omitempty"` // HelmRepository (default), GitRepository, Bucket
 	Name       string `json:"name"`
 }
 
@@ -356,7 +409,7 @@ func (t *ServiceTemplate) Ready() (bool, string) {
 	st, cs := t.Status, t.Spec.Helm.ChartSpec
 	gen := t.Spec.Generated()
 	switch {
-	case !gen && !t.Spec.HasChart():
+	case t.Spec.Mode() == "":
 		return false, ErrNoChart.Error()
 	case gen && st.ObservedGeneration != t.Metadata.Generation:
 		if st.Message != "" && st.ChartDigest == "" {
@@ -838,15 +891,30 @@ type GitRepositorySpec struct {
 	Timeout  Duration          `json:"timeout,omitempty"`
 	Ref      *GitRepositoryRef `json:"ref,omitempty"`
 	Suspend  bool              `json:"suspend,omitempty"`
-	// Provider, Verify, ProxySecretRef, Ignore, RecurseSubmodules,
-	// Include and SparseCheckout are Flux's; accepted with a warning.
-	Provider          string                `json:"provider,omitempty"`
-	Verify            json.RawMessage       `json:"verify,omitempty"`
-	ProxySecretRef    *LocalObjectReference `json:"proxySecretRef,omitempty"`
-	Ignore            *string               `json:"ignore,omitempty"`
-	RecurseSubmodules bool                  `json:"recurseSubmodules,omitempty"`
-	Include           json.RawMessage       `json:"include,omitempty"`
-	SparseCheckout    []string              `json:"sparseCheckout,omitempty"`
+	// Provider, ServiceAccountName, Verify, ProxySecretRef, Ignore,
+	// RecurseSubmodules, Include and SparseCheckout are Flux's; accepted
+	// with a warning.
+	Provider           string                `json:"provider,omitempty"`
+	ServiceAccountName string                `json:"serviceAccountName,omitempty"`
+	Verify             *GitVerification      `json:"verify,omitempty"`
+	ProxySecretRef     *LocalObjectReference `json:"proxySecretRef,omitempty"`
+	Ignore             *string               `json:"ignore,omitempty"`
+	RecurseSubmodules  bool                  `json:"recurseSubmodules,omitempty"`
+	Include            []GitInclude          `json:"include,omitempty"`
+	SparseCheckout     []string              `json:"sparseCheckout,omitempty"`
+}
+
+// GitInclude is Flux's GitRepositoryInclude.
+type GitInclude struct {
+	Repository LocalObjectReference `json:"repository"`
+	FromPath   string               `json:"fromPath,omitempty"`
+	ToPath     string               `json:"toPath,omitempty"`
+}
+
+// GitVerification is Flux's GitRepositoryVerification.
+type GitVerification struct {
+	Mode      string               `json:"mode,omitempty"` // HEAD, Tag, TagAndHEAD
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // GitRepositoryRef selects the commit: Commit wins, then Name (a full

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -168,7 +169,7 @@ func validateDuration(d Duration, p path, errs *FieldErrors) {
 // ---- ServiceTemplate ----
 
 func (o *ServiceTemplate) setDefaults() {
-	if o.Spec.Helm.ChartSpec.SourceRef.Kind == "" {
+	if o.Spec.Mode() == ModeChartSpec && o.Spec.Helm.ChartSpec.SourceRef.Kind == "" {
 		o.Spec.Helm.ChartSpec.SourceRef.Kind = KindHelmRepository
 	}
 }
@@ -178,41 +179,39 @@ func (o *ServiceTemplate) validateSpec() FieldErrors {
 		errs FieldErrors
 		p    path // the object's root
 	)
-	if o.Spec.Generated() {
-		return o.validateSource()
+	sp := p.child("spec")
+	// Exactly one chart or manifest source, as k0rdent's schema says.
+	var set []string
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{
+		{!reflect.ValueOf(o.Spec.Helm.ChartSpec).IsZero(), "helm.chartSpec"},
+		{o.Spec.Helm.ChartRef != nil, "helm.chartRef"},
+		{o.Spec.Helm.ChartSource != nil, "helm.chartSource"},
+		{o.Spec.Kustomize != nil, "kustomize"},
+		{o.Spec.Resources != nil, "resources"},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
 	}
-	if !o.Spec.HasChart() {
-		// chartRef or chartSource only: stored with a warning, not
-		// deployable yet (see Warnings).
+	switch len(set) {
+	case 0:
+		errs.add(sp, "one of helm (chartSpec, chartRef or chartSource), kustomize or resources is required")
+		return errs
+	case 1:
+	default:
+		errs.add(sp, "%s are mutually exclusive", strings.Join(set, " and "))
 		return errs
 	}
-	cp := p.child("spec").child("helm").child("chartSpec")
-	cs := o.Spec.Helm.ChartSpec
-	if cs.Chart == "" {
-		errs.add(cp.child("chart"), "required")
-	} else if msgs := validation.IsDNS1123Subdomain(strings.ReplaceAll(cs.Chart, "_", "-")); len(msgs) > 0 {
-		errs.add(cp.child("chart"), "%q: want lower-case letters, digits, '-', '_' or '.'", cs.Chart)
-	}
-	if cs.Version == "" {
-		errs.add(cp.child("version"), "required")
-	} else if _, err := semver.StrictNewVersion(strings.TrimPrefix(cs.Version, "v")); err != nil {
-		errs.add(cp.child("version"), "%q is not a semantic version (an exact version such as 1.2.3 is required)", cs.Version)
-	}
-	if cs.SourceRef.Kind != KindHelmRepository {
-		errs.add(cp.child("sourceRef").child("kind"), "%q: want HelmRepository", cs.SourceRef.Kind)
-	}
-	validateDuration(cs.Interval, cp.child("interval"), &errs)
-	switch cs.ReconcileStrategy {
-	case "", "ChartVersion", "Revision":
+	switch o.Spec.Mode() {
+	case ModeChartSpec:
+		o.Spec.Helm.ChartSpec.validate(sp.child("helm").child("chartSpec"), false, &errs)
+	case ModeChartRef:
+		validateChartRef(o.Spec.Helm.ChartRef, sp.child("helm").child("chartRef"), &errs)
 	default:
-		errs.add(cp.child("reconcileStrategy"), "%q: want ChartVersion or Revision", cs.ReconcileStrategy)
-	}
-	if cs.SourceRef.Name == "" {
-		errs.add(cp.child("sourceRef").child("name"), "required")
-	} else {
-		for _, msg := range validation.IsDNS1123Subdomain(cs.SourceRef.Name) {
-			errs.add(cp.child("sourceRef").child("name"), "%q: %s", cs.SourceRef.Name, msg)
-		}
+		errs = append(errs, o.validateSource()...)
 	}
 	return errs
 }
@@ -534,26 +533,7 @@ func compactJSON(b json.RawMessage) json.RawMessage {
 	return buf.Bytes()
 }
 
-func (o *ServiceTemplateChain) validateSpec() FieldErrors {
-	var errs FieldErrors
-	p := path("spec").child("supportedTemplates")
-	seen := map[string]bool{}
-	for i, st := range o.Spec.SupportedTemplates {
-		sp := p.index(i)
-		if st.Name == "" {
-			errs.add(sp.child("name"), "required")
-		} else if seen[st.Name] {
-			errs.add(sp.child("name"), "%q is listed twice", st.Name)
-		}
-		seen[st.Name] = true
-		for j, u := range st.AvailableUpgrades {
-			if u.Name == "" {
-				errs.add(sp.child("availableUpgrades").index(j).child("name"), "required")
-			}
-		}
-	}
-	return errs
-}
+func (o *ServiceTemplateChain) validateSpec() FieldErrors { return o.Spec.validate() }
 
 // validateSource checks spec.kustomize or spec.resources: one source,
 // local or remote, as k0rdent's schema says.
@@ -562,13 +542,8 @@ func (o *ServiceTemplate) validateSource() FieldErrors {
 		errs FieldErrors
 		p    path
 	)
-	sp := p.child("spec")
-	if o.Spec.Kustomize != nil && o.Spec.Resources != nil {
-		errs.add(sp, "kustomize and resources are mutually exclusive")
-		return errs
-	}
 	src, field := o.Spec.Source()
-	fp := sp.child(field)
+	fp := p.child("spec").child(field)
 	switch src.DeploymentType {
 	case "", "Local", "Remote":
 	default:
@@ -582,7 +557,11 @@ func (o *ServiceTemplate) validateSource() FieldErrors {
 	case r != nil:
 		rp := fp.child("localSourceRef")
 		switch r.Kind {
-		case KindConfigMap, KindSecret, KindGitRepository, "Bucket", "OCIRepository":
+		case KindConfigMap, KindSecret:
+			if field == "helm.chartSource" {
+				errs.add(rp.child("kind"), "%q: Secret and ConfigMap are not supported as Helm chart sources", r.Kind)
+			}
+		case KindGitRepository, KindBucket, KindOCIRepository:
 		default:
 			errs.add(rp.child("kind"), "%q: want ConfigMap, Secret, GitRepository, Bucket or OCIRepository", r.Kind)
 		}
@@ -591,7 +570,7 @@ func (o *ServiceTemplate) validateSource() FieldErrors {
 		}
 	default:
 		n := 0
-		for _, set := range []bool{rs.Git != nil, len(rs.Bucket) > 0, len(rs.OCI) > 0} {
+		for _, set := range []bool{rs.Git != nil, rs.Bucket != nil, rs.OCI != nil} {
 			if set {
 				n++
 			}
@@ -599,8 +578,15 @@ func (o *ServiceTemplate) validateSource() FieldErrors {
 		if n != 1 {
 			errs.add(fp.child("remoteSourceSpec"), "exactly one of git, bucket or oci is required")
 		}
+		rsp := fp.child("remoteSourceSpec")
 		if rs.Git != nil {
-			rs.Git.validate(fp.child("remoteSourceSpec").child("git"), &errs)
+			rs.Git.validate(rsp.child("git"), &errs)
+		}
+		if rs.Bucket != nil {
+			rs.Bucket.validate(rsp.child("bucket"), &errs)
+		}
+		if rs.OCI != nil {
+			rs.OCI.validate(rsp.child("oci"), &errs)
 		}
 	}
 	if strings.Contains("/"+src.Path+"/", "/../") {
@@ -631,10 +617,24 @@ func (sp *GitRepositorySpec) validate(p path, errs *FieldErrors) {
 	case u.Host == "":
 		errs.add(p.child("url"), "%q has no host", sp.URL)
 	}
-	validateDuration(sp.Interval, p.child("interval"), errs)
+	requireDuration(sp.Interval, p.child("interval"), errs)
 	validateDuration(sp.Timeout, p.child("timeout"), errs)
-	if sp.SecretRef != nil && sp.SecretRef.Name == "" {
-		errs.add(p.child("secretRef").child("name"), "required")
+	validateProvider(sp.Provider, p.child("provider"), errs, "generic", "aws", "azure", "github")
+	validateRefs(p, errs, map[string]*LocalObjectReference{"secretRef": sp.SecretRef, "proxySecretRef": sp.ProxySecretRef})
+	if v := sp.Verify; v != nil {
+		switch v.Mode {
+		case "", "head", "HEAD", "Tag", "TagAndHEAD":
+		default:
+			errs.add(p.child("verify").child("mode"), "%q: want HEAD, Tag or TagAndHEAD", v.Mode)
+		}
+		if v.SecretRef.Name == "" {
+			errs.add(p.child("verify").child("secretRef").child("name"), "required")
+		}
+	}
+	for i, in := range sp.Include {
+		if in.Repository.Name == "" {
+			errs.add(p.child("include").index(i).child("repository").child("name"), "required")
+		}
 	}
 	if r := sp.Ref; r != nil && r.SemVer != "" {
 		if _, err := semver.NewConstraint(r.SemVer); err != nil {

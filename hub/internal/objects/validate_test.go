@@ -36,7 +36,7 @@ func TestValidationErrors(t *testing.T) {
 		{"chart name", st + "      chart: Foo Bar\n      version: 1.0.0\n      sourceRef: {name: r}\n", `spec.helm.chartSpec.chart: "Foo Bar": want lower-case`},
 		{"version required", st + "      chart: a\n      sourceRef: {name: r}\n", "spec.helm.chartSpec.version: required"},
 		{"version semver", st + "      chart: a\n      version: latest\n      sourceRef: {name: r}\n", `spec.helm.chartSpec.version: "latest" is not a semantic version`},
-		{"sourceRef kind", st + "      chart: a\n      version: 1.0.0\n      sourceRef: {kind: GitRepository, name: r}\n", `spec.helm.chartSpec.sourceRef.kind: "GitRepository": want HelmRepository`},
+		{"sourceRef kind", st + "      chart: a\n      version: 1.0.0\n      sourceRef: {kind: OCIRepository, name: r}\n", `spec.helm.chartSpec.sourceRef.kind: "OCIRepository": want HelmRepository, GitRepository or Bucket`},
 		{"sourceRef name", st + "      chart: a\n      version: 1.0.0\n      sourceRef: {kind: HelmRepository}\n", "spec.helm.chartSpec.sourceRef.name: required"},
 		// ClusterDeployment
 		{"template required", "apiVersion: tether.dev/v1alpha1\nkind: ClusterDeployment\nmetadata: {name: c}\nspec: {}\n", "spec.template: required"},

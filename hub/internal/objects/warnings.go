@@ -65,50 +65,22 @@ func helmRepositoryWarnings(o *HelmRepository) []string {
 
 func serviceTemplateWarnings(o *ServiceTemplate) []string {
 	var w warnings
-	cs := o.Spec.Helm.ChartSpec
-	if cs.Interval != "" {
-		w.add("spec.helm.chartSpec.interval", "no effect: the chart is pinned by digest once resolved (the HelmRepository's interval sets how often resolution is retried)")
-	}
-	if cs.ReconcileStrategy == "Revision" {
-		w.add("spec.helm.chartSpec.reconcileStrategy", "Revision has no effect: a chart version is resolved once and pinned by digest")
-	}
-	if len(cs.ValuesFiles) > 0 || cs.IgnoreMissingValuesFiles {
-		w.add("spec.helm.chartSpec.valuesFiles", "not supported yet: give values in the services that use this template")
-	}
-	if len(cs.Verify) > 0 {
-		w.add("spec.helm.chartSpec.verify", "chart signatures are not verified yet; the chart is pinned by its sha256 digest")
-	}
-	if cs.ValuesFile != "" {
-		w.add("spec.helm.chartSpec.valuesFile", "not supported yet: give values in the services that use this template")
-	}
-	if cs.Suspend {
-		w.add("spec.helm.chartSpec.suspend", "no effect: suspend the HelmRepository instead (spec.suspend)")
-	}
-	if len(cs.AccessFrom) > 0 {
-		w.add("spec.helm.chartSpec.accessFrom", "no effect: templates read repositories in their own namespace")
-	}
 	sp := o.Spec
-	notYet := "is not deployable by Tether yet: this template is stored but services that use it are not deployed"
-	for _, f := range []struct {
-		set       bool
-		name      string
-		generated bool // the hub renders it into a chart
-	}{
-		{len(sp.Helm.ChartRef) > 0, "spec.helm.chartRef", false},
-		{len(sp.Helm.ChartSource) > 0, "spec.helm.chartSource", false},
-		{sp.Kustomize != nil, "spec.kustomize", true},
-		{sp.Resources != nil, "spec.resources", true},
-	} {
-		switch {
-		case !f.set:
-		case cs.Chart != "":
-			w.add(f.name, "ignored: spec.helm.chartSpec is what gets deployed")
-		case !f.generated:
-			w.add(f.name, "%s", notYet)
+	ns := o.Metadata.Namespace
+	switch sp.Mode() {
+	case ModeChartSpec:
+		chartSpecWarnings(&w, "spec.helm.chartSpec", &sp.Helm.ChartSpec)
+	case ModeChartRef:
+		ref := sp.Helm.ChartRef
+		if ref.Kind == "ExternalArtifact" {
+			w.add("spec.helm.chartRef.kind", "ExternalArtifact is not supported yet: this template is stored but services that use it are not deployed")
+		}
+		if ref.Namespace != "" && ref.Namespace != ns {
+			w.add("spec.helm.chartRef.namespace", "%q: a template reads its sources in its own namespace (%s): this template is not deployed", ref.Namespace, ns)
 		}
 	}
-	if src, field := sp.Source(); src != nil && cs.Chart == "" {
-		sourceWarnings(&w, "spec."+field, src)
+	if src, field := sp.Source(); src != nil {
+		sourceWarnings(&w, "spec."+field, src, ns)
 	}
 	helmOptionsWarnings(&w, "spec.helmOptions", sp.HelmOptions)
 	if sp.KubernetesConstraint != "" {
@@ -254,26 +226,31 @@ func clusterDeploymentWarnings(o *ClusterDeployment) []string {
 	return w
 }
 
-// sourceWarnings covers a kustomize or resources source, under p.
-func sourceWarnings(w *warnings, p string, src *SourceSpec) {
+// sourceWarnings covers a kustomize, resources or chartSource source,
+// under p, of a template in namespace ns.
+func sourceWarnings(w *warnings, p string, src *SourceSpec, ns string) {
+	notYet := "is not supported as a source yet: this template is stored but services that use it are not deployed"
 	if r := src.LocalSourceRef; r != nil {
 		switch r.Kind {
-		case "Bucket", "OCIRepository":
-			w.add(p+".localSourceRef.kind", "%s is not supported as a source yet: this template is stored but services that use it are not deployed", r.Kind)
+		case KindBucket, KindOCIRepository:
+			w.add(p+".localSourceRef.kind", "%s %s", r.Kind, notYet)
+		}
+		if r.Namespace != "" && r.Namespace != ns && r.Kind != KindConfigMap && r.Kind != KindSecret {
+			w.add(p+".localSourceRef.namespace", "%q: a template reads its sources in its own namespace (%s): this template is not deployed", r.Namespace, ns)
 		}
 	}
 	if rs := src.RemoteSourceSpec; rs != nil {
-		if len(rs.Bucket) > 0 {
-			w.add(p+".remoteSourceSpec.bucket", "is not supported as a source yet: this template is stored but services that use it are not deployed")
+		if rs.Bucket != nil {
+			w.add(p+".remoteSourceSpec.bucket", "%s", notYet)
 		}
-		if len(rs.OCI) > 0 {
-			w.add(p+".remoteSourceSpec.oci", "is not supported as a source yet: this template is stored but services that use it are not deployed")
+		if rs.OCI != nil {
+			w.add(p+".remoteSourceSpec.oci", "%s", notYet)
 		}
 		if rs.Git != nil {
 			gitWarnings(w, p+".remoteSourceSpec.git", rs.Git)
 		}
 	}
-	if src.DeploymentType == "Local" {
+	if src.DeploymentType == "Local" && !strings.HasSuffix(p, "chartSource") {
 		w.add(p+".deploymentType", "Local has no effect: Tether's agents deploy on their own cluster, as Remote does (there is no management-cluster deployment)")
 	}
 }
@@ -291,7 +268,8 @@ func gitWarnings(w *warnings, p string, sp *GitRepositorySpec) {
 		name string
 	}{
 		{sp.Provider != "" && sp.Provider != "generic", "provider"},
-		{len(sp.Verify) > 0, "verify"},
+		{sp.ServiceAccountName != "", "serviceAccountName"},
+		{sp.Verify != nil, "verify"},
 		{sp.ProxySecretRef != nil, "proxySecretRef"},
 		{sp.Ignore != nil, "ignore"},
 		{sp.RecurseSubmodules, "recurseSubmodules"},

@@ -34,6 +34,7 @@ type Repo interface {
 // the resolver generates from manifest sources.
 type Charts interface {
 	Resolve(ctx context.Context, ref charts.RepoRef, name, version string) (charts.Chart, error)
+	PullOCI(ctx context.Context, ref charts.RepoRef, name, tag, digest string) (charts.Chart, error)
 	AddGenerated(ctx context.Context, archive []byte, source string, authed bool) (charts.Chart, error)
 }
 
@@ -63,7 +64,7 @@ type Resolver struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	fetched map[string]gitFetch // by template ns/name: the last git fetch
+	fetched map[string]fetch // by template ns/name: the last git fetch
 }
 
 // New returns a Resolver.
@@ -83,14 +84,15 @@ func New(cfg Config) (*Resolver, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Resolver{cfg: cfg, log: cfg.Logger, fetched: map[string]gitFetch{}}, nil
+	return &Resolver{cfg: cfg, log: cfg.Logger, fetched: map[string]fetch{}}, nil
 }
 
 // ResolveAll resolves every template whose status does not match its spec,
-// and renders every template whose chart the hub generates (spec.kustomize,
-// spec.resources). It returns how many are still unresolved, and when to
-// run again: the shortest spec.interval of their HelmRepositories and
-// GitRepositories, else Config.Retry (0: nothing to run again for).
+// and makes again the chart of every template the hub gets from a source
+// (chartRef, chartSource, a chartSpec of a GitRepository, kustomize,
+// resources). It returns how many are still unresolved, and when to run
+// again: the shortest spec.interval of their sources, else Config.Retry
+// (0: nothing to run again for).
 func (r *Resolver) ResolveAll(ctx context.Context) (pending int, retry time.Duration, err error) {
 	objs, err := r.cfg.Repo.List(ctx, objects.KindServiceTemplate, "")
 	if err != nil {
@@ -193,49 +195,60 @@ func (r *Resolver) repoRef(ctx context.Context, namespace string, src objects.So
 		PassCredentials: sp.PassCredentials, Insecure: sp.Insecure,
 		InsecureSkipTLSVerify: sp.InsecureSkipTLSVerify,
 	}
-	if sr := sp.SecretRef; sr != nil {
-		data, err := r.secretData(ctx, hr.Metadata.Namespace, sr.Name)
+	if err := r.auth(ctx, hr.Metadata.Namespace, key, isOCI(sp), sp.SecretRef, sp.CertSecretRef, &ref); err != nil {
+		return charts.RepoRef{}, interval, err
+	}
+	return ref, interval, nil
+}
+
+// auth fills in ref's credentials from secretRef (username and password,
+// or for an OCI registry a Docker config) and its TLS material from
+// certSecretRef (ca.crt, tls.crt, tls.key): Secrets in namespace ns,
+// named in errors as key's.
+func (r *Resolver) auth(ctx context.Context, ns, key string, oci bool, secretRef, certSecretRef *objects.LocalObjectReference, ref *charts.RepoRef) error {
+	if sr := secretRef; sr != nil {
+		data, err := r.secretData(ctx, ns, sr.Name)
 		if err != nil {
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
+			return fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
 		}
 		_, hasUser := data["username"]
-		if dc, ok := data[DockerConfigKey]; ok && !hasUser && isOCI(sp) {
+		if dc, ok := data[DockerConfigKey]; ok && !hasUser && oci {
 			// Flux also takes a registry's docker config for OCI.
-			host, _, _ := strings.Cut(strings.TrimPrefix(sp.URL, "oci://"), "/")
+			host, _, _ := strings.Cut(strings.TrimPrefix(ref.URL, "oci://"), "/")
 			u, p, err := dockerLogin(dc, host)
 			if err != nil {
-				return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
+				return fmt.Errorf("%s: secretRef %q: %w", key, sr.Name, err)
 			}
 			ref.Credentials = &charts.Credentials{Username: u, Password: p}
 		} else {
 			for _, k := range []string{"username", "password"} {
 				if _, ok := data[k]; !ok {
-					return charts.RepoRef{}, interval, fmt.Errorf("%s: secretRef %q: key %q missing", key, sr.Name, k)
+					return fmt.Errorf("%s: secretRef %q: key %q missing", key, sr.Name, k)
 				}
 			}
 			ref.Credentials = &charts.Credentials{Username: string(data["username"]), Password: string(data["password"])}
 		}
 	}
-	if cr := sp.CertSecretRef; cr != nil {
-		data, err := r.secretData(ctx, hr.Metadata.Namespace, cr.Name)
+	if cr := certSecretRef; cr != nil {
+		data, err := r.secretData(ctx, ns, cr.Name)
 		if err != nil {
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
+			return fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
 		}
 		t := &charts.TLS{CA: data["ca.crt"], Cert: data["tls.crt"], Key: data["tls.key"]}
 		switch {
 		case len(t.CA) == 0 && len(t.Cert) == 0 && len(t.Key) == 0:
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: none of the keys ca.crt, tls.crt, tls.key", key, cr.Name)
+			return fmt.Errorf("%s: certSecretRef %q: none of the keys ca.crt, tls.crt, tls.key", key, cr.Name)
 		case len(t.Cert) > 0 && len(t.Key) == 0:
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.crt needs it)", key, cr.Name, "tls.key")
+			return fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.crt needs it)", key, cr.Name, "tls.key")
 		case len(t.Key) > 0 && len(t.Cert) == 0:
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.key needs it)", key, cr.Name, "tls.crt")
+			return fmt.Errorf("%s: certSecretRef %q: key %q missing (tls.key needs it)", key, cr.Name, "tls.crt")
 		}
 		if _, err := t.Config(); err != nil {
-			return charts.RepoRef{}, interval, fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
+			return fmt.Errorf("%s: certSecretRef %q: %w", key, cr.Name, err)
 		}
 		ref.TLS = t
 	}
-	return ref, interval, nil
+	return nil
 }
 
 func isOCI(sp objects.HelmRepositorySpec) bool {
@@ -265,8 +278,10 @@ func (r *Resolver) Run(ctx context.Context) error {
 		Name:  "template resolver",
 		Store: r.cfg.Watcher,
 		// A Secret may be a repository's secretRef or certSecretRef.
-		// A ConfigMap, Secret or GitRepository may be a template's source.
-		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret, objects.KindConfigMap, objects.KindGitRepository},
+		// A ConfigMap, Secret, GitRepository, OCIRepository or HelmChart
+		// may be a template's source.
+		Kinds: []string{objects.KindServiceTemplate, objects.KindHelmRepository, objects.KindSecret, objects.KindConfigMap,
+			objects.KindGitRepository, objects.KindOCIRepository, objects.KindHelmChart},
 		Reconcile: func(ctx context.Context) (controller.Result, error) {
 			_, again, err := r.ResolveAll(ctx)
 			if err != nil || again == 0 {

@@ -127,6 +127,10 @@ func (f *flakyCharts) AddGenerated(context.Context, []byte, string, bool) (chart
 	return charts.Chart{}, errors.New("flakyCharts: no generated charts")
 }
 
+func (f *flakyCharts) PullOCI(context.Context, charts.RepoRef, string, string, string) (charts.Chart, error) {
+	return charts.Chart{}, errors.New("flakyCharts: no OCI pulls")
+}
+
 func (f *flakyCharts) Resolve(_ context.Context, _ charts.RepoRef, name, version string) (charts.Chart, error) {
 	if f.calls.Add(1) <= f.fails {
 		return charts.Chart{}, errors.New("chart repository unreachable")
