@@ -67,10 +67,17 @@ func TestK0rdentCorpus(t *testing.T) {
 	if err != nil || len(files) < 50 {
 		t.Fatalf("corpus: %d files, %v; want 50 or more", len(files), err)
 	}
+	sources, err := os.ReadFile(filepath.Join("testdata", "k0rdent", "SOURCES.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := DefaultKinds()
 	var all []corpusDoc
 	for _, f := range files {
 		name := filepath.Base(f)
+		if !strings.Contains(string(sources), "| "+name+" |") {
+			t.Errorf("%s: not in SOURCES.md; say where it comes from", name)
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
