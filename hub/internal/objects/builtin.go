@@ -166,8 +166,8 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 		Validate:                   (*ServiceTemplate).validateSpec,
 		References:                 []string{KindHelmRepository},
 		Refs: func(o *ServiceTemplate) []Ref {
-			if o.Spec.Helm.ChartSpec.Chart == "" {
-				return nil // a generated chart: its source is read when it is rendered
+			if o.Spec.Mode() != ModeChartSpec || o.Spec.Helm.ChartSpec.SourceRef.Kind != KindHelmRepository {
+				return nil // a source object (git, OCI, a HelmChart) is read when the chart is made
 			}
 			ref := o.Spec.Helm.ChartSpec.SourceRef
 			return []Ref{{Kind: KindHelmRepository, Name: ref.Name, Field: "spec.helm.chartSpec.sourceRef.name"}}

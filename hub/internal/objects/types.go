@@ -343,15 +343,20 @@ var ErrNoChart = errors.New("no spec.helm (chartSpec, chartRef or chartSource), 
 // HelmRepository (chartSpec), or names nothing (which validation
 // refuses).
 func (s *ServiceTemplateSpec) HasChart() bool {
-	m := s.Mode()
-	return m == ModeChartSpec || m == ""
+	switch s.Mode() {
+	case ModeChartSpec:
+		return s.Helm.ChartSpec.SourceRef.Kind == KindHelmRepository || s.Helm.ChartSpec.SourceRef.Kind == ""
+	case "":
+		return true
+	}
+	return false
 }
 
 // Generated reports whether the hub gets the template's chart from a
-// source object on every pass (chartRef, chartSource, kustomize,
-// resources): it is rendered, packaged or fetched again when the source
-// changes, and status.observedGeneration says which spec it was made
-// for.
+// source object on every pass (chartRef, chartSource, a chartSpec of a
+// GitRepository, kustomize, resources): it is rendered, packaged or
+// fetched again when the source changes, and status.observedGeneration
+// says which spec it was made for.
 func (s *ServiceTemplateSpec) Generated() bool {
 	return !s.HasChart()
 }

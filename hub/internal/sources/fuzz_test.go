@@ -60,3 +60,30 @@ func FuzzKustomize(f *testing.F) {
 		}, ".")
 	})
 }
+
+// FuzzPackageChart: any Chart.yaml, .helmignore and template either is
+// refused with a sentinel or packages into an archive Helm loads, with
+// the same name and version, the same bytes every time.
+func FuzzPackageChart(f *testing.F) {
+	f.Add([]byte("apiVersion: v2\nname: web\nversion: 1.0.0\n"), []byte("*.md\n"), []byte("kind: ConfigMap"))
+	f.Add([]byte("apiVersion: v2\nname: web\nversion: 1.0.0\ndependencies: [{name: db, version: 1.0.0}]\n"), []byte(""), []byte(""))
+	f.Add([]byte("name: x\n"), []byte("[\n"), []byte("{{"))
+	f.Add([]byte("apiVersion: v2\nname: ../x\nversion: 1\n"), []byte("templates/\n"), []byte("x"))
+	f.Fuzz(func(t *testing.T, chartYAML, helmignore, tmpl []byte) {
+		files := map[string][]byte{"Chart.yaml": chartYAML, ".helmignore": helmignore, "templates/a.yaml": tmpl, "README.md": []byte("r")}
+		a, err := PackageChart(files)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidChart) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("PackageChart error without a sentinel: %v", err)
+			}
+			return
+		}
+		b, err := PackageChart(files)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("packaging again gave another archive (%v)", err)
+		}
+		if _, err := loader.LoadArchive(bytes.NewReader(a)); err != nil {
+			t.Fatalf("packaged archive does not load: %v", err)
+		}
+	})
+}

@@ -42,6 +42,8 @@ type world struct {
 	cs   *charts.Store
 	r    *templates.Resolver
 	logs *syncBuffer
+	st   *boltstore.Store
+	log  *slog.Logger
 }
 
 func newWorld(t *testing.T) *world {
@@ -66,7 +68,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &world{repo: repo, cs: cs, r: r, logs: logs}
+	return &world{repo: repo, cs: cs, r: r, logs: logs, st: st, log: log}
 }
 
 func (w *world) apply(t *testing.T, manifests string) {
