@@ -322,11 +322,21 @@ func (s *server) services(ctx context.Context, only string) ([]Service, error) {
 	return out, nil
 }
 
-// withStatus sets the warnings in o's status and, for a kind that deploys
+// withStatus sets the warnings in o's status, the status the repository
+// derives, and, for a kind that deploys
 // services (ClusterDeployment, MultiClusterService), fills status.services
 // from the agents' reports, and its Ready condition.
 func (s *server) withStatus(ctx context.Context, o objects.Object) error {
 	s.cfg.Kinds.WithWarnings(o)
+	// Status the hub derives from other objects (an AccessManagement's
+	// distribution).
+	if d, ok := s.cfg.Objects.(interface {
+		DeriveStatus(context.Context, objects.Object) error
+	}); ok {
+		if err := d.DeriveStatus(ctx, o); err != nil {
+			return err
+		}
+	}
 	h := o.GetHeader()
 	k := s.cfg.Kinds.KindOf(o)
 	if k == nil {

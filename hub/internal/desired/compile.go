@@ -32,6 +32,10 @@ type Inputs struct {
 	ServiceTemplates     []*objects.ServiceTemplate
 	ConfigMaps           []*objects.ConfigMap
 	Secrets              []*objects.Secret
+	// AccessManagements and ServiceTemplateChains decide which templates
+	// of the system namespaces a namespace's services see (objects.Access).
+	AccessManagements     []*objects.AccessManagement
+	ServiceTemplateChains []*objects.ServiceTemplateChain
 	// Previous is the last compiled services per cluster. A service that
 	// cannot be compiled now (template not ready, values error, missing
 	// ConfigMap) keeps its previous entry rather than being deleted, so a
@@ -155,6 +159,7 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 		secrets:   map[string]*objects.Secret{},
 
 		systemNamespaces: in.SystemNamespaces,
+		access:           objects.NewAccess(in.AccessManagements, in.ServiceTemplateChains, in.SystemNamespaces),
 	}
 	for _, t := range in.ServiceTemplates {
 		c.templates[nsName(t.Metadata.Namespace, t.Metadata.Name)] = t
@@ -213,12 +218,23 @@ type compiler struct {
 	templates map[string]*objects.ServiceTemplate
 	// systemNamespaces: see Inputs.SystemNamespaces.
 	systemNamespaces []string
+	access           *objects.Access
 	cms              map[string]*objects.ConfigMap
 	secrets          map[string]*objects.Secret
 	problems         []Problem
 }
 
 func nsName(ns, name string) string { return ns + "/" + name }
+
+// inSystem reports whether a system namespace has a template named name.
+func (c *compiler) inSystem(name string) bool {
+	for _, sys := range c.systemNamespaces {
+		if c.templates[nsName(sys, name)] != nil {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *objects.LabelSelector) *source {
 	ns := h.Metadata.Namespace
@@ -249,15 +265,19 @@ func (c *compiler) prepare(h *objects.Header, spec *objects.ServiceSpec, sel *ob
 		fail := func(code, format string, args ...any) {
 			p.problem = &Problem{Source: s.ref, Service: p.key, Code: code, Reason: fmt.Sprintf(format, args...)}
 		}
-		t := c.templates[nsName(ns, svc.Template)]
-		for _, sys := range c.systemNamespaces {
-			if t != nil {
-				break
-			}
-			t = c.templates[nsName(sys, svc.Template)]
+		var t *objects.ServiceTemplate
+		at, found := c.access.Resolve(objects.KindServiceTemplate, ns, svc.Template,
+			func(n string) bool { return c.templates[nsName(n, svc.Template)] != nil },
+			func(n string) map[string]string { return c.templates[nsName(n, svc.Template)].Metadata.Labels })
+		if found {
+			t = c.templates[nsName(at, svc.Template)]
 		}
 		if t == nil {
-			fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s not found", ns, svc.Template)
+			if why := c.access.NotVisible(objects.KindServiceTemplate, ns, svc.Template); why != "" && c.inSystem(svc.Template) {
+				fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s not found: %s", ns, svc.Template, why)
+			} else {
+				fail(ProblemTemplateNotReady, "ServiceTemplate %s/%s not found", ns, svc.Template)
+			}
 			s.services = append(s.services, p)
 			continue
 		}

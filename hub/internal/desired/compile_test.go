@@ -391,6 +391,42 @@ func TestCompileSystemNamespaceTemplates(t *testing.T) {
 	}
 }
 
+// TestCompileHonoursAccessManagement: in a namespace an AccessManagement
+// rule manages, a service gets a system template only when the rule
+// distributes it (through a ServiceTemplateChain); elsewhere the system
+// templates serve as before.
+func TestCompileHonoursAccessManagement(t *testing.T) {
+	inNS := func(name, namespace, digest string) *objects.ServiceTemplate {
+		x := tmpl(name, true)
+		x.Metadata.Namespace = namespace
+		x.Status.ChartDigest = digest
+		return x
+	}
+	chain := &objects.ServiceTemplateChain{Header: objects.Header{Kind: objects.KindServiceTemplateChain, Metadata: objects.Metadata{Name: "web-chain", Namespace: "kcm-system"}},
+		Spec: objects.TemplateChainSpec{SupportedTemplates: []objects.SupportedTemplate{{Name: "nginx"}}}}
+	am := &objects.AccessManagement{Header: objects.Header{Kind: objects.KindAccessManagement, Metadata: objects.Metadata{Name: "kcm"}},
+		Spec: objects.AccessManagementSpec{AccessRules: []objects.AccessRule{{TargetNamespaces: &objects.ResourceSelector{List: []string{ns}}, ServiceTemplateChains: []string{"web-chain"}}}}}
+	other := cd("edge-2", 1, 100, svc("db", "postgres"))
+	other.Metadata.Namespace = "prod"
+	out, problems := Compile(Inputs{
+		Clusters:              []Cluster{{Name: "edge-1"}, {Name: "edge-2"}},
+		ServiceTemplates:      []*objects.ServiceTemplate{inNS("nginx", "kcm-system", "sha256:nginx"), inNS("postgres", "kcm-system", "sha256:pg")},
+		ClusterDeployments:    []*objects.ClusterDeployment{cd("edge-1", 1, 100, svc("web", "nginx"), svc("db", "postgres")), other},
+		AccessManagements:     []*objects.AccessManagement{am},
+		ServiceTemplateChains: []*objects.ServiceTemplateChain{chain},
+		SystemNamespaces:      objects.DefaultSystemNamespaces(),
+	})
+	if svcs := out["edge-1"].Services; len(svcs) != 1 || svcs[0].ChartDigest != "sha256:nginx" {
+		t.Errorf("edge-1 services %+v; want only the distributed nginx", svcs)
+	}
+	if svcs := out["edge-2"].Services; len(svcs) != 1 || svcs[0].ChartDigest != "sha256:pg" {
+		t.Errorf("edge-2 (unmanaged namespace prod) services %+v; want postgres from kcm-system", svcs)
+	}
+	if len(problems) != 1 || problems[0].Code != ProblemTemplateNotReady || !strings.Contains(problems[0].Reason, "ServiceTemplate postgres is not distributed to it (its ServiceTemplateChains: web-chain)") {
+		t.Errorf("problems %+v; want postgres not distributed to %s", problems, ns)
+	}
+}
+
 func TestCompileSveltosClusterValues(t *testing.T) {
 	s := svc("web", "nginx")
 	s.Values = `name: {{ .Cluster.metadata.name }}

@@ -297,6 +297,10 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 					snap.in.ConfigMaps = append(snap.in.ConfigMaps, o)
 				case *objects.Secret:
 					snap.in.Secrets = append(snap.in.Secrets, o)
+				case *objects.AccessManagement:
+					snap.in.AccessManagements = append(snap.in.AccessManagements, o)
+				case *objects.ServiceTemplateChain:
+					snap.in.ServiceTemplateChains = append(snap.in.ServiceTemplateChains, o)
 				}
 			}
 		}

@@ -379,23 +379,9 @@ func serviceTemplateChainKind() KindDef[*ServiceTemplateChain] {
 			AgeColumn[*ServiceTemplateChain](),
 			{Header: "UPGRADES", Wide: true, Value: chainUpgrades},
 		},
-	}
-}
-
-func accessManagementKind() KindDef[*AccessManagement] {
-	return KindDef[*AccessManagement]{
-		Kind: KindAccessManagement, New: func() *AccessManagement { return &AccessManagement{} },
-		APIVersion: APIVersion, Accepts: k0rdentGroups,
-		Plural: "accessmanagements", Short: []string{"am"},
-		ClusterScoped: true,
-		Spec:          func(o *AccessManagement) any { return &o.Spec },
-		Warnings: func(*AccessManagement) []string {
-			return []string{"spec.accessRules: stored; not applied yet: templates in the system namespaces already serve every namespace"}
-		},
-		Columns: []Column[*AccessManagement]{
-			{Header: "RULES", Value: func(o *AccessManagement) string { return fmt.Sprint(len(o.Spec.AccessRules)) }},
-			AgeColumn[*AccessManagement](),
-		},
+		// A chain an AccessManagement distributes decides which system
+		// templates a managed namespace sees.
+		CompileInput: true,
 	}
 }
 
@@ -408,4 +394,23 @@ func chainUpgrades(o *ServiceTemplateChain) string {
 		}
 	}
 	return orNone(strings.Join(parts, ", "))
+}
+
+func accessManagementKind() KindDef[*AccessManagement] {
+	return KindDef[*AccessManagement]{
+		Kind: KindAccessManagement, New: func() *AccessManagement { return &AccessManagement{} },
+		APIVersion: APIVersion, Accepts: k0rdentGroups,
+		Plural: "accessmanagements", Short: []string{"am"},
+		ClusterScoped: true,
+		Spec:          func(o *AccessManagement) any { return &o.Spec },
+		Status:        func(o *AccessManagement) any { return &o.Status },
+		Validate:      (*AccessManagement).validateSpec,
+		Warnings:      accessManagementWarnings,
+		Columns: []Column[*AccessManagement]{
+			{Header: "RULES", Value: func(o *AccessManagement) string { return fmt.Sprint(len(o.Spec.AccessRules)) }},
+			AgeColumn[*AccessManagement](),
+		},
+		// It decides which system templates a namespace's services see.
+		CompileInput: true,
+	}
 }

@@ -19,7 +19,7 @@ import (
 //     the new one among its availableUpgrades.
 //
 // Services without a templateChain are not checked, as in k0rdent.
-func (r *Repo) checkChains(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
+func (r *Repo) checkChains(v *view, o Object) FieldErrors {
 	k := r.cfg.Kinds.Get(o.GetHeader().Kind)
 	ck := r.cfg.Kinds.Get(KindServiceTemplateChain)
 	if k == nil || k.serviceSpec == nil || ck == nil {
@@ -35,7 +35,7 @@ func (r *Repo) checkChains(tx store.Tx, o Object, batch map[string]Object) Field
 			continue
 		}
 		field := fmt.Sprintf("spec.serviceSpec.services[%d]", i)
-		chain, err := r.chain(tx, batch, ck, h.Metadata.Namespace, svc.TemplateChain)
+		chain, err := r.chain(v, ck, h.Metadata.Namespace, svc.TemplateChain)
 		if err != nil {
 			errs.Add(field+".templateChain", "%v", err)
 			continue
@@ -48,7 +48,7 @@ func (r *Repo) checkChains(tx store.Tx, o Object, batch map[string]Object) Field
 		}
 		if !oldLoaded {
 			oldLoaded = true
-			if old, err = r.storedServices(tx, k, h); err != nil {
+			if old, err = r.storedServices(v.tx, k, h); err != nil {
 				errs.Add(field+".templateChain", "%v", err)
 				continue
 			}
@@ -66,22 +66,18 @@ func (r *Repo) checkChains(tx store.Tx, o Object, batch map[string]Object) Field
 }
 
 // chain returns the ServiceTemplateChain name an object in namespace ns
-// uses: from the batch, else the store.
-func (r *Repo) chain(tx store.Tx, batch map[string]Object, ck *Kind, ns, name string) (*ServiceTemplateChain, error) {
-	at, ok := r.resolve(tx, batch, ck, ns, name)
-	if !ok {
-		return nil, fmt.Errorf("ServiceTemplateChain %s not found in namespace %s or the system namespaces (%s)", name, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
+// uses, as the view sees it.
+func (r *Repo) chain(v *view, ck *Kind, ns, name string) (*ServiceTemplateChain, error) {
+	at, ok, err := r.resolve(v, ck, ns, name)
+	if err != nil {
+		return nil, err
 	}
-	key := (&Header{Kind: ck.name, Metadata: Metadata{Namespace: at, Name: name}}).Key()
-	o, ok := batch[key]
 	if !ok {
-		so, err := tx.Get(ck.name, at, name)
-		if err != nil {
-			return nil, fmt.Errorf("read ServiceTemplateChain %s/%s: %w", at, name, err)
-		}
-		if o, err = r.cfg.Kinds.FromStored(ck.name, so.Value, so.ResourceVersion, so.CreateRevision); err != nil {
-			return nil, fmt.Errorf("read ServiceTemplateChain %s/%s: %w", at, name, err)
-		}
+		return nil, errors.New(r.notFound(v, ck, ns, name))
+	}
+	o := v.get(ck.name, at, name)
+	if o == nil {
+		return nil, fmt.Errorf("read ServiceTemplateChain %s/%s: %w", at, name, ErrNotFound)
 	}
 	c, ok := o.(*ServiceTemplateChain)
 	if !ok {

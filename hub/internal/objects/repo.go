@@ -163,10 +163,14 @@ func (r *Repo) ApplyWith(ctx context.Context, objs []Object, opts ApplyOptions) 
 	results := make([]Result, len(batch))
 	err := r.cfg.Store.Txn(ctx, func(tx store.Tx) error {
 		var errs []error
+		v := r.view(tx, index)
 		for _, o := range batch {
-			fe := r.checkRefs(tx, o, index)
+			fe, err := r.checkRefs(v, o)
+			if err != nil {
+				return err
+			}
 			if len(fe) == 0 {
-				fe = r.checkChains(tx, o, index)
+				fe = r.checkChains(v, o)
 			}
 			if len(fe) > 0 {
 				h := o.GetHeader()
@@ -186,6 +190,9 @@ func (r *Repo) ApplyWith(ctx context.Context, objs []Object, opts ApplyOptions) 
 			if res.Action != Unchanged {
 				written = append(written, i)
 			}
+		}
+		if err := r.checkAccessChange(tx, batch); err != nil {
+			return err
 		}
 		for _, i := range written {
 			if !opts.DryRun {
@@ -260,12 +267,12 @@ func (r *Repo) applyOne(tx store.Tx, o Object) (Result, error) {
 	return res, nil
 }
 
-// checkRefs checks that the objects o names exist in the batch or store.
-func (r *Repo) checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldErrors {
+// checkRefs checks that the objects o names exist in the view.
+func (r *Repo) checkRefs(v *view, o Object) (FieldErrors, error) {
 	var errs FieldErrors
 	k := r.cfg.Kinds.Get(o.GetHeader().Kind)
 	if k.refs == nil {
-		return nil
+		return nil, nil
 	}
 	ns := o.GetHeader().Metadata.Namespace
 	for _, ref := range k.refs(o) {
@@ -275,50 +282,64 @@ func (r *Repo) checkRefs(tx store.Tx, o Object, batch map[string]Object) FieldEr
 			errs.Add(ref.Field, "%s is not a kind %s may reference", ref.Kind, k.name)
 		case slices.Contains(rk.builtin, ref.Name):
 		case rk.clusterScoped:
-			if !existsIn(tx, batch, rk.name, "", ref.Name) {
+			if !v.exists(rk.name, "", ref.Name) {
 				errs.Add(ref.Field, "%s %s not found", rk.name, ref.Name)
 			}
 		case rk.shared:
-			if _, ok := r.resolve(tx, batch, rk, ns, ref.Name); !ok {
-				errs.Add(ref.Field, "%s %s not found in namespace %s or the system namespaces (%s)", rk.name, ref.Name, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
+			_, ok, err := r.resolve(v, rk, ns, ref.Name)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				errs.Add(ref.Field, "%s", r.notFound(v, rk, ns, ref.Name))
 			}
 		default:
-			if !existsIn(tx, batch, rk.name, ns, ref.Name) {
+			if !v.exists(rk.name, ns, ref.Name) {
 				errs.Add(ref.Field, "%s %s/%s not found", rk.name, ns, ref.Name)
 			}
 		}
 	}
-	return errs
+	return errs, nil
+}
+
+// notFound says why a kind shared from the system namespaces is not
+// found from namespace ns.
+func (r *Repo) notFound(v *view, k *Kind, ns, name string) string {
+	if acc, err := v.accessOf(); err == nil {
+		for _, sys := range r.cfg.SystemNamespaces {
+			if v.exists(k.name, sys, name) {
+				if why := acc.NotVisible(k.name, ns, name); why != "" {
+					return why
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s %s not found in namespace %s or the system namespaces (%s)", k.name, name, ns, strings.Join(r.cfg.SystemNamespaces, ", "))
 }
 
 // resolve returns the namespace whose object of kind k named name an
 // object in namespace ns refers to: its own; for kinds shared from the
-// system namespaces, else the first system namespace that has one (in the
-// batch or the store); none for cluster-scoped kinds.
-func (r *Repo) resolve(tx store.Tx, batch map[string]Object, k *Kind, ns, name string) (string, bool) {
+// system namespaces, else the first system namespace that has one, as
+// far as AccessManagement lets ns see it (Access.Resolve); none for
+// cluster-scoped kinds.
+func (r *Repo) resolve(v *view, k *Kind, ns, name string) (string, bool, error) {
 	if k.clusterScoped {
-		return "", existsIn(tx, batch, k.name, "", name)
-	}
-	if existsIn(tx, batch, k.name, ns, name) {
-		return ns, true
+		return "", v.exists(k.name, "", name), nil
 	}
 	if !k.shared {
-		return "", false
+		return ns, v.exists(k.name, ns, name), nil
 	}
-	for _, sys := range r.cfg.SystemNamespaces {
-		if existsIn(tx, batch, k.name, sys, name) {
-			return sys, true
+	acc, err := v.accessOf()
+	if err != nil {
+		return "", false, err
+	}
+	at, ok := acc.Resolve(k.name, ns, name, func(n string) bool { return v.exists(k.name, n, name) }, func(n string) map[string]string {
+		if o := v.get(k.name, n, name); o != nil {
+			return o.GetHeader().Metadata.Labels
 		}
-	}
-	return "", false
-}
-
-func existsIn(tx store.Tx, batch map[string]Object, kind, ns, name string) bool {
-	if _, ok := batch[(&Header{Kind: kind, Metadata: Metadata{Namespace: ns, Name: name}}).Key()]; ok {
-		return true
-	}
-	_, err := tx.Get(kind, ns, name)
-	return err == nil
+		return nil
+	})
+	return at, ok, nil
 }
 
 // Get returns one object; namespace "" means "default" (and is ignored
@@ -387,7 +408,21 @@ func (r *Repo) Delete(ctx context.Context, kind, namespace, name string) error {
 		if len(users) > 0 {
 			return fmt.Errorf("delete %s %s/%s: %w by %s", kind, namespace, name, ErrInUse, strings.Join(users, ", "))
 		}
-		return tx.Delete(kind, namespace, name, 0)
+		if err := tx.Delete(kind, namespace, name, 0); err != nil {
+			return err
+		}
+		if kind == KindServiceTemplateChain && slices.Contains(r.cfg.SystemNamespaces, namespace) {
+			// Templates an AccessManagement rule distributes through the
+			// chain are no longer seen where only the chain brought them.
+			hidden, err := r.brokenUsers(tx)
+			if err != nil {
+				return fmt.Errorf("delete %s %s/%s: %w", kind, namespace, name, err)
+			}
+			if len(hidden) > 0 {
+				return fmt.Errorf("delete %s %s/%s: %w (AccessManagement distributes its templates) by %s", kind, namespace, name, ErrInUse, strings.Join(hidden, "; "))
+			}
+		}
+		return nil
 	})
 }
 
@@ -402,6 +437,7 @@ func (r *Repo) usersOf(tx store.Tx, k *Kind, namespace, name string) ([]string, 
 		scope = ""
 	}
 	var users []string
+	v := r.view(tx, nil)
 	for _, uk := range r.cfg.Kinds.kinds {
 		if uk.refs == nil || !slices.Contains(uk.references, k.name) {
 			continue
@@ -421,7 +457,11 @@ func (r *Repo) usersOf(tx store.Tx, k *Kind, namespace, name string) ([]string, 
 					continue
 				}
 				if !resolved {
-					if used, _ := r.resolve(tx, nil, k, o.GetHeader().Metadata.Namespace, name); used != namespace {
+					used, _, err := r.resolve(v, k, o.GetHeader().Metadata.Namespace, name)
+					if err != nil {
+						return nil, err
+					}
+					if used != namespace {
 						break // resolves to another namespace's object
 					}
 					resolved = true

@@ -815,7 +815,8 @@ func deepCopy(o Object) (Object, error) {
 // KindServiceTemplateChain and KindAccessManagement are k0rdent's kinds
 // for template upgrade paths and for distributing templates to
 // namespaces. A service's templateChain is enforced on apply (see
-// Repo.Apply); AccessManagement is stored (see Warnings).
+// Repo.Apply); AccessManagement decides which system templates a
+// namespace sees (access.go).
 const (
 	KindServiceTemplateChain = "ServiceTemplateChain"
 	KindAccessManagement     = "AccessManagement"
@@ -842,30 +843,6 @@ type SupportedTemplate struct {
 type AvailableUpgrade struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
-}
-
-// AccessManagement is k0rdent's (cluster-scoped) rule set that copies
-// templates, chains and credentials into namespaces.
-type AccessManagement struct {
-	Header `json:",inline"`
-	Spec   AccessManagementSpec `json:"spec"`
-}
-
-// AccessManagementSpec is k0rdent's AccessManagementSpec.
-type AccessManagementSpec struct {
-	AccessRules []AccessRule `json:"accessRules,omitempty"`
-}
-
-// AccessRule selects objects and the namespaces they go to.
-type AccessRule struct {
-	TargetNamespaces       json.RawMessage `json:"targetNamespaces,omitempty"`
-	Resources              json.RawMessage `json:"resources,omitempty"`
-	ClusterTemplateChains  []string        `json:"clusterTemplateChains,omitempty"`
-	ServiceTemplateChains  []string        `json:"serviceTemplateChains,omitempty"`
-	Credentials            []string        `json:"credentials,omitempty"`
-	ClusterAuthentications []string        `json:"clusterAuthentications,omitempty"`
-	DataSources            []string        `json:"dataSources,omitempty"`
-	ClusterAuditPolicies   []string        `json:"clusterAuditPolicies,omitempty"`
 }
 
 // ---- GitRepository (Flux source) ----
