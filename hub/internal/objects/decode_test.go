@@ -234,6 +234,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\n"))
 	f.Add([]byte("kind: Foo\n---\n---\n[1, 2]\n"))
 	f.Add([]byte("apiVersion: tether.dev/v1alpha1\nkind: ClusterDeployment\nmetadata: {name: c}\nspec: {template: adopted, serviceSpec: {services: [{template: t, name: a, values: '{{ range .Cluster.Labels }}x{{ end }}'}]}}\n"))
+	f.Add([]byte("apiVersion: source.toolkit.fluxcd.io/v1beta2\nkind: OCIRepository\nmetadata: {name: o}\nspec: {url: \"oci://h/p/c\", interval: 1m, ref: {semver: \">=1\"}, layerSelector: {operation: copy}}\nstatus: {x: 1}\n"))
+	f.Add([]byte("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: h}\nspec: {chart: ./c, interval: 1m, sourceRef: {kind: GitRepository, name: g}, verify: {provider: cosign}}\n"))
+	f.Add([]byte("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplate\nmetadata: {name: t}\nspec: {helm: {chartSource: {path: c, remoteSourceSpec: {oci: {url: \"oci://h/p\", interval: 1m}}}}}\n"))
+	f.Add([]byte("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: AccessManagement\nmetadata: {name: kcm}\nspec: {accessRules: [{targetNamespaces: {stringSelector: \"a in (b), !c\"}, resources: [{kind: ServiceTemplate, selector: {matchExpressions: [{key: k, operator: Exists}]}}]}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		objs, err := Decode(data, "fuzz")
 		if err != nil {
@@ -241,4 +245,30 @@ func FuzzDecode(f *testing.F) {
 		}
 		checkRoundTrip(t, objs)
 	})
+}
+
+// TestStatusInInputIsDropped: a manifest copied from `kubectl get -o
+// yaml` (k0rdent's status, which Tether's types do not have) decodes, as
+// Kubernetes drops a status on create; only the hub writes status.
+// ConfigMaps and Secrets have no status: there it is an unknown field.
+func TestStatusInInputIsDropped(t *testing.T) {
+	objs, err := Decode([]byte(`apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
+metadata: {name: kyverno-3-2-6, namespace: kcm-system}
+spec: {helm: {chartSpec: {chart: kyverno, version: 3.2.6, sourceRef: {name: r}}}}
+status:
+  chartRef: {kind: HelmChart, name: kyverno-3-2-6}
+  valid: true
+  chartDigest: sha256:forged
+`), "st.yaml")
+	if err != nil {
+		t.Fatalf("a manifest with k0rdent's status: %v", err)
+	}
+	if st := objs[0].(*ServiceTemplate).Status; st.ChartDigest != "" || st.Valid {
+		t.Errorf("status from input kept: %+v", st)
+	}
+	_, err = Decode([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nstatus: {}\n"), "cm.yaml")
+	if err == nil || !strings.Contains(err.Error(), "status: unknown field") {
+		t.Errorf("a ConfigMap with status: %v", err)
+	}
 }
