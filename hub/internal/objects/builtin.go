@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/url"
@@ -174,8 +175,8 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 		},
 		Warnings: serviceTemplateWarnings,
 		Columns: []Column[*ServiceTemplate]{
-			{Header: "CHART", Value: func(o *ServiceTemplate) string { return o.Spec.Helm.ChartSpec.Chart }},
-			{Header: "VERSION", Value: func(o *ServiceTemplate) string { return o.Spec.Helm.ChartSpec.Version }},
+			{Header: "CHART", Value: func(o *ServiceTemplate) string { return cmp.Or(o.Spec.Helm.ChartSpec.Chart, o.Status.ChartName) }},
+			{Header: "VERSION", Value: func(o *ServiceTemplate) string { return cmp.Or(o.Spec.Helm.ChartSpec.Version, o.Status.ChartVersion) }},
 			{Header: "VALID", Value: func(o *ServiceTemplate) string { ok, _ := o.Ready(); return fmt.Sprint(ok) }},
 			AgeColumn[*ServiceTemplate](),
 			{Header: "DIGEST", Wide: true, Value: func(o *ServiceTemplate) string { return orNone(o.Status.ChartDigest) }},

@@ -1,9 +1,13 @@
-// Package templates resolves each ServiceTemplate's chart: it fetches the
-// chart from the template's HelmRepository (an index.yaml repository or
-// an OCI registry, with the credentials of its secretRef and the CA and
-// client certificate of its certSecretRef) or finds a pushed one, into
-// the hub's chart store once, and records the digest in the template's
-// status, which the desired-state compiler reads. Failures are recorded
+// Package templates resolves each ServiceTemplate's chart into the hub's
+// chart store and records its digest in the template's status, which the
+// desired-state compiler reads: a chartSpec's chart from its
+// HelmRepository (an index.yaml repository or an OCI registry, with the
+// credentials of its secretRef and the CA and client certificate of its
+// certSecretRef) or a pushed one, fetched once; and, made again whenever
+// their source moves (at most once per its interval), the chart of a
+// chartRef (a Flux OCIRepository or HelmChart), the chart directory of a
+// GitRepository (chartSpec, chartSource), and the charts the hub
+// generates from kustomize and resources templates. Failures are recorded
 // in the status message (never with a secret) and retried.
 package templates
 
