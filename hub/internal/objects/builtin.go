@@ -32,8 +32,10 @@ var k0rdentInternalKinds = map[string]string{
 
 // DefaultKinds returns a new registry of every kind Tether serves:
 // HelmRepository, ServiceTemplate, ClusterDeployment, MultiClusterService,
-// ConfigMap and Secret, and the refusal of k0rdent's internal kinds. The
-// caller may register more kinds in it.
+// ConfigMap, Secret, ServiceTemplateChain, AccessManagement, Flux's
+// GitRepository, OCIRepository, HelmChart and Bucket, k0rdent's
+// provisioning kinds (stored with a warning), and the refusal of
+// k0rdent's internal kinds. The caller may register more kinds in it.
 func DefaultKinds() *Registry {
 	r := NewRegistry()
 	MustRegister(r, helmRepositoryKind())

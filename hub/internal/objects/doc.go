@@ -1,7 +1,8 @@
 // Package objects defines Tether's declarative API objects (HelmRepository,
-// ServiceTemplate, ClusterDeployment, MultiClusterService, and hub-side
-// ConfigMap and Secret), decodes them from YAML or JSON, defaults and
-// validates them, and stores them in the hub store (Repo).
+// ServiceTemplate, ClusterDeployment, MultiClusterService, hub-side
+// ConfigMap and Secret, and the k0rdent and Flux kinds their manifests
+// use), decodes them from YAML or JSON, defaults and validates them, and
+// stores them in the hub store (Repo).
 //
 // # Representation
 //
@@ -19,7 +20,8 @@
 // apiVersions, defaulting, validation, references, status, warnings,
 // console columns and names, describe sections and redaction. Decode,
 // Repo, the console API and the CLI read everything kind-specific from the
-// Registry they are given; DefaultKinds has the six built-in kinds. See
+// Registry they are given; DefaultKinds has the built-in kinds (Tether's,
+// k0rdent's and Flux's, and the refusal of k0rdent's internal kinds). See
 // docs/design/kinds.md.
 //
 // # Decoding
