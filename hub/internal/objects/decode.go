@@ -325,9 +325,11 @@ func (r *Registry) decodeItem(m map[string]any) (Object, *ObjectError) {
 	if md, ok := m["metadata"].(map[string]any); ok {
 		name, _ := md["name"].(string)
 		ns, _ := md["namespace"].(string)
-		if k != nil {
+		_, refused := r.refused[kind]
+		switch {
+		case k != nil:
 			ns = k.namespaceFor(ns)
-		} else if ns == "" {
+		case ns == "" && !refused: // a refused kind may be cluster-scoped in k0rdent
 			ns = DefaultNamespace
 		}
 		if name != "" {
