@@ -335,3 +335,40 @@ func newWorldWith(t *testing.T, clock *fakeClock) *world {
 	w.r = r
 	return w
 }
+
+// TestChartRefOCIRepositoryOverTLS: an OCIRepository's certSecretRef
+// (ca.crt, tls.crt, tls.key) and a username/password secretRef reach a
+// registry with a private CA that wants client certificates.
+func TestChartRefOCIRepositoryOverTLS(t *testing.T) {
+	const user, pass = "robot", "tls-pass-0193"
+	reg := ociregistry.Start(t, ociregistry.Config{Username: user, Password: pass, TLS: true, ClientCerts: true})
+	archive := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
+	reg.PushChart(t, archive, "charts")
+	w := newWorld(t)
+	w.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: apps}
+stringData: {username: %s, password: %s}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls, namespace: apps}
+data: {ca.crt: %s, tls.crt: %s, tls.key: %s}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata: {name: podinfo, namespace: apps}
+spec: {url: %s, interval: 5m, ref: {tag: 6.14.1}, secretRef: {name: creds}, certSecretRef: {name: tls}}
+---
+apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
+metadata: {name: podinfo, namespace: apps}
+spec: {helm: {chartRef: {kind: OCIRepository, name: podinfo}}}
+`, user, pass, b64(reg.CAPEM), b64(reg.ClientCertPEM), b64(reg.ClientKeyPEM), reg.URL("charts/podinfo")))
+	if pending, _, err := w.r.ResolveAll(context.Background()); err != nil || pending != 0 {
+		t.Fatalf("ResolveAll = %d pending, %v; status %+v", pending, err, w.template(t, "apps", "podinfo").Status)
+	}
+	if st := w.template(t, "apps", "podinfo"); st.Status.ChartDigest != charts.Digest(archive) {
+		t.Errorf("status %+v; want the pushed chart", st.Status)
+	}
+}
