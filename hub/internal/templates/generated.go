@@ -309,8 +309,10 @@ func (r *Resolver) chartOfSource(ctx context.Context, st *objects.ServiceTemplat
 	return charts.Chart{}, "", 0, fmt.Errorf("%s: sourceRef %s %w", what, src.Kind, errUnsupportedSource)
 }
 
+// isSemver reports whether an OCI tag is a chart version as Helm pushes
+// it (1.2.3, no "v").
 func isSemver(v string) bool {
-	_, err := semver.StrictNewVersion(strings.TrimPrefix(v, "v"))
+	_, err := semver.StrictNewVersion(v)
 	return err == nil
 }
 
