@@ -64,7 +64,7 @@ func PackageChart(files map[string][]byte) ([]byte, error) {
 		return nil, err
 	}
 	if err := ch.Validate(); err != nil {
-		return nil, fmt.Errorf("Chart.yaml: %v: %w", err, ErrInvalidChart)
+		return nil, fmt.Errorf("chart metadata: %v: %w", err, ErrInvalidChart)
 	}
 	have := map[string]bool{}
 	for _, d := range ch.Dependencies() {
