@@ -20,7 +20,10 @@ var sentinels = []struct {
 	{workerv1.ErrorKind_ERROR_KIND_CANCELED, context.DeadlineExceeded},
 }
 
-// errorToProto encodes an operation's error; nil stays nil.
+// ErrorToProto encodes an operation's error for the other side; nil
+// stays nil.
+func ErrorToProto(err error) *workerv1.Error { return errorToProto(err) }
+
 func errorToProto(err error) *workerv1.Error {
 	if err == nil {
 		return nil

@@ -136,4 +136,3 @@ func (r RemoteRecords) ReleaseRecords() ([]cache.ReleaseRecord, error) {
 	}
 	return out, nil
 }
-
