@@ -1,0 +1,76 @@
+package observe
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
+)
+
+// Object is one object of a release manifest.
+type Object struct {
+	GVK       schema.GroupVersionKind
+	Namespace string // as written; may be empty for namespaced kinds
+	Name      string
+	Content   map[string]any
+}
+
+// Ref names the object in messages: "Deployment ns/name" or "ClusterRole
+// name".
+func (o Object) Ref(namespace string) string {
+	if namespace == "" {
+		return o.GVK.Kind + " " + o.Name
+	}
+	return o.GVK.Kind + " " + namespace + "/" + o.Name
+}
+
+// docSeparator splits a YAML stream the way Helm's releaseutil does, so
+// documents are numbered as Helm numbers them.
+var docSeparator = regexp.MustCompile(`(?:^|\s*\n)---\s*`)
+
+// ParseManifest splits a stored release manifest into objects, in Helm's
+// install order (the order of the documents). A List is expanded into
+// its items.
+func ParseManifest(manifest string) ([]Object, error) {
+	var out []Object
+	n := 0
+	for _, doc := range docSeparator.Split(strings.TrimSpace(manifest), -1) {
+		if doc == "" {
+			continue
+		}
+		k := fmt.Sprintf("manifest-%d", n)
+		n++
+		doc = strings.TrimSpace(doc)
+		if doc == "" {
+			continue
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			return nil, fmt.Errorf("manifest document %s: %w", k, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := unstructured.Unstructured{Object: m}
+		if strings.HasSuffix(u.GetKind(), "List") && u.Object["items"] != nil {
+			items, _ := u.Object["items"].([]any)
+			for i, it := range items {
+				im, ok := it.(map[string]any)
+				if !ok {
+					return nil, fmt.Errorf("manifest document %s: items[%d] is not an object", k, i)
+				}
+				iu := unstructured.Unstructured{Object: im}
+				out = append(out, Object{GVK: iu.GroupVersionKind(), Namespace: iu.GetNamespace(), Name: iu.GetName(), Content: im})
+			}
+			continue
+		}
+		if u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("manifest document %s: kind and metadata.name are required", k)
+		}
+		out = append(out, Object{GVK: u.GroupVersionKind(), Namespace: u.GetNamespace(), Name: u.GetName(), Content: m})
+	}
+	return out, nil
+}
