@@ -24,9 +24,10 @@ include e2e/e2e.mk
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/tether and bin/tether-agent
+build: ## Build bin/tether, bin/tether-agent and its Helm worker bin/tether-agent-helm
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether ./hub/cmd/tether
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether-agent ./agent/cmd/tether-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether-agent-helm ./agent/cmd/tether-agent-helm
 
 test: e2e-bins ## Run every test with -race, real components included (builds e2e binaries once, cached)
 	TETHER_E2E_BIN_DIR=$(CURDIR)/e2e/.bin $(GO) test $(TEST_FLAGS) $(TEST_PKGS)

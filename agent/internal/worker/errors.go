@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	workerv1 "github.com/tetherfleet/tether/protocol/worker/v1"
 )
 
@@ -14,6 +15,11 @@ var sentinels = []struct {
 	kind workerv1.ErrorKind
 	err  error
 }{
+	{workerv1.ErrorKind_ERROR_KIND_FOREIGN_RELEASE, engine.ErrForeignRelease},
+	{workerv1.ErrorKind_ERROR_KIND_INVALID_RELEASE, engine.ErrInvalidRelease},
+	{workerv1.ErrorKind_ERROR_KIND_NOT_READY, engine.ErrNotReady},
+	{workerv1.ErrorKind_ERROR_KIND_RELEASE_NOT_FOUND, engine.ErrReleaseNotFound},
+	{workerv1.ErrorKind_ERROR_KIND_UNKNOWN, engine.ErrUnknown},
 	{workerv1.ErrorKind_ERROR_KIND_NOT_FOUND, cache.ErrNotFound},
 	{workerv1.ErrorKind_ERROR_KIND_INVALID_RECORD, cache.ErrInvalid},
 	{workerv1.ErrorKind_ERROR_KIND_CANCELED, context.Canceled},

@@ -42,11 +42,11 @@ type ErrorKind int32
 
 const (
 	ErrorKind_ERROR_KIND_UNSPECIFIED ErrorKind = 0
-	// apply.ErrForeignRelease: a stored revision the agent did not write.
+	// engine.ErrForeignRelease: a stored revision the agent did not write.
 	ErrorKind_ERROR_KIND_FOREIGN_RELEASE ErrorKind = 1
-	// apply.ErrInvalidRelease: the release itself is wrong (name, chart, values).
+	// engine.ErrInvalidRelease: the release itself is wrong (name, chart, values).
 	ErrorKind_ERROR_KIND_INVALID_RELEASE ErrorKind = 2
-	// apply.ErrNotReady.
+	// engine.ErrNotReady.
 	ErrorKind_ERROR_KIND_NOT_READY ErrorKind = 3
 	// cache.ErrNotFound (Records) or the release does not exist (Engine).
 	ErrorKind_ERROR_KIND_NOT_FOUND ErrorKind = 4
@@ -54,6 +54,10 @@ const (
 	ErrorKind_ERROR_KIND_CANCELED ErrorKind = 5
 	// cache.ErrInvalid: a record the agent's cache refuses to store.
 	ErrorKind_ERROR_KIND_INVALID_RECORD ErrorKind = 6
+	// engine.ErrReleaseNotFound: no release of that name in that namespace.
+	ErrorKind_ERROR_KIND_RELEASE_NOT_FOUND ErrorKind = 7
+	// engine.ErrUnknown: the record cannot tell.
+	ErrorKind_ERROR_KIND_UNKNOWN ErrorKind = 8
 )
 
 // Enum value maps for ErrorKind.
@@ -66,15 +70,19 @@ var (
 		4: "ERROR_KIND_NOT_FOUND",
 		5: "ERROR_KIND_CANCELED",
 		6: "ERROR_KIND_INVALID_RECORD",
+		7: "ERROR_KIND_RELEASE_NOT_FOUND",
+		8: "ERROR_KIND_UNKNOWN",
 	}
 	ErrorKind_value = map[string]int32{
-		"ERROR_KIND_UNSPECIFIED":     0,
-		"ERROR_KIND_FOREIGN_RELEASE": 1,
-		"ERROR_KIND_INVALID_RELEASE": 2,
-		"ERROR_KIND_NOT_READY":       3,
-		"ERROR_KIND_NOT_FOUND":       4,
-		"ERROR_KIND_CANCELED":        5,
-		"ERROR_KIND_INVALID_RECORD":  6,
+		"ERROR_KIND_UNSPECIFIED":       0,
+		"ERROR_KIND_FOREIGN_RELEASE":   1,
+		"ERROR_KIND_INVALID_RELEASE":   2,
+		"ERROR_KIND_NOT_READY":         3,
+		"ERROR_KIND_NOT_FOUND":         4,
+		"ERROR_KIND_CANCELED":          5,
+		"ERROR_KIND_INVALID_RECORD":    6,
+		"ERROR_KIND_RELEASE_NOT_FOUND": 7,
+		"ERROR_KIND_UNKNOWN":           8,
 	}
 )
 
@@ -1465,7 +1473,7 @@ const file_protocol_worker_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"RecordList\x122\n" +
 	"\arecords\x18\x01 \x03(\v2\x18.tether.worker.v1.RecordR\arecords\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.tether.worker.v1.ErrorR\x05error*\xd3\x01\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.tether.worker.v1.ErrorR\x05error*\x8d\x02\n" +
 	"\tErrorKind\x12\x1a\n" +
 	"\x16ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_KIND_FOREIGN_RELEASE\x10\x01\x12\x1e\n" +
@@ -1473,7 +1481,9 @@ const file_protocol_worker_v1_worker_proto_rawDesc = "" +
 	"\x14ERROR_KIND_NOT_READY\x10\x03\x12\x18\n" +
 	"\x14ERROR_KIND_NOT_FOUND\x10\x04\x12\x17\n" +
 	"\x13ERROR_KIND_CANCELED\x10\x05\x12\x1d\n" +
-	"\x19ERROR_KIND_INVALID_RECORD\x10\x062\x9b\x05\n" +
+	"\x19ERROR_KIND_INVALID_RECORD\x10\x06\x12 \n" +
+	"\x1cERROR_KIND_RELEASE_NOT_FOUND\x10\a\x12\x16\n" +
+	"\x12ERROR_KIND_UNKNOWN\x10\b2\x9b\x05\n" +
 	"\x06Engine\x12H\n" +
 	"\x05Hello\x12\x1e.tether.worker.v1.HelloRequest\x1a\x1f.tether.worker.v1.HelloResponse\x12H\n" +
 	"\x05Apply\x12\x1e.tether.worker.v1.ApplyRequest\x1a\x1f.tether.worker.v1.ApplyResponse\x12F\n" +
