@@ -58,8 +58,8 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 		diff -u /tmp/tether-go.mod.bak go.mod || true; cp /tmp/tether-go.mod.bak go.mod; cp /tmp/tether-go.sum.bak go.sum; \
 		echo "go.mod/go.sum not tidy: run 'go mod tidy'"; exit 1; fi
 
-deps-check: ## Fail if the agent binary depends on hub code, CAPI or the Prometheus TSDB
-	$(GO) test -run TestAgentDependencies ./agent/
+deps-check: ## Fail if the agent binary depends on hub code, CAPI, the Prometheus TSDB or Helm's SDK
+	$(GO) test -run 'TestAgentDependencies|TestLongRunningAgentLinksNoHelm' ./agent/
 
 bench: ## Run the benchmarks recorded in docs/BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./protocol/... ./hub/... ./agent/...
