@@ -189,6 +189,11 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 			return Result{}, fmt.Errorf("mark interrupted revision %d failed: %w", last.Version, err)
 		}
 	}
+	if last.Info.Status == release.StatusFailed {
+		if err := e.restoreDeployed(hc, p, last); err != nil {
+			return Result{}, err
+		}
+	}
 	up := action.NewUpgrade(hc)
 	up.Namespace = p.key.namespace
 	up.MaxHistory = e.cfg.MaxHistory
@@ -205,6 +210,37 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 		return Result{}, fmt.Errorf("upgrade: %w", err)
 	}
 	return resultOf(act, rel), nil
+}
+
+// restoreDeployed rolls a failed release back to its last deployed
+// revision before it is upgraded. Helm computes an upgrade as a three-way
+// merge from the last *deployed* revision, so whatever a failed revision
+// applied and the deployed one does not set (a nodeSelector, a sidecar)
+// would otherwise stay on the live objects through every later upgrade,
+// unseen by drift checks (they compare the fields the manifest sets). A
+// rollback merges from the failed revision, so it removes them; this is
+// what an atomic upgrade does on failure, done here also when the agent
+// (or its Helm worker) died before it could. Without a deployed revision
+// (a failed install) there is nothing to restore.
+func (e *Engine) restoreDeployed(hc *action.Configuration, p prepared, failed *release.Release) error {
+	dep, err := hc.Releases.Deployed(p.key.name)
+	if errors.Is(err, driver.ErrNoDeployedReleases) || errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find the last deployed revision of failed release %s: %w", p.key, err)
+	}
+	e.log.Info("restoring the last deployed revision before upgrading a failed release", "release", p.key.String(),
+		"failed_revision", failed.Version, "deployed_revision", dep.Version)
+	rb := action.NewRollback(hc)
+	rb.Version = dep.Version
+	rb.MaxHistory = e.cfg.MaxHistory
+	rb.Timeout = cmp.Or(p.opts.Timeout, e.cfg.Timeout)
+	rb.DisableHooks = p.opts.DisableHooks
+	if err := rb.Run(p.key.name); err != nil {
+		return fmt.Errorf("restore revision %d of %s before upgrading its failed revision %d: %w", dep.Version, p.key, failed.Version, err)
+	}
+	return nil
 }
 
 func (e *Engine) install(ctx context.Context, hc *action.Configuration, p prepared, replace, force bool) (Result, error) {

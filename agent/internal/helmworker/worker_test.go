@@ -98,7 +98,12 @@ func (r *rig) waitHealthy(t *testing.T, name, ns string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return h.Ready, h.Message
+		rec, _ := r.db.ReleaseRecord(ns, name)
+		var revs []string
+		for _, v := range rec.Revisions {
+			revs = append(revs, fmt.Sprintf("%d:%s:%s", v.Revision, v.Status, v.Hash))
+		}
+		return h.Ready, fmt.Sprintf("%q; recorded revisions %v", h.Message, revs)
 	})
 }
 
