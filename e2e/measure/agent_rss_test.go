@@ -107,7 +107,12 @@ func agentRSS(b *testing.B) {
 		b.Logf("hub VmRSS: %.1f MiB idle, %.1f MiB with %d services", mib(hubIdle), mib(n), serviceCount)
 	}
 
-	// Link only: another agent that manages no cluster.
+	logLines(b, agent.Log, "helm worker", "apply failed", "release applied")
+
+	// Link only: another agent that manages no cluster. The first one
+	// stops first, so that the binary's pages it maps can be dropped and
+	// the new agent is charged for those it touches.
+	agent.Stop(b)
 	const linkName = "edge-rss-link"
 	lcg, lrun := agentCgroup(b, bins, "link")
 	link := bins.Start(b, "agent-link", nil, lrun, "run", "--data-dir", b.TempDir(),
@@ -115,6 +120,27 @@ func agentRSS(b *testing.B) {
 	waitConnected(b, bins, hub, linkName)
 	report(b, "linkonly", sampleFor(link.PID(), lcg, settle), lcg)
 	logStatus(b, "link only", link.PID())
+}
+
+// logLines logs the lines of the agent's log that contain one of keys.
+func logLines(b *testing.B, path string, keys ...string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Logf("agent log: %v", err)
+		return
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		for _, k := range keys {
+			if strings.Contains(line, k) {
+				n++
+				if n <= 60 {
+					b.Logf("agent log: %s", strings.TrimSpace(line))
+				}
+				break
+			}
+		}
+	}
 }
 
 func waitConnected(b *testing.B, bins *e2etest.Bins, hub *e2etest.Hub, name string) {
