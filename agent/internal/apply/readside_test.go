@@ -2,6 +2,8 @@ package apply_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -151,4 +153,38 @@ func TestReadSideAgreesWithHelm(t *testing.T) {
 			t.Errorf("reader List after Uninstall = %+v, %v", list, err)
 		}
 	})
+}
+
+// TestBlockScalarIsNotDrift: a ConfigMap whose last field is a YAML block
+// scalar (data: {config.yaml: |...}) as charts often write it is not
+// drift right after Apply. Helm stores each document as "...\n---", and
+// splitting the stored manifest the way Helm's releaseutil does loses the
+// block's final newline, which the object Helm applied has: Drift
+// reported every such ConfigMap changed and Repair could never fix it, so
+// the reconciler upgraded the release on every pass.
+func TestBlockScalarIsNotDrift(t *testing.T) {
+	c := testCluster(t)
+	e := newEngine(t, c)
+	dir := t.TempDir()
+	files := map[string]string{
+		"Chart.yaml": "apiVersion: v2\nname: blocks\nversion: 0.1.0\n",
+		"templates/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  config.yaml: |\n    level: info\n    port: 9898\n",
+		"templates/other.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  script.sh: |\n    #!/bin/sh\n    echo ---\n    exit 0\n\n",
+	}
+	for p, s := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ns = "block-scalars"
+	mustApply(t, e, apply.Release{Name: "blocks", Namespace: ns, Chart: e2etest.PackageChart(t, dir)}, apply.ActionInstalled)
+	cm, err := c.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), "settings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live config.yaml = %q", cm.Data["config.yaml"])
+	mustNotDrift(t, e, "blocks", ns)
 }

@@ -294,6 +294,8 @@ metadata:
 data:
   k: v
   empty: ""
+  run.sh: |
+    echo ---
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -324,7 +326,8 @@ spec:
 `
 
 // TestDrift: the live objects of a manifest just applied do not drift
-// (server defaults and quantities normalised by the server included); a
+// (server defaults, quantities normalised by the server and a block
+// scalar that ends a document included); a
 // changed field, a deleted namespaced object, a deleted cluster-scoped
 // object and a kind with no API are drift, each with its reason.
 func TestDrift(t *testing.T) {
