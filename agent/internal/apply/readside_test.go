@@ -167,7 +167,7 @@ func TestBlockScalarIsNotDrift(t *testing.T) {
 	e := newEngine(t, c)
 	dir := t.TempDir()
 	files := map[string]string{
-		"Chart.yaml": "apiVersion: v2\nname: blocks\nversion: 0.1.0\n",
+		"Chart.yaml":            "apiVersion: v2\nname: blocks\nversion: 0.1.0\n",
 		"templates/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  config.yaml: |\n    level: info\n    port: 9898\n",
 		"templates/other.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  script.sh: |\n    #!/bin/sh\n    echo ---\n    exit 0\n\n",
 	}
