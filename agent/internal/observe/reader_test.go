@@ -66,8 +66,9 @@ func record(t *testing.T, ns, name string, rev int, status, hash string) cache.R
 // TestReaderAnswersFromTheRecord: the reader says Unchanged only when the
 // record's newest revision is deployed with the wanted hash and Helm's
 // Secret of it exists and does not contradict it; an old record without
-// the read-side fields, a deleted or relabelled Secret, or a release the
-// agent has no record of make it say "not known" (ask Helm) or "not
+// the read-side fields, a deleted or relabelled Secret, a Secret claiming
+// a newer revision, or a release the agent has no record of make it say
+// "not known" (ask Helm) or "not
 // found", never "unchanged"; List, Get, Health and Drift answer from the
 // recorded status and manifest.
 func TestReaderAnswersFromTheRecord(t *testing.T) {
@@ -190,6 +191,21 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		}
 	})
 
+	t.Run("a newer revision planted beside it is not unchanged", func(t *testing.T) {
+		save(record(t, ns, "overtaken", 1, "deployed", hash))
+		helmSecret(t, c, ns, "overtaken", 1, "deployed")
+		if _, ok := unchanged(t, "overtaken", hash); !ok {
+			t.Fatal("Unchanged before the plant: false")
+		}
+		helmSecret(t, c, ns, "overtaken", 2, "deployed") // Helm would read it as the current revision
+		if _, ok := unchanged(t, "overtaken", hash); ok {
+			t.Error("Unchanged with a Secret claiming a newer revision: true")
+		}
+		if _, err := r.Get(ctx, "overtaken", ns); !errors.Is(err, engine.ErrUnknown) || !strings.Contains(err.Error(), "claims revision 2") {
+			t.Errorf("Get: %v, want ErrUnknown naming the newer revision", err)
+		}
+	})
+
 	t.Run("a failed release is not unchanged, not healthy and drifted", func(t *testing.T) {
 		rec := record(t, ns, "failing", 2, "failed", hash)
 		rec.Revisions[1].Description = "Upgrade \"failing\" failed: timed out"
@@ -245,7 +261,7 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		for _, ri := range list {
 			got = append(got, ri.Namespace+"/"+ri.Name+"="+ri.Status+"@"+strconv.Itoa(ri.Revision))
 		}
-		want := []string{"reader/failing=failed@2", "reader/gone=deployed@3", "reader/old=unknown@1", "reader/relabelled=deployed@1",
+		want := []string{"reader/failing=failed@2", "reader/gone=deployed@3", "reader/old=unknown@1", "reader/overtaken=deployed@1", "reader/relabelled=deployed@1",
 			"reader/unconfirmed=unknown@2", "reader/web=deployed@2"}
 		if !slices.Equal(got, want) {
 			t.Errorf("List = %q, want %q", got, want)
