@@ -68,9 +68,8 @@ func record(t *testing.T, ns, name string, rev int, status, hash string) cache.R
 // Secret of it exists and does not contradict it; an old record without
 // the read-side fields, a deleted or relabelled Secret, a Secret claiming
 // a newer revision, or a release the agent has no record of make it say
-// "not known" (ask Helm) or "not
-// found", never "unchanged"; List, Get, Health and Drift answer from the
-// recorded status and manifest.
+// "not known" (ask Helm) or "not found", never "unchanged"; List, Get,
+// Health and Drift answer from the recorded status and manifest.
 func TestReaderAnswersFromTheRecord(t *testing.T) {
 	c := testCluster(t)
 	o, _ := newObserver(t, c)
