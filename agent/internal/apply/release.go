@@ -328,9 +328,9 @@ func (e *Engine) List(ctx context.Context) ([]ReleaseInfo, error) {
 		case err == nil:
 			out = append(out, infoOf(r))
 		case errors.Is(err, ErrReleaseNotFound):
-			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "missing"})
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: engine.StatusMissing})
 		case errors.Is(err, ErrForeignRelease):
-			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "unverified", Description: err.Error()})
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: engine.StatusUnverified, Description: err.Error()})
 		default:
 			return nil, fmt.Errorf("list releases: %w", err)
 		}

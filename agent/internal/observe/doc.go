@@ -41,10 +41,12 @@
 // a release is the agent's or up to date: release Secrets and their labels
 // can be written by any tenant of the namespace. It only uses the cluster
 // to decline: [Reader.Unchanged] is true only when the record's newest
-// revision is deployed with the wanted hash and Helm's Secret of that
+// revision is deployed with the wanted hash, Helm's Secret of that
 // revision (sh.helm.release.v1.NAME.vREV) still exists with labels that do
-// not contradict the record; a Secret that is gone or disagrees sends the
-// question to the Helm engine, which verifies every revision it reads.
+// not contradict the record, and no Secret of the release claims a newer
+// revision (one metadata-only LIST); a Secret that is gone, disagrees or
+// was planted sends the question to the Helm engine, which verifies every
+// revision it reads.
 // A record written before these fields existed, or a revision whose
 // write was not confirmed, has no status: the Reader says
 // engine.ErrUnknown (Unchanged says false) and the caller asks Helm.

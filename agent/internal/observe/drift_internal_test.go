@@ -88,17 +88,3 @@ func TestCompareObject(t *testing.T) {
 		})
 	}
 }
-
-func FuzzParseManifest(f *testing.F) {
-	f.Add("---\n# Source: a/templates/x.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
-	f.Add("kind: List\nitems:\n- kind: Secret\n  metadata: {name: s}\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		objs, err := ParseManifest(s)
-		if err != nil {
-			return
-		}
-		for _, o := range objs {
-			_ = o.Ref("ns")
-		}
-	})
-}

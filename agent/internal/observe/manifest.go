@@ -1,12 +1,16 @@
 package observe
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
-	"regexp"
+	"io"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -27,28 +31,34 @@ func (o Object) Ref(namespace string) string {
 	return o.GVK.Kind + " " + namespace + "/" + o.Name
 }
 
-// docSeparator splits a YAML stream the way Helm's releaseutil does, so
-// documents are numbered as Helm numbers them.
-var docSeparator = regexp.MustCompile(`(?:^|\s*\n)---\s*`)
-
 // ParseManifest splits a stored release manifest into objects, in Helm's
 // install order (the order of the documents). A List is expanded into
 // its items.
+//
+// Documents are split as Helm's kube client splits the manifest it
+// applies (apimachinery's YAML reader: a "---" line ends a document), not
+// as Helm's releaseutil.SplitManifests does: that one also eats the line
+// break before each "---", so a block scalar ending a document ("data:
+// {config.yaml: |...}") would lose the final newline the applied object
+// has, and look drifted forever.
 func ParseManifest(manifest string) ([]Object, error) {
 	var out []Object
-	n := 0
-	for _, doc := range docSeparator.Split(strings.TrimSpace(manifest), -1) {
-		if doc == "" {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(manifest)))
+	for n := 0; ; {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("manifest document manifest-%d: %w", n, err)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
 			continue
 		}
 		k := fmt.Sprintf("manifest-%d", n)
 		n++
-		doc = strings.TrimSpace(doc)
-		if doc == "" {
-			continue
-		}
 		var m map[string]any
-		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+		if err := yaml.Unmarshal(raw, &m); err != nil {
 			return nil, fmt.Errorf("manifest document %s: %w", k, err)
 		}
 		if len(m) == 0 {

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/engine"
@@ -102,28 +102,42 @@ func manifestOf(name, namespace string, rv cache.ReleaseRevision) (string, error
 	return m, nil
 }
 
-// stored checks that Helm's Secret of revision rv still exists and that
-// its labels do not contradict the record (a metadata-only GET). The
-// labels prove nothing: one that disagrees only sends the question to
-// Helm. The error wraps engine.ErrUnknown when the Secret is gone or
-// disagrees.
+// stored checks, with one metadata-only LIST of the release's Helm
+// Secrets (labels owner=helm, name=NAME, as Helm's own read selects
+// them), that the Secret of revision rv still exists with labels that do
+// not contradict the record, and that no Secret claims a newer revision
+// (one the agent did not write: Helm would read it as the release's
+// current state, and refuse it). The labels prove nothing: one that
+// disagrees only sends the question to Helm. The error wraps
+// engine.ErrUnknown when the Secrets disagree with the record.
 func (r *Reader) stored(ctx context.Context, name, namespace string, rv cache.ReleaseRevision) error {
-	sn := SecretName(name, rv.Revision)
-	m, err := r.obs.metadata.Resource(secretsResource).Namespace(namespace).Get(ctx, sn, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("release %s/%s: %w: Secret %s of revision %d is gone", namespace, name, engine.ErrUnknown, sn, rv.Revision)
-	}
+	sel := labels.Set{"owner": "helm", "name": name}.String()
+	list, err := r.obs.metadata.Resource(secretsResource).Namespace(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
-		return fmt.Errorf("release %s/%s: get Secret %s: %w", namespace, name, sn, err)
+		return fmt.Errorf("release %s/%s: list its Helm Secrets: %w", namespace, name, err)
 	}
-	l := m.GetLabels()
-	for k, want := range map[string]string{"name": name, "version": strconv.Itoa(rv.Revision), "status": rv.Status} {
-		if got, ok := l[k]; ok && got != want {
-			return fmt.Errorf("release %s/%s: %w: Secret %s has label %s=%q, the record says %q", namespace, name, engine.ErrUnknown, sn, k, got, want)
+	sn := SecretName(name, rv.Revision)
+	found := false
+	for _, m := range list.Items {
+		l := m.GetLabels()
+		if v, err := strconv.Atoi(l["version"]); err == nil && v > rv.Revision {
+			return fmt.Errorf("release %s/%s: %w: Secret %s claims revision %d, newer than the %d this agent wrote", namespace, name, engine.ErrUnknown, m.GetName(), v, rv.Revision)
+		}
+		if m.GetName() != sn {
+			continue
+		}
+		found = true
+		for k, want := range map[string]string{"version": strconv.Itoa(rv.Revision), "status": rv.Status} {
+			if got := l[k]; got != want {
+				return fmt.Errorf("release %s/%s: %w: Secret %s has label %s=%q, the record says %q", namespace, name, engine.ErrUnknown, sn, k, got, want)
+			}
+		}
+		if m.GetDeletionTimestamp() != nil {
+			return fmt.Errorf("release %s/%s: %w: Secret %s is being deleted", namespace, name, engine.ErrUnknown, sn)
 		}
 	}
-	if m.GetDeletionTimestamp() != nil {
-		return fmt.Errorf("release %s/%s: %w: Secret %s is being deleted", namespace, name, engine.ErrUnknown, sn)
+	if !found {
+		return fmt.Errorf("release %s/%s: %w: Secret %s of revision %d is gone", namespace, name, engine.ErrUnknown, sn, rv.Revision)
 	}
 	return nil
 }
@@ -135,8 +149,8 @@ func infoOf(name, namespace string, rv cache.ReleaseRevision) engine.ReleaseInfo
 
 // Unchanged reports whether the release is deployed with hash (the
 // desired Release.Hash, before HashLabel): its newest recorded revision
-// has status deployed and that hash, and Helm's Secret of that revision
-// still exists. Then the Result is what Apply returns for a release it
+// has status deployed and that hash, Helm's Secret of that revision
+// still exists, and no Secret claims a newer revision. Then the Result is what Apply returns for a release it
 // leaves alone (ActionUnchanged). false with a nil error means "not known
 // to be unchanged": let the Helm engine decide (also for an empty hash,
 // an old record, or a missing Secret).
