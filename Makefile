@@ -24,9 +24,10 @@ include e2e/e2e.mk
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/tether and bin/tether-agent
+build: ## Build bin/tether, bin/tether-agent and its Helm worker bin/tether-agent-helm
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether ./hub/cmd/tether
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether-agent ./agent/cmd/tether-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/tether-agent-helm ./agent/cmd/tether-agent-helm
 
 test: e2e-bins ## Run every test with -race, real components included (builds e2e binaries once, cached)
 	TETHER_E2E_BIN_DIR=$(CURDIR)/e2e/.bin $(GO) test $(TEST_FLAGS) $(TEST_PKGS)
@@ -57,8 +58,8 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 		diff -u /tmp/tether-go.mod.bak go.mod || true; cp /tmp/tether-go.mod.bak go.mod; cp /tmp/tether-go.sum.bak go.sum; \
 		echo "go.mod/go.sum not tidy: run 'go mod tidy'"; exit 1; fi
 
-deps-check: ## Fail if the agent binary depends on hub code, CAPI or the Prometheus TSDB
-	$(GO) test -run TestAgentDependencies ./agent/
+deps-check: ## Fail if the agent binary depends on hub code, CAPI, the Prometheus TSDB or Helm's SDK
+	$(GO) test -run 'TestAgentDependencies|TestLongRunningAgentLinksNoHelm' ./agent/
 
 bench: ## Run the benchmarks recorded in docs/BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./protocol/... ./hub/... ./agent/...

@@ -30,7 +30,7 @@ type Bins struct {
 	Dir string
 }
 
-// Build compiles tether and tether-agent into a new temporary directory,
+// Build compiles tether, tether-agent and tether-agent-helm into a new temporary directory,
 // with the race detector when race is set (tests) and without it when
 // measuring (its runtime multiplies memory); Remove the directory after
 // use.
@@ -42,6 +42,8 @@ func Build(race bool) (*Bins, error) {
 	for name, pkg := range map[string]string{
 		"tether":       "github.com/tetherfleet/tether/hub/cmd/tether",
 		"tether-agent": "github.com/tetherfleet/tether/agent/cmd/tether-agent",
+		// The agent finds its Helm worker next to itself.
+		"tether-agent-helm": "github.com/tetherfleet/tether/agent/cmd/tether-agent-helm",
 	} {
 		args := []string{"build", "-o", filepath.Join(dir, name), pkg}
 		if race {

@@ -10,6 +10,7 @@ package measure
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,18 +50,14 @@ func agentRSS(b *testing.B) {
 	hub := bins.StartHub(b)
 	kube := cluster.Start(b, cluster.Options{Name: "measure", NodeCount: 2})
 	const name = "edge-rss"
-	agent := bins.Start(b, "agent", nil, "tether-agent", "run", "--data-dir", b.TempDir(),
+	cg, run := agentCgroup(b, bins, "cluster")
+	agent := bins.Start(b, "agent", nil, run, "run", "--data-dir", b.TempDir(),
 		"--hub", hub.AgentAddr, "--token", hub.Token(b, name), "--kubeconfig", kube.KubeconfigPath)
 	bins.MustRun(b, hub.Env, "tether", "label", "cluster", name, "tier=edge")
-	e2etest.Eventually(b, "agent connected", 2*time.Minute, func() (bool, string) {
-		var cl struct{ State string }
-		bins.JSON(b, hub.Env, &cl, "tether", "get", "cluster", name, "-o", "json")
-		return cl.State == "Connected", cl.State
-	})
+	waitConnected(b, bins, hub, name)
 
-	last, peak := sampleRSS(b, agent.PID(), settle)
-	b.ReportMetric(mib(last), "MiB-idle")
-	b.ReportMetric(mib(peak), "MiB-idle-peak")
+	idle := sampleFor(agent.PID(), cg, settle)
+	report(b, "idle", idle, cg)
 	logStatus(b, "idle", agent.PID())
 	hubIdle, _ := cluster.VmRSS(hub.Proc.PID())
 
@@ -73,11 +70,9 @@ func agentRSS(b *testing.B) {
 		b.Fatalf("tether apply: exit %d: %s%s", code, out, errOut)
 	}
 	start := time.Now()
-	loadPeak := int64(0)
+	var applying window
 	e2etest.Eventually(b, fmt.Sprintf("%d services Deployed", serviceCount), 10*time.Minute, func() (bool, string) {
-		if n, err := cluster.VmRSS(agent.PID()); err == nil {
-			loadPeak = max(loadPeak, n)
-		}
+		applying = append(applying, read(agent.PID(), cg))
 		var rows []struct{ Cluster, Namespace, Name, State, Message string }
 		bins.JSON(b, hub.Env, &rows, "tether", "get", "services", "-o", "json")
 		deployed := 0
@@ -89,15 +84,102 @@ func agentRSS(b *testing.B) {
 		return deployed == serviceCount, fmt.Sprintf("%d/%d Deployed: %+v", deployed, serviceCount, rows)
 	})
 	b.ReportMetric(time.Since(start).Seconds(), "s-to-all-Deployed")
-	b.ReportMetric(mib(loadPeak), "MiB-applying-peak")
+	_, _, peak := applying.stats(func(s sample) int64 { return s.tree })
+	b.ReportMetric(mib(peak), "MiB-applying-peak")
 
-	last, peak = sampleRSS(b, agent.PID(), settle)
-	b.ReportMetric(mib(last), "MiB-20svc")
-	b.ReportMetric(mib(peak), "MiB-20svc-peak")
+	// Steady: the worker stops once it has been idle (20 s by default);
+	// from then on only the agent runs.
+	stopWait := time.Now()
+	e2etest.Eventually(b, "the helm worker to stop once idle", 3*time.Minute, func() (bool, string) {
+		n := len(tree(agent.PID()))
+		return n == 1, fmt.Sprintf("%d processes", n)
+	})
+	b.Logf("helm worker stopped %.1f s after all were Deployed", time.Since(stopWait).Seconds()+0)
+	steady := sampleFor(agent.PID(), cg, 2*settle)
+	report(b, "20svc", steady, cg)
+	b.ReportMetric(100*steady.withWorker(), "pct-samples-with-worker")
+	if cg != nil {
+		b.ReportMetric(mib(cg.peak()), "MiB-cgroup-peak")
+		b.Logf("agent cgroup after %d services: %s", serviceCount, cg.stat("rss", "cache", "mapped_file", "total_rss", "total_cache", "anon", "file"))
+	}
 	logStatus(b, fmt.Sprintf("%d services", serviceCount), agent.PID())
 	if n, err := cluster.VmRSS(hub.Proc.PID()); err == nil {
 		b.Logf("hub VmRSS: %.1f MiB idle, %.1f MiB with %d services", mib(hubIdle), mib(n), serviceCount)
 	}
+
+	logLines(b, agent.Log, "helm worker", "apply failed", "release applied")
+
+	// Link only: another agent that manages no cluster. The first one
+	// stops first, so that the binary's pages it maps can be dropped and
+	// the new agent is charged for those it touches.
+	agent.Stop(b)
+	const linkName = "edge-rss-link"
+	lcg, lrun := agentCgroup(b, bins, "link")
+	link := bins.Start(b, "agent-link", nil, lrun, "run", "--data-dir", b.TempDir(),
+		"--hub", hub.AgentAddr, "--token", hub.Token(b, linkName), "--no-cluster")
+	waitConnected(b, bins, hub, linkName)
+	report(b, "linkonly", sampleFor(link.PID(), lcg, settle), lcg)
+	logStatus(b, "link only", link.PID())
+}
+
+// logLines logs the lines of the agent's log that contain one of keys.
+func logLines(b *testing.B, path string, keys ...string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Logf("agent log: %v", err)
+		return
+	}
+	n := 0
+	for line := range strings.Lines(string(data)) {
+		for _, k := range keys {
+			if strings.Contains(line, k) {
+				n++
+				if n <= 60 {
+					b.Logf("agent log: %s", strings.TrimSpace(line))
+				}
+				break
+			}
+		}
+	}
+}
+
+func waitConnected(b *testing.B, bins *e2etest.Bins, hub *e2etest.Hub, name string) {
+	e2etest.Eventually(b, name+" connected", 2*time.Minute, func() (bool, string) {
+		var cl struct{ State string }
+		bins.JSON(b, hub.Env, &cl, "tether", "get", "cluster", name, "-o", "json")
+		return cl.State == "Connected", cl.State
+	})
+}
+
+// agentCgroup makes a memory cgroup for one agent and returns the name of
+// the wrapper that starts tether-agent in it, with the binaries' page
+// cache dropped so that the agent is charged for the pages it touches.
+// Where the cgroup hierarchy is not writable the agent runs as is and
+// only the VmRSS sums are reported (said in the log).
+func agentCgroup(b *testing.B, bins *e2etest.Bins, suffix string) (*memCgroup, string) {
+	dropPageCache(b, filepath.Join(bins.Dir, "tether-agent"), filepath.Join(bins.Dir, "tether-agent-helm"))
+	cg, err := newMemCgroup(b, suffix)
+	if err != nil {
+		b.Logf("no memory cgroup for the %s agent (%v): reporting VmRSS sums only", suffix, err)
+		return nil, "tether-agent"
+	}
+	return cg, cg.wrapper(b, bins.Dir, "tether-agent")
+}
+
+// report records a window: the VmRSS sum over the agent and its children
+// (median and peak) and the cgroup's charge (median).
+func report(b *testing.B, phase string, w window, cg *memCgroup) {
+	last, median, peak := w.stats(func(s sample) int64 { return s.tree })
+	b.ReportMetric(mib(median), "MiB-"+phase)
+	b.ReportMetric(mib(peak), "MiB-"+phase+"-peak")
+	msg := fmt.Sprintf("%s: VmRSS sum over the agent and its children: last %.1f, median %.1f, peak %.1f MiB over %d samples (worker running in %.0f%%)",
+		phase, mib(last), mib(median), mib(peak), len(w), 100*w.withWorker())
+	if cg != nil {
+		cl, cm, cp := w.stats(func(s sample) int64 { return s.cg })
+		b.ReportMetric(mib(cm), "MiB-"+phase+"-cgroup")
+		msg += fmt.Sprintf("; cgroup charge: last %.1f, median %.1f, peak %.1f MiB", mib(cl), mib(cm), mib(cp))
+	}
+	b.Log(msg)
 }
 
 const services = `
@@ -128,27 +210,6 @@ const service = `      - template: podinfo-6.14.1
         values: |
           replicaCount: 1
 `
-
-// sampleRSS samples the process's VmRSS once a second for d and returns
-// the last sample and the largest.
-func sampleRSS(tb testing.TB, pid int, d time.Duration) (last, peak int64) {
-	tb.Helper()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	end := time.After(d)
-	for {
-		n, err := cluster.VmRSS(pid)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		last, peak = n, max(peak, n)
-		select {
-		case <-end:
-			return last, peak
-		case <-tick.C:
-		}
-	}
-}
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 

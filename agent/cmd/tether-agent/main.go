@@ -90,6 +90,7 @@ whatever it installed running.`,
 				return err
 			}
 			cfg.Logger = log
+			cfg.WorkerArgs = []string{"--log-level", logLevel, "--log-format", logFormat}
 			agent, err := assemble.New(cfg)
 			if err != nil {
 				return err
@@ -111,6 +112,8 @@ whatever it installed running.`,
 	f.BoolVar(&cfg.NoCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
 	f.DurationVar(&cfg.DriftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
+	f.StringVar(&cfg.HelmWorker, "helm-worker", "", "the Helm worker binary, started when there is Helm work (default: tether-agent-helm next to this binary, else in $PATH)")
+	f.DurationVar(&cfg.WorkerIdle, "helm-worker-idle", 0, "stop the Helm worker after this long without work (default 20s; negative: keep it running)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd
@@ -218,6 +221,20 @@ func printStatus(w io.Writer, st assemble.Status, format string) error {
 		fmt.Fprintf(tw, "Certificate expires:\t%s\n", l.CertExpires.Local().Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "Outbox:\t%d pending (%d bytes), %d dropped\n", st.Outbox.Pending, st.Outbox.Bytes, st.Outbox.Dropped)
+	if hw := st.HelmWorker; hw != nil {
+		line := hw.State
+		if hw.PID != 0 {
+			line += fmt.Sprintf(" (pid %d)", hw.PID)
+		}
+		line += fmt.Sprintf(", %d starts, %d crashes", hw.Starts, hw.Crashes)
+		fmt.Fprintf(tw, "Helm worker:\t%s\n", line)
+		if hw.LastCrash != "" {
+			fmt.Fprintf(tw, "Last worker crash:\t%s: %s\n", hw.LastCrashAt.Local().Format(time.RFC3339), hw.LastCrash)
+		}
+		if hw.StartError != "" {
+			fmt.Fprintf(tw, "Worker start error:\t%s\n", hw.StartError)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -67,17 +67,20 @@
 // # Drift
 //
 // [Engine.Drift] compares each object of the stored manifest with the live
-// object as a subset: every field the manifest sets must be present with
-// the same value, fields the live object has in addition are ignored. Only
-// metadata labels and annotations are compared (the server owns the rest of
-// metadata) and status never. Numbers compare by value and resource
-// quantities by amount ("0.5" equals "500m"). A manifest field that is
-// empty or zero ("", 0, false, {}, [], null) matches an absent live field,
-// because the server drops such fields; an empty string also matches any
-// live value, because it asks the server for a default (Service clusterIP).
-// Lists compare item by item; the live list may be longer (admission
-// webhooks inject containers and env). A Secret's stringData is compared
-// with its data. [Engine.Repair] upgrades with the same chart and values:
+// object by the rules in package observe's doc (a subset match: fields the
+// live object adds are ignored, status never counts), and [Engine.Health]
+// checks its workloads; both read the manifest from Helm's storage and
+// leave the objects to observe's Observer, which the Helm-free read side
+// uses too. [Engine.Repair] upgrades with the same chart and values:
 // Helm's three-way merge between the stored manifest, the new manifest and
 // the live object re-creates deleted objects and resets changed fields.
+//
+// # What the record holds for the read side
+//
+// Besides each revision's digest, the record keeps what Helm stored: the
+// hash, the chart's name and version, the newest revision's manifest, and
+// the status, recorded only after Helm's write of it succeeded (before it,
+// and when the write fails, the revision has no status, which the read
+// side takes as "ask Helm"). The hash of a revision is fixed when it is
+// created: an update never takes it from the Secret's label.
 package apply

@@ -13,42 +13,43 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/tetherfleet/tether/agent/internal/engine"
+	"github.com/tetherfleet/tether/agent/internal/observe"
 )
 
 // Errors returned by the engine. Wrapped with the release they concern;
-// check with errors.Is.
+// check with errors.Is. All but ErrClosed are package engine's.
 var (
 	// ErrInvalidRelease: the Release is unusable (bad name, namespace,
 	// chart archive or values). Nothing was changed.
-	ErrInvalidRelease = errors.New("invalid release")
+	ErrInvalidRelease = engine.ErrInvalidRelease
 	// ErrForeignRelease: a Helm release secret of that name exists that
 	// this agent did not write (no record of it in Config.Records, an
 	// unknown revision, or content that differs from what the agent
 	// wrote); the engine never installs over, upgrades, uninstalls or
 	// reads such a release.
-	ErrForeignRelease = errors.New("release secret not written by this agent")
+	ErrForeignRelease = engine.ErrForeignRelease
 	// ErrReleaseNotFound: no release of that name in that namespace.
-	ErrReleaseNotFound = errors.New("release not found")
+	ErrReleaseNotFound = engine.ErrReleaseNotFound
 	// ErrNotReady: WaitHealthy gave up; the message says what is not ready.
-	ErrNotReady = errors.New("release not ready")
+	ErrNotReady = engine.ErrNotReady
 	// ErrClosed: the engine was closed.
 	ErrClosed = errors.New("apply engine closed")
 )
 
 // Labels the engine puts on the Helm release records (the storage
-// Secrets), not on the chart's objects.
+// Secrets), not on the chart's objects (see package engine).
 const (
 	// LabelManagedBy marks releases tether owns; its value is ManagedByValue.
-	LabelManagedBy = "tether.dev/managed-by"
-	ManagedByValue = "tether"
+	LabelManagedBy = engine.LabelManagedBy
+	ManagedByValue = engine.ManagedByValue
 	// LabelHash holds the release's hash in label form (see HashLabel).
-	LabelHash = "tether.dev/hash"
+	LabelHash = engine.LabelHash
 )
 
 // Config configures an Engine. Zero fields take the defaults of
@@ -126,13 +127,12 @@ func (c *Config) Validate() error {
 // Engine applies and checks the Helm releases of one cluster. It is safe
 // for concurrent use; operations on the same release run one at a time.
 type Engine struct {
-	cfg     Config
-	log     *slog.Logger
-	rest    *rest.Config
-	disc    discovery.CachedDiscoveryInterface
-	mapper  meta.ResettableRESTMapper
-	kube    kubernetes.Interface
-	dynamic dynamic.Interface
+	cfg    Config
+	log    *slog.Logger
+	rest   *rest.Config
+	disc   discovery.CachedDiscoveryInterface
+	mapper meta.ResettableRESTMapper
+	obs    *observe.Observer
 
 	mu     sync.Mutex
 	closed bool
@@ -153,24 +153,27 @@ func New(cfg Config) (*Engine, error) {
 		// makes a chart like ingress-nginx crawl.
 		rc.QPS, rc.Burst = 50, 100
 	}
-	kc, err := kubernetes.NewForConfig(rc)
+	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
-		return nil, fmt.Errorf("apply: kubernetes client: %w", err)
+		return nil, fmt.Errorf("apply: HTTP client: %w", err)
 	}
-	dc, err := dynamic.NewForConfig(rc)
+	dc, err := discovery.NewDiscoveryClientForConfigAndClient(rc, hc)
 	if err != nil {
-		return nil, fmt.Errorf("apply: dynamic client: %w", err)
+		return nil, fmt.Errorf("apply: discovery client: %w", err)
 	}
-	disc := memory.NewMemCacheClient(kc.Discovery())
+	obs, err := observe.New(observe.Config{RESTConfig: rc, HTTPClient: hc, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	disc := memory.NewMemCacheClient(dc)
 	return &Engine{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		rest:    rc,
-		disc:    disc,
-		mapper:  restmapper.NewDeferredDiscoveryRESTMapper(disc),
-		kube:    kc,
-		dynamic: dc,
-		locks:   map[releaseKey]chan struct{}{},
+		cfg:    cfg,
+		log:    cfg.Logger,
+		rest:   rc,
+		disc:   disc,
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(disc),
+		obs:    obs,
+		locks:  map[releaseKey]chan struct{}{},
 	}, nil
 }
 

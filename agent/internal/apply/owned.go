@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
@@ -93,6 +94,12 @@ func (e *Engine) verify(namespace string, r *release.Release) error {
 // writes it, so a crash cannot leave a revision the agent wrote but does
 // not own). Creating revision v forgets recorded revisions >= v: they
 // belonged to an earlier life of the release (its Secrets were deleted).
+//
+// It also records what the read side needs (package observe): the hash,
+// the chart's name and version and, on the newest revision only, the
+// manifest. The status it leaves empty ("not known"): confirm sets it
+// once Helm's write succeeded, so the record never claims a status Helm
+// did not store.
 func (e *Engine) record(namespace string, r *release.Release, create bool, chartDigest string) error {
 	d, err := releaseDigest(r)
 	if err != nil {
@@ -112,21 +119,85 @@ func (e *Engine) record(namespace string, r *release.Release, create bool, chart
 			rec.Installed = now
 		}
 	}
-	rv := cache.ReleaseRevision{Revision: r.Version, Digest: d, Chart: chartDigest, Written: now}
-	if i := slices.IndexFunc(rec.Revisions, func(v cache.ReleaseRevision) bool { return v.Revision == r.Version }); i >= 0 {
+	rv := revisionOf(r, d, chartDigest, now)
+	i := slices.IndexFunc(rec.Revisions, func(v cache.ReleaseRevision) bool { return v.Revision == r.Version })
+	if i >= 0 {
+		prev := rec.Revisions[i]
 		if rv.Chart == "" {
-			rv.Chart = rec.Revisions[i].Chart
+			rv.Chart = prev.Chart
 		}
+		if prev.Hash != "" {
+			// A revision's hash is fixed when it is created; on an update
+			// the label comes from the Secret Helm read, which anyone who
+			// can write Secrets in the namespace can change.
+			rv.Hash = prev.Hash
+		}
+		if prev.Digest == d {
+			rv.ManifestGzip = prev.ManifestGzip
+		}
+	}
+	newest := !slices.ContainsFunc(rec.Revisions, func(v cache.ReleaseRevision) bool { return v.Revision > r.Version })
+	if newest && rv.ManifestGzip == nil {
+		if err := rv.SetManifest(r.Manifest); err != nil {
+			e.log.Warn("manifest not recorded; health and drift of this revision will need Helm", "release", namespace+"/"+r.Name, "revision", r.Version, "err", err)
+		}
+	}
+	if !newest {
+		rv.ManifestGzip = nil
+	}
+	if i >= 0 {
 		rec.Revisions[i] = rv
 	} else {
 		rec.Revisions = append(rec.Revisions, rv)
 		slices.SortFunc(rec.Revisions, func(a, b cache.ReleaseRevision) int { return a.Revision - b.Revision })
+	}
+	for j := range rec.Revisions[:len(rec.Revisions)-1] {
+		rec.Revisions[j].ManifestGzip = nil // only the newest keeps its manifest
 	}
 	rec.Updated = now
 	if err := e.cfg.Records.SaveReleaseRecord(rec); err != nil {
 		return fmt.Errorf("record release %s/%s revision %d: %w", namespace, r.Name, r.Version, err)
 	}
 	return nil
+}
+
+// revisionOf is the record of revision r with content digest d, without
+// its status (see confirm) and manifest.
+func revisionOf(r *release.Release, d, chartDigest string, now time.Time) cache.ReleaseRevision {
+	rv := cache.ReleaseRevision{Revision: r.Version, Digest: d, Chart: chartDigest, Written: now, Hash: r.Labels[LabelHash]}
+	if r.Chart != nil && r.Chart.Metadata != nil {
+		rv.ChartName, rv.ChartVersion = r.Chart.Metadata.Name, r.Chart.Metadata.Version
+	}
+	if r.Info != nil {
+		rv.Deployed = r.Info.LastDeployed.Time
+	}
+	return rv
+}
+
+// confirm records the status of revision r once Helm stored it. When
+// that fails the revision keeps no status, which the read side takes as
+// "ask Helm"; the error is only logged, since Helm's write did happen.
+func (e *Engine) confirm(namespace string, r *release.Release) {
+	err := func() error {
+		if r.Info == nil {
+			return nil
+		}
+		rec, err := e.cfg.Records.ReleaseRecord(namespace, r.Name)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(rec.Revisions, func(v cache.ReleaseRevision) bool { return v.Revision == r.Version })
+		if i < 0 {
+			return fmt.Errorf("revision %d is not recorded", r.Version)
+		}
+		rv := &rec.Revisions[i]
+		rv.Status, rv.Description, rv.Deployed = r.Info.Status.String(), r.Info.Description, r.Info.LastDeployed.Time
+		return e.cfg.Records.SaveReleaseRecord(rec)
+	}()
+	if err != nil {
+		e.log.Warn("Helm stored a release revision but its status was not recorded; the read side will ask Helm",
+			"release", namespace+"/"+r.Name, "revision", r.Version, "err", err)
+	}
 }
 
 // forget removes a deleted revision from the record, and the record when
@@ -165,14 +236,22 @@ func (d *ownedDriver) Create(key string, r *release.Release) error {
 	if err := d.e.record(d.namespace, r, true, d.chart); err != nil {
 		return err
 	}
-	return d.Driver.Create(key, r)
+	if err := d.Driver.Create(key, r); err != nil {
+		return err
+	}
+	d.e.confirm(d.namespace, r)
+	return nil
 }
 
 func (d *ownedDriver) Update(key string, r *release.Release) error {
 	if err := d.e.record(d.namespace, r, false, d.chart); err != nil {
 		return err
 	}
-	return d.Driver.Update(key, r)
+	if err := d.Driver.Update(key, r); err != nil {
+		return err
+	}
+	d.e.confirm(d.namespace, r)
+	return nil
 }
 
 func (d *ownedDriver) Delete(key string) (*release.Release, error) {
@@ -339,8 +418,13 @@ func (e *Engine) adoptLocked(ctx context.Context, p prepared) (bool, error) {
 		}
 	}
 	now := e.cfg.Now()
+	rv := revisionOf(last, dHave, p.digest, now)
+	rv.Status, rv.Description = last.Info.Status.String(), last.Info.Description // deployed, as read
+	if err := rv.SetManifest(last.Manifest); err != nil {
+		e.log.Warn("manifest not recorded; health and drift of this revision will need Helm", "release", p.key.String(), "revision", last.Version, "err", err)
+	}
 	rec := cache.ReleaseRecord{Namespace: ns, Name: name, Installed: now, Updated: now, Adopted: true,
-		Revisions: []cache.ReleaseRevision{{Revision: last.Version, Digest: dHave, Chart: p.digest, Written: now}}}
+		Revisions: []cache.ReleaseRevision{rv}}
 	if err := e.cfg.Records.SaveReleaseRecord(rec); err != nil {
 		return false, err
 	}

@@ -7,19 +7,9 @@ import (
 	"reflect"
 
 	"helm.sh/helm/v3/pkg/release"
-)
 
-// Plan is what Apply (or, for drift, Repair) would do to a release, found
-// without changing anything on the cluster (syncMode DryRun).
-type Plan struct {
-	// Action is what would be done: ActionInstalled, ActionUpgraded,
-	// ActionRepaired (drift or a failed release) or ActionUnchanged.
-	Action Action
-	// Changes lists the objects that would be created, changed or
-	// deleted ("create ConfigMap ns/name"), or the drift that would be
-	// repaired.
-	Changes []string
-}
+	"github.com/tetherfleet/tether/agent/internal/observe"
+)
 
 // Plan renders r (a server-side dry run, with release storage in memory)
 // and compares it with the installed release and, when the hash matches,
@@ -73,22 +63,22 @@ func (e *Engine) plan(ctx context.Context, p prepared) (Plan, error) {
 // manifestChanges lists the objects of after that are new or differ from
 // before, then those of before that after drops.
 func manifestChanges(before string, after *release.Release, namespace string) ([]string, error) {
-	old, err := parseManifest(before)
+	old, err := observe.ParseManifest(before)
 	if err != nil {
 		return nil, fmt.Errorf("installed manifest: %w", err)
 	}
-	cur, err := parseManifest(after.Manifest)
+	cur, err := observe.ParseManifest(after.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("rendered manifest: %w", err)
 	}
-	id := func(o object) string {
-		ns := o.namespace
+	id := func(o observe.Object) string {
+		ns := o.Namespace
 		if ns == "" {
 			ns = namespace
 		}
-		return o.gvk.GroupKind().String() + " " + o.ref(ns)
+		return o.GVK.GroupKind().String() + " " + o.Ref(ns)
 	}
-	have := map[string]object{}
+	have := map[string]observe.Object{}
 	for _, o := range old {
 		have[id(o)] = o
 	}
@@ -97,24 +87,24 @@ func manifestChanges(before string, after *release.Release, namespace string) ([
 	for _, o := range cur {
 		k := id(o)
 		seen[k] = true
-		ns := o.namespace
+		ns := o.Namespace
 		if ns == "" {
 			ns = namespace
 		}
 		switch prev, ok := have[k]; {
 		case !ok:
-			out = append(out, "create "+o.ref(ns))
-		case !reflect.DeepEqual(prev.content, o.content):
-			out = append(out, "change "+o.ref(ns))
+			out = append(out, "create "+o.Ref(ns))
+		case !reflect.DeepEqual(prev.Content, o.Content):
+			out = append(out, "change "+o.Ref(ns))
 		}
 	}
 	for _, o := range old {
 		if !seen[id(o)] {
-			ns := o.namespace
+			ns := o.Namespace
 			if ns == "" {
 				ns = namespace
 			}
-			out = append(out, "delete "+o.ref(ns))
+			out = append(out, "delete "+o.Ref(ns))
 		}
 	}
 	return out, nil

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
@@ -19,88 +18,34 @@ import (
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/tetherfleet/tether/agent/internal/engine"
 )
 
-// Release is what should be installed: one chart with values, as a Helm
-// release name in a namespace.
-type Release struct {
-	Name      string
-	Namespace string
-	// Chart is the chart archive (.tgz).
-	Chart []byte
-	// Values override the chart's values. At most one of Values and
-	// ValuesYAML may be set.
-	Values     map[string]any
-	ValuesYAML []byte
-	// Hash identifies chart and values (the hub's values hash + chart
-	// digest). It is recorded on the release so Apply can skip a release
-	// that is up to date without rendering. Empty: computed from Chart and
-	// the values.
-	Hash string
-	// ChartDigest is the digest of Chart in the agent's cache, recorded
-	// with each revision the engine writes so the cache keeps the archive
-	// (see cache.CollectCharts). Optional.
-	ChartDigest string
-	// Options are per-release Helm settings (k0rdent's helmOptions); the
-	// zero value is the engine's defaults.
-	Options Options
-}
+// The types the reconciler and the engines share live in package engine;
+// these aliases keep apply's API as it was.
+type (
+	Release     = engine.Release
+	Options     = engine.Options
+	Action      = engine.Action
+	Result      = engine.Result
+	ReleaseInfo = engine.ReleaseInfo
+	Health      = engine.Health
+	Drift       = engine.Drift
+	Plan        = engine.Plan
+)
 
-// Options are per-release Helm settings.
-type Options struct {
-	// Timeout bounds one install or upgrade (hooks and, with Atomic, the
-	// readiness wait); 0: Config.Timeout.
-	Timeout time.Duration
-	// SkipCRDs: do not install the chart's crds/ directory.
-	SkipCRDs bool
-	// DisableHooks: do not run the chart's hooks.
-	DisableHooks bool
-	// Atomic: an upgrade that fails (or does not become ready within
-	// Timeout) is rolled back to the previous revision, a failed install
-	// is uninstalled; Helm waits for readiness.
-	Atomic bool
-}
-
-// Action says what Apply or Repair did.
-type Action string
-
+// What an Apply or Repair did (see engine.Action).
 const (
-	ActionInstalled Action = "installed"
-	ActionUpgraded  Action = "upgraded"  // the hash changed
-	ActionUnchanged Action = "unchanged" // deployed with this hash: nothing done
-	ActionRepaired  Action = "repaired"  // same hash, re-applied (Repair, or a failed or interrupted release)
+	ActionInstalled = engine.ActionInstalled
+	ActionUpgraded  = engine.ActionUpgraded
+	ActionUnchanged = engine.ActionUnchanged
+	ActionRepaired  = engine.ActionRepaired
 )
 
-// Result describes the release after Apply or Repair.
-type Result struct {
-	Action   Action
-	Revision int
-	// Manifest is the rendered manifest Helm stored for the revision.
-	Manifest string
-	// Hash is the label form of the hash now recorded (see HashLabel).
-	Hash string
-}
-
-// ReleaseInfo describes a release tether manages.
-type ReleaseInfo struct {
-	Name, Namespace string
-	Revision        int
-	Status          string // Helm's: deployed, failed, pending-upgrade, ...
-	Chart, Version  string
-	Hash            string // label form, see HashLabel
-	Updated         time.Time
-	Description     string
-}
-
-// HashLabel returns how a hash is recorded in LabelHash: the hash itself
-// when it is a valid label value, else a digest of it that is.
-func HashLabel(hash string) string {
-	if len(validation.IsValidLabelValue(hash)) == 0 {
-		return hash
-	}
-	sum := sha256.Sum256([]byte(hash))
-	return "sha256-" + hex.EncodeToString(sum[:])[:56]
-}
+// HashLabel returns how a hash is recorded in LabelHash (see
+// engine.HashLabel).
+func HashLabel(hash string) string { return engine.HashLabel(hash) }
 
 // prepared is a validated Release, ready for Helm.
 type prepared struct {
@@ -112,7 +57,7 @@ type prepared struct {
 	opts   Options
 }
 
-func (r Release) key() releaseKey { return releaseKey{namespace: r.Namespace, name: r.Name} }
+func keyOf(r Release) releaseKey { return releaseKey{namespace: r.Namespace, name: r.Name} }
 
 func checkName(name, namespace string) error {
 	if err := chartutil.ValidateReleaseName(name); err != nil {
@@ -165,7 +110,7 @@ func prepare(r Release) (prepared, error) {
 	if r.Options.Timeout < 0 {
 		return prepared{}, fmt.Errorf("%w: negative timeout %s", ErrInvalidRelease, r.Options.Timeout)
 	}
-	return prepared{key: r.key(), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash), opts: r.Options}, nil
+	return prepared{key: keyOf(r), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash), opts: r.Options}, nil
 }
 
 func (p prepared) labels() map[string]string {
@@ -244,6 +189,11 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 			return Result{}, fmt.Errorf("mark interrupted revision %d failed: %w", last.Version, err)
 		}
 	}
+	if last.Info.Status == release.StatusFailed {
+		if err := e.restoreDeployed(hc, p, last); err != nil {
+			return Result{}, err
+		}
+	}
 	up := action.NewUpgrade(hc)
 	up.Namespace = p.key.namespace
 	up.MaxHistory = e.cfg.MaxHistory
@@ -260,6 +210,37 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 		return Result{}, fmt.Errorf("upgrade: %w", err)
 	}
 	return resultOf(act, rel), nil
+}
+
+// restoreDeployed rolls a failed release back to its last deployed
+// revision before it is upgraded. Helm computes an upgrade as a three-way
+// merge from the last *deployed* revision, so whatever a failed revision
+// applied and the deployed one does not set (a nodeSelector, a sidecar)
+// would otherwise stay on the live objects through every later upgrade,
+// unseen by drift checks (they compare the fields the manifest sets). A
+// rollback merges from the failed revision, so it removes them; this is
+// what an atomic upgrade does on failure, done here also when the agent
+// (or its Helm worker) died before it could. Without a deployed revision
+// (a failed install) there is nothing to restore.
+func (e *Engine) restoreDeployed(hc *action.Configuration, p prepared, failed *release.Release) error {
+	dep, err := hc.Releases.Deployed(p.key.name)
+	if errors.Is(err, driver.ErrNoDeployedReleases) || errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find the last deployed revision of failed release %s: %w", p.key, err)
+	}
+	e.log.Info("restoring the last deployed revision before upgrading a failed release", "release", p.key.String(),
+		"failed_revision", failed.Version, "deployed_revision", dep.Version)
+	rb := action.NewRollback(hc)
+	rb.Version = dep.Version
+	rb.MaxHistory = e.cfg.MaxHistory
+	rb.Timeout = cmp.Or(p.opts.Timeout, e.cfg.Timeout)
+	rb.DisableHooks = p.opts.DisableHooks
+	if err := rb.Run(p.key.name); err != nil {
+		return fmt.Errorf("restore revision %d of %s before upgrading its failed revision %d: %w", dep.Version, p.key, failed.Version, err)
+	}
+	return nil
 }
 
 func (e *Engine) install(ctx context.Context, hc *action.Configuration, p prepared, replace, force bool) (Result, error) {
@@ -347,9 +328,9 @@ func (e *Engine) List(ctx context.Context) ([]ReleaseInfo, error) {
 		case err == nil:
 			out = append(out, infoOf(r))
 		case errors.Is(err, ErrReleaseNotFound):
-			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "missing"})
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: engine.StatusMissing})
 		case errors.Is(err, ErrForeignRelease):
-			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: "unverified", Description: err.Error()})
+			out = append(out, ReleaseInfo{Name: rec.Name, Namespace: rec.Namespace, Status: engine.StatusUnverified, Description: err.Error()})
 		default:
 			return nil, fmt.Errorf("list releases: %w", err)
 		}

@@ -1,5 +1,5 @@
 // Package assemble builds and runs a Tether agent from a Config: the bbolt
-// cache, the Helm engine, the reconciler, the hub link and the local
+// cache, the engine (release records and the Helm worker), the reconciler, the hub link and the local
 // status socket, wired through small interfaces each consumer declares.
 // `tether-agent run` only parses flags into a Config and calls New and
 // Run; tests call the same functions (see docs/design/agent.md).
@@ -17,16 +17,20 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
+	"k8s.io/client-go/rest"
+
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
 	"github.com/tetherfleet/tether/agent/internal/localapi"
+	"github.com/tetherfleet/tether/agent/internal/observe"
 	"github.com/tetherfleet/tether/agent/internal/reconcile"
+	"github.com/tetherfleet/tether/agent/internal/worker"
 	"github.com/tetherfleet/tether/protocol/version"
 )
 
@@ -50,6 +54,14 @@ type Config struct {
 	// DriftInterval and HealthTimeout tune the reconciler; 0 keeps its
 	// defaults.
 	DriftInterval, HealthTimeout time.Duration
+	// HelmWorker is the Helm worker binary (tether-agent-helm); empty:
+	// the one next to this executable, else the first in $PATH.
+	HelmWorker string
+	// WorkerIdle: the worker is stopped after this long without work;
+	// 0 keeps the supervisor's default (20s), negative keeps it running.
+	WorkerIdle time.Duration
+	// WorkerArgs are extra arguments for the worker (its log flags).
+	WorkerArgs []string
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -79,7 +91,7 @@ type Agent struct {
 	cfg    Config
 	log    *slog.Logger
 	cache  *cache.Cache
-	engine *apply.Engine // nil with NoCluster
+	worker *worker.Supervisor // nil with NoCluster
 	rec    *reconcile.Reconciler
 	link   *link.Link
 
@@ -105,6 +117,7 @@ func New(cfg Config) (a *Agent, err error) {
 	}
 	cfg.Link.Hubs = SplitHubs(cfg.Link.Hubs)
 	a = &Agent{cfg: cfg, log: cfg.Logger}
+	var eng *worker.Engine
 	defer func() {
 		if err != nil {
 			a.release()
@@ -119,23 +132,21 @@ func New(cfg Config) (a *Agent, err error) {
 	lcfg := cfg.Link
 	lcfg.Cache, lcfg.Outbox, lcfg.Logger = a.cache, a.cache, cfg.Logger
 	if !cfg.NoCluster {
-		rc, err := apply.LoadRESTConfig(cfg.Kubeconfig)
+		rc, err := observe.LoadRESTConfig(cfg.Kubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
 		}
 		lcfg.APIServer = rc.Host
-		ecfg := apply.DefaultConfig()
-		ecfg.RESTConfig, ecfg.Records, ecfg.Logger = rc, a.cache, cfg.Logger
-		if a.engine, err = apply.New(ecfg); err != nil {
+		if eng, err = a.newEngine(rc); err != nil {
 			return nil, err
 		}
 	}
 	if a.link, err = link.New(lcfg); err != nil {
 		return nil, err
 	}
-	if a.engine != nil {
+	if eng != nil {
 		rcfg := reconcile.DefaultConfig()
-		rcfg.Cache, rcfg.Engine, rcfg.Logger = a.cache, a.engine, cfg.Logger
+		rcfg.Cache, rcfg.Engine, rcfg.Logger = a.cache, eng, cfg.Logger
 		rcfg.Charts, rcfg.Notify = a.link, a.link.KickOutbox
 		if cfg.DriftInterval > 0 {
 			rcfg.Interval = cfg.DriftInterval
@@ -149,6 +160,63 @@ func New(cfg Config) (a *Agent, err error) {
 		a.link.SetHandler(a.rec)
 	}
 	return a, nil
+}
+
+// newEngine builds the agent's engine: the release-record reader over
+// the cluster (no Helm) and the supervisor of the Helm worker, which runs
+// only while there is Helm work.
+func (a *Agent) newEngine(rc *rest.Config) (*worker.Engine, error) {
+	obs, err := observe.New(observe.Config{RESTConfig: rc, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	reader, err := observe.NewReader(observe.ReaderConfig{Records: a.cache, Observer: obs, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	path, err := FindHelmWorker(a.cfg.HelmWorker)
+	if err != nil {
+		return nil, err
+	}
+	wcfg := worker.DefaultConfig()
+	wcfg.Path, wcfg.Records, wcfg.Logger, wcfg.AgentVersion = path, a.cache, a.log, version.Get()
+	if a.cfg.Kubeconfig != "" {
+		wcfg.Args = append(wcfg.Args, "--kubeconfig", a.cfg.Kubeconfig)
+	}
+	wcfg.Args = append(wcfg.Args, a.cfg.WorkerArgs...)
+	if a.cfg.WorkerIdle != 0 {
+		wcfg.IdleTimeout = a.cfg.WorkerIdle
+	}
+	if a.worker, err = worker.New(wcfg); err != nil {
+		return nil, err
+	}
+	return worker.NewEngine(a.worker, reader, a.log), nil
+}
+
+// HelmWorkerName is the Helm worker's binary name.
+const HelmWorkerName = "tether-agent-helm"
+
+// FindHelmWorker returns the Helm worker binary: path when given (it must
+// exist), else tether-agent-helm next to this executable, else the first
+// in $PATH.
+func FindHelmWorker(path string) (string, error) {
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("helm worker --helm-worker %s: %w", path, err)
+		}
+		return path, nil
+	}
+	var next string
+	if exe, err := os.Executable(); err == nil {
+		next = filepath.Join(filepath.Dir(exe), HelmWorkerName)
+		if _, err := os.Stat(next); err == nil {
+			return next, nil
+		}
+	}
+	if p, err := exec.LookPath(HelmWorkerName); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("helm worker %s not found next to this executable (%s) nor in $PATH: install it beside tether-agent, pass --helm-worker PATH, or run with --no-cluster", HelmWorkerName, next)
 }
 
 // ErrClosed: Run was called on a closed agent, or twice.
@@ -220,9 +288,9 @@ func (a *Agent) release() error {
 	if a.link != nil {
 		a.link.Close()
 	}
-	if a.engine != nil {
-		if err := a.engine.Close(); err != nil {
-			a.log.Warn("close helm engine", "err", err)
+	if a.worker != nil {
+		if err := a.worker.Close(); err != nil {
+			a.log.Warn("stop helm worker", "err", err)
 		}
 	}
 	if a.cache != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
+	"github.com/tetherfleet/tether/agent/internal/worker"
 )
 
 // Status is what `tether-agent status` prints, served by a running agent
@@ -16,6 +17,9 @@ type Status struct {
 	Outbox  OutboxStats `json:"outbox"`
 	// Services is what the reconciler last saw, when the agent runs.
 	Services []ServiceStatus `json:"services,omitempty"`
+	// HelmWorker is the Helm worker's supervision, when the agent runs and
+	// manages a cluster.
+	HelmWorker *worker.Stats `json:"helmWorker,omitempty"`
 }
 
 // ServiceStatus is one service as the reconciler last saw it.
@@ -52,6 +56,10 @@ func statusOf(ls link.Status, c statsSource, running bool) Status {
 // Status is a snapshot of the running agent.
 func (a *Agent) Status() Status {
 	st := statusOf(a.link.Status(), a.cache, true)
+	if a.worker != nil {
+		ws := a.worker.Stats()
+		st.HelmWorker = &ws
+	}
 	if a.rec != nil {
 		for _, s := range a.rec.Statuses() {
 			st.Services = append(st.Services, ServiceStatus{Name: s.GetName(), Namespace: s.GetNamespace(), State: s.GetState(), Message: s.GetMessage()})

@@ -26,7 +26,12 @@
 //	  "<namespace>/<name>" -> JSON ReleaseRecord   every revision of a Helm
 //	                                 release this agent wrote, with a digest
 //	                                 of its content; the only source of truth
-//	                                 for what the agent owns
+//	                                 for what the agent owns. Since the read
+//	                                 side left Helm, each revision also holds
+//	                                 what Helm stored (status, hash, chart,
+//	                                 the newest one's manifest gzipped): new
+//	                                 JSON fields, absent from older records,
+//	                                 so no schema change
 //	outbox/                          (schema 3: one nested bucket per kind)
 //	  <kind>/
 //	    <seq uint64 BE> -> entry     at int64 BE unix ns | payload

@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +35,12 @@ type ReleaseRecord struct {
 }
 
 // ReleaseRevision is one revision of a release as the agent wrote it.
+//
+// Besides the digest that proves ownership, a revision carries what Helm
+// stored in it, so the agent can answer "is this release up to date?",
+// its health and its drift without Helm (package observe). Records written
+// before these fields existed lack them; so does a revision whose write
+// is under way or failed (Status ""): the reader then asks Helm.
 type ReleaseRevision struct {
 	Revision int `json:"revision"`
 	// Digest is "sha256:<hex>" over the release's content as the agent
@@ -42,6 +51,89 @@ type ReleaseRevision struct {
 	// CollectCharts keeps it.
 	Chart   string    `json:"chart,omitempty"`
 	Written time.Time `json:"written"`
+
+	// Status is Helm's status of the revision (deployed, failed,
+	// superseded, pending-install, ...) as Helm last stored it: set only
+	// after Helm's write of it succeeded, empty while a write is under way
+	// or after one failed.
+	Status string `json:"status,omitempty"`
+	// Description is Helm's description of that status.
+	Description string `json:"description,omitempty"`
+	// Hash is the revision's tether.dev/hash label value.
+	Hash string `json:"hash,omitempty"`
+	// ChartName and ChartVersion are the chart's metadata.
+	ChartName    string `json:"chartName,omitempty"`
+	ChartVersion string `json:"chartVersion,omitempty"`
+	// Deployed is Helm's last-deployed time of the revision.
+	Deployed time.Time `json:"deployed,omitzero"`
+	// ManifestGzip is the rendered manifest, gzip-compressed (see
+	// SetManifest). Only the newest revision of a record keeps it; nil
+	// when not recorded or larger than the bounds.
+	ManifestGzip []byte `json:"manifestGzip,omitempty"`
+}
+
+// Bounds of a recorded manifest. Helm stores a whole release (chart
+// included) in one Secret of at most 1 MiB, compressed, so real manifests
+// stay far below them.
+const (
+	// MaxManifestBytes bounds a recorded manifest, compressed.
+	MaxManifestBytes = 1 << 20
+	// MaxManifestInflated bounds it uncompressed.
+	MaxManifestInflated = 16 << 20
+)
+
+// SetManifest records manifest, compressed. A manifest over the bounds is
+// not recorded (ManifestGzip becomes nil) and the error wraps ErrTooLarge.
+func (v *ReleaseRevision) SetManifest(manifest string) error {
+	v.ManifestGzip = nil
+	if len(manifest) > MaxManifestInflated {
+		return fmt.Errorf("cache: manifest of revision %d: %w: %d bytes, at most %d", v.Revision, ErrTooLarge, len(manifest), MaxManifestInflated)
+	}
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(zw, manifest); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if buf.Len() > MaxManifestBytes {
+		return fmt.Errorf("cache: manifest of revision %d: %w: %d bytes compressed, at most %d", v.Revision, ErrTooLarge, buf.Len(), MaxManifestBytes)
+	}
+	v.ManifestGzip = buf.Bytes()
+	return nil
+}
+
+// Manifest returns the recorded manifest. It fails with ErrNotFound when
+// none is recorded, and with ErrInvalid when the recorded bytes are not a
+// gzip stream within the bounds.
+func (v ReleaseRevision) Manifest() (string, error) {
+	return inflateManifest(v.Revision, v.ManifestGzip)
+}
+
+func inflateManifest(rev int, gz []byte) (string, error) {
+	if gz == nil {
+		return "", fmt.Errorf("cache: manifest of revision %d: %w", rev, ErrNotFound)
+	}
+	if len(gz) > MaxManifestBytes {
+		return "", fmt.Errorf("cache: manifest of revision %d: %w: %d bytes compressed, at most %d", rev, ErrInvalid, len(gz), MaxManifestBytes)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return "", fmt.Errorf("cache: manifest of revision %d: %w: %v", rev, ErrInvalid, err)
+	}
+	var out strings.Builder
+	n, err := io.Copy(&out, io.LimitReader(zr, MaxManifestInflated+1))
+	if err != nil {
+		return "", fmt.Errorf("cache: manifest of revision %d: %w: %v", rev, ErrInvalid, err)
+	}
+	if n > MaxManifestInflated {
+		return "", fmt.Errorf("cache: manifest of revision %d: %w: more than %d bytes uncompressed", rev, ErrInvalid, MaxManifestInflated)
+	}
+	return out.String(), nil
 }
 
 // Revision returns the recorded revision rev.
@@ -52,6 +144,15 @@ func (r ReleaseRecord) Revision(rev int) (ReleaseRevision, bool) {
 		}
 	}
 	return ReleaseRevision{}, false
+}
+
+// Latest returns the newest recorded revision: the one Helm reads as the
+// release's current state.
+func (r ReleaseRecord) Latest() (ReleaseRevision, bool) {
+	if len(r.Revisions) == 0 {
+		return ReleaseRevision{}, false
+	}
+	return r.Revisions[len(r.Revisions)-1], true
 }
 
 func releaseKey(namespace, name string) (string, error) {
@@ -74,6 +175,9 @@ func (c *Cache) SaveReleaseRecord(r ReleaseRecord) error {
 		}
 		if v.Digest == "" {
 			return fmt.Errorf("cache: %s: %w: revision %d has no digest", op, ErrInvalid, v.Revision)
+		}
+		if len(v.ManifestGzip) > MaxManifestBytes {
+			return fmt.Errorf("cache: %s: %w: revision %d: manifest of %d bytes compressed, at most %d", op, ErrInvalid, v.Revision, len(v.ManifestGzip), MaxManifestBytes)
 		}
 	}
 	if n := len(r.Revisions) - MaxRecordedRevisions; n > 0 {

@@ -1,12 +1,15 @@
 package cache
 
 import (
+	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,6 +207,12 @@ func TestUpgradeFromSchema2(t *testing.T) {
 	}
 	if recs, err := c.ReleaseRecords(); err != nil || len(recs) != 1 || recs[0].Name != "nginx-web" {
 		t.Errorf("release records after upgrade = %+v, %v", recs, err)
+	} else if rv, ok := recs[0].Latest(); !ok || rv.Digest == "" || rv.Status != "" || rv.Hash != "" || rv.ManifestGzip != nil {
+		// Written before records held Helm's status and manifest: those
+		// are empty, which the read side takes as "ask Helm".
+		t.Errorf("latest revision of a record from before the read-side fields = %+v, %v", rv, ok)
+	} else if _, err := rv.Manifest(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Manifest of an old record: %v, want ErrNotFound", err)
 	}
 	if _, pending, err := c.PendingAdoption(); err != nil || pending {
 		t.Errorf("PendingAdoption after an upgrade from schema 2 = %v, %v; want none", pending, err)
@@ -287,4 +296,95 @@ func TestUpgradeDamagedSchema2Entry(t *testing.T) {
 	if st.Pending != 3 || st.Kinds[DamagedKind].DeadLettered != 1 || st.Kinds["event"].Pending != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
+}
+
+// TestReleaseRevisionReadSideFields: what Helm stored (status, hash,
+// chart, times, the manifest compressed) survives the file; the manifest
+// is bounded on the way in and on the way out.
+func TestReleaseRevisionReadSideFields(t *testing.T) {
+	c, _ := newCache(t, Options{})
+	manifest := "---\n# Source: web/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n" + strings.Repeat("data: {}\n", 1000)
+	rv := ReleaseRevision{Revision: 3, Digest: "sha256:d", Written: t0, Status: "deployed", Description: "Upgrade complete",
+		Hash: "h1", ChartName: "web", ChartVersion: "1.2.3", Deployed: t0.Add(time.Second)}
+	if err := rv.SetManifest(manifest); err != nil {
+		t.Fatal(err)
+	}
+	if len(rv.ManifestGzip) == 0 || len(rv.ManifestGzip) >= len(manifest)/4 {
+		t.Errorf("compressed manifest is %d bytes for %d: not compressed", len(rv.ManifestGzip), len(manifest))
+	}
+	if err := c.SaveReleaseRecord(ReleaseRecord{Namespace: "ns", Name: "web", Revisions: []ReleaseRevision{{Revision: 2, Digest: "sha256:c"}, rv}}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.ReleaseRecord("ns", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := rec.Latest()
+	if !ok || got.Revision != 3 || got.Status != "deployed" || got.Description != "Upgrade complete" || got.Hash != "h1" ||
+		got.ChartName != "web" || got.ChartVersion != "1.2.3" || !got.Deployed.Equal(t0.Add(time.Second)) {
+		t.Fatalf("Latest = %+v, %v", got, ok)
+	}
+	if m, err := got.Manifest(); err != nil || m != manifest {
+		t.Fatalf("Manifest = %.80q, %v", m, err)
+	}
+	if _, err := rec.Revisions[0].Manifest(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Manifest of a revision without one: %v, want ErrNotFound", err)
+	}
+	if _, ok := (ReleaseRecord{}).Latest(); ok {
+		t.Error("Latest of a record without revisions: found one")
+	}
+
+	t.Run("too large is not recorded", func(t *testing.T) {
+		big := ReleaseRevision{Revision: 1, ManifestGzip: []byte("old")}
+		err := big.SetManifest(strings.Repeat("x", MaxManifestInflated+1))
+		if !errors.Is(err, ErrTooLarge) || big.ManifestGzip != nil {
+			t.Errorf("SetManifest over the bound: %v, kept %d bytes; want ErrTooLarge and none", err, len(big.ManifestGzip))
+		}
+		wantErr(t, c.SaveReleaseRecord(ReleaseRecord{Namespace: "ns", Name: "big",
+			Revisions: []ReleaseRevision{{Revision: 1, Digest: "sha256:x", ManifestGzip: make([]byte, MaxManifestBytes+1)}}}), ErrInvalid, "manifest of")
+	})
+	t.Run("a gzip bomb is refused", func(t *testing.T) {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zeros := make([]byte, 1<<20)
+		for range MaxManifestInflated/len(zeros) + 1 {
+			zw.Write(zeros)
+		}
+		zw.Close()
+		bomb := ReleaseRevision{Revision: 1, ManifestGzip: buf.Bytes()}
+		if _, err := bomb.Manifest(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Manifest of %d compressed bytes inflating past the bound: %v, want ErrInvalid", buf.Len(), err)
+		}
+	})
+	t.Run("not gzip", func(t *testing.T) {
+		if _, err := (ReleaseRevision{ManifestGzip: []byte("kind: ConfigMap")}).Manifest(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Manifest of plain bytes: %v, want ErrInvalid", err)
+		}
+	})
+}
+
+// FuzzReleaseRevisionManifest: any recorded bytes (the file may be
+// damaged) decode to a bounded manifest or an error, never a panic; what
+// SetManifest records reads back the same.
+func FuzzReleaseRevisionManifest(f *testing.F) {
+	var rv ReleaseRevision
+	if err := rv.SetManifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(rv.ManifestGzip, "kind: Secret")
+	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}, "")
+	f.Add([]byte("plain"), "---\n")
+	f.Fuzz(func(t *testing.T, gz []byte, manifest string) {
+		m, err := ReleaseRevision{ManifestGzip: gz}.Manifest()
+		if err == nil && len(m) > MaxManifestInflated {
+			t.Fatalf("decoded %d bytes, over the bound", len(m))
+		}
+		var v ReleaseRevision
+		if err := v.SetManifest(manifest); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := v.Manifest(); err != nil || got != manifest {
+			t.Fatalf("round trip: %q, %v; want %q", got, err, manifest)
+		}
+	})
 }

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
@@ -17,11 +17,11 @@ import (
 type listEngine struct {
 	Engine
 	mu          sync.Mutex
-	installed   []apply.ReleaseInfo
+	installed   []engine.ReleaseInfo
 	uninstalled []string
 }
 
-func (e *listEngine) List(context.Context) ([]apply.ReleaseInfo, error) {
+func (e *listEngine) List(context.Context) ([]engine.ReleaseInfo, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return slices.Clone(e.installed), nil
@@ -34,8 +34,8 @@ func (e *listEngine) Uninstall(_ context.Context, name, namespace string) error 
 	return nil
 }
 
-func (e *listEngine) Apply(context.Context, apply.Release) (apply.Result, error) {
-	return apply.Result{}, errors.New("no cluster in this test")
+func (e *listEngine) Apply(context.Context, engine.Release) (engine.Result, error) {
+	return engine.Result{}, errors.New("no cluster in this test")
 }
 
 // TestFullStateFromRestoredHubReplacesNewerRevision: the agent holds
@@ -77,7 +77,7 @@ func TestFullStateFromRestoredHubReplacesNewerRevision(t *testing.T) {
 
 			// After a restart, A is removed from the cluster.
 			r2, _ := newReconciler(t, path)
-			eng := &listEngine{installed: []apply.ReleaseInfo{{Name: "a", Namespace: "apps"}, {Name: "b", Namespace: "apps"}}}
+			eng := &listEngine{installed: []engine.ReleaseInfo{{Name: "a", Namespace: "apps"}, {Name: "b", Namespace: "apps"}}}
 			r2.cfg.Engine = eng
 			if r2.Revision() != tc.rev+1 || r2.Epoch() != tc.epoch {
 				t.Fatalf("after reopen: %d/%q", r2.Revision(), r2.Epoch())

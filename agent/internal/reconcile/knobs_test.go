@@ -7,31 +7,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
 // neverReady applies everything and is never healthy.
 type neverReady struct {
 	fakeEngine
-	opts []apply.Options
+	opts []engine.Options
 }
 
-func (f *neverReady) Apply(ctx context.Context, r apply.Release) (apply.Result, error) {
+func (f *neverReady) Apply(ctx context.Context, r engine.Release) (engine.Result, error) {
 	f.opts = append(f.opts, r.Options)
 	if len(f.opts) > 1 {
-		return apply.Result{Action: apply.ActionUnchanged, Revision: 1}, nil
+		return engine.Result{Action: engine.ActionUnchanged, Revision: 1}, nil
 	}
 	return f.fakeEngine.Apply(ctx, r)
 }
 
-func (f *neverReady) Drift(context.Context, string, string) (apply.Drift, error) {
-	return apply.Drift{}, nil
+func (f *neverReady) Drift(context.Context, string, string) (engine.Drift, error) {
+	return engine.Drift{}, nil
 }
 
-func (f *neverReady) Health(context.Context, string, string) (apply.Health, error) {
-	return apply.Health{Message: "0/1 replicas available"}, nil
+func (f *neverReady) Health(context.Context, string, string) (engine.Health, error) {
+	return engine.Health{Message: "0/1 replicas available"}, nil
 }
 
 // TestHelmTimeoutBoundsTheHealthWait: helmOptions.timeout, not the agent's
@@ -71,7 +71,7 @@ func TestHelmTimeoutBoundsTheHealthWait(t *testing.T) {
 		return nil
 	}
 	r.Pass(t.Context())
-	want := apply.Options{Timeout: 30 * time.Second, SkipCRDs: true, DisableHooks: true, Atomic: true}
+	want := engine.Options{Timeout: 30 * time.Second, SkipCRDs: true, DisableHooks: true, Atomic: true}
 	if len(eng.opts) != 1 || eng.opts[0] != want {
 		t.Fatalf("engine got %+v; want one apply with %+v (none for the unknown sync mode)", eng.opts, want)
 	}

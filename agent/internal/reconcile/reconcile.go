@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	"github.com/tetherfleet/tether/protocol/backoff"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
@@ -72,15 +72,15 @@ type Cache interface {
 
 // Engine applies Helm releases to the cluster.
 type Engine interface {
-	Apply(ctx context.Context, r apply.Release) (apply.Result, error)
-	Repair(ctx context.Context, r apply.Release) (apply.Result, error)
-	Health(ctx context.Context, name, namespace string) (apply.Health, error)
-	Drift(ctx context.Context, name, namespace string) (apply.Drift, error)
+	Apply(ctx context.Context, r engine.Release) (engine.Result, error)
+	Repair(ctx context.Context, r engine.Release) (engine.Result, error)
+	Health(ctx context.Context, name, namespace string) (engine.Health, error)
+	Drift(ctx context.Context, name, namespace string) (engine.Drift, error)
 	Uninstall(ctx context.Context, name, namespace string) error
-	List(ctx context.Context) ([]apply.ReleaseInfo, error)
-	Adopt(ctx context.Context, r apply.Release) (bool, error)
-	Get(ctx context.Context, name, namespace string) (apply.ReleaseInfo, error)
-	Plan(ctx context.Context, r apply.Release) (apply.Plan, error)
+	List(ctx context.Context) ([]engine.ReleaseInfo, error)
+	Adopt(ctx context.Context, r engine.Release) (bool, error)
+	Get(ctx context.Context, name, namespace string) (engine.ReleaseInfo, error)
+	Plan(ctx context.Context, r engine.Release) (engine.Plan, error)
 }
 
 // Charts fetches chart archives from the hub.
@@ -394,10 +394,10 @@ func (r *Reconciler) adopt(ctx context.Context) bool {
 			r.log.Warn("adoption: read chart", "service", k, "err", err)
 			return false
 		}
-		rel := apply.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
+		rel := engine.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(), Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest()}
 		adopted, err := r.cfg.Engine.Adopt(ctx, rel)
 		switch {
-		case errors.Is(err, apply.ErrForeignRelease), errors.Is(err, apply.ErrInvalidRelease):
+		case errors.Is(err, engine.ErrForeignRelease), errors.Is(err, engine.ErrInvalidRelease):
 			r.log.Warn("adoption: release not adopted; it stays untouched", "service", k, "err", err)
 		case err != nil:
 			r.log.Warn("adoption: will retry", "service", k, "err", err)
@@ -511,9 +511,9 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 	if mode == SyncOneTime {
 		// Installed once (and deployed): never upgraded or repaired.
 		info, err := r.cfg.Engine.Get(ctx, name, ns)
-		if err == nil && info.Status == "deployed" {
+		if err == nil && info.Status == engine.StatusDeployed {
 			hash, note := s.GetValuesHash(), ""
-			if info.Hash != apply.HashLabel(s.GetValuesHash()) {
+			if info.Hash != engine.HashLabel(s.GetValuesHash()) {
 				r.mu.Lock()
 				hash = st.hash
 				r.mu.Unlock()
@@ -540,7 +540,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 	r.mu.Lock()
 	st.failures, st.failedHash = 0, ""
 	r.mu.Unlock()
-	if res.Action != apply.ActionUnchanged {
+	if res.Action != engine.ActionUnchanged {
 		r.log.Info("release applied", "service", key(ns, name), "action", res.Action, "revision", res.Revision)
 		r.mu.Lock()
 		st.applied = s.GetValuesHash()
@@ -566,16 +566,16 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 }
 
 // releaseOf is the release a desired service asks for.
-func releaseOf(s *fleetv1.Service, chart []byte) apply.Release {
+func releaseOf(s *fleetv1.Service, chart []byte) engine.Release {
 	o := s.GetHelmOptions()
-	return apply.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(),
+	return engine.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(),
 		Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest(),
-		Options: apply.Options{Timeout: time.Duration(max(o.GetTimeoutMs(), 0)) * time.Millisecond,
+		Options: engine.Options{Timeout: time.Duration(max(o.GetTimeoutMs(), 0)) * time.Millisecond,
 			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()}}
 }
 
 // dryRun reports what applying rel would change (syncMode DryRun).
-func (r *Reconciler) dryRun(ctx context.Context, rel apply.Release, st *svcState) {
+func (r *Reconciler) dryRun(ctx context.Context, rel engine.Release, st *svcState) {
 	pl, err := r.cfg.Engine.Plan(ctx, rel)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -585,14 +585,14 @@ func (r *Reconciler) dryRun(ctx context.Context, rel apply.Release, st *svcState
 	}
 	msg := "dry run: up to date, nothing would change"
 	switch pl.Action {
-	case apply.ActionInstalled:
+	case engine.ActionInstalled:
 		msg = "dry run: would install: " + joinReasons(pl.Changes)
-	case apply.ActionUpgraded:
+	case engine.ActionUpgraded:
 		msg = "dry run: would upgrade: " + joinReasons(pl.Changes)
 		if len(pl.Changes) == 0 {
 			msg = "dry run: would upgrade (a new revision, no object changes)"
 		}
-	case apply.ActionRepaired:
+	case engine.ActionRepaired:
 		msg = "dry run: would repair drift: " + joinReasons(pl.Changes)
 	}
 	r.set(st, StateDryRun, msg)
@@ -608,7 +608,7 @@ func (r *Reconciler) health(ctx context.Context, s *fleetv1.Service, st *svcStat
 	if ms := s.GetHelmOptions().GetTimeoutMs(); ms > 0 {
 		timeout = time.Duration(ms) * time.Millisecond
 	}
-	h := apply.Health{Ready: true}
+	h := engine.Health{Ready: true}
 	if !s.GetHelmOptions().GetSkipWait() {
 		var err error
 		if h, err = r.cfg.Engine.Health(ctx, name, ns); err != nil {

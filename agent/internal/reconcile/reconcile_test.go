@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
@@ -153,16 +153,16 @@ type fakeEngine struct {
 	applied []string
 }
 
-func (f *fakeEngine) Apply(_ context.Context, r apply.Release) (apply.Result, error) {
+func (f *fakeEngine) Apply(_ context.Context, r engine.Release) (engine.Result, error) {
 	f.applied = append(f.applied, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
-	return apply.Result{Action: apply.ActionInstalled, Revision: 1}, nil
+	return engine.Result{Action: engine.ActionInstalled, Revision: 1}, nil
 }
 
-func (f *fakeEngine) Health(context.Context, string, string) (apply.Health, error) {
-	return apply.Health{Ready: true}, nil
+func (f *fakeEngine) Health(context.Context, string, string) (engine.Health, error) {
+	return engine.Health{Ready: true}, nil
 }
 
-func (f *fakeEngine) List(context.Context) ([]apply.ReleaseInfo, error) { return nil, nil }
+func (f *fakeEngine) List(context.Context) ([]engine.ReleaseInfo, error) { return nil, nil }
 
 func chartBytes(s string) (string, []byte) {
 	sum := sha256.Sum256([]byte(s))
@@ -225,7 +225,7 @@ type adoptingEngine struct {
 	adoptErr error
 }
 
-func (a *adoptingEngine) Adopt(_ context.Context, r apply.Release) (bool, error) {
+func (a *adoptingEngine) Adopt(_ context.Context, r engine.Release) (bool, error) {
 	a.adopt = append(a.adopt, r.Namespace+"/"+r.Name+"@"+r.ChartDigest)
 	return a.adoptErr == nil, a.adoptErr
 }
@@ -266,7 +266,7 @@ func TestAdoptionAfterSchema1Upgrade(t *testing.T) {
 	if busy := r.Pass(ctx); !busy || len(eng.applied) != 0 {
 		t.Fatalf("pass with adoption failing: busy %v, applied %v; want a retry and nothing applied", busy, eng.applied)
 	}
-	eng.adoptErr = fmt.Errorf("adopt: %w", apply.ErrForeignRelease)
+	eng.adoptErr = fmt.Errorf("adopt: %w", engine.ErrForeignRelease)
 	r.Pass(ctx)
 	want := "applications-web/nginx-web@" + digestOfString("chart archive v1 fixture")
 	if len(eng.adopt) != 2 || eng.adopt[1] != want {

@@ -1,4 +1,4 @@
-package apply
+package observe
 
 import (
 	"slices"
@@ -87,29 +87,4 @@ func TestCompareObject(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestHashLabel(t *testing.T) {
-	if got := HashLabel("v1"); got != "v1" {
-		t.Errorf("HashLabel(v1) = %q", got)
-	}
-	long := "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef+values"
-	got := HashLabel(long)
-	if len(got) > 63 || got == long || got != HashLabel(long) || got == HashLabel(long+"x") {
-		t.Errorf("HashLabel(long) = %q: want a stable, distinct label value", got)
-	}
-}
-
-func FuzzParseManifest(f *testing.F) {
-	f.Add("---\n# Source: a/templates/x.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
-	f.Add("kind: List\nitems:\n- kind: Secret\n  metadata: {name: s}\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		objs, err := parseManifest(s)
-		if err != nil {
-			return
-		}
-		for _, o := range objs {
-			_ = o.ref("ns")
-		}
-	})
 }
