@@ -44,6 +44,23 @@ func NewEngine(sup *Supervisor, reader Reader, log *slog.Logger) *Engine {
 	return &Engine{sup: sup, reader: reader, log: log}
 }
 
+// response is a worker reply that carries an operation error.
+type response interface{ GetError() *workerv1.Error }
+
+// call runs one RPC in the worker (started if needed) and returns its
+// reply, with the operation's error (resp.Error) decoded as an error.
+func call[R response](ctx context.Context, e *Engine, op string, rpc func(context.Context, workerv1.EngineClient) (R, error)) (R, error) {
+	var resp R
+	err := e.sup.Do(ctx, op, func(ctx context.Context, c workerv1.EngineClient) error {
+		var err error
+		if resp, err = rpc(ctx, c); err != nil {
+			return err
+		}
+		return errorFromProto(resp.GetError())
+	})
+	return resp, err
+}
+
 // Apply returns the recorded release when it is deployed with r's hash
 // (ActionUnchanged, no worker), else has the worker install or upgrade it.
 func (e *Engine) Apply(ctx context.Context, r engine.Release) (engine.Result, error) {
@@ -66,13 +83,8 @@ func (e *Engine) apply(ctx context.Context, op string, r engine.Release, force b
 	if err != nil {
 		return engine.Result{}, err
 	}
-	var resp *workerv1.ApplyResponse
-	err = e.sup.Do(ctx, op+" "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Apply(ctx, req); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, op+" "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.ApplyResponse, error) {
+		return c.Apply(ctx, req)
 	})
 	if err != nil {
 		return engine.Result{}, err
@@ -86,13 +98,8 @@ func (e *Engine) Plan(ctx context.Context, r engine.Release) (engine.Plan, error
 	if err != nil {
 		return engine.Plan{}, err
 	}
-	var resp *workerv1.PlanResponse
-	err = e.sup.Do(ctx, "plan "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Plan(ctx, req); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, "plan "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.PlanResponse, error) {
+		return c.Plan(ctx, req)
 	})
 	if err != nil {
 		return engine.Plan{}, err
@@ -107,26 +114,18 @@ func (e *Engine) Adopt(ctx context.Context, r engine.Release) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var resp *workerv1.AdoptResponse
-	err = e.sup.Do(ctx, "adopt "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Adopt(ctx, req); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, "adopt "+r.Namespace+"/"+r.Name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.AdoptResponse, error) {
+		return c.Adopt(ctx, req)
 	})
 	return resp.GetAdopted(), err
 }
 
 // Uninstall has the worker uninstall a release.
 func (e *Engine) Uninstall(ctx context.Context, name, namespace string) error {
-	return e.sup.Do(ctx, "uninstall "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) error {
-		resp, err := c.Uninstall(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
-		if err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	_, err := call(ctx, e, "uninstall "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.UninstallResponse, error) {
+		return c.Uninstall(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
 	})
+	return err
 }
 
 // Health answers from the record and the cluster, or from the worker when
@@ -136,13 +135,8 @@ func (e *Engine) Health(ctx context.Context, name, namespace string) (engine.Hea
 	if !errors.Is(err, engine.ErrUnknown) {
 		return h, err
 	}
-	var resp *workerv1.HealthResponse
-	err = e.sup.Do(ctx, "health "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Health(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace}); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, "health "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.HealthResponse, error) {
+		return c.Health(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
 	})
 	if err != nil {
 		return engine.Health{}, err
@@ -157,13 +151,8 @@ func (e *Engine) Drift(ctx context.Context, name, namespace string) (engine.Drif
 	if !errors.Is(err, engine.ErrUnknown) {
 		return d, err
 	}
-	var resp *workerv1.DriftResponse
-	err = e.sup.Do(ctx, "drift "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Drift(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace}); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, "drift "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.DriftResponse, error) {
+		return c.Drift(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
 	})
 	if err != nil {
 		return engine.Drift{}, err
@@ -177,13 +166,8 @@ func (e *Engine) Get(ctx context.Context, name, namespace string) (engine.Releas
 	if !errors.Is(err, engine.ErrUnknown) {
 		return info, err
 	}
-	var resp *workerv1.GetResponse
-	err = e.sup.Do(ctx, "get "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) error {
-		var err error
-		if resp, err = c.Get(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace}); err != nil {
-			return err
-		}
-		return errorFromProto(resp.GetError())
+	resp, err := call(ctx, e, "get "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.GetResponse, error) {
+		return c.Get(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
 	})
 	if err != nil {
 		return engine.ReleaseInfo{}, err
