@@ -102,7 +102,7 @@ func TestWindowOpenAt(t *testing.T) {
 		{time.Date(2026, 12, 2, 4, 59, 0, 0, paris), true, time.Time{}},
 		{time.Date(2026, 12, 2, 5, 0, 0, 0, paris), false, time.Date(2026, 12, 3, 2, 0, 0, 0, paris)},
 		{time.Date(2026, 12, 5, 3, 0, 0, 0, paris), false, time.Date(2026, 12, 7, 2, 0, 0, 0, paris)}, // Saturday
-		{time.Date(2026, 12, 2, 1, 30, 0, 0, time.UTC), true, time.Time{}},                             // 02:30 Paris
+		{time.Date(2026, 12, 2, 1, 30, 0, 0, time.UTC), true, time.Time{}},                            // 02:30 Paris
 	} {
 		open, next := w.OpenAt(tc.at)
 		if open != tc.open || !next.Equal(tc.nextOpen) {
