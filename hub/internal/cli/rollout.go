@@ -260,7 +260,7 @@ func newRolloutOpCmd(g *globals, op, short string) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("rollout %s %s/%s: %w", op, ns.namespace, args[0], err)
 			}
-			fmt.Fprintf(g.stdout, "rollout %s/%s: %s (revision %d)\n", ns.namespace, args[0], rec.Phase, rec.Revision)
+			fmt.Fprintf(g.stdout, "rollout %s/%s %sd: phase %s, revision %d\n", ns.namespace, args[0], op, rec.Phase, rec.Revision)
 			return nil
 		},
 	}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherfleet/tether/hub/internal/rollout"
+)
+
+const stagedMCS = `apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: web-1, namespace: acme}
+spec: {helm: {chartSpec: {chart: web, version: 1.0.0, sourceRef: {name: tether-local}}}}
+---
+apiVersion: tether.dev/v1alpha1
+kind: MultiClusterService
+metadata: {name: web, namespace: acme}
+spec:
+  serviceSpec:
+    services: [{template: web-1, name: web, namespace: apps}]
+  rollout:
+    strategy: Staged
+    stages:
+      - {name: canary, clusterSelector: {matchLabels: {ring: canary}}}
+      - {name: main, clusterSelector: {matchLabels: {ring: main}}, promotion: Manual}
+`
+
+// TestRolloutCommands: the rollout commands through a real hub: status
+// (table and json), approve of a known and an unknown stage, pause and
+// resume, history, and viewers may read but not steer.
+func TestRolloutCommands(t *testing.T) {
+	h := startHub(t)
+	mustRun(t, stagedMCS, "--config", h.admin, "apply", "-f", "-")
+
+	// The controller creates the rollout on its own loop.
+	deadline := time.Now().Add(30 * time.Second)
+	var out string
+	for {
+		code, o, _ := run(t, "", "--config", h.admin, "rollout", "status", "web", "-n", "acme", "-o", "json")
+		if code == 0 {
+			out = o
+			break
+		}
+		if code != exitNotFound || time.Now().After(deadline) {
+			t.Fatalf("rollout status: exit %d", code)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the controller's first write, with a deadline
+	}
+	var rec rollout.Record
+	if err := json.Unmarshal([]byte(out), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Name != "web" || len(rec.Stages) != 2 || rec.Stages[1].Name != "main" {
+		t.Fatalf("status: %+v", rec)
+	}
+	table := mustRun(t, "", "--config", h.admin, "rollout", "status", "web", "-n", "acme")
+	for _, want := range []string{"Rollout acme/web: revision 1", "STAGE", "canary", "main", "CLUSTER"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("status table lacks %q:\n%s", want, table)
+		}
+	}
+
+	code, _, errs := run(t, "", "--config", h.admin, "rollout", "approve", "web", "nope", "-n", "acme")
+	if code == 0 || !strings.Contains(errs, `stage "nope": unknown stage (stages: canary, main)`) {
+		t.Errorf("approve unknown stage: exit %d, %s", code, errs)
+	}
+	if got := mustRun(t, "", "--config", h.admin, "rollout", "approve", "web", "main", "-n", "acme"); !strings.Contains(got, "stage main approved") {
+		t.Errorf("approve: %s", got)
+	}
+	if got := mustRun(t, "", "--config", h.admin, "rollout", "pause", "web", "-n", "acme"); !strings.Contains(got, "rollout acme/web paused") {
+		t.Errorf("pause: %s", got)
+	}
+	mustRun(t, "", "--config", h.admin, "rollout", "resume", "web", "-n", "acme")
+	if got := mustRun(t, "", "--config", h.admin, "rollout", "history", "web", "-n", "acme"); !strings.Contains(got, "web=web-1") {
+		t.Errorf("history: %s", got)
+	}
+	code, _, errs = run(t, "", "--config", h.admin, "rollout", "undo", "web", "-n", "acme", "--to-revision", "9")
+	if code == 0 || !strings.Contains(errs, "unknown revision 9 (kept: 1)") {
+		t.Errorf("undo to an unknown revision: exit %d, %s", code, errs)
+	}
+
+	viewer := h.userConfig(t, "vera", "viewer")
+	mustRun(t, "", "--config", viewer, "rollout", "status", "web", "-n", "acme")
+	if code, _, errs := run(t, "", "--config", viewer, "rollout", "pause", "web", "-n", "acme"); code == 0 || !strings.Contains(errs, "needs admin") {
+		t.Errorf("viewer pause: exit %d, %s", code, errs)
+	}
+	if code, _, _ := run(t, "", "--config", h.admin, "rollout", "status", "nothere", "-n", "acme"); code != exitNotFound {
+		t.Errorf("status of no rollout: exit %d, want %d", code, exitNotFound)
+	}
+}
