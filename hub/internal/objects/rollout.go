@@ -314,6 +314,9 @@ func selectorsOverlap(a, b *LabelSelector) (string, bool) {
 	return "a cluster labelled " + strings.Join(parts, ",") + " matches both", true
 }
 
+// maxWindow bounds a maintenance window's duration.
+const maxWindow = 31 * 24 * time.Hour
+
 // Window is a compiled maintenance window.
 type Window struct {
 	Name     string
@@ -344,6 +347,9 @@ func (w *MaintenanceWindow) Compile() (*Window, error) {
 	}
 	if d <= 0 {
 		return nil, fmt.Errorf("duration: required and must be positive (a window of length 0 never opens)")
+	}
+	if d > maxWindow {
+		return nil, fmt.Errorf("duration %s: at most %s (a longer window is no window)", d, maxWindow)
 	}
 	// 8 years covers every day-of-month/month/weekday combination that
 	// can ever occur (29 February on a given weekday recurs within 28).

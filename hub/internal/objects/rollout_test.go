@@ -110,3 +110,31 @@ func TestWindowOpenAt(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMaintenanceWindow: any schedule, zone and duration either is
+// refused or gives a window whose next opening is after the time asked
+// and that is open then.
+func FuzzMaintenanceWindow(f *testing.F) {
+	f.Add("0 2 * * 1-5", "Europe/Paris", "3h", int64(1764669600))
+	f.Add("*/15 */2 1,15 */3 0,7", "UTC", "10m", int64(0))
+	f.Add("0 0 29 2 *", "America/New_York", "1h", int64(4102444800))
+	f.Add("0 0 30 2 *", "", "1h", int64(0))
+	f.Add("59 23 31 12 6", "Asia/Kathmandu", "1m", int64(-1))
+	f.Fuzz(func(t *testing.T, sched, zone, dur string, at int64) {
+		w, err := (&MaintenanceWindow{Name: "w", Schedule: sched, TimeZone: zone, Duration: dur}).Compile()
+		if err != nil {
+			return
+		}
+		now := time.Unix(at%(1<<40), 0)
+		open, next := w.OpenAt(now)
+		if open || next.IsZero() {
+			return
+		}
+		if !next.After(now) {
+			t.Fatalf("closed at %v, next opens at %v: not after", now, next)
+		}
+		if o, _ := w.OpenAt(next); !o {
+			t.Fatalf("not open at its next opening %v", next)
+		}
+	})
+}
