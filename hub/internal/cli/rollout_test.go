@@ -62,6 +62,14 @@ func TestRolloutCommands(t *testing.T) {
 		}
 	}
 
+	// No cluster matches: every stage is done, so -w ends at once, 0.
+	if got := mustRun(t, "", "--config", h.admin, "rollout", "status", "web", "-n", "acme", "-w"); !strings.Contains(got, "Complete [##############################] 0/0 clusters done") {
+		t.Errorf("status -w:\n%s", got)
+	}
+	if code, _, errs := run(t, "", "--config", h.admin, "rollout", "status", "web", "-n", "acme", "-w", "-o", "json"); code != exitUsage || !strings.Contains(errs, "does not take -o") {
+		t.Errorf("-w with -o: exit %d, %s", code, errs)
+	}
+
 	code, _, errs := run(t, "", "--config", h.admin, "rollout", "approve", "web", "nope", "-n", "acme")
 	if code == 0 || !strings.Contains(errs, `stage "nope": unknown stage (stages: canary, main)`) {
 		t.Errorf("approve unknown stage: exit %d, %s", code, errs)
@@ -88,5 +96,28 @@ func TestRolloutCommands(t *testing.T) {
 	}
 	if code, _, _ := run(t, "", "--config", h.admin, "rollout", "status", "nothere", "-n", "acme"); code != exitNotFound {
 		t.Errorf("status of no rollout: exit %d, want %d", code, exitNotFound)
+	}
+}
+
+func TestRolloutViewShowsProgressAndReasons(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	rec := &rollout.Record{Namespace: "acme", Name: "web", Revision: 7, Phase: rollout.PhaseProgressing,
+		Stages: []rollout.StageStatus{{Name: "all", Phase: rollout.StageActive, Counts: map[string]int{rollout.Succeeded: 2, rollout.Progressing: 1, rollout.Deferred: 1}}},
+		Clusters: map[string]*rollout.ClusterStatus{
+			"a": {Stage: "all", State: rollout.Succeeded, Admitted: 7, Listed: true, Since: now.Add(-time.Hour)},
+			"b": {Stage: "all", State: rollout.Succeeded, Admitted: 7, Listed: true, Since: now.Add(-time.Hour)},
+			"c": {Stage: "all", State: rollout.Progressing, Admitted: 7, Listed: true, Since: now.Add(-time.Minute)},
+			"d": {Stage: "all", State: rollout.Deferred, Admitted: 6, Listed: true, Since: now, Reason: "offline when its turn came"},
+		}}
+	var b strings.Builder
+	printRollout(&b, rec, now)
+	for _, want := range []string{
+		"Rollout acme/web: revision 7, Progressing [###############---------------] 2/4 clusters done (2 succeeded)",
+		"Progressing 1, Succeeded 2, Deferred 1",
+		"offline when its turn came",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("view lacks %q:\n%s", want, b.String())
+		}
 	}
 }

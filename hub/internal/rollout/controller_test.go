@@ -37,12 +37,16 @@ type hubEnv struct {
 	seq  uint64
 	// offline agents neither connect nor report.
 	offline map[string]bool
+	// clusters are the fleet's names; reported the revision each last
+	// reported.
+	clusters []string
+	reported map[string]uint64
 }
 
 func newHubEnv(t *testing.T) *hubEnv {
 	t.Helper()
 	e := &hubEnv{t: t, ctx: context.Background(), path: filepath.Join(t.TempDir(), "hub.db"),
-		now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), offline: map[string]bool{}}
+		now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), offline: map[string]bool{}, reported: map[string]uint64{}}
 	e.start()
 	t.Cleanup(func() { e.st.Close() })
 	return e
@@ -116,14 +120,14 @@ func (e *hubEnv) putCluster(name string, labels map[string]string) {
 	if _, err := e.st.Create(e.ctx, store.Object{Kind: kindCluster, Name: name, Value: v}); err != nil {
 		e.t.Fatal(err)
 	}
+	e.clusters = append(e.clusters, name)
 }
 
 // report has every online agent report its desired services Deployed
 // at their revision.
 func (e *hubEnv) report() {
 	e.t.Helper()
-	for i := range 20 {
-		name := fmt.Sprintf("edge-%02d", i)
+	for _, name := range e.clusters {
 		if e.offline[name] {
 			continue
 		}
@@ -134,6 +138,10 @@ func (e *hubEnv) report() {
 		if err != nil {
 			e.t.Fatal(err)
 		}
+		if e.reported[name] == st.Revision {
+			continue // nothing new to report
+		}
+		e.reported[name] = st.Revision
 		e.seq++
 		rep := &fleetv1.StatusReport{Revision: st.Revision, Seq: e.seq, Observed: timestamppb.New(e.clock())}
 		for _, s := range st.Services {
@@ -194,7 +202,9 @@ metadata: {name: web-2, namespace: acme}
 spec: {helm: {chartSpec: {chart: web, version: 2.0.0, sourceRef: {name: tether-local}}}}
 `
 
-func webMCS(template string) string {
+func webMCS(template string) string { return webMCSWith(template, "2") }
+
+func webMCSWith(template, maxConcurrency string) string {
 	return `apiVersion: tether.dev/v1alpha1
 kind: MultiClusterService
 metadata: {name: web, namespace: acme}
@@ -202,7 +212,7 @@ spec:
   clusterSelector: {matchLabels: {tier: edge}}
   serviceSpec:
     services: [{template: ` + template + `, name: web, namespace: apps}]
-  rollout: {strategy: Progressive, maxConcurrency: 2, maxFailures: 0, offlineClusters: Skip}
+  rollout: {strategy: Progressive, maxConcurrency: ` + maxConcurrency + `, maxFailures: 0, offlineClusters: Skip}
 `
 }
 
@@ -278,5 +288,71 @@ func TestRolloutThroughCompilerSurvivesRestart(t *testing.T) {
 	}
 	if c := e.status().Clusters["edge-05"]; c.State != Succeeded || e.template("edge-05") != "web-2" {
 		t.Errorf("edge-05 after return: %+v on %q", c, e.template("edge-05"))
+	}
+}
+
+// TestThousandClusters: 1,000 clusters, Progressive at maxConcurrency
+// 10%, every tenth cluster offline with Skip. After every round, at most
+// 100 clusters hold the new revision without having succeeded with it;
+// the rollout completes with the offline ones deferred on the old
+// revision, and they catch up when they return, within the same bound.
+func TestThousandClusters(t *testing.T) {
+	const n = 1000
+	e := newHubEnv(t)
+	e.apply(templates)
+	e.resolve("web-1")
+	e.resolve("web-2")
+	for i := range n {
+		e.putCluster(fmt.Sprintf("edge-%04d", i), map[string]string{"tier": "edge"})
+	}
+	e.apply(webMCSWith("web-1", `"100%"`))
+	for range 3 {
+		e.round()
+	}
+	if rec := e.status(); rec.Phase != PhaseComplete || rec.Counts()[Succeeded] != n {
+		t.Fatalf("first revision: %s %v", rec.Phase, rec.Counts())
+	}
+	for i := 0; i < n; i += 10 {
+		e.offline[fmt.Sprintf("edge-%04d", i)] = true
+	}
+	e.apply(webMCSWith("web-2", `"10%"`))
+	check := func(round int) *Record {
+		rec := e.status()
+		unfinished := 0
+		for _, name := range e.clusters {
+			if e.template(name) == "web-2" && rec.Clusters[name].State != Succeeded {
+				unfinished++
+			}
+		}
+		if unfinished > n/10 {
+			t.Fatalf("round %d: %d clusters on the new revision without having succeeded, over maxConcurrency %d", round, unfinished, n/10)
+		}
+		if c := rec.Counts()[Progressing]; c > n/10 {
+			t.Fatalf("round %d: %d Progressing", round, c)
+		}
+		return rec
+	}
+	var rec *Record
+	for round := 0; round < 40; round++ {
+		e.round()
+		if rec = check(round); rec.Phase == PhaseComplete {
+			break
+		}
+	}
+	if c := rec.Counts(); rec.Phase != PhaseComplete || c[Succeeded] != n-n/10 || c[Deferred] != n/10 {
+		t.Fatalf("rollout: %s %v", rec.Phase, c)
+	}
+	if got := e.template("edge-0000"); got != "web-1" {
+		t.Errorf("offline edge-0000 has %q, want web-1", got)
+	}
+	clear(e.offline)
+	for round := 0; round < 10; round++ {
+		e.round()
+		if rec = check(round); rec.Counts()[Succeeded] == n {
+			break
+		}
+	}
+	if c := rec.Counts(); c[Succeeded] != n {
+		t.Fatalf("after the offline ones returned: %v", c)
 	}
 }
