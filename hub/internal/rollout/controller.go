@@ -34,6 +34,9 @@ const (
 	kindCluster = "Cluster"
 	stateOK     = "Deployed"
 	stateFailed = "Failed"
+	// syncOneTime services are installed once and never upgraded: their
+	// deployed hash stays the first one.
+	syncOneTime = "OneTime"
 )
 
 // Store is the part of the hub store the controller uses.
@@ -271,7 +274,11 @@ func (snap *snapshot) health(cluster string, ref desired.Ref) (health, string) {
 		if i < 0 || rep.Services[i].Revision < s.Revision {
 			return healthUnknown, ""
 		}
-		switch r := rep.Services[i]; r.State {
+		r := rep.Services[i]
+		if r.State == stateOK && r.LastDeployedHash != "" && s.ValuesHash != "" && r.LastDeployedHash != s.ValuesHash && s.SyncMode != syncOneTime {
+			return healthUnknown, "" // still Deployed with what it had (a report from mid-apply)
+		}
+		switch r.State {
 		case stateOK:
 		case stateFailed:
 			return healthFailed, fmt.Sprintf("service %s: Failed: %s", s.Key(), r.Message)

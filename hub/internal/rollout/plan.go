@@ -304,18 +304,19 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 				if !s.Listed || s.Admitted != T || s.State == Succeeded {
 					continue
 				}
+				// Before 0: it had none of this MCS's services (a cluster
+				// not listed before had none: those that had some were
+				// listed when the rollout began).
 				back := fmt.Sprintf("rolled back to revision %d", s.Before)
-				if !s.BeforeListed {
-					back = "rolled back to what it had before"
-				} else if s.Before == 0 {
-					back = "rolled back to none of the services"
+				if s.Before == 0 {
+					back = "rolled back to none of its services (it had none before)"
 				}
 				if s.State == Failed || s.State == TimedOut {
 					s.Reason += "; " + back
 				} else {
 					s.State, s.Reason, s.Since = Skipped, back, now
 				}
-				s.Admitted, s.Listed, s.HealthySince = s.Before, s.BeforeListed, time.Time{}
+				s.Admitted, s.Listed, s.HealthySince = s.Before, true, time.Time{}
 				changed = append(changed, n)
 			}
 			r.Phase = PhaseRolledBack

@@ -390,3 +390,21 @@ func TestSupersede(t *testing.T) {
 		}
 	}
 }
+
+// TestRollbackOfAFirstRevisionRemovesItsServices: a cluster that had
+// none of the MCS's services before goes back to none, not to keeping
+// the failed revision.
+func TestRollbackOfAFirstRevisionRemovesItsServices(t *testing.T) {
+	r := objects.Rollout{Strategy: objects.RolloutProgressive, OnFailure: objects.OnFailureRollback}
+	s := newSim(t, r, 3, nil)
+	s.fail["c00"] = true
+	s.run(time.Minute)
+	c := s.state("c00")
+	if s.rec.Phase != PhaseRolledBack || !c.Listed || c.Admitted != 0 || !strings.Contains(c.Reason, "rolled back to none") {
+		t.Fatalf("phase %s, c00 %+v", s.rec.Phase, c)
+	}
+	adm := string(s.rec.admission(1))
+	if !strings.Contains(adm, `"c00":0`) {
+		t.Errorf("admission %s does not admit c00 to none", adm)
+	}
+}
