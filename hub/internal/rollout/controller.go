@@ -198,18 +198,6 @@ func (c *Controller) read(ctx context.Context) (*snapshot, error) {
 			}
 			snap.mcs = append(snap.mcs, o.(*objects.MultiClusterService))
 		}
-		if sos, err = tx.List(kindCluster, ""); err != nil {
-			return err
-		}
-		for _, so := range sos {
-			var cl struct {
-				Labels map[string]string `json:"labels"`
-			}
-			if err := json.Unmarshal(so.Value, &cl); err != nil {
-				return fmt.Errorf("cluster %s: %w", so.Name, err)
-			}
-			snap.clusters = append(snap.clusters, clusterView{Name: so.Name, Labels: cl.Labels})
-		}
 		for _, k := range []string{KindRollout, KindAdmission} {
 			if sos, err = tx.List(k, ""); err != nil {
 				return err
@@ -226,6 +214,25 @@ func (c *Controller) read(ctx context.Context) (*snapshot, error) {
 					snap.admissions[so.Namespace+"/"+so.Name] = sr
 				}
 			}
+		}
+		managed := len(snap.records) > 0
+		for _, o := range snap.mcs {
+			managed = managed || o.Spec.Rollout != nil
+		}
+		if !managed {
+			return nil // no rollout: nothing else to read (most hubs, most of the time)
+		}
+		if sos, err = tx.List(kindCluster, ""); err != nil {
+			return err
+		}
+		for _, so := range sos {
+			var cl struct {
+				Labels map[string]string `json:"labels"`
+			}
+			if err := json.Unmarshal(so.Value, &cl); err != nil {
+				return fmt.Errorf("cluster %s: %w", so.Name, err)
+			}
+			snap.clusters = append(snap.clusters, clusterView{Name: so.Name, Labels: cl.Labels})
 		}
 		if sos, err = tx.List(desired.KindDesiredState, ""); err != nil {
 			return err
