@@ -35,8 +35,11 @@ type UndoRequest struct {
 type UndoResult struct {
 	// Restored is the revision whose services were re-applied; the
 	// MultiClusterService's new generation rolls them out.
-	Restored uint64         `json:"restored"`
-	Result   objects.Result `json:"result"`
+	Restored uint64 `json:"restored"`
+	// Action is what the apply did (configured, unchanged) and
+	// Generation the object's generation after it.
+	Action     string `json:"action"`
+	Generation int64  `json:"generation"`
 }
 
 func (s *server) registerRollouts(mux *http.ServeMux) {
@@ -157,7 +160,7 @@ func (s *server) rolloutUndo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return objectErr(err)
 	}
-	writeJSON(w, http.StatusOK, UndoResult{Restored: restored, Result: res[0]})
+	writeJSON(w, http.StatusOK, UndoResult{Restored: restored, Action: string(res[0].Action), Generation: res[0].Generation})
 	return nil
 }
 

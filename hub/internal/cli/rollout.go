@@ -317,7 +317,7 @@ An immediate return of failed clusters is onFailure: Rollback's job.`,
 			if err != nil {
 				return fmt.Errorf("rollout undo %s/%s: %w", ns.namespace, args[0], err)
 			}
-			fmt.Fprintf(g.stdout, "rollout %s/%s: revision %d re-applied (%s)\n", ns.namespace, args[0], res.Restored, res.Result)
+			fmt.Fprintf(g.stdout, "rollout %s/%s: revision %d re-applied: multiclusterservice/%s %s, generation %d\n", ns.namespace, args[0], res.Restored, args[0], res.Action, res.Generation)
 			return nil
 		},
 	}

@@ -15,6 +15,11 @@ metadata: {name: web-1, namespace: acme}
 spec: {helm: {chartSpec: {chart: web, version: 1.0.0, sourceRef: {name: tether-local}}}}
 ---
 apiVersion: tether.dev/v1alpha1
+kind: ServiceTemplate
+metadata: {name: web-two, namespace: acme}
+spec: {helm: {chartSpec: {chart: web, version: 2.0.0, sourceRef: {name: tether-local}}}}
+---
+apiVersion: tether.dev/v1alpha1
 kind: MultiClusterService
 metadata: {name: web, namespace: acme}
 spec:
@@ -87,6 +92,40 @@ func TestRolloutCommands(t *testing.T) {
 	code, _, errs = run(t, "", "--config", h.admin, "rollout", "undo", "web", "-n", "acme", "--to-revision", "9")
 	if code == 0 || !strings.Contains(errs, "unknown revision 9 (kept: 1)") {
 		t.Errorf("undo to an unknown revision: exit %d, %s", code, errs)
+	}
+
+	// A second revision, then undo back to the first: a third revision
+	// with the first one's services.
+	mustRun(t, strings.ReplaceAll(stagedMCS, "template: web-1", "template: web-two"), "--config", h.admin, "apply", "-f", "-")
+	waitRevision := func(want uint64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var r rollout.Record
+			if err := json.Unmarshal([]byte(mustRun(t, "", "--config", h.admin, "rollout", "status", "web", "-n", "acme", "-o", "json")), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Revision == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rollout revision %d, want %d", r.Revision, want)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the controller's loop, with a deadline
+		}
+	}
+	waitRevision(2)
+	if got := mustRun(t, "", "--config", h.admin, "rollout", "undo", "web", "-n", "acme"); !strings.Contains(got, "revision 1 re-applied") {
+		t.Errorf("undo: %s", got)
+	}
+	waitRevision(3)
+	hist := mustRun(t, "", "--config", h.admin, "rollout", "history", "web", "-n", "acme", "-o", "json")
+	var revs []rollout.RevisionRecord
+	if err := json.Unmarshal([]byte(hist), &revs); err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 3 || revs[2].Spec.ServiceSpec.Services[0].Template != "web-1" || !strings.HasPrefix(revs[1].Outcome, "Superseded by revision 3") {
+		t.Errorf("history after undo: %s", hist)
 	}
 
 	viewer := h.userConfig(t, "vera", "viewer")
