@@ -138,3 +138,37 @@ func FuzzMaintenanceWindow(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRolloutDecode: any spec.rollout is refused with an error, or
+// decodes to a policy whose numbers and durations resolve.
+func FuzzRolloutDecode(f *testing.F) {
+	f.Add(`{strategy: Staged, maxConcurrency: "10%", maxFailures: 2, minSuccessTime: 5m, stages: [{name: a, clusterSelector: {matchLabels: {r: "1"}}, promotion: Manual}, {name: b, clusterSelector: {matchLabels: {r: "2"}}, promotion: "After 1h"}]}`)
+	f.Add(`{strategy: Progressive, maxConcurrency: 3, offlineClusters: Wait, onFailure: Rollback, progressDeadline: "0"}`)
+	f.Add(`{maintenanceWindows: [{name: w, schedule: "0 2 * * 1-5", timeZone: Europe/Paris, duration: 3h}]}`)
+	f.Add(`{maxConcurrency: "100%", maxFailures: "0%"}`)
+	f.Fuzz(func(t *testing.T, rollout string) {
+		objs, err := Decode([]byte(rolloutMCS[:len(rolloutMCS)-1]+" "+rollout+"\n"), "fuzz")
+		if err != nil {
+			return
+		}
+		r := objs[0].(*MultiClusterService).Spec.Rollout
+		if r == nil {
+			return
+		}
+		for _, v := range []IntOrPercent{r.MaxConcurrency, r.MaxFailures} {
+			if n, err := Scaled(v, 1000, 1); err != nil || n < 0 || n > 1000 && strings.Contains(string(v), "%") {
+				t.Fatalf("accepted %s resolves to %d, %v", v, n, err)
+			}
+		}
+		for _, d := range []string{r.MinSuccessTime, r.ProgressDeadline} {
+			if _, err := ParseDuration(d, 0); err != nil {
+				t.Fatalf("accepted duration %q: %v", d, err)
+			}
+		}
+		for _, w := range r.MaintenanceWindows {
+			if _, err := w.Compile(); err != nil {
+				t.Fatalf("accepted window %+v: %v", w, err)
+			}
+		}
+	})
+}
