@@ -131,7 +131,9 @@ type Config struct {
 	Charts  Charts
 	Desired Desired
 	Reports Reports
-	Logger  *slog.Logger
+	// Rollouts serves /v1/rollouts; nil answers 501.
+	Rollouts Rollouts
+	Logger   *slog.Logger
 	// Kinds are the object kinds served; nil means those of Objects if it
 	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
 	Kinds *objects.Registry
@@ -159,6 +161,7 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("POST /v1/users", s.auth(RoleAdmin, s.createUser))
 	mux.Handle("DELETE /v1/users/{name}", s.auth(RoleAdmin, s.revokeUser))
 	s.registerObjects(mux)
+	s.registerRollouts(mux)
 	return mux
 }
 

@@ -118,6 +118,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newDiffCmd(g),
 		newChartCmd(g),
 		newUserCmd(g),
+		newRolloutCmd(g),
 	)
 	return root
 }

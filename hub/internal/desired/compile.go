@@ -44,6 +44,30 @@ type Inputs struct {
 	// SystemNamespaces are searched in order for a ServiceTemplate a
 	// service names when its own namespace has none.
 	SystemNamespaces []string
+	// Admissions are the rollout controller's decisions, by source: a
+	// MultiClusterService with one is compiled per cluster from the spec
+	// of the revision that cluster is admitted to, not from the live
+	// object (see Admission).
+	Admissions map[Ref]*Admission
+}
+
+// Admission is what a rollout allows for one MultiClusterService.
+type Admission struct {
+	// Specs holds the object at each revision some cluster is admitted
+	// to.
+	Specs map[uint64]*objects.MultiClusterService
+	// Clusters is the revision each cluster may receive. A cluster not
+	// listed, or admitted to a revision without a spec, keeps the
+	// services of this source it has now (the previous revision).
+	Clusters map[string]uint64
+}
+
+// needsAdmission reports whether a MultiClusterService without an
+// Admission must wait for one: its rollout is gradual, so no cluster may
+// take a change before the rollout controller has admitted it.
+func needsAdmission(o *objects.MultiClusterService) bool {
+	r := o.Spec.Rollout
+	return r != nil && r.Strategy != "" && r.Strategy != objects.RolloutAll
 }
 
 // Service is one Helm release in a cluster's desired state.
@@ -132,6 +156,13 @@ type source struct {
 	spec      *objects.ServiceSpec
 	selector  *objects.LabelSelector // nil for a ClusterDeployment
 	services  []prepared
+	// Rollout-managed sources: variants by admitted revision, the
+	// admission, and keep (no admission yet: every cluster keeps what
+	// it has). A managed source itself is never applicable; its
+	// variant for the cluster's revision is.
+	variants  map[uint64]*source
+	admission *Admission
+	keep      bool
 }
 
 // prepared is a source's service with everything that does not depend on
@@ -175,7 +206,16 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 		sources = append(sources, c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, nil))
 	}
 	for _, o := range in.MultiClusterServices {
-		sources = append(sources, c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, &o.Spec.ClusterSelector))
+		s := c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, &o.Spec.ClusterSelector)
+		if adm := in.Admissions[s.ref]; adm != nil {
+			s.admission, s.variants = adm, map[uint64]*source{}
+			for rev, spec := range adm.Specs {
+				s.variants[rev] = c.prepare(o.GetHeader(), &spec.Spec.ServiceSpec, &spec.Spec.ClusterSelector)
+			}
+		} else if needsAdmission(o) {
+			s.keep = true
+		}
+		sources = append(sources, s)
 	}
 	slices.SortFunc(sources, func(a, b *source) int {
 		return cmp.Or(cmp.Compare(a.ref.Kind, b.ref.Kind), cmp.Compare(a.ref.Namespace, b.ref.Namespace), cmp.Compare(a.ref.Name, b.ref.Name))
@@ -383,7 +423,23 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	tc := objects.NewTemplateCluster(cl.Name, cl.Labels)
 	tc.APIServer = cl.APIServer
 	var applicable []*source
+	kept := map[Ref]bool{} // rollout-managed sources whose services this cluster keeps as they are
 	for _, s := range sources {
+		if s.keep {
+			kept[s.ref] = true
+			continue
+		}
+		if s.admission != nil {
+			rev, ok := s.admission.Clusters[cl.Name]
+			v := s.variants[rev]
+			switch {
+			case !ok || v == nil && rev != 0:
+				kept[s.ref] = true
+			case v != nil && v.selector.Matches(cl.Labels):
+				applicable = append(applicable, v)
+			}
+			continue // revision 0: admitted to "none of its services"
+		}
 		if s.selector == nil && s.ref.Name == cl.Name || s.selector != nil && s.selector.Matches(cl.Labels) {
 			applicable = append(applicable, s)
 		}
@@ -441,6 +497,25 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 			continue
 		}
 		services = append(services, svc)
+	}
+	if len(kept) > 0 {
+		// A cluster not admitted to a source's new revision keeps that
+		// source's services exactly as it has them; they win over any
+		// other source's offer of the same namespace/name, as they did.
+		held := map[string]bool{}
+		for _, p := range previous {
+			if kept[p.Source] {
+				held[p.Key()] = true
+			}
+		}
+		services = slices.DeleteFunc(services, func(s Service) bool { return held[s.Key()] })
+		for _, p := range previous {
+			if kept[p.Source] {
+				p.Revision = 0
+				services = append(services, p)
+			}
+		}
+		slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	}
 	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
 }

@@ -119,6 +119,19 @@ type Config struct {
 	// and each source gets a DesiredStateTooLarge problem. Default: the
 	// tunnel's message limit less 64 KiB of headroom.
 	MaxStateBytes int
+	// Admitter, when set, gives the rollout controller's admissions (see
+	// Admission); nil: every cluster takes every change at once.
+	Admitter Admitter
+}
+
+// Admitter is the rollout controller as the Compiler consults it.
+type Admitter interface {
+	// AdmissionKinds are the store kinds admissions are kept in; a change
+	// to one recompiles.
+	AdmissionKinds() []string
+	// Admissions reads every admission inside the compiler's read
+	// transaction, so they and the inputs are one consistent view.
+	Admissions(tx store.Tx) (map[Ref]*Admission, error)
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
@@ -156,6 +169,7 @@ type Compiler struct {
 	states   map[string]*State
 	problems []Problem
 	compiled uint64            // store revision the last compile read
+	kinds    []string          // watched: inputKinds and the Admitter's kinds
 	prints   map[string]string // input "kind/ns/name" -> fingerprint of what matters
 	subs     map[string]map[chan struct{}]struct{}
 	funcs    map[string]map[*func()]struct{}
@@ -188,7 +202,12 @@ func New(cfg Config) (*Compiler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	kinds := inputKinds
+	if cfg.Admitter != nil {
+		kinds = append(slices.Clone(inputKinds), cfg.Admitter.AdmissionKinds()...)
+	}
 	return &Compiler{
+		kinds:  kinds,
 		cfg:    cfg,
 		log:    cfg.Logger,
 		states: map[string]*State{},
@@ -302,6 +321,11 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 				case *objects.ServiceTemplateChain:
 					snap.in.ServiceTemplateChains = append(snap.in.ServiceTemplateChains, o)
 				}
+			}
+		}
+		if c.cfg.Admitter != nil {
+			if snap.in.Admissions, err = c.cfg.Admitter.Admissions(tx); err != nil {
+				return fmt.Errorf("rollout admissions: %w", err)
 			}
 		}
 		sos, err := tx.List(KindDesiredState, "")
@@ -723,6 +747,14 @@ func (c *Compiler) notifyLocked(clusters []string) {
 	}
 }
 
+// Compiled returns the store revision the last compile read: desired
+// state reflects every input (and admission) written at or before it.
+func (c *Compiler) Compiled() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.compiled
+}
+
 // Problems returns the problems found by the last compile, sorted by
 // source, cluster and service.
 func (c *Compiler) Problems() []Problem {
@@ -755,7 +787,7 @@ func (c *Compiler) Run(ctx context.Context) error {
 	loop, err := controller.New(controller.Config{
 		Name:  "desired-state compiler",
 		Store: c.cfg.Store,
-		Kinds: inputKinds,
+		Kinds: c.kinds,
 		Reconcile: func(ctx context.Context) (controller.Result, error) {
 			rev, err := c.Recompile(ctx)
 			return controller.Result{Revision: rev}, err
@@ -780,6 +812,9 @@ func (c *Compiler) relevant(ev store.Event) bool {
 	defer c.mu.Unlock()
 	if ev.Revision <= c.compiled {
 		return false
+	}
+	if c.cfg.Admitter != nil && slices.Contains(c.kinds[len(inputKinds):], ev.Object.Kind) {
+		return true // the Admitter writes only when admissions change
 	}
 	if ev.Type == store.EventDelete {
 		delete(c.prints, key)

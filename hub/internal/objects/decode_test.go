@@ -70,7 +70,7 @@ spec:
     priority: 200
     services:
       - {template: simple-nginx-1.0.0, name: agent}
-  rollout: {maxUnavailable: 10%}
+  rollout: {strategy: Progressive, maxConcurrency: 10%}
 `
 
 func TestDecodeValid(t *testing.T) {

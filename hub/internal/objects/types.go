@@ -691,8 +691,9 @@ type MultiClusterServiceSpec struct {
 	// ClusterSelector matches fleet cluster labels; empty matches all.
 	ClusterSelector LabelSelector `json:"clusterSelector,omitzero"`
 	ServiceSpec     ServiceSpec   `json:"serviceSpec,omitzero"`
-	// Rollout is accepted and stored as is; the rollout package reads it.
-	Rollout json.RawMessage `json:"rollout,omitempty"`
+	// Rollout says when each matching cluster takes a new revision
+	// (rollout.go); nil: every cluster at once.
+	Rollout *Rollout `json:"rollout,omitempty"`
 	// DependsOn (other MultiClusterServices) and
 	// KeepServicesOnSelectorMismatch are k0rdent's; see Warnings.
 	DependsOn                      []string `json:"dependsOn,omitempty"`

@@ -406,7 +406,7 @@ func (o *ClusterDeployment) validateSpec() FieldErrors {
 
 func (o *MultiClusterService) setDefaults() {
 	defaultServiceSpec(&o.Spec.ServiceSpec)
-	o.Spec.Rollout = compactJSON(o.Spec.Rollout)
+	o.Spec.Rollout.setDefaults()
 }
 
 func (o *MultiClusterService) validateSpec() FieldErrors {
@@ -416,9 +416,7 @@ func (o *MultiClusterService) validateSpec() FieldErrors {
 	)
 	sp := p.child("spec")
 	validateSelector(&o.Spec.ClusterSelector, sp.child("clusterSelector"), &errs)
-	if len(o.Spec.Rollout) > 0 && !json.Valid(o.Spec.Rollout) {
-		errs.add(sp.child("rollout"), "not valid JSON")
-	}
+	validateRollout(o.Spec.Rollout, sp.child("rollout"), &errs)
 	validateServiceSpec(&o.Spec.ServiceSpec, sp.child("serviceSpec"), &errs)
 	return errs
 }

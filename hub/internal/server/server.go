@@ -23,6 +23,7 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/pki"
 	"github.com/tetherfleet/tether/hub/internal/reports"
+	"github.com/tetherfleet/tether/hub/internal/rollout"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
 	"github.com/tetherfleet/tether/hub/internal/templates"
@@ -145,6 +146,7 @@ type Hub struct {
 	objects   *objects.Repo
 	charts    *charts.Store
 	desired   *desired.Compiler
+	rollouts  *rollout.Controller
 	templates *templates.Resolver
 	reports   *reports.Reports
 	gw        *gateway.Gateway
@@ -203,14 +205,18 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
+	if h.rollouts, err = rollout.New(rollout.Config{Store: h.store, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
 	dcfg := desired.DefaultConfig()
-	dcfg.Store, dcfg.Logger = h.store, cfg.Logger
+	dcfg.Store, dcfg.Logger, dcfg.Admitter = h.store, cfg.Logger, h.rollouts
 	if cfg.SystemNamespaces != nil {
 		dcfg.SystemNamespaces = cfg.SystemNamespaces
 	}
 	if h.desired, err = desired.New(dcfg); err != nil {
 		return nil, err
 	}
+	h.rollouts.SetCompiled(h.desired.Compiled)
 	h.templates, err = templates.New(templates.Config{Repo: h.objects, Charts: h.charts, Watcher: h.store, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -249,6 +255,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
+	h.rollouts.SetOnline(func(cluster string) bool { _, ok := h.gw.Session(cluster); return ok })
 	var lc net.ListenConfig
 	if h.agentLn, err = lc.Listen(ctx, "tcp", cfg.AgentAddr); err != nil {
 		return nil, fmt.Errorf("hub: agent listener: %w", err)
@@ -262,6 +269,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Handler: http.MaxBytesHandler(api.Handler(api.Config{
 			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
 			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
+			Rollouts: h.rollouts,
 		}), lim.MaxBodyBytes),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -454,6 +462,7 @@ func (h *Hub) components() []component {
 	return []component{
 		{"agent gateway", func(ctx context.Context) error { return h.gw.Serve(ctx, h.agentLn) }},
 		{"desired-state compiler", h.desired.Run},
+		{"rollout controller", h.rollouts.Run},
 		{"template resolver", h.templates.Run},
 		{"console API", h.serveAPI},
 	}

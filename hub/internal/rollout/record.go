@@ -1,0 +1,172 @@
+package rollout
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/tetherfleet/tether/hub/internal/objects"
+)
+
+// Store kinds this package owns. Both are namespaced and named after
+// their MultiClusterService.
+//
+//	Rollout            Record as JSON: the rollout's whole state (phase,
+//	                   stages, clusters, history). Written on every change.
+//	RolloutAdmission   admission as JSON: only what the desired-state
+//	                   compiler reads (which revision each cluster may
+//	                   receive, and those revisions' specs). Written only
+//	                   when that changes, so the compiler recompiles only
+//	                   then.
+//
+// A Record's Version is the layout version (1).
+const (
+	KindRollout   = "Rollout"
+	KindAdmission = "RolloutAdmission"
+	recordVersion = 1
+)
+
+// Cluster states (per cluster, for the rollout's revision).
+const (
+	Pending     = "Pending"
+	Progressing = "Progressing"
+	Succeeded   = "Succeeded"
+	Failed      = "Failed"
+	TimedOut    = "TimedOut"
+	Skipped     = "Skipped"
+	Deferred    = "Deferred"
+)
+
+// Rollout phases.
+const (
+	PhaseProgressing = "Progressing"
+	PhasePaused      = "Paused"
+	PhaseHalted      = "Halted"
+	PhaseRolledBack  = "RolledBack"
+	PhaseComplete    = "Complete"
+)
+
+// Stage phases.
+const (
+	StageWaiting = "Waiting"
+	StageActive  = "Active"
+	StageDone    = "Done"
+)
+
+// Record is one MultiClusterService's rollout, as stored.
+type Record struct {
+	Version   int    `json:"version"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Revision is the revision being rolled out: the MCS generation at
+	// which its selector or services last changed.
+	Revision uint64    `json:"revision"`
+	Phase    string    `json:"phase"`
+	Reason   string    `json:"reason,omitempty"`
+	Paused   bool      `json:"paused,omitempty"`
+	Started  time.Time `json:"started"`
+	// Approved lists the stages approved for Revision.
+	Approved []string `json:"approved,omitempty"`
+	// Forgiven failures: resuming a halted rollout restarts its budget.
+	Forgiven int                       `json:"forgiven,omitempty"`
+	Stages   []StageStatus             `json:"stages"`
+	Clusters map[string]*ClusterStatus `json:"clusters"`
+	// History is every revision still referenced plus the last few,
+	// ascending.
+	History []RevisionRecord `json:"history"`
+}
+
+// StageStatus is one stage of the current rollout.
+type StageStatus struct {
+	Name   string    `json:"name"`
+	Phase  string    `json:"phase"`
+	Reason string    `json:"reason,omitempty"`
+	DoneAt time.Time `json:"doneAt,omitzero"`
+	// Counts by cluster state (filled when read).
+	Counts map[string]int `json:"counts,omitempty"`
+}
+
+// ClusterStatus is one cluster's place in the rollout.
+type ClusterStatus struct {
+	Stage  string    `json:"stage"`
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+	// Admitted is the revision the cluster may receive; Listed says the
+	// admission names it (a cluster never admitted keeps what it has).
+	// Admitted 0 with Listed: none of the services (rolled back to
+	// before it had any).
+	Admitted uint64 `json:"admitted,omitempty"`
+	Listed   bool   `json:"listed,omitempty"`
+	// AdmittedAt is the store revision that admitted it: its desired
+	// state reflects Admitted once the compiler has read past it.
+	AdmittedAt uint64 `json:"admittedAt,omitempty"`
+	// Before is what the cluster had when admitted to Admitted: where
+	// Rollback takes it.
+	Before       uint64 `json:"before,omitempty"`
+	BeforeListed bool   `json:"beforeListed,omitempty"`
+	// Succeeded is the highest revision it succeeded with.
+	Succeeded uint64 `json:"succeeded,omitempty"`
+	// HealthySince: every service Deployed at Admitted since (soak).
+	HealthySince time.Time `json:"healthySince,omitzero"`
+}
+
+// RevisionRecord is one revision of the MCS.
+type RevisionRecord struct {
+	Revision uint64                          `json:"revision"`
+	Hash     string                          `json:"hash"`
+	Created  time.Time                       `json:"created"`
+	Outcome  string                          `json:"outcome,omitempty"`
+	Spec     objects.MultiClusterServiceSpec `json:"spec"`
+}
+
+// admission is the stored KindAdmission value.
+type admission struct {
+	CreateRevision uint64                                     `json:"createRevision"`
+	Specs          map[uint64]objects.MultiClusterServiceSpec `json:"specs"`
+	Clusters       map[string]uint64                          `json:"clusters"`
+}
+
+// contentHash identifies what a revision deploys: selector and services.
+// A change to spec.rollout alone is not a new revision.
+func contentHash(spec *objects.MultiClusterServiceSpec) string {
+	b, _ := json.Marshal(struct {
+		S objects.LabelSelector
+		V objects.ServiceSpec
+	}{spec.ClusterSelector, spec.ServiceSpec})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+func (r *Record) revision(n uint64) *RevisionRecord {
+	for i := range r.History {
+		if r.History[i].Revision == n {
+			return &r.History[i]
+		}
+	}
+	return nil
+}
+
+// Counts returns the number of clusters in each state.
+func (r *Record) Counts() map[string]int {
+	out := map[string]int{}
+	for _, c := range r.Clusters {
+		out[c.State]++
+	}
+	return out
+}
+
+// fillCounts sets each stage's counts.
+func (r *Record) fillCounts() {
+	for i := range r.Stages {
+		r.Stages[i].Counts = map[string]int{}
+	}
+	for _, c := range r.Clusters {
+		for i := range r.Stages {
+			if r.Stages[i].Name == c.Stage {
+				r.Stages[i].Counts[c.State]++
+			}
+		}
+	}
+}
