@@ -132,6 +132,40 @@ func (c *memCgroup) peak() int64 {
 	return c.read("memory.max_usage_in_bytes")
 }
 
+// limit sets the cgroup's memory limit in bytes; 0 removes it.
+func (c *memCgroup) limit(n int64) error {
+	file, val := "memory.limit_in_bytes", strconv.FormatInt(n, 10)
+	if c.v2 {
+		file = "memory.max"
+	}
+	if n == 0 {
+		val = "-1"
+		if c.v2 {
+			val = "max"
+		}
+	}
+	return os.WriteFile(filepath.Join(c.dir, file), []byte(val), 0o644)
+}
+
+// ooms is how many processes the kernel killed for the cgroup's limit.
+func (c *memCgroup) ooms() int64 {
+	name := "memory.oom_control"
+	if c.v2 {
+		name = "memory.events"
+	}
+	b, err := os.ReadFile(filepath.Join(c.dir, name))
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // stat returns the named counters of memory.stat.
 func (c *memCgroup) stat(keys ...string) string {
 	b, err := os.ReadFile(filepath.Join(c.dir, "memory.stat"))
