@@ -141,7 +141,15 @@ func score(seed uint64, what, cluster string) float64 {
 	h.Write([]byte(what))
 	h.Write([]byte{0})
 	h.Write([]byte(cluster))
-	return float64(h.Sum64()>>11) / (1 << 53)
+	// FNV's high bits barely change between names that differ in their
+	// last characters (sim-00001, sim-00002): finish with splitmix64's mixer.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
 }
 
 // Pick returns the ceil(fraction·N) clusters an outage with this index
