@@ -237,7 +237,7 @@ func startFleet(t testing.TB, bins *e2etest.Bins, opts fleetOptions, hubFlags ..
 	args := append([]string{"tether-fleetsim", "--mode", "run", "--hub", f.hub.AgentAddr, "--identities", ids,
 		"--control-addr", f.control, "--deploy-delay", opts.deployDelay.String(), "--parallel", "64"}, opts.simFlags...)
 	f.sim = bins.Start(t, "fleetsim", nil, args...)
-	e2etest.Eventually(t, fmt.Sprintf("%d simulated agents connected", n), 5*time.Minute, func() (bool, string) {
+	e2etest.Eventually(t, fmt.Sprintf("%d simulated agents connected", n), 20*time.Minute, func() (bool, string) {
 		as, err := f.agents()
 		if err != nil {
 			return false, err.Error()
