@@ -161,6 +161,22 @@ func benchFleetRollout(b *testing.B, n int) {
 	}
 	b.Logf("restart with %d agents: all reconnected and resynced %s after the restart began (p50 %s, p99 %s); hub peak RSS %d MiB (VmHWM %d MiB)\narrivals (since the restart began):\n%s",
 		n, total.Round(time.Millisecond), quantile(arr, .5).Round(time.Millisecond), quantile(arr, .99).Round(time.Millisecond), peak/1024, hwm/1024, hb.String())
+	// Bytes on the wire per no-change reconnect: the new sessions'
+	// counters (TLS records included, resumed handshakes; heartbeats
+	// since the reconnect too, one per --heartbeat at most).
+	var cs []struct {
+		BytesIn  uint64 `json:"bytesIn"`
+		BytesOut uint64 `json:"bytesOut"`
+	}
+	if err := f.con.do("GET", "/v1/clusters", nil, &cs); err != nil {
+		b.Fatal(err)
+	}
+	var in, out uint64
+	for _, c := range cs {
+		in, out = in+c.BytesIn, out+c.BytesOut
+	}
+	b.Logf("no-change reconnect: %.0f bytes in, %.0f bytes out per agent (hub's session counters)", float64(in)/float64(len(cs)), float64(out)/float64(len(cs)))
+	b.ReportMetric(float64(in+out)/float64(len(cs)), "reconnect-B/agent")
 	b.ReportMetric(total.Seconds(), "restart-resync-s")
 	b.ReportMetric(float64(hwm)/1024, "restart-hub-peak-MiB")
 }
