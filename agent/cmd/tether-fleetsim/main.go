@@ -76,6 +76,7 @@ func run() error {
 		failRate = flag.Float64("fail-rate", 0, "run mode: share of agents (chosen by --seed) whose applies fail")
 		failVer  = flag.String("fail-chart-version", "", "run mode: only services of this chart version fail (empty: any)")
 		seed     = flag.Uint64("seed", 1, "run mode: chooses the failing and the offline agents")
+		cacheDir = flag.String("cache-dir", "", "run mode: give each agent a real agent cache file (bbolt, fsync off) in this directory; default: memory only")
 		control  = flag.String("control-addr", "", "run mode: serve the control API on this loopback HOST:PORT (tests)")
 		outages  outageFlags
 	)
@@ -108,6 +109,7 @@ func run() error {
 		cfg := fleetsim.DefaultConfig()
 		cfg.Hub, cfg.Parallel, cfg.Logger = *hub, *parallel, log
 		cfg.DeployDelay, cfg.FailRate, cfg.FailChartVersion, cfg.Seed, cfg.Outages = *delay, *failRate, *failVer, *seed, outages
+		cfg.CacheDir = *cacheDir
 		return runFleet(ctx, cfg, *ids, *control)
 	}
 	return fmt.Errorf("--mode %q: want enroll or run", *mode)

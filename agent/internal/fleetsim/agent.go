@@ -44,6 +44,8 @@ type agent struct {
 	applies    int
 	deployedAt time.Time
 	timer      *time.Timer
+	stopped    bool           // no more deploys: the cache is closing
+	busy       sync.WaitGroup // deploys running
 	online     bool
 	cancel     context.CancelFunc
 	wake       chan struct{}
@@ -105,8 +107,20 @@ func (a *agent) Desired(_ context.Context, ds *fleetv1.DesiredState) error {
 	for _, k := range slices.Sorted(mapKeys(byKey)) {
 		next.Services = append(next.Services, byKey[k])
 	}
+	if a.store.db != nil {
+		b, err := proto.Marshal(next)
+		if err != nil {
+			return err
+		}
+		if err := a.store.saveDesired(next.GetRevision(), b); err != nil {
+			return fmt.Errorf("store desired revision %d: %w", next.GetRevision(), err)
+		}
+	}
 	a.desired = next
 	a.desiredAt = a.f.cfg.Now()
+	if a.stopped {
+		return nil
+	}
 	if a.timer == nil {
 		a.timer = time.AfterFunc(a.f.cfg.DeployDelay, a.deploy)
 	} else {
@@ -133,6 +147,12 @@ func (a *agent) deploy() {
 	rate, version := a.f.failure()
 	now := a.f.cfg.Now()
 	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	a.busy.Add(1)
+	defer a.busy.Done()
 	ds := a.desired
 	want := map[string]bool{}
 	for _, s := range ds.GetServices() {
@@ -181,7 +201,10 @@ func (a *agent) deploy() {
 		a.f.log.Error("marshal status report", "cluster", a.cluster, "err", err)
 		return
 	}
-	a.store.enqueue(link.KindStatus, b)
+	if err := a.store.enqueue(link.KindStatus, b); err != nil {
+		a.f.log.Error("queue status report", "cluster", a.cluster, "err", err)
+		return
+	}
 	if l != nil {
 		l.KickOutbox()
 	}
@@ -274,6 +297,17 @@ func (a *agent) run(ctx context.Context, started func()) {
 	}
 }
 
+// stop ends the agent's deploys and waits for a running one.
+func (a *agent) stop() {
+	a.mu.Lock()
+	a.stopped = true
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.mu.Unlock()
+	a.busy.Wait()
+}
+
 func (a *agent) connected() bool {
 	a.store.mu.Lock()
 	defer a.store.mu.Unlock()
@@ -350,7 +384,9 @@ func (a *agent) status() AgentStatus {
 	a.store.mu.Lock()
 	s.Connected = a.store.state == link.StateConnected
 	s.Connects, s.ConnectedAt = a.store.connects, a.store.connectedAt
-	s.Outbox = uint64(len(a.store.entries))
 	a.store.mu.Unlock()
+	if st, err := a.store.OutboxStats(); err == nil {
+		s.Outbox = st.Pending
+	}
 	return s
 }

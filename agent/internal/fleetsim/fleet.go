@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,10 @@ type Config struct {
 	Seed     uint64
 	Outages  []Outage
 	Parallel int
+	// CacheDir, if set, gives each agent a real agent cache file
+	// (bbolt, CLUSTER.db, fsync off) for its identity, link state,
+	// desired state and outbox, instead of memory only.
+	CacheDir string
 	// MaxBackoff caps each link's reconnect delay.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
@@ -127,9 +132,42 @@ func New(cfg Config) (*Fleet, error) {
 		a := &agent{f: f, store: newMemStore(&id, cfg.Now), cluster: id.Cluster, svc: map[string]*svcState{},
 			online: true, wake: make(chan struct{}, 1), failScore: score(cfg.Seed, "fail", id.Cluster)}
 		f.agents = append(f.agents, a)
+		if cfg.CacheDir != "" {
+			if err := a.openCache(cfg.CacheDir, id); err != nil {
+				f.closeCaches()
+				return nil, err
+			}
+		}
 		f.byName[id.Cluster] = a
 	}
 	return f, nil
+}
+
+// openCache gives a its cache file in dir.
+func (a *agent) openCache(dir string, id cache.Identity) error {
+	opts := cache.DefaultOptions()
+	opts.OutboxKinds, opts.NoSync, opts.Now = link.OutboxKinds(), true, a.f.cfg.Now
+	db, err := cache.Open(filepath.Join(dir, id.Cluster+".db"), opts)
+	if err != nil {
+		return fmt.Errorf("fleetsim: cache of %s: %w", id.Cluster, err)
+	}
+	a.store.db = db
+	if err := db.SaveIdentity(id); err != nil {
+		return fmt.Errorf("fleetsim: cache of %s: %w", id.Cluster, err)
+	}
+	return nil
+}
+
+// closeCaches stops every agent's deploys and closes its cache file.
+func (f *Fleet) closeCaches() {
+	for _, a := range f.agents {
+		a.stop()
+		if a.store.db != nil {
+			if err := a.store.db.Close(); err != nil {
+				f.log.Error("close cache", "cluster", a.cluster, "err", err)
+			}
+		}
+	}
 }
 
 // score is a deterministic number in [0,1) for (seed, what, cluster).
@@ -232,10 +270,11 @@ func (f *Fleet) newLink(a *agent) (*link.Link, error) {
 
 // Run connects every agent (at most Parallel connecting at once while
 // starting), plays the outage schedule, and returns when ctx is done and
-// every link has stopped. ready, if set, is called once every agent
+// every link has stopped (and the cache files are closed). ready, if set, is called once every agent
 // connected for the first time (or gave up).
 func (f *Fleet) Run(ctx context.Context, ready func()) error {
 	var wg sync.WaitGroup
+	defer f.closeCaches()
 	defer wg.Wait()
 	start := f.cfg.Now()
 	wg.Go(func() { f.playOutages(ctx, start) })

@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -169,9 +170,9 @@ func TestDesiredDelta(t *testing.T) {
 func TestOutbox(t *testing.T) {
 	m := newMemStore(nil, time.Now)
 	for range 5 {
-		m.enqueue("status", []byte("x"))
+		_ = m.enqueue("status", []byte("x"))
 	}
-	m.enqueue("other", []byte("y"))
+	_ = m.enqueue("other", []byte("y"))
 	es, _ := m.Batch(3, func(k string) bool { return k == "status" })
 	if len(es) != 3 || es[0].Seq != 1 || es[2].Seq != 3 {
 		t.Fatalf("batch: %+v", es)
@@ -187,5 +188,44 @@ func TestOutbox(t *testing.T) {
 	es, _ = m.Batch(10, nil)
 	if len(es) != 3 || es[0].Seq != 4 {
 		t.Errorf("after ack: %+v", es)
+	}
+}
+
+// TestBoltCache: with CacheDir each agent keeps its desired state and its
+// outbox in a real agent cache file, which Run closes on its way out.
+func TestBoltCache(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Hub, cfg.DeployDelay, cfg.CacheDir = "127.0.0.1:1", time.Millisecond, t.TempDir()
+	pem := []byte("not parsed here")
+	cfg.Identities = []cache.Identity{{Cluster: "sim-1", KeyPEM: pem, CertPEM: pem, CAPEM: pem}, {Cluster: "sim-2", KeyPEM: pem, CertPEM: pem, CAPEM: pem}}
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.agents[0]
+	if err := a.Desired(context.Background(), &fleetv1.DesiredState{Revision: 3, Full: true, Services: []*fleetv1.Service{svc("1.0.0")}}); err != nil {
+		t.Fatal(err)
+	}
+	if rev, _, err := a.store.db.LatestDesired(); err != nil || rev != 3 {
+		t.Fatalf("desired in the cache file: revision %d, %v", rev, err)
+	}
+	if rep := lastReport(t, a, 3); rep.GetServices()[0].GetState() != stateDeployed {
+		t.Fatalf("report: %v", rep)
+	}
+	if st, _ := a.store.db.OutboxStats(); st.Pending != 1 {
+		t.Errorf("outbox in the cache file: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(filepath.Join(cfg.CacheDir, "sim-1.db"), cache.DefaultOptions())
+	if err != nil {
+		t.Fatalf("reopen after Run: %v", err)
+	}
+	defer c.Close()
+	if id, err := c.Identity(); err != nil || id.Cluster != "sim-1" {
+		t.Errorf("identity in the cache file: %+v, %v", id, err)
 	}
 }

@@ -9,10 +9,13 @@ import (
 )
 
 // memStore is one simulated agent's cache: identity, link state and a
-// status outbox, in memory (link.Cache and link.Outbox). Thousands of bbolt
-// files would measure the disk, not the hub; the link code that drives it
-// is the real one.
+// status outbox (link.Cache and link.Outbox), in memory by default:
+// thousands of bbolt files would measure the disk, not the hub. With db
+// set (Config.CacheDir) the identity, link state, desired state and
+// outbox go to a real agent cache file as well, the outbox only there.
 type memStore struct {
+	db *cache.Cache
+
 	mu sync.Mutex
 	id *cache.Identity
 	// Link state, as the link persists it.
@@ -43,6 +46,11 @@ func (m *memStore) Identity() (cache.Identity, error) {
 }
 
 func (m *memStore) SaveIdentity(id cache.Identity) error {
+	if m.db != nil {
+		if err := m.db.SaveIdentity(id); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	m.id = &id
 	m.mu.Unlock()
@@ -51,6 +59,11 @@ func (m *memStore) SaveIdentity(id cache.Identity) error {
 }
 
 func (m *memStore) SaveLinkState(ls cache.LinkState) error {
+	if m.db != nil {
+		if err := m.db.SaveLinkState(ls); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ls.State == link.StateConnected && (m.state != link.StateConnected || ls.ConnectedCount != m.connects) {
@@ -60,15 +73,30 @@ func (m *memStore) SaveLinkState(ls cache.LinkState) error {
 	return nil
 }
 
+// saveDesired keeps a desired state in the cache file, if there is one.
+func (m *memStore) saveDesired(rev uint64, payload []byte) error {
+	if m.db == nil {
+		return nil
+	}
+	return m.db.SaveDesired(rev, payload)
+}
+
 // enqueue adds a status payload.
-func (m *memStore) enqueue(kind string, payload []byte) {
+func (m *memStore) enqueue(kind string, payload []byte) error {
+	if m.db != nil {
+		return m.db.Enqueue(kind, payload)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.next++
 	m.entries = append(m.entries, cache.OutboxEntry{Seq: m.next, Kind: kind, Payload: payload, At: m.now()})
+	return nil
 }
 
 func (m *memStore) Batch(n int, sendable func(kind string) bool) ([]cache.OutboxEntry, error) {
+	if m.db != nil {
+		return m.db.Batch(n, sendable)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []cache.OutboxEntry
@@ -84,11 +112,17 @@ func (m *memStore) Batch(n int, sendable func(kind string) bool) ([]cache.Outbox
 }
 
 func (m *memStore) Ack(seqs ...uint64) error {
+	if m.db != nil {
+		return m.db.Ack(seqs...)
+	}
 	m.remove(seqs)
 	return nil
 }
 
 func (m *memStore) DeadLetter(seq uint64) (string, error) {
+	if m.db != nil {
+		return m.db.DeadLetter(seq)
+	}
 	kind := m.remove([]uint64{seq})
 	m.mu.Lock()
 	m.dead++
@@ -117,6 +151,9 @@ func (m *memStore) remove(seqs []uint64) (kind string) {
 }
 
 func (m *memStore) OutboxStats() (cache.OutboxStats, error) {
+	if m.db != nil {
+		return m.db.OutboxStats()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := cache.OutboxStats{Pending: uint64(len(m.entries)), DeadLettered: m.dead, Kinds: map[string]cache.OutboxKindStats{}}
