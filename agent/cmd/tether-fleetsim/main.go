@@ -1,15 +1,25 @@
-// Command tether-fleetsim runs many real agent links (TLS + yamux + gRPC,
-// enrolment, heartbeats) in one process against a hub, without Helm or a
-// cluster, to measure what a fleet costs the hub. Identities live in memory
-// and, between runs, in one JSON file; this is the fleet-scale simulator,
-// not an agent.
+// Command tether-fleetsim is the fleet-scale simulator: many real agent
+// links (enrolment, TLS + yamux + gRPC, heartbeats, the status outbox) in
+// one process against a real hub, without Helm or a cluster. Each
+// simulated agent reports its services Deployed (or Failed, for a seeded
+// share of agents) after --deploy-delay, and an outage schedule takes
+// agents dark and back. Identities live in memory and, between runs, in
+// one JSON file. It is a simulator (package agent/internal/fleetsim), not
+// an agent.
 //
 // A join token enrols one cluster name, so enrol mode takes one token per
 // simulated agent (--tokens, one per line): agents sharing a token would
 // all become the same cluster and replace each other's sessions.
 //
 //	tether-fleetsim --mode enroll --hub 127.0.0.1:7070 --tokens tokens.txt --identities ids.json
-//	tether-fleetsim --mode run --hub 127.0.0.1:7070 --identities ids.json
+//	tether-fleetsim --mode run --hub 127.0.0.1:7070 --identities ids.json \
+//	    --deploy-delay 200ms --fail-rate 0.05 --fail-chart-version 2.0.0 \
+//	    --seed 7 --offline 0.1@30s+2m --control-addr 127.0.0.1:7099
+//
+// --offline FRACTION@AT+FOR (repeatable): AT after start, FRACTION of the
+// agents (the same ones for the same --seed) lose their link for FOR.
+// --control-addr serves a loopback control API (GET /v1/agents; POST
+// /v1/offline, /v1/online, /v1/failure) for tests; see fleetsim.Handler.
 package main
 
 import (
@@ -20,17 +30,30 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/tetherfleet/tether/agent/internal/cache"
-	"github.com/tetherfleet/tether/agent/internal/link"
+	"github.com/tetherfleet/tether/agent/internal/fleetsim"
 )
+
+// outageFlags collects repeated --offline values.
+type outageFlags []fleetsim.Outage
+
+func (o *outageFlags) String() string { return fmt.Sprint(*o) }
+func (o *outageFlags) Set(s string) error {
+	v, err := fleetsim.ParseOutage(s)
+	if err != nil {
+		return err
+	}
+	*o = append(*o, v)
+	return nil
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -49,7 +72,15 @@ func run() error {
 		parallel = flag.Int("parallel", 32, "concurrent enrolments / connects while starting")
 		mode     = flag.String("mode", "run", "enroll: enrol one agent per token and write --identities; run: connect them all until SIGTERM")
 		verbose  = flag.Bool("v", false, "log link warnings (reconnects, refusals)")
+		delay    = flag.Duration("deploy-delay", 100*time.Millisecond, "run mode: how long a simulated apply takes before the service is reported")
+		failRate = flag.Float64("fail-rate", 0, "run mode: share of agents (chosen by --seed) whose applies fail")
+		failVer  = flag.String("fail-chart-version", "", "run mode: only services of this chart version fail (empty: any)")
+		seed     = flag.Uint64("seed", 1, "run mode: chooses the failing and the offline agents")
+		cacheDir = flag.String("cache-dir", "", "run mode: give each agent a real agent cache file (bbolt, fsync off) in this directory; default: memory only")
+		control  = flag.String("control-addr", "", "run mode: serve the control API on this loopback HOST:PORT (tests)")
+		outages  outageFlags
 	)
+	flag.Var(&outages, "offline", "run mode: FRACTION@AT+FOR, e.g. 0.1@30s+2m: that share of agents goes dark AT after start for FOR (repeatable)")
 	flag.Parse()
 	if *hub == "" {
 		return errors.New("--hub is required")
@@ -75,7 +106,11 @@ func run() error {
 		}
 		return enroll(ctx, log, *hub, toks, *parallel, *ids)
 	case "run":
-		return connect(ctx, log, *hub, *ids, *parallel)
+		cfg := fleetsim.DefaultConfig()
+		cfg.Hub, cfg.Parallel, cfg.Logger = *hub, *parallel, log
+		cfg.DeployDelay, cfg.FailRate, cfg.FailChartVersion, cfg.Seed, cfg.Outages = *delay, *failRate, *failVer, *seed, outages
+		cfg.CacheDir = *cacheDir
+		return runFleet(ctx, cfg, *ids, *control)
 	}
 	return fmt.Errorf("--mode %q: want enroll or run", *mode)
 }
@@ -139,116 +174,12 @@ func raiseFileLimit(n int) error {
 	return nil
 }
 
-// memCache is an in-memory link.Cache: a simulator shortcut, since
-// thousands of bbolt files would measure the disk, not the hub.
-type memCache struct {
-	mu sync.Mutex
-	id *cache.Identity
-	// saved is closed at the first SaveIdentity, connected at the first
-	// Connected state.
-	saved, connected         chan struct{}
-	savedOnce, connectedOnce sync.Once
-}
-
-func newMemCache(id *cache.Identity) *memCache {
-	return &memCache{id: id, saved: make(chan struct{}), connected: make(chan struct{})}
-}
-
-func (m *memCache) Identity() (cache.Identity, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.id == nil {
-		return cache.Identity{}, cache.ErrNoIdentity
-	}
-	return *m.id, nil
-}
-
-func (m *memCache) SaveIdentity(id cache.Identity) error {
-	m.mu.Lock()
-	m.id = &id
-	m.mu.Unlock()
-	m.savedOnce.Do(func() { close(m.saved) })
-	return nil
-}
-
-func (m *memCache) SaveLinkState(ls cache.LinkState) error {
-	if ls.State == link.StateConnected {
-		m.connectedOnce.Do(func() { close(m.connected) })
-	}
-	return nil
-}
-
-func newLink(c *memCache, log *slog.Logger, hub, token string) (*link.Link, error) {
-	cfg := link.DefaultConfig()
-	cfg.Cache = c
-	cfg.Hubs = []string{hub}
-	cfg.Token = token
-	cfg.Logger = log
-	cfg.MaxBackoff = 5 * time.Second
-	return link.New(cfg)
-}
-
 // enroll redeems each token with a real link and writes the identities.
-// A link is stopped as soon as its identity is saved: connecting is the
-// run mode's job.
 func enroll(ctx context.Context, log *slog.Logger, hub string, tokens []string, parallel int, out string) error {
-	n := len(tokens)
-	ids := make([]cache.Identity, n)
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	fail := func(i int, err error) {
-		failed.Add(1)
-		errOnce.Do(func() { firstErr = fmt.Errorf("token %d: %w", i+1, err) })
-	}
 	start := time.Now()
-loop:
-	for i, tok := range tokens {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			c := newMemCache(nil)
-			l, err := newLink(c, log, hub, tok)
-			if err != nil {
-				fail(i, err)
-				return
-			}
-			defer l.Close()
-			lctx, cancel := context.WithCancel(ctx)
-			var inner sync.WaitGroup
-			inner.Go(func() {
-				select {
-				case <-c.saved:
-				case <-lctx.Done():
-				}
-				cancel()
-			})
-			err = l.Run(lctx)
-			cancel()
-			inner.Wait()
-			id, ierr := c.Identity()
-			if err == nil {
-				err = ierr
-			}
-			if err != nil {
-				fail(i, err)
-				return
-			}
-			ids[i] = id
-		})
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("enrolment interrupted: %w", err)
-	}
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d of %d enrolments failed; first: %w", f, n, firstErr)
+	ids, err := fleetsim.Enroll(ctx, log, hub, tokens, parallel)
+	if err != nil {
+		return err
 	}
 	b, err := json.Marshal(ids)
 	if err != nil {
@@ -257,76 +188,45 @@ loop:
 	if err := os.WriteFile(out, b, 0o600); err != nil {
 		return err
 	}
-	fmt.Printf("enrolled %d agents in %s\n", n, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("enrolled %d agents in %s\n", len(ids), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// connect runs one link per identity until ctx is done.
-func connect(ctx context.Context, log *slog.Logger, hub, in string, parallel int) error {
+// runFleet runs one simulated agent per identity until ctx is done.
+func runFleet(ctx context.Context, cfg fleetsim.Config, in, control string) error {
 	b, err := os.ReadFile(in)
 	if err != nil {
 		return err
 	}
-	var ids []cache.Identity
-	if err := json.Unmarshal(b, &ids); err != nil {
+	if err := json.Unmarshal(b, &cfg.Identities); err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	if len(ids) == 0 {
+	if len(cfg.Identities) == 0 {
 		return fmt.Errorf("%s: no identities", in)
 	}
-	if err := raiseFileLimit(len(ids)); err != nil {
+	if err := raiseFileLimit(len(cfg.Identities)); err != nil {
 		return err
 	}
-	type agent struct {
-		l *link.Link
-		c *memCache
+	f, err := fleetsim.New(cfg)
+	if err != nil {
+		return err
 	}
-	links := make([]agent, len(ids))
-	for i := range ids {
-		c := newMemCache(&ids[i])
-		l, err := newLink(c, log, hub, "")
+	var srv *http.Server
+	if control != "" {
+		ln, err := net.Listen("tcp", control)
 		if err != nil {
-			return fmt.Errorf("identity %d (cluster %q): %w", i, ids[i].Cluster, err)
+			return fmt.Errorf("--control-addr: %w", err)
 		}
-		links[i] = agent{l, c}
+		srv = &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = srv.Serve(ln) })
+		defer wg.Wait()
+		defer srv.Close()
+		fmt.Printf("control API on http://%s\n", ln.Addr())
 	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	var connected atomic.Int64
-	allUp := make(chan struct{})
-	sem := make(chan struct{}, parallel)
-loop:
-	for i, a := range links {
-		// Pace the start: at most parallel agents are connecting at once.
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		}
-		wg.Go(func() {
-			select {
-			case <-a.c.connected:
-				if connected.Add(1) == int64(len(links)) {
-					close(allUp)
-				}
-			case <-ctx.Done():
-			}
-			<-sem
-		})
-		wg.Go(func() {
-			defer a.l.Close()
-			if err := a.l.Run(ctx); err != nil {
-				log.Error("agent stopped", "cluster", ids[i].Cluster, "err", err)
-			}
-		})
-	}
-	fmt.Printf("started %d agents\n", len(ids))
-	select {
-	case <-allUp:
-		fmt.Printf("connected %d agents in %s\n", len(ids), time.Since(start).Round(time.Millisecond))
-	case <-ctx.Done():
-	}
-	<-ctx.Done()
-	return nil
+	fmt.Printf("started %d agents\n", len(cfg.Identities))
+	return f.Run(ctx, func() {
+		fmt.Printf("connected %d agents in %s\n", len(cfg.Identities), time.Since(start).Round(time.Millisecond))
+	})
 }
