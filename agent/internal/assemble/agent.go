@@ -54,6 +54,9 @@ type Config struct {
 	// DriftInterval and HealthTimeout tune the reconciler; 0 keeps its
 	// defaults.
 	DriftInterval, HealthTimeout time.Duration
+	// ApplyConcurrency bounds how many services the reconciler works on
+	// at once; 0 keeps its default (4).
+	ApplyConcurrency int
 	// HelmWorker is the Helm worker binary (tether-agent-helm); empty:
 	// the one next to this executable, else the first in $PATH.
 	HelmWorker string
@@ -81,6 +84,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DriftInterval < 0 || c.HealthTimeout < 0 {
 		return fmt.Errorf("assemble: drift interval %s and health timeout %s must not be negative", c.DriftInterval, c.HealthTimeout)
+	}
+	if c.ApplyConcurrency < 0 {
+		return fmt.Errorf("assemble: apply concurrency %d must not be negative", c.ApplyConcurrency)
 	}
 	return nil
 }
@@ -153,6 +159,9 @@ func New(cfg Config) (a *Agent, err error) {
 		}
 		if cfg.HealthTimeout > 0 {
 			rcfg.HealthTimeout = cfg.HealthTimeout
+		}
+		if cfg.ApplyConcurrency > 0 {
+			rcfg.Concurrency = cfg.ApplyConcurrency
 		}
 		if a.rec, err = reconcile.New(rcfg); err != nil {
 			return nil, err

@@ -106,11 +106,23 @@ type Config struct {
 	// HealthTimeout is how long a release may take to become healthy
 	// before it is reported Failed.
 	HealthTimeout time.Duration
+	// Concurrency bounds how many services are installed, upgraded,
+	// checked or uninstalled at once. Default 4 (a small edge node).
+	Concurrency int
+	// OnService, when set, is called as a service's turn starts (tests
+	// observe the order with it).
+	OnService func(key string)
+}
+
+func (c *Config) observe(k string) {
+	if c.OnService != nil {
+		c.OnService(k)
+	}
 }
 
 // DefaultConfig returns the defaults; Cache, Engine and Charts must be set.
 func DefaultConfig() Config {
-	return Config{Interval: 30 * time.Second, ProgressInterval: 2 * time.Second, HealthTimeout: 5 * time.Minute}
+	return Config{Interval: 30 * time.Second, ProgressInterval: 2 * time.Second, HealthTimeout: 5 * time.Minute, Concurrency: 4}
 }
 
 // Reconciler is the agent's control loop.
@@ -127,6 +139,10 @@ type Reconciler struct {
 	// adopted: the one-time adoption after a cache upgrade is done (only
 	// Pass touches it).
 	adopted bool
+	// running holds a lock per service: one runs at a time.
+	running map[string]*sync.Mutex
+
+	reportMu sync.Mutex
 }
 
 // svcState is what the loop remembers of one service between passes.
@@ -169,6 +185,9 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = d.HealthTimeout
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = d.Concurrency
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -178,7 +197,7 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Notify == nil {
 		cfg.Notify = func() {}
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}, running: map[string]*sync.Mutex{}}
 	rev, payload, err := cfg.Cache.LatestDesired()
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
@@ -308,7 +327,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 }
 
 // Pass runs one reconcile pass and reports whether a service is still in
-// progress.
+// progress. Services run on up to Config.Concurrency workers: one starts
+// once every dependency it names has finished its turn in this pass (a
+// dependency not Deployed leaves it Pending, as before); among those ready,
+// higher priority starts first, then dependency order. Releases the
+// desired state no longer holds are uninstalled on the same workers. The
+// status is queued after every service, so one that takes long does not
+// hold the others' reports.
 func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 	if !r.adopt(ctx) {
 		return true // retry soon; nothing is applied or removed before
@@ -317,35 +342,140 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 	ds := r.desired
 	r.mu.Unlock()
 	order, cycle := topoOrder(ds.GetServices())
-	done := map[string]bool{} // Deployed in this pass
+	byKey := make(map[string]*fleetv1.Service, len(order))
 	for _, s := range order {
-		if ctx.Err() != nil {
-			return false
+		byKey[key(s.GetNamespace(), s.GetName())] = s
+	}
+	var (
+		mu       sync.Mutex
+		done     = map[string]bool{} // Deployed in this pass
+		finished = map[string]bool{} // had its turn in this pass
+		started  = map[string]bool{}
+		wake     = make(chan struct{}, 1)
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, r.cfg.Concurrency)
+	)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
 		}
-		k := key(s.GetNamespace(), s.GetName())
-		st := r.state(k, s, ds.GetRevision())
-		if cycle[k] {
-			r.set(st, StateFailed, "dependsOn forms a cycle")
-			continue
+	}
+	// ready lists the services whose dependencies (those in the desired
+	// state and not in a cycle) all had their turn.
+	ready := func() []*fleetv1.Service {
+		var out []*fleetv1.Service
+		for _, s := range order {
+			k := key(s.GetNamespace(), s.GetName())
+			if started[k] {
+				continue
+			}
+			ok := true
+			for _, d := range s.GetDependsOn() {
+				dk := depKey(s, d)
+				if _, in := byKey[dk]; in && !cycle[dk] && !finished[dk] && !cycle[k] {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				out = append(out, s)
+			}
 		}
-		if dep, ok := waitingOn(s, done); !ok {
-			r.set(st, StatePending, fmt.Sprintf("waiting for %s to be Deployed", dep))
-			continue
-		}
-		r.service(ctx, s, st)
-		if st.state == StateDeployed {
-			done[k] = true
-		}
-		busy = busy || st.state == StateProvisioning
+		slices.SortStableFunc(out, func(a, b *fleetv1.Service) int { return cmp.Compare(b.GetPriority(), a.GetPriority()) })
+		return out
+	}
+	finish := func(k string, deployed, progressing bool) {
+		mu.Lock()
+		finished[k] = true
+		done[k] = deployed
+		busy = busy || progressing
+		mu.Unlock()
+		r.report(ds)
+		signal()
 	}
 	if ds.GetRevision() > 0 {
-		r.removeDeleted(ctx, ds)
+		// Uninstalls do not wait for the applies (nothing depends on a
+		// release being removed).
+		r.removeDeleted(ctx, ds, sem, &wg)
 	}
+	for {
+		mu.Lock()
+		batch := ready()
+		allStarted := len(started) == len(order)
+		for _, s := range batch {
+			started[key(s.GetNamespace(), s.GetName())] = true
+		}
+		mu.Unlock()
+		if allStarted {
+			break
+		}
+		for _, s := range batch {
+			k := key(s.GetNamespace(), s.GetName())
+			st := r.state(k, s, ds.GetRevision())
+			if ctx.Err() != nil {
+				finish(k, false, false)
+				continue
+			}
+			if cycle[k] {
+				r.set(st, StateFailed, "dependsOn forms a cycle")
+				finish(k, false, false)
+				continue
+			}
+			mu.Lock()
+			dep, ok := waitingOn(s, done)
+			mu.Unlock()
+			if !ok {
+				r.set(st, StatePending, fmt.Sprintf("waiting for %s to be Deployed", dep))
+				finish(k, false, false)
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				finish(k, false, false)
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				r.runService(ctx, k, s, st)
+				r.mu.Lock()
+				state := st.state
+				r.mu.Unlock()
+				finish(k, state == StateDeployed, state == StateProvisioning)
+			})
+		}
+		if len(batch) == 0 {
+			<-wake // a service in flight finishes: more may be ready
+		}
+	}
+	wg.Wait()
 	r.report(ds)
 	if ctx.Err() == nil && ds.GetRevision() > 0 {
 		r.collectCharts(ds)
 	}
 	return busy
+}
+
+// runService runs service for one service, never two at once for the same
+// service (a pass and a check a watch event asked for).
+func (r *Reconciler) runService(ctx context.Context, k string, s *fleetv1.Service, st *svcState) {
+	l := r.serviceLock(k)
+	l.Lock()
+	defer l.Unlock()
+	r.cfg.observe(k)
+	r.service(ctx, s, st)
+}
+
+func (r *Reconciler) serviceLock(k string) *sync.Mutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.running[k]
+	if !ok {
+		l = &sync.Mutex{}
+		r.running[k] = l
+	}
+	return l
 }
 
 // adopt runs once after the cache was upgraded from schema 1, which had no
@@ -673,10 +803,11 @@ func (r *Reconciler) chart(ctx context.Context, digest string) ([]byte, error) {
 	return b, nil
 }
 
-// removeDeleted uninstalls releases this agent manages that the desired
-// state no longer holds. It never runs before a first desired state
-// arrived, so a wiped cache cannot remove a cluster's services.
-func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState) {
+// removeDeleted uninstalls, on the pass's workers (sem bounds them; wg
+// waits for them), releases this agent manages that the desired state no
+// longer holds. It never runs before a first desired state arrived, so a
+// wiped cache cannot remove a cluster's services.
+func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState, sem chan struct{}, wg *sync.WaitGroup) {
 	want := map[string]bool{}
 	for _, s := range ds.GetServices() {
 		want[key(s.GetNamespace(), s.GetName())] = true
@@ -691,6 +822,11 @@ func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState
 		if want[k] {
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		r.mu.Lock()
 		st, ok := r.svc[k]
 		if !ok {
@@ -699,12 +835,20 @@ func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState
 		}
 		st.state, st.message, st.revision = StateDeleting, "", ds.GetRevision()
 		r.mu.Unlock()
-		if err := r.cfg.Engine.Uninstall(ctx, rel.Name, rel.Namespace); err != nil {
-			r.set(st, StateFailed, fmt.Sprintf("uninstall: %v", err))
-			continue
-		}
-		r.log.Info("release uninstalled", "service", k)
-		r.set(st, StateDeleted, "")
+		wg.Go(func() {
+			defer func() { <-sem }()
+			l := r.serviceLock(k)
+			l.Lock()
+			defer l.Unlock()
+			r.cfg.observe(k)
+			if err := r.cfg.Engine.Uninstall(ctx, rel.Name, rel.Namespace); err != nil {
+				r.set(st, StateFailed, fmt.Sprintf("uninstall: %v", err))
+				return
+			}
+			r.log.Info("release uninstalled", "service", k)
+			r.set(st, StateDeleted, "")
+			r.report(ds)
+		})
 	}
 }
 
@@ -741,6 +885,10 @@ func splitKey(k string) (ns, name string) {
 // report queues a status report when anything changed since the last one.
 // Deleted services are reported once, then forgotten.
 func (r *Reconciler) report(ds *fleetv1.DesiredState) {
+	// One report at a time, so they reach the outbox in the order their
+	// snapshots were taken.
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
 	r.mu.Lock()
 	cur := r.statusesLocked()
 	changed := len(cur) != len(r.reported)
