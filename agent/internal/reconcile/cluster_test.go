@@ -21,6 +21,7 @@ import (
 	"github.com/tetherfleet/tether/agent/internal/apply"
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/engine"
+	"github.com/tetherfleet/tether/agent/internal/observe"
 	"github.com/tetherfleet/tether/agent/internal/reconcile"
 	"github.com/tetherfleet/tether/e2e/cluster"
 	"github.com/tetherfleet/tether/e2e/e2etest"
@@ -375,5 +376,156 @@ func TestIndependentServicesApplyInParallel(t *testing.T) {
 		if _, err := c.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), n+"-cm", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("ConfigMap of %s after uninstall: %v", n, err)
 		}
+	}
+}
+
+// runWatched runs a reconciler over the real engine with a watcher of the
+// managed objects, whose periodic pass comes once an hour: what is
+// repaired within a test was repaired because of a watch event. It
+// returns the reconciler; both stop at the end of the test.
+func runWatched(t *testing.T, c *cluster.Cluster, cfg reconcile.Config) *reconcile.Reconciler {
+	t.Helper()
+	obs, err := observe.New(observe.Config{RESTConfig: c.RESTConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r *reconcile.Reconciler
+	w, err := observe.NewWatcher(observe.WatcherConfig{Observer: obs, Records: cfg.Cache.(*cache.Cache), Logger: testLogger(t),
+		OnChange: func(ch observe.Change) { r.ObjectChanged(ch.Service, ch.Object, ch.Spec) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Watcher, cfg.Charts, cfg.Logger, cfg.Interval = w, cachedCharts{}, testLogger(t), time.Hour
+	if r, err = reconcile.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(ctx) })
+	wg.Go(func() { _ = r.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return r
+}
+
+// eventually polls cond until it holds, failing the test after timeout.
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, seen)
+		}
+		<-tick.C
+	}
+}
+
+func stateOf(r *reconcile.Reconciler, k string) *fleetv1.ServiceStatus {
+	for _, s := range r.Statuses() {
+		if s.GetNamespace()+"/"+s.GetName() == k {
+			return s
+		}
+	}
+	return nil
+}
+
+// TestDeletedDeploymentComesBackOnWatchEvent: a managed Deployment that
+// is deleted is repaired by the check its delete event triggers (the
+// periodic pass is an hour away; the watch-repair counter says so), and
+// the service is Deployed again once its pods are, also from the
+// Deployment's own status events.
+func TestDeletedDeploymentComesBackOnWatchEvent(t *testing.T) {
+	c := testCluster(t)
+	e, db := newEngine(t, c)
+	podinfo := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
+	dg := digestOf(podinfo)
+	if err := db.PutChart(dg, podinfo); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "watch-web"
+	ensureNamespace(t, c, ns)
+	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, HealthTimeout: 2 * time.Minute})
+	ds := &fleetv1.DesiredState{Revision: 1, Full: true, Services: []*fleetv1.Service{
+		{Name: "podinfo", Namespace: ns, ChartDigest: dg, ValuesYaml: []byte("replicaCount: 1\n"), ValuesHash: "p1"}}}
+	if err := r.Desired(t.Context(), ds); err != nil {
+		t.Fatal(err)
+	}
+	k := ns + "/podinfo"
+	deployed := func() (bool, string) {
+		s := stateOf(r, k)
+		return s.GetState() == reconcile.StateDeployed, fmt.Sprint(s)
+	}
+	eventually(t, "podinfo Deployed", 2*time.Minute, deployed)
+	before := r.Stats()
+	if err := c.Clientset.AppsV1().Deployments(ns).Delete(t.Context(), "podinfo", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Deployment repaired by a watch-triggered check", time.Minute, func() (bool, string) {
+		_, err := c.Clientset.AppsV1().Deployments(ns).Get(t.Context(), "podinfo", metav1.GetOptions{})
+		st := r.Stats()
+		return err == nil && st.WatchRepairs > before.WatchRepairs, fmt.Sprintf("get: %v; stats %+v", err, st)
+	})
+	eventually(t, "podinfo Deployed again", 2*time.Minute, deployed)
+	if st := r.Stats(); st.PassRepairs != before.PassRepairs {
+		t.Errorf("a pass repaired drift (%+v); the test wants the watch to", st)
+	}
+}
+
+// TestRepairLoopIsBackedOff: another controller that sets a managed
+// ConfigMap back every time the agent repairs it is detected after
+// RepairLimit repairs: the service is Failed, saying so, and repairs
+// stop.
+func TestRepairLoopIsBackedOff(t *testing.T) {
+	c := testCluster(t)
+	e, db := newEngine(t, c)
+	cm := configMapChart(t, db)
+	const ns = "watch-loop"
+	ensureNamespace(t, c, ns)
+	const limit = 2
+	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, RepairLimit: limit, RepairWindow: time.Hour, Debounce: 50 * time.Millisecond})
+	ds := &fleetv1.DesiredState{Revision: 1, Full: true, Services: []*fleetv1.Service{
+		{Name: "fight", Namespace: ns, ChartDigest: cm, ValuesHash: "c1"}}}
+	if err := r.Desired(t.Context(), ds); err != nil {
+		t.Fatal(err)
+	}
+	k := ns + "/fight"
+	eventually(t, "fight Deployed", time.Minute, func() (bool, string) {
+		s := stateOf(r, k)
+		return s.GetState() == reconcile.StateDeployed, fmt.Sprint(s)
+	})
+	// The other controller: it watches the ConfigMap and sets v to
+	// "theirs" whenever it is not.
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	cms := c.Clientset.CoreV1().ConfigMaps(ns)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			wt, err := cms.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=fight-cm"})
+			if err != nil {
+				return
+			}
+			for ev := range wt.ResultChan() {
+				got, ok := ev.Object.(*corev1.ConfigMap)
+				if !ok || got.Data["v"] == "theirs" {
+					continue
+				}
+				got.Data["v"] = "theirs"
+				_, _ = cms.Update(ctx, got, metav1.UpdateOptions{})
+			}
+			wt.Stop()
+		}
+	})
+	eventually(t, "the repair loop reported", time.Minute, func() (bool, string) {
+		s := stateOf(r, k)
+		return s.GetState() == reconcile.StateFailed && strings.Contains(s.GetMessage(), "repair loop"), fmt.Sprint(s)
+	})
+	if st := r.Stats(); st.WatchRepairs+st.PassRepairs != limit {
+		t.Errorf("repairs before the loop was found: %+v; want %d", st, limit)
 	}
 }
