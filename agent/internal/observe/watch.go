@@ -71,7 +71,9 @@ func (c *WatcherConfig) Validate() error {
 // only Helm's objects (HelmManagedSelector) and, when the manifests name
 // one object of that resource there, only that name (a field selector).
 // So memory follows what the agent manages, not what the cluster holds.
-// Adds are not reported: an object appearing is not drift.
+// Adds are not reported: an object appearing is not drift. When an
+// informer's first list is in, each service it covers is reported once
+// (Spec), for what changed before the watch began.
 type Watcher struct {
 	cfg WatcherConfig
 	log *slog.Logger
@@ -290,4 +292,22 @@ func (w *Watcher) start(k watchKey, kind string, names map[string][]string) {
 	})
 	w.log.Debug("watching managed objects", "resource", k.gvr.String(), "namespace", k.namespace, "fields", k.fields)
 	w.wg.Go(func() { si.RunWithContext(ctx) })
+	// What changed before the watch began has no event: once the first
+	// list is in, every service it covers is reported once.
+	w.wg.Go(func() {
+		if !cache.WaitForCacheSync(ctx.Done(), si.HasSynced) {
+			return
+		}
+		inf.mu.Lock()
+		seen := map[string]bool{}
+		for _, svcs := range inf.byName {
+			for _, s := range svcs {
+				seen[s] = true
+			}
+		}
+		inf.mu.Unlock()
+		for _, s := range slices.Sorted(maps.Keys(seen)) {
+			w.cfg.OnChange(Change{Service: s, Object: "(watch of " + k.gvr.Resource + " started)", Spec: true})
+		}
+	})
 }

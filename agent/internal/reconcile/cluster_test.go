@@ -380,10 +380,11 @@ func TestIndependentServicesApplyInParallel(t *testing.T) {
 }
 
 // runWatched runs a reconciler over the real engine with a watcher of the
-// managed objects, whose periodic pass comes once an hour: what is
-// repaired within a test was repaired because of a watch event. It
+// managed objects, whose periodic pass (also while a service is
+// Provisioning) comes once an hour: what is repaired, or becomes healthy,
+// after the first pass does so because of a watch event. It
 // returns the reconciler; both stop at the end of the test.
-func runWatched(t *testing.T, c *cluster.Cluster, cfg reconcile.Config) *reconcile.Reconciler {
+func runWatched(t *testing.T, c *cluster.Cluster, cfg reconcile.Config, ds *fleetv1.DesiredState) *reconcile.Reconciler {
 	t.Helper()
 	obs, err := observe.New(observe.Config{RESTConfig: c.RESTConfig})
 	if err != nil {
@@ -395,8 +396,13 @@ func runWatched(t *testing.T, c *cluster.Cluster, cfg reconcile.Config) *reconci
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Watcher, cfg.Charts, cfg.Logger, cfg.Interval = w, cachedCharts{}, testLogger(t), time.Hour
+	cfg.Watcher, cfg.Charts, cfg.Logger, cfg.Interval, cfg.ProgressInterval = w, cachedCharts{}, testLogger(t), time.Hour, time.Hour
 	if r, err = reconcile.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Stored before Run starts: its kick and Run's first timer make one
+	// pass, the last for an hour.
+	if err := r.Desired(t.Context(), ds); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -449,12 +455,9 @@ func TestDeletedDeploymentComesBackOnWatchEvent(t *testing.T) {
 	}
 	const ns = "watch-web"
 	ensureNamespace(t, c, ns)
-	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, HealthTimeout: 2 * time.Minute})
 	ds := &fleetv1.DesiredState{Revision: 1, Full: true, Services: []*fleetv1.Service{
 		{Name: "podinfo", Namespace: ns, ChartDigest: dg, ValuesYaml: []byte("replicaCount: 1\n"), ValuesHash: "p1"}}}
-	if err := r.Desired(t.Context(), ds); err != nil {
-		t.Fatal(err)
-	}
+	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, HealthTimeout: 2 * time.Minute}, ds)
 	k := ns + "/podinfo"
 	deployed := func() (bool, string) {
 		s := stateOf(r, k)
@@ -487,12 +490,9 @@ func TestRepairLoopIsBackedOff(t *testing.T) {
 	const ns = "watch-loop"
 	ensureNamespace(t, c, ns)
 	const limit = 2
-	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, RepairLimit: limit, RepairWindow: time.Hour, Debounce: 50 * time.Millisecond})
 	ds := &fleetv1.DesiredState{Revision: 1, Full: true, Services: []*fleetv1.Service{
 		{Name: "fight", Namespace: ns, ChartDigest: cm, ValuesHash: "c1"}}}
-	if err := r.Desired(t.Context(), ds); err != nil {
-		t.Fatal(err)
-	}
+	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, RepairLimit: limit, RepairWindow: time.Hour, Debounce: 50 * time.Millisecond}, ds)
 	k := ns + "/fight"
 	eventually(t, "fight Deployed", time.Minute, func() (bool, string) {
 		s := stateOf(r, k)

@@ -369,6 +369,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-r.kick:
 		case <-t.C:
 		}
+		// This pass answers every kick so far (a timer and a kick both
+		// ready must not make two passes).
+		select {
+		case <-r.kick:
+		default:
+		}
 		busy := r.Pass(ctx)
 		next := r.cfg.Interval
 		if busy {
