@@ -111,6 +111,7 @@ whatever it installed running.`,
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default $KUBECONFIG, in-cluster, else ~/.kube/config)")
 	f.BoolVar(&cfg.NoCluster, "no-cluster", false, "run the link only: enrol, connect and report, without managing a cluster")
 	f.DurationVar(&cfg.DriftInterval, "drift-interval", 0, "how often releases are checked for drift (default 30s)")
+	f.IntVar(&cfg.ApplyConcurrency, "apply-concurrency", 0, "how many services are installed, upgraded, repaired or uninstalled at once (default 4)")
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
 	f.StringVar(&cfg.HelmWorker, "helm-worker", "", "the Helm worker binary, started when there is Helm work (default: tether-agent-helm next to this binary, else in $PATH)")
 	f.DurationVar(&cfg.WorkerIdle, "helm-worker-idle", 0, "stop the Helm worker after this long without work (default 20s; negative: keep it running)")

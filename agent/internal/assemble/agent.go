@@ -54,6 +54,9 @@ type Config struct {
 	// DriftInterval and HealthTimeout tune the reconciler; 0 keeps its
 	// defaults.
 	DriftInterval, HealthTimeout time.Duration
+	// ApplyConcurrency bounds how many services the reconciler works on
+	// at once; 0 keeps its default (4).
+	ApplyConcurrency int
 	// HelmWorker is the Helm worker binary (tether-agent-helm); empty:
 	// the one next to this executable, else the first in $PATH.
 	HelmWorker string
@@ -82,6 +85,9 @@ func (c *Config) Validate() error {
 	if c.DriftInterval < 0 || c.HealthTimeout < 0 {
 		return fmt.Errorf("assemble: drift interval %s and health timeout %s must not be negative", c.DriftInterval, c.HealthTimeout)
 	}
+	if c.ApplyConcurrency < 0 {
+		return fmt.Errorf("assemble: apply concurrency %d must not be negative", c.ApplyConcurrency)
+	}
 	return nil
 }
 
@@ -94,6 +100,9 @@ type Agent struct {
 	worker *worker.Supervisor // nil with NoCluster
 	rec    *reconcile.Reconciler
 	link   *link.Link
+	// watch reports changes of managed objects to rec; nil with
+	// NoCluster.
+	watch *observe.Watcher
 
 	mu      sync.Mutex
 	running bool
@@ -154,6 +163,10 @@ func New(cfg Config) (a *Agent, err error) {
 		if cfg.HealthTimeout > 0 {
 			rcfg.HealthTimeout = cfg.HealthTimeout
 		}
+		if cfg.ApplyConcurrency > 0 {
+			rcfg.Concurrency = cfg.ApplyConcurrency
+		}
+		rcfg.Watcher = a.watch
 		if a.rec, err = reconcile.New(rcfg); err != nil {
 			return nil, err
 		}
@@ -171,6 +184,13 @@ func (a *Agent) newEngine(rc *rest.Config) (*worker.Engine, error) {
 		return nil, err
 	}
 	reader, err := observe.NewReader(observe.ReaderConfig{Records: a.cache, Observer: obs, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	// Events go to the reconciler, made after the engine; the watcher
+	// runs only once Run starts, when it exists.
+	a.watch, err = observe.NewWatcher(observe.WatcherConfig{Observer: obs, Records: a.cache, Logger: a.log,
+		OnChange: func(c observe.Change) { a.rec.ObjectChanged(c.Service, c.Object, c.Spec) }})
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +274,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	if a.rec != nil {
+		wg.Go(func() {
+			if err := a.watch.Run(ctx); err != nil {
+				a.log.Warn("watch managed objects", "err", err)
+			}
+		})
 		wg.Go(func() {
 			if err := a.rec.Run(ctx); err != nil {
 				a.log.Error("reconcile loop", "err", err)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -106,11 +107,42 @@ type Config struct {
 	// HealthTimeout is how long a release may take to become healthy
 	// before it is reported Failed.
 	HealthTimeout time.Duration
+	// Concurrency bounds how many services are installed, upgraded,
+	// checked or uninstalled at once. Default 4 (a small edge node).
+	Concurrency int
+	// OnService, when set, is called as a service's turn starts (tests
+	// observe the order with it).
+	OnService func(key string)
+	// Watcher, when set, is told after every pass which services to
+	// watch; its events come back through ObjectChanged.
+	Watcher Watcher
+	// Debounce is how long the events on one service's objects are
+	// collected before they trigger one check. Default 200ms.
+	Debounce time.Duration
+	// RepairLimit drift repairs of one service within RepairWindow are a
+	// repair loop (another controller changing the same objects): the
+	// service is reported Failed and not repaired for a while that grows
+	// with each loop. Defaults 5 and 10 minutes.
+	RepairLimit  int
+	RepairWindow time.Duration
+}
+
+// Watcher watches the objects of the releases of services
+// ("namespace/name"); see observe.Watcher.
+type Watcher interface {
+	Watch(ctx context.Context, services []string) error
+}
+
+func (c *Config) observe(k string) {
+	if c.OnService != nil {
+		c.OnService(k)
+	}
 }
 
 // DefaultConfig returns the defaults; Cache, Engine and Charts must be set.
 func DefaultConfig() Config {
-	return Config{Interval: 30 * time.Second, ProgressInterval: 2 * time.Second, HealthTimeout: 5 * time.Minute}
+	return Config{Interval: 30 * time.Second, ProgressInterval: 2 * time.Second, HealthTimeout: 5 * time.Minute, Concurrency: 4,
+		Debounce: 200 * time.Millisecond, RepairLimit: 5, RepairWindow: 10 * time.Minute}
 }
 
 // Reconciler is the agent's control loop.
@@ -125,25 +157,48 @@ type Reconciler struct {
 	// reported is the last status queued, to queue only changes.
 	reported []*fleetv1.ServiceStatus
 	// adopted: the one-time adoption after a cache upgrade is done (only
-	// Pass touches it).
-	adopted bool
+	// Pass writes it).
+	adopted atomic.Bool
+	// running holds a lock per service: one runs at a time.
+	running map[string]*sync.Mutex
+
+	reportMu sync.Mutex
+
+	// Events on watched objects: pending checks by service, due at a
+	// time; changed wakes the loop that runs them.
+	tmu     sync.Mutex
+	pending map[string]pendingCheck
+	changed chan struct{}
+	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs atomic.Uint64 }
+}
+
+type pendingCheck struct {
+	due  time.Time
+	spec bool // more than a status changed
 }
 
 // svcState is what the loop remembers of one service between passes.
 type svcState struct {
-	state    string
-	message  string
-	hash     string // lastDeployedHash
-	applied  string // hash last applied, healthy or not
-	since    time.Time
-	revision uint64
-	template string
+	namespace, name string
+	state           string
+	message         string
+	hash            string // lastDeployedHash
+	applied         string // hash last applied, healthy or not
+	since           time.Time
+	revision        uint64
+	template        string
 	// failures counts consecutive failed applies of failedHash; the next
 	// attempt waits until retryAt, so a chart that never renders is not
 	// re-rendered on every pass.
 	failures   int
 	failedHash string
 	retryAt    time.Time
+	// repairs are the times of recent drift repairs; loops counts repair
+	// loops found, holdUntil ends the current one's pause.
+	repairs   []time.Time
+	loops     int
+	holdUntil time.Time
+	holdMsg   string
 }
 
 // retryDelay is the wait after n consecutive failed applies of the same
@@ -169,6 +224,18 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = d.HealthTimeout
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = d.Concurrency
+	}
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = d.Debounce
+	}
+	if cfg.RepairLimit <= 0 {
+		cfg.RepairLimit = d.RepairLimit
+	}
+	if cfg.RepairWindow <= 0 {
+		cfg.RepairWindow = d.RepairWindow
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -178,7 +245,8 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Notify == nil {
 		cfg.Notify = func() {}
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}, running: map[string]*sync.Mutex{},
+		pending: map[string]pendingCheck{}, changed: make(chan struct{}, 1)}
 	rev, payload, err := cfg.Cache.LatestDesired()
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
@@ -289,6 +357,9 @@ func (r *Reconciler) Kick() {
 
 // Run reconciles until ctx is done.
 func (r *Reconciler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.runChecks(ctx) })
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -297,6 +368,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			return nil
 		case <-r.kick:
 		case <-t.C:
+		}
+		// This pass answers every kick so far (a timer and a kick both
+		// ready must not make two passes).
+		select {
+		case <-r.kick:
+		default:
 		}
 		busy := r.Pass(ctx)
 		next := r.cfg.Interval
@@ -308,7 +385,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 }
 
 // Pass runs one reconcile pass and reports whether a service is still in
-// progress.
+// progress. Services run on up to Config.Concurrency workers: one starts
+// once every dependency it names has finished its turn in this pass (a
+// dependency not Deployed leaves it Pending, as before); among those ready,
+// higher priority starts first, then dependency order. Releases the
+// desired state no longer holds are uninstalled on the same workers. The
+// status is queued after every service, so one that takes long does not
+// hold the others' reports.
 func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 	if !r.adopt(ctx) {
 		return true // retry soon; nothing is applied or removed before
@@ -317,35 +400,151 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 	ds := r.desired
 	r.mu.Unlock()
 	order, cycle := topoOrder(ds.GetServices())
-	done := map[string]bool{} // Deployed in this pass
+	byKey := make(map[string]*fleetv1.Service, len(order))
 	for _, s := range order {
-		if ctx.Err() != nil {
-			return false
+		byKey[key(s.GetNamespace(), s.GetName())] = s
+	}
+	var (
+		mu       sync.Mutex
+		done     = map[string]bool{} // Deployed in this pass
+		finished = map[string]bool{} // had its turn in this pass
+		started  = map[string]bool{}
+		wake     = make(chan struct{}, 1)
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, r.cfg.Concurrency)
+	)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
 		}
-		k := key(s.GetNamespace(), s.GetName())
-		st := r.state(k, s, ds.GetRevision())
-		if cycle[k] {
-			r.set(st, StateFailed, "dependsOn forms a cycle")
-			continue
+	}
+	// ready lists the services whose dependencies (those in the desired
+	// state and not in a cycle) all had their turn.
+	ready := func() []*fleetv1.Service {
+		var out []*fleetv1.Service
+		for _, s := range order {
+			k := key(s.GetNamespace(), s.GetName())
+			if started[k] {
+				continue
+			}
+			ok := true
+			for _, d := range s.GetDependsOn() {
+				dk := depKey(s, d)
+				if _, in := byKey[dk]; in && !cycle[dk] && !finished[dk] && !cycle[k] {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				out = append(out, s)
+			}
 		}
-		if dep, ok := waitingOn(s, done); !ok {
-			r.set(st, StatePending, fmt.Sprintf("waiting for %s to be Deployed", dep))
-			continue
-		}
-		r.service(ctx, s, st)
-		if st.state == StateDeployed {
-			done[k] = true
-		}
-		busy = busy || st.state == StateProvisioning
+		slices.SortStableFunc(out, func(a, b *fleetv1.Service) int { return cmp.Compare(b.GetPriority(), a.GetPriority()) })
+		return out
+	}
+	finish := func(k string, deployed, progressing bool) {
+		mu.Lock()
+		finished[k] = true
+		done[k] = deployed
+		busy = busy || progressing
+		mu.Unlock()
+		r.report(ds)
+		signal()
 	}
 	if ds.GetRevision() > 0 {
-		r.removeDeleted(ctx, ds)
+		// Uninstalls do not wait for the applies (nothing depends on a
+		// release being removed).
+		r.removeDeleted(ctx, ds, sem, &wg)
 	}
+	for {
+		mu.Lock()
+		batch := ready()
+		allStarted := len(started) == len(order)
+		for _, s := range batch {
+			started[key(s.GetNamespace(), s.GetName())] = true
+		}
+		mu.Unlock()
+		if allStarted {
+			break
+		}
+		for _, s := range batch {
+			k := key(s.GetNamespace(), s.GetName())
+			st := r.state(k, s, ds.GetRevision())
+			if ctx.Err() != nil {
+				finish(k, false, false)
+				continue
+			}
+			if cycle[k] {
+				r.set(st, StateFailed, "dependsOn forms a cycle")
+				finish(k, false, false)
+				continue
+			}
+			mu.Lock()
+			dep, ok := waitingOn(s, done)
+			mu.Unlock()
+			if !ok {
+				r.set(st, StatePending, fmt.Sprintf("waiting for %s to be Deployed", dep))
+				finish(k, false, false)
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				finish(k, false, false)
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				r.runService(ctx, k, s, st, false)
+				r.mu.Lock()
+				state := st.state
+				r.mu.Unlock()
+				finish(k, state == StateDeployed, state == StateProvisioning)
+			})
+		}
+		if len(batch) == 0 {
+			<-wake // a service in flight finishes: more may be ready
+		}
+	}
+	wg.Wait()
 	r.report(ds)
 	if ctx.Err() == nil && ds.GetRevision() > 0 {
 		r.collectCharts(ds)
 	}
+	if r.cfg.Watcher != nil && ctx.Err() == nil {
+		var keys []string
+		for _, s := range order {
+			if s.GetSyncMode() != SyncDryRun {
+				keys = append(keys, key(s.GetNamespace(), s.GetName()))
+			}
+		}
+		if err := r.cfg.Watcher.Watch(ctx, keys); err != nil {
+			r.log.Warn("watch managed objects", "err", err)
+		}
+	}
 	return busy
+}
+
+// runService runs service for one service, never two at once for the same
+// service (a pass and a check a watch event asked for).
+func (r *Reconciler) runService(ctx context.Context, k string, s *fleetv1.Service, st *svcState, watch bool) {
+	l := r.serviceLock(k)
+	l.Lock()
+	defer l.Unlock()
+	r.cfg.observe(k)
+	r.service(ctx, s, st, watch)
+}
+
+func (r *Reconciler) serviceLock(k string) *sync.Mutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.running[k]
+	if !ok {
+		l = &sync.Mutex{}
+		r.running[k] = l
+	}
+	return l
 }
 
 // adopt runs once after the cache was upgraded from schema 1, which had no
@@ -355,7 +554,7 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 // uninstalled or upgraded, and a service of that name is reported Failed.
 // It reports whether the reconciler may go on; false means "retry".
 func (r *Reconciler) adopt(ctx context.Context) bool {
-	if r.adopted {
+	if r.adopted.Load() {
 		return true
 	}
 	rev, pending, err := r.cfg.Cache.PendingAdoption()
@@ -364,7 +563,7 @@ func (r *Reconciler) adopt(ctx context.Context) bool {
 		return false
 	}
 	if !pending {
-		r.adopted = true
+		r.adopted.Store(true)
 		return true
 	}
 	var svcs []*fleetv1.Service
@@ -410,7 +609,7 @@ func (r *Reconciler) adopt(ctx context.Context) bool {
 		r.log.Warn("adoption: record the end", "err", err)
 		return false
 	}
-	r.adopted = true
+	r.adopted.Store(true)
 	return true
 }
 
@@ -461,7 +660,7 @@ func (r *Reconciler) state(k string, s *fleetv1.Service, rev uint64) *svcState {
 	defer r.mu.Unlock()
 	st, ok := r.svc[k]
 	if !ok {
-		st = &svcState{state: StatePending, since: r.cfg.Now()}
+		st = &svcState{namespace: s.GetNamespace(), name: s.GetName(), state: StatePending, since: r.cfg.Now()}
 		r.svc[k] = st
 	}
 	st.revision = rev
@@ -479,7 +678,7 @@ func (r *Reconciler) set(st *svcState, state, msg string) {
 }
 
 // service brings one service towards Deployed.
-func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcState) {
+func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcState, watch bool) {
 	name, ns := s.GetName(), s.GetNamespace()
 	r.mu.Lock()
 	if st.failedHash != s.GetValuesHash() {
@@ -554,12 +753,25 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
 			r.log.Warn("drift check failed", "service", key(ns, name), "err", err)
 		} else if d.Drifted {
-			r.log.Info("drift found; repairing", "service", key(ns, name), "reasons", d.Reasons)
+			if msg, held := r.repairLoop(st, d.Reasons); held {
+				r.set(st, StateFailed, msg)
+				return
+			}
+			r.log.Info("drift found; repairing", "service", key(ns, name), "reasons", d.Reasons, "watch_event", watch)
 			if _, err := r.cfg.Engine.Repair(ctx, rel); err != nil {
 				r.set(st, StateFailed, fmt.Sprintf("repair drift (%v): %v", d.Reasons, err))
 				return
 			}
+			if watch {
+				r.stats.watchRepairs.Add(1)
+			} else {
+				r.stats.passRepairs.Add(1)
+			}
 			r.set(st, StateProvisioning, "repaired drift: "+joinReasons(d.Reasons))
+		} else {
+			r.mu.Lock()
+			st.loops = 0
+			r.mu.Unlock()
 		}
 	}
 	r.health(ctx, s, st, s.GetValuesHash(), "")
@@ -673,10 +885,11 @@ func (r *Reconciler) chart(ctx context.Context, digest string) ([]byte, error) {
 	return b, nil
 }
 
-// removeDeleted uninstalls releases this agent manages that the desired
-// state no longer holds. It never runs before a first desired state
-// arrived, so a wiped cache cannot remove a cluster's services.
-func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState) {
+// removeDeleted uninstalls, on the pass's workers (sem bounds them; wg
+// waits for them), releases this agent manages that the desired state no
+// longer holds. It never runs before a first desired state arrived, so a
+// wiped cache cannot remove a cluster's services.
+func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState, sem chan struct{}, wg *sync.WaitGroup) {
 	want := map[string]bool{}
 	for _, s := range ds.GetServices() {
 		want[key(s.GetNamespace(), s.GetName())] = true
@@ -691,6 +904,11 @@ func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState
 		if want[k] {
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		r.mu.Lock()
 		st, ok := r.svc[k]
 		if !ok {
@@ -699,12 +917,20 @@ func (r *Reconciler) removeDeleted(ctx context.Context, ds *fleetv1.DesiredState
 		}
 		st.state, st.message, st.revision = StateDeleting, "", ds.GetRevision()
 		r.mu.Unlock()
-		if err := r.cfg.Engine.Uninstall(ctx, rel.Name, rel.Namespace); err != nil {
-			r.set(st, StateFailed, fmt.Sprintf("uninstall: %v", err))
-			continue
-		}
-		r.log.Info("release uninstalled", "service", k)
-		r.set(st, StateDeleted, "")
+		wg.Go(func() {
+			defer func() { <-sem }()
+			l := r.serviceLock(k)
+			l.Lock()
+			defer l.Unlock()
+			r.cfg.observe(k)
+			if err := r.cfg.Engine.Uninstall(ctx, rel.Name, rel.Namespace); err != nil {
+				r.set(st, StateFailed, fmt.Sprintf("uninstall: %v", err))
+				return
+			}
+			r.log.Info("release uninstalled", "service", k)
+			r.set(st, StateDeleted, "")
+			r.report(ds)
+		})
 	}
 }
 
@@ -741,6 +967,10 @@ func splitKey(k string) (ns, name string) {
 // report queues a status report when anything changed since the last one.
 // Deleted services are reported once, then forgotten.
 func (r *Reconciler) report(ds *fleetv1.DesiredState) {
+	// One report at a time, so they reach the outbox in the order their
+	// snapshots were taken.
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
 	r.mu.Lock()
 	cur := r.statusesLocked()
 	changed := len(cur) != len(r.reported)
@@ -836,4 +1066,156 @@ func waitingOn(s *fleetv1.Service, done map[string]bool) (string, bool) {
 		}
 	}
 	return "", true
+}
+
+// repairLoop records a drift repair of st about to happen and reports
+// whether it must not: RepairLimit repairs within RepairWindow mean
+// another controller keeps changing what the agent repairs. Then repairs
+// pause (1 minute doubling with each loop, up to an hour) and msg says so.
+func (r *Reconciler) repairLoop(st *svcState, reasons []string) (msg string, held bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	if now.Before(st.holdUntil) {
+		return st.holdMsg, true
+	}
+	kept := st.repairs[:0]
+	for _, t := range st.repairs {
+		if now.Sub(t) < r.cfg.RepairWindow {
+			kept = append(kept, t)
+		}
+	}
+	st.repairs = kept
+	if len(st.repairs) >= r.cfg.RepairLimit {
+		st.loops++
+		pause := backoff.Delay(time.Minute, time.Hour, st.loops-1)
+		st.holdUntil = now.Add(pause)
+		st.holdMsg = fmt.Sprintf("repair loop: drift repaired %d times in %s and back again (%s); another controller may be changing these objects; not repairing for %s",
+			len(st.repairs), r.cfg.RepairWindow, joinReasons(reasons), pause)
+		st.repairs = nil
+		r.log.Warn("drift repair loop; pausing repairs", "service", key(st.namespace, st.name), "loops", st.loops, "pause", pause, "reasons", reasons)
+		return st.holdMsg, true
+	}
+	st.repairs = append(st.repairs, now)
+	return "", false
+}
+
+// ObjectChanged is told (by the watcher) that an object of service
+// ("namespace/name") was deleted or changed; spec is false for a status
+// update only. Events on one service within Config.Debounce make one
+// check. It never blocks.
+func (r *Reconciler) ObjectChanged(service, object string, spec bool) {
+	r.stats.watchEvents.Add(1)
+	r.tmu.Lock()
+	p, ok := r.pending[service]
+	if !ok {
+		p.due = time.Now().Add(r.cfg.Debounce)
+	}
+	p.spec = p.spec || spec
+	r.pending[service] = p
+	r.tmu.Unlock()
+	r.log.Debug("managed object changed", "service", service, "object", object, "spec", spec)
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Stats counts what the watch did: events received, checks they
+// triggered, and drift repairs made by those checks and by passes.
+type Stats struct {
+	WatchEvents, WatchChecks, WatchRepairs, PassRepairs uint64
+}
+
+// Stats returns the counters.
+func (r *Reconciler) Stats() Stats {
+	return Stats{WatchEvents: r.stats.watchEvents.Load(), WatchChecks: r.stats.watchChecks.Load(),
+		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load()}
+}
+
+// runChecks runs the checks watch events asked for, when due, on up to
+// Config.Concurrency workers, until ctx is done.
+func (r *Reconciler) runChecks(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.changed:
+		case <-t.C:
+		}
+		now := time.Now()
+		next := time.Duration(-1)
+		due := map[string]bool{}
+		r.tmu.Lock()
+		for k, p := range r.pending {
+			if wait := p.due.Sub(now); wait > 0 {
+				if next < 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+			due[k] = p.spec
+			delete(r.pending, k)
+		}
+		r.tmu.Unlock()
+		for _, k := range slices.Sorted(mapsKeys(due)) {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			spec := due[k]
+			wg.Go(func() {
+				defer func() { <-sem }()
+				r.check(ctx, k, spec)
+			})
+		}
+		if next >= 0 {
+			t.Reset(next)
+		}
+	}
+}
+
+// check runs the turn of one service a watch event asked for, with the
+// rules of a pass: a deleted or changed object of a Deployed or
+// Provisioning service with drift detection is checked for drift (and
+// repaired); a status change of a Provisioning one checks its health.
+// Anything else waits for the next pass.
+func (r *Reconciler) check(ctx context.Context, k string, spec bool) {
+	if !r.adopted.Load() {
+		return
+	}
+	r.mu.Lock()
+	ds := r.desired
+	st := r.svc[k]
+	state := ""
+	if st != nil {
+		state = st.state
+	}
+	r.mu.Unlock()
+	var s *fleetv1.Service
+	for _, c := range ds.GetServices() {
+		if key(c.GetNamespace(), c.GetName()) == k {
+			s = c
+		}
+	}
+	if s == nil || st == nil {
+		return
+	}
+	mode := s.GetSyncMode()
+	drift := mode == "" || mode == SyncContinuousWithDriftDetection
+	switch {
+	case spec && drift && (state == StateDeployed || state == StateProvisioning):
+	case state == StateProvisioning && mode != SyncDryRun:
+	default:
+		return
+	}
+	r.stats.watchChecks.Add(1)
+	r.runService(ctx, k, s, st, true)
+	r.report(ds)
 }
