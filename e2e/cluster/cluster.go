@@ -121,6 +121,9 @@ type Cluster struct {
 	token     string
 	binDir    string
 
+	// capdLock is held while this management cluster runs (see lockCAPD).
+	capdLock *os.File
+
 	mu       sync.Mutex
 	procs    []*process // in start order
 	stopped  bool
@@ -171,6 +174,13 @@ func Launch(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
+	if o.Management {
+		// Before the start timeout: waiting for another test's management
+		// cluster is not a slow start.
+		if c.capdLock, err = lockCAPD(ctx, c.log); err != nil {
+			return nil, fmt.Errorf("launch cluster %s: %w", o.Name, err)
+		}
+	}
 	ctx, cancel := context.WithTimeoutCause(ctx, o.StartTimeout,
 		fmt.Errorf("cluster %s not ready within %s", o.Name, o.StartTimeout))
 	defer cancel()
@@ -233,6 +243,9 @@ func (c *Cluster) Stop() error {
 			if rerr := os.RemoveAll(c.Dir); rerr != nil {
 				err = fmt.Errorf("stop cluster %s: remove %s: %w", c.Name, c.Dir, rerr)
 			}
+		}
+		if c.capdLock != nil {
+			c.capdLock.Close() // releases the flock
 		}
 		c.log.Info("stopped", "components", len(procs))
 	})

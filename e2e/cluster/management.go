@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -39,6 +41,45 @@ var providers = []provider{
 	// The in-memory backend serves each workload cluster's API on
 	// POD_IP:20000-24000; without it the host is empty.
 	{name: "infrastructure-docker", binary: binCAPD, env: []string{"POD_IP=127.0.0.1"}},
+}
+
+// capdLockFile serialises management clusters on one machine: CAPD's
+// in-memory backend listens on fixed ports (its debug mux on :19000, the
+// workload clusters' API servers from :20000), which its command line
+// cannot change, so two at once fail with "address already in use"
+// (`go test ./...` runs packages in parallel). Machine-wide, so tests of
+// several checkouts wait for each other too.
+var capdLockFile = filepath.Join(os.TempDir(), "tether-e2e-capd-inmemory.lock")
+
+// lockCAPD takes the machine-wide CAPD lock, waiting while another
+// management cluster holds it (or until ctx ends). Closing the file
+// releases it; so does the process's death.
+func lockCAPD(ctx context.Context, log *slog.Logger) (*os.File, error) {
+	f, err := os.OpenFile(capdLockFile, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", capdLockFile, err)
+	}
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", capdLockFile, err)
+		}
+		if !logged {
+			log.Info("waiting for another management cluster to stop (CAPD in-memory uses fixed ports)", "lock", capdLockFile)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another management cluster (lock %s): %w", capdLockFile, context.Cause(ctx))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (c *Cluster) startManagement(ctx context.Context) error {
