@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -32,8 +33,8 @@ const noProvisioning = "stored; no effect until provisioning through Cluster API
 // Credential names the cloud identity a ClusterDeployment provisions with.
 type Credential struct {
 	Header `json:",inline"`
-	Spec   CredentialSpec `json:"spec"`
-	Status WarningsStatus `json:"status,omitzero"`
+	Spec   CredentialSpec   `json:"spec"`
+	Status CredentialStatus `json:"status,omitzero"`
 }
 
 // CredentialSpec is k0rdent's CredentialSpec.
@@ -372,4 +373,98 @@ func (s *TemplateChainSpec) validate() FieldErrors {
 		}
 	}
 	return errs
+}
+
+// ClusterDeployment phases while it provisions through Cluster API.
+const (
+	// PhaseProvisioning: the CAPI objects are applied and the Cluster is
+	// not Available yet (within the grace period, a False condition is
+	// a warning).
+	PhaseProvisioning = "Provisioning"
+	// PhaseReady: the CAPI Cluster is Available.
+	PhaseReady = "Ready"
+	// PhaseFailed: bad input (nothing was applied), or the Cluster is
+	// still not Available after the grace period.
+	PhaseFailed = "Failed"
+)
+
+// Condition types the provisioning controller writes on a
+// ClusterDeployment, besides the CAPI Cluster's own (InfrastructureReady,
+// ControlPlaneAvailable, WorkersAvailable, Available, ...), copied as
+// they are.
+const (
+	// CondTemplateReady: the ClusterTemplate exists, its chart resolves
+	// and renders with spec.config, which its values schema accepts.
+	CondTemplateReady = "TemplateReady"
+	// CondCredentialReady: the Credential exists and its identity is on
+	// the management cluster.
+	CondCredentialReady = "CredentialReady"
+	// CondApplied: the rendered objects are applied to the management
+	// cluster.
+	CondApplied = "Applied"
+	// CondAgentInstalled: the agent chart is installed in the new
+	// cluster.
+	CondAgentInstalled = "AgentInstalled"
+)
+
+// ClusterDeploymentStatus is a ClusterDeployment's services status and,
+// for one that provisions through Cluster API, what the provisioning
+// controller follows. k0rdent's field names where it has them.
+type ClusterDeploymentStatus struct {
+	ServicesStatus `json:",inline"`
+	// Phase is "" for an adopted cluster, else one of the Phase*
+	// constants.
+	Phase             string `json:"phase,omitempty"`
+	KubernetesVersion string `json:"k8sVersion,omitempty"`
+	// ControlPlane and Workers are "ready/desired" machines.
+	ControlPlane string `json:"controlPlane,omitempty"`
+	Workers      string `json:"workers,omitempty"`
+	// Agent is the cluster's agent state: "", Installed, Enrolled.
+	Agent string `json:"agent,omitempty"`
+	// ProvisioningSince is when the objects were first applied: the
+	// start of the grace period, kept across hub restarts.
+	ProvisioningSince *time.Time `json:"provisioningSince,omitempty"`
+	// AppliedHash is the digest of the last applied objects; the same
+	// objects are not applied again.
+	AppliedHash string `json:"appliedHash,omitempty"`
+	// ChartDigest is the ClusterTemplate's chart that rendered them.
+	ChartDigest string `json:"chartDigest,omitempty"`
+}
+
+// CredentialStatus says whether the Credential's identity exists on the
+// management cluster.
+type CredentialStatus struct {
+	WarningsStatus `json:",inline"`
+	Ready          bool        `json:"ready,omitempty"`
+	Conditions     []Condition `json:"conditions,omitempty"`
+}
+
+// SetCondition sets c in conds by type, keeping the transition time when
+// the status is unchanged.
+func SetCondition(conds *[]Condition, c Condition, now time.Time) {
+	for i := range *conds {
+		old := &(*conds)[i]
+		if old.Type != c.Type {
+			continue
+		}
+		if old.Status == c.Status && old.LastTransitionTime != nil {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else {
+			c.LastTransitionTime = &now
+		}
+		*old = c
+		return
+	}
+	c.LastTransitionTime = &now
+	*conds = append(*conds, c)
+}
+
+func provisioningColumns() (phase Column[*ClusterDeployment], wide []Column[*ClusterDeployment]) {
+	return Column[*ClusterDeployment]{Header: "PHASE", Value: func(o *ClusterDeployment) string { return orNone(o.Status.Phase) }},
+		[]Column[*ClusterDeployment]{
+			{Header: "K8S", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.KubernetesVersion) }},
+			{Header: "CONTROLPLANE", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.ControlPlane) }},
+			{Header: "WORKERS", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.Workers) }},
+			{Header: "AGENT", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.Agent) }},
+		}
 }

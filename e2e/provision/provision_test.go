@@ -1,0 +1,217 @@
+// Package provision is the end-to-end scenario of provisioning clusters
+// through Cluster API: a real hub started with --management-kubeconfig
+// of a harness management cluster that runs the real CAPI core, kubeadm
+// and CAPD (in-memory backend) managers; a ClusterTemplate whose chart is
+// bundles/cluster-templates/capd-in-memory; ClusterDeployments that
+// provision, and bad input that applies nothing.
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tetherfleet/tether/e2e/cluster"
+	"github.com/tetherfleet/tether/e2e/e2etest"
+)
+
+var bins *e2etest.Bins
+
+func TestMain(m *testing.M) { e2etest.Main(m, &bins) }
+
+const ns = "fleet"
+
+// template is a k0rdent ClusterTemplate as k0rdent writes them, naming
+// the pushed in-memory chart.
+const template = `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ClusterTemplate
+metadata:
+  name: capd-in-memory-0-1-0
+  namespace: fleet
+spec:
+  helm:
+    chartSpec:
+      chart: capd-in-memory
+      version: 0.1.0
+      sourceRef:
+        kind: HelmRepository
+        name: tether-local
+`
+
+func deployment(name, tmpl, config string) string {
+	return fmt.Sprintf(`apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ClusterDeployment
+metadata:
+  name: %s
+  namespace: fleet
+spec:
+  template: %s
+  config: %s
+`, name, tmpl, config)
+}
+
+func apply(t *testing.T, hub *e2etest.Hub, doc string) {
+	t.Helper()
+	if out, errOut, code := bins.RunStdin(t, hub.Env, []byte(doc), "tether", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("tether apply: exit %d: %s%s", code, out, errOut)
+	}
+}
+
+// cdStatus is the part of a ClusterDeployment's status the test reads.
+type cdStatus struct {
+	Status struct {
+		Phase        string `json:"phase"`
+		K8sVersion   string `json:"k8sVersion"`
+		ControlPlane string `json:"controlPlane"`
+		Workers      string `json:"workers"`
+		Conditions   []struct {
+			Type, Status, Reason, Message string
+		} `json:"conditions"`
+	} `json:"status"`
+}
+
+func (s cdStatus) cond(typ string) (status, reason, msg string) {
+	for _, c := range s.Status.Conditions {
+		if c.Type == typ {
+			return c.Status, c.Reason, c.Message
+		}
+	}
+	return "", "", ""
+}
+
+func (s cdStatus) String() string {
+	var parts []string
+	for _, c := range s.Status.Conditions {
+		parts = append(parts, fmt.Sprintf("%s=%s(%s: %s)", c.Type, c.Status, c.Reason, c.Message))
+	}
+	return fmt.Sprintf("phase %q cp %q workers %q; %s", s.Status.Phase, s.Status.ControlPlane, s.Status.Workers, strings.Join(parts, " "))
+}
+
+func getCD(t *testing.T, hub *e2etest.Hub, name string) cdStatus {
+	t.Helper()
+	var st cdStatus
+	out, errOut, code := bins.Run(t, hub.Env, "tether", "get", "clusterdeployment", name, "-n", ns, "-o", "json")
+	if code != 0 {
+		t.Fatalf("tether get clusterdeployment %s: exit %d: %s", name, code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("decode %s: %v", out, err)
+	}
+	return st
+}
+
+func waitCD(t *testing.T, hub *e2etest.Hub, name, what string, timeout time.Duration, ok func(cdStatus) bool) cdStatus {
+	t.Helper()
+	var st cdStatus
+	e2etest.Eventually(t, "ClusterDeployment "+name+" "+what, timeout, func() (bool, string) {
+		st = getCD(t, hub, name)
+		return ok(st), st.String()
+	})
+	return st
+}
+
+// noCluster checks that nothing named name was applied to the management
+// cluster.
+func noCluster(t *testing.T, mgmt *cluster.Cluster, name string) {
+	t.Helper()
+	var cl clusterv1.Cluster
+	err := mgmt.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &cl)
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("CAPI Cluster %s/%s on the management cluster: err %v, want NotFound (nothing applied)", ns, name, err)
+	}
+}
+
+func TestProvisionInMemoryCluster(t *testing.T) {
+	mgmt := cluster.Start(t, cluster.Options{Management: true})
+	hub := bins.StartHub(t, "--management-kubeconfig", mgmt.KubeconfigPath)
+	chartDir := filepath.Join(e2etest.RepoRoot(t), "bundles", "cluster-templates", "capd-in-memory")
+	if out, errOut, code := bins.Run(t, hub.Env, "tether", "chart", "push", chartDir); code != 0 {
+		t.Fatalf("tether chart push: exit %d: %s%s", code, out, errOut)
+	}
+	apply(t, hub, template)
+
+	// Bad input first: each gets a clear condition and applies nothing.
+	apply(t, hub, deployment("bad-template", "no-such-template", "{}")+"---\n"+
+		deployment("bad-config", "capd-in-memory-0-1-0", `{"workersNumber": "two"}`)+"---\n"+
+		deployment("bad-field", "capd-in-memory-0-1-0", `{"region": "mars"}`))
+	for _, tc := range []struct{ name, cond, reason, msg string }{
+		{"bad-template", "TemplateReady", "TemplateNotFound", `ClusterTemplate "no-such-template" not found`},
+		{"bad-config", "TemplateReady", "InvalidConfig", "workersNumber"},
+		{"bad-field", "TemplateReady", "InvalidConfig", "region"},
+	} {
+		st := waitCD(t, hub, tc.name, "Failed", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Failed" })
+		status, reason, msg := st.cond(tc.cond)
+		if status != "False" || reason != tc.reason || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s: condition %s = %s/%s %q, want False/%s containing %q", tc.name, tc.cond, status, reason, msg, tc.reason, tc.msg)
+		}
+		noCluster(t, mgmt, tc.name)
+	}
+
+	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`))
+	st := waitCD(t, hub, "edge-1", "Ready", 5*time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
+	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" {
+		t.Errorf("edge-1 status: k8s %q control plane %q, want v1.37.0 and 1/1", st.Status.K8sVersion, st.Status.ControlPlane)
+	}
+	for _, typ := range []string{"Applied", clusterv1.AvailableCondition, clusterv1.ClusterInfrastructureReadyCondition, clusterv1.ClusterControlPlaneAvailableCondition} {
+		if status, _, _ := st.cond(typ); status != "True" {
+			t.Errorf("edge-1 condition %s = %q, want True; %s", typ, status, st)
+		}
+	}
+
+	// The hub owns the objects it applied.
+	var cl clusterv1.Cluster
+	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "edge-1"}, &cl); err != nil {
+		t.Fatal(err)
+	}
+	managers := map[string]bool{}
+	for _, mf := range cl.ManagedFields {
+		managers[mf.Manager] = true
+	}
+	if !managers["tether-hub"] {
+		t.Errorf("Cluster edge-1 field managers %v, want tether-hub among them", managers)
+	}
+	uid := cl.UID
+
+	// A hub restart creates nothing twice: the same Cluster stays.
+	hub.Proc.Stop(t)
+	hub.Restart(t)
+	waitCD(t, hub, "edge-1", "Ready after restart", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
+	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "edge-1"}, &cl); err != nil {
+		t.Fatal(err)
+	}
+	if cl.UID != uid {
+		t.Errorf("Cluster edge-1 UID %s after hub restart, want %s (not recreated)", cl.UID, uid)
+	}
+
+	out := bins.MustRun(t, hub.Env, "tether", "get", "clusterdeployments", "-n", ns, "-o", "wide")
+	for _, want := range []string{"PHASE", "K8S", "CONTROLPLANE", "WORKERS", "AGENT", "edge-1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tether get clusterdeployments -o wide lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("tether get clusterdeployments -o wide:\n%s", out)
+}
+
+// TestNoManagementCluster: without --management-kubeconfig a
+// ClusterDeployment naming a ClusterTemplate says so.
+func TestNoManagementCluster(t *testing.T) {
+	hub := bins.StartHub(t)
+	chartDir := filepath.Join(e2etest.RepoRoot(t), "bundles", "cluster-templates", "capd-in-memory")
+	if out, errOut, code := bins.Run(t, hub.Env, "tether", "chart", "push", chartDir); code != 0 {
+		t.Fatalf("tether chart push: exit %d: %s%s", code, out, errOut)
+	}
+	apply(t, hub, template+"---\n"+deployment("edge-1", "capd-in-memory-0-1-0", "{}"))
+	st := waitCD(t, hub, "edge-1", "Failed", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Failed" })
+	status, reason, msg := st.cond("Applied")
+	if status != "False" || reason != "NoManagementCluster" || !strings.Contains(msg, "--management-kubeconfig") {
+		t.Errorf("condition Applied = %s/%s %q, want False/NoManagementCluster naming --management-kubeconfig", status, reason, msg)
+	}
+}
