@@ -10,12 +10,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/clientcmd"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -40,6 +44,7 @@ spec:
   helm:
     chartSpec:
       chart: capd-in-memory
+      interval: 10m
       version: 0.1.0
       sourceRef:
         kind: HelmRepository
@@ -72,6 +77,7 @@ type cdStatus struct {
 		K8sVersion   string `json:"k8sVersion"`
 		ControlPlane string `json:"controlPlane"`
 		Workers      string `json:"workers"`
+		Agent        string `json:"agent"`
 		Conditions   []struct {
 			Type, Status, Reason, Message string
 		} `json:"conditions"`
@@ -155,7 +161,8 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 		noCluster(t, mgmt, tc.name)
 	}
 
-	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`))
+	pushHello(t, hub)
+	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`)+helloServiceSpec)
 	st := waitCD(t, hub, "edge-1", "Ready", 5*time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
 	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" {
 		t.Errorf("edge-1 status: k8s %q control plane %q, want v1.37.0 and 1/1", st.Status.K8sVersion, st.Status.ControlPlane)
@@ -191,6 +198,8 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 		t.Errorf("Cluster edge-1 UID %s after hub restart, want %s (not recreated)", cl.UID, uid)
 	}
 
+	enrolAgent(t, hub, mgmt, "edge-1")
+
 	out := bins.MustRun(t, hub.Env, "tether", "get", "clusterdeployments", "-n", ns, "-o", "wide")
 	for _, want := range []string{"PHASE", "K8S", "CONTROLPLANE", "WORKERS", "AGENT", "edge-1"} {
 		if !strings.Contains(out, want) {
@@ -213,5 +222,89 @@ func TestNoManagementCluster(t *testing.T) {
 	status, reason, msg := st.cond("Applied")
 	if status != "False" || reason != "NoManagementCluster" || !strings.Contains(msg, "--management-kubeconfig") {
 		t.Errorf("condition Applied = %s/%s %q, want False/NoManagementCluster naming --management-kubeconfig", status, reason, msg)
+	}
+}
+
+// helloServiceSpec (appended to a deployment) installs the hello chart.
+const helloServiceSpec = `  serviceSpec:
+    services:
+      - template: hello-0-1-0
+        name: hello
+        namespace: hello
+`
+
+// pushHello pushes a chart of one ConfigMap and its ServiceTemplate.
+func pushHello(t *testing.T, hub *e2etest.Hub) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "hello")
+	must(t, os.MkdirAll(filepath.Join(dir, "templates"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "Chart.yaml"), []byte("apiVersion: v2\nname: hello\nversion: 0.1.0\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "templates", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\ndata:\n  greeting: hi\n"), 0o644))
+	if out, errOut, code := bins.Run(t, hub.Env, "tether", "chart", "push", dir); code != 0 {
+		t.Fatalf("tether chart push hello: exit %d: %s%s", code, out, errOut)
+	}
+	apply(t, hub, `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ServiceTemplate
+metadata:
+  name: hello-0-1-0
+  namespace: fleet
+spec:
+  helm:
+    chartSpec:
+      chart: hello
+      version: 0.1.0
+      interval: 10m
+      sourceRef:
+        kind: HelmRepository
+        name: tether-local
+`)
+}
+
+// enrolAgent waits for the hub to install the agent into the new
+// cluster, then starts an agent process with that cluster's kubeconfig
+// and the token from the installed Secret (standing in for the
+// Deployment's pod, which nothing runs here), and waits for it to enrol
+// and install the hello service.
+func enrolAgent(t *testing.T, hub *e2etest.Hub, mgmt *cluster.Cluster, name string) {
+	t.Helper()
+	waitCD(t, hub, name, "agent Installed", 2*time.Minute, func(s cdStatus) bool { return s.Status.Agent != "" })
+	var kc corev1.Secret
+	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name + "-kubeconfig"}, &kc); err != nil {
+		t.Fatal(err)
+	}
+	kcPath := filepath.Join(t.TempDir(), name+".kubeconfig")
+	must(t, os.WriteFile(kcPath, kc.Data["value"], 0o600))
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
+	must(t, err)
+	wl, err := client.New(rc, client.Options{})
+	must(t, err)
+	var dep appsv1.Deployment
+	must(t, wl.Get(t.Context(), client.ObjectKey{Namespace: "tether-system", Name: "tether-agent"}, &dep))
+	var tok corev1.Secret
+	must(t, wl.Get(t.Context(), client.ObjectKey{Namespace: "tether-system", Name: "tether-agent-token"}, &tok))
+	token := string(tok.Data["token"])
+	if token == "" {
+		token = tok.StringData["token"]
+	}
+	if token == "" {
+		t.Fatalf("Secret tether-system/tether-agent-token has no token: %v", tok.Data)
+	}
+	bins.Start(t, "agent-"+name, nil, "tether-agent", "run", "--data-dir", t.TempDir(), "--hub", hub.AgentAddr,
+		"--kubeconfig", kcPath, "--token", token, "--max-backoff", "2s")
+	waitCD(t, hub, name, "agent Enrolled", 2*time.Minute, func(s cdStatus) bool { return s.Status.Agent == "Enrolled" })
+	e2etest.Eventually(t, "ConfigMap hello/hello in "+name, 3*time.Minute, func() (bool, string) {
+		var cm corev1.ConfigMap
+		err := wl.Get(context.Background(), client.ObjectKey{Namespace: "hello", Name: "hello"}, &cm)
+		if err != nil {
+			return false, err.Error() + "; " + getCD(t, hub, name).String()
+		}
+		return cm.Data["greeting"] == "hi", fmt.Sprint(cm.Data)
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,12 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// k0rdent's kinds for provisioning clusters through Cluster API. Tether
-// does not provision yet: they are stored, listed and validated as
-// k0rdent's schema does, so k0rdent's manifests apply as written, and
-// each says so in a warning. ClusterDeployment fields that name them
-// (credential, clusterAuth, auditPolicy, ipamClaim, dataSource) are not
-// references yet.
+// k0rdent's kinds for provisioning clusters through Cluster API, stored,
+// listed and validated as k0rdent's schema does, so k0rdent's manifests
+// apply as written. ClusterTemplate and Credential are used by the
+// provisioning controller (hub/internal/provision); the others are
+// stored with a warning. ClusterDeployment fields that name them
+// (clusterAuth, auditPolicy, ipamClaim, dataSource) are not references
+// yet.
 const (
 	KindCredential            = "Credential"
 	KindClusterTemplate       = "ClusterTemplate"
@@ -27,8 +28,9 @@ const (
 	KindClusterDataSource     = "ClusterDataSource"
 )
 
-// noProvisioning is the warning of every provisioning kind.
-const noProvisioning = "stored; no effect until provisioning through Cluster API is available"
+// noProvisioning is the warning of the provisioning kinds Tether does not
+// use yet.
+const noProvisioning = "stored; Tether's provisioning does not use this kind yet"
 
 // Credential names the cloud identity a ClusterDeployment provisions with.
 type Credential struct {
@@ -199,12 +201,21 @@ func registerProvisioning(r *Registry) {
 }
 
 func provisioningKind[T Object](kind, plural string, short []string, spec, status func(T) any, validate func(T) FieldErrors) KindDef[T] {
+	warn := func(T) []string { return []string{"spec: " + noProvisioning} }
+	switch kind {
+	case KindClusterTemplate, KindCredential:
+		warn = nil // used by hub/internal/provision
+	case KindClusterTemplateChain:
+		warn = func(T) []string {
+			return []string{"spec: stored; upgrades along a chain are not checked yet"}
+		}
+	}
 	return KindDef[T]{
 		Kind: kind, New: func() T { return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T) },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: plural, Short: short,
 		Spec: spec, Status: status, Validate: validate,
-		Warnings: func(T) []string { return []string{"spec: " + noProvisioning} },
+		Warnings: warn,
 	}
 }
 

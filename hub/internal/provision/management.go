@@ -2,7 +2,10 @@ package provision
 
 import (
 	"fmt"
+	"github.com/go-logr/logr"
+	"log/slog"
 	"path/filepath"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -16,7 +19,10 @@ import (
 // (joined with the OS path list separator) and the current context is
 // used. The client knows the core and Cluster API v1beta2 types; other
 // kinds go through unstructured objects.
-func ManagementClient(path string) (client.Client, error) {
+func ManagementClient(path string, log *slog.Logger) (client.Client, error) {
+	// controller-runtime's client logs through its one global logger and
+	// complains on stderr when it is unset.
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = ""
 	rules.Precedence = splitList(path)

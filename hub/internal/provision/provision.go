@@ -66,6 +66,14 @@ type Config struct {
 	// Management is the management cluster; nil: ClusterDeployments that
 	// name a ClusterTemplate get a condition saying it is missing.
 	Management client.Client
+	// Fleet issues the join token of each new cluster's agent and says
+	// when it enrolled; nil: no agent is installed.
+	Fleet Fleet
+	// HubAddrs are the hub agent addresses a new cluster's agent dials.
+	HubAddrs []string
+	// AgentImage is the agent chart's image.repository; "" is the
+	// chart's default.
+	AgentImage string
 	// SystemNamespaces are searched for ClusterTemplates and Credentials
 	// after the deployment's own namespace.
 	SystemNamespaces []string
@@ -88,6 +96,9 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	if c.Store == nil || c.Repo == nil || c.Charts == nil {
 		return errors.New("provision: Config.Store, Repo and Charts are required")
+	}
+	if c.Fleet != nil && len(c.HubAddrs) == 0 {
+		return errors.New("provision: Config.HubAddrs is required with Fleet")
 	}
 	if c.GracePeriod < 0 || c.Poll < 0 {
 		return errors.New("provision: Config.GracePeriod and Poll must not be negative")
@@ -259,11 +270,23 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 		now := c.cfg.Now()
 		since = &now
 	}
-	c.follow(ctx, o, cd, r, *since)
+	clusterName := c.follow(ctx, o, cd, r, *since)
+	agent := cd.Status.Agent
+	if o.phase == objects.PhaseReady && c.cfg.Fleet != nil && agent != AgentEnrolled {
+		state, err := c.installAgent(ctx, cd, clusterName)
+		if err != nil {
+			o.set(objects.CondAgentInstalled, false, "InstallFailed", fmt.Sprintf("%s: %v", cd.Key(), err))
+		} else {
+			agent = state
+			o.set(objects.CondAgentInstalled, true, state, "")
+		}
+		// Until the agent enrols, look again.
+		o.pending = agent != AgentEnrolled
+	}
 	hash := r.Hash
 	prev := o.fields
 	o.fields = func(st *objects.ClusterDeploymentStatus) {
-		st.AppliedHash, st.ChartDigest, st.KubernetesVersion = hash, digest, k8s
+		st.AppliedHash, st.ChartDigest, st.KubernetesVersion, st.Agent = hash, digest, k8s, agent
 		if st.ProvisioningSince == nil {
 			st.ProvisioningSince = since
 		}
@@ -275,8 +298,8 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 }
 
 // follow reads the CAPI Cluster into o.
-func (c *Controller) follow(ctx context.Context, o *outcome, cd *objects.ClusterDeployment, r Rendered, since time.Time) {
-	clusterName := cd.Metadata.Name
+func (c *Controller) follow(ctx context.Context, o *outcome, cd *objects.ClusterDeployment, r Rendered, since time.Time) (clusterName string) {
+	clusterName = cd.Metadata.Name
 	for _, u := range r.Objects {
 		if u.GetKind() == "Cluster" && strings.HasPrefix(u.GetAPIVersion(), clusterv1.GroupVersion.Group+"/") {
 			clusterName = u.GetName()
@@ -287,7 +310,7 @@ func (c *Controller) follow(ctx context.Context, o *outcome, cd *objects.Cluster
 	if err := c.cfg.Management.Get(ctx, client.ObjectKey{Namespace: cd.Metadata.Namespace, Name: clusterName}, &cl); err != nil {
 		o.phase = objects.PhaseProvisioning
 		o.set(clusterv1.AvailableCondition, false, "ClusterNotFound", fmt.Sprintf("CAPI Cluster %s/%s: %v", cd.Metadata.Namespace, clusterName, err))
-		return
+		return clusterName
 	}
 	var falses []string
 	for _, cc := range cl.Status.Conditions {
@@ -312,6 +335,7 @@ func (c *Controller) follow(ctx context.Context, o *outcome, cd *objects.Cluster
 	}
 	cp, wk := replicas(cl.Status.ControlPlane), workerReplicas(cl.Status.Workers)
 	o.fields = func(st *objects.ClusterDeploymentStatus) { st.ControlPlane, st.Workers = cp, wk }
+	return clusterName
 }
 
 func replicas(s *clusterv1.ClusterControlPlaneStatus) string {

@@ -53,21 +53,12 @@ func Render(archive []byte, name, namespace string, config json.RawMessage) (Ren
 			return Rendered{}, fmt.Errorf("%w: spec.config: not a JSON object: %w", ErrInvalidConfig, err)
 		}
 	}
-	opts := chartutil.ReleaseOptions{Name: name, Namespace: namespace, Revision: 1, IsInstall: true}
-	rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, opts, chartutil.DefaultCapabilities, false)
-	if err != nil {
-		return Rendered{}, fmt.Errorf("%w: spec.config: %s", ErrInvalidConfig, strings.TrimSpace(err.Error()))
+	objs, err := renderChart(ch, name, namespace, vals)
+	if errors.Is(err, ErrInvalidConfig) {
+		return Rendered{}, fmt.Errorf("spec.config: %w", err)
 	}
-	files, err := engine.Render(ch, rv)
-	if err != nil {
-		return Rendered{}, fmt.Errorf("%w: %w", ErrRender, err)
-	}
-	objs, err := decodeManifests(files)
 	if err != nil {
 		return Rendered{}, err
-	}
-	if len(objs) == 0 {
-		return Rendered{}, fmt.Errorf("%w: chart %s renders no objects", ErrRender, ch.Name())
 	}
 	h := sha256.New()
 	for _, u := range objs {
@@ -86,6 +77,28 @@ func Render(archive []byte, name, namespace string, config json.RawMessage) (Ren
 		h.Write(b)
 	}
 	return Rendered{Objects: objs, Hash: "sha256:" + hex.EncodeToString(h.Sum(nil)), KubernetesVersion: kubernetesVersion(ch)}, nil
+}
+
+// renderChart renders ch as release name in namespace with vals, which
+// the chart's values schema must accept.
+func renderChart(ch *chart.Chart, name, namespace string, vals map[string]any) ([]*unstructured.Unstructured, error) {
+	opts := chartutil.ReleaseOptions{Name: name, Namespace: namespace, Revision: 1, IsInstall: true}
+	rv, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, opts, chartutil.DefaultCapabilities, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: values: %s", ErrInvalidConfig, strings.TrimSpace(err.Error()))
+	}
+	files, err := engine.Render(ch, rv)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRender, err)
+	}
+	objs, err := decodeManifests(files)
+	if err != nil {
+		return nil, err
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("%w: chart %s renders no objects", ErrRender, ch.Name())
+	}
+	return objs, nil
 }
 
 func kubernetesVersion(ch *chart.Chart) string {

@@ -62,7 +62,11 @@ type Config struct {
 	// list) of the Cluster API management cluster ClusterDeployments
 	// with a ClusterTemplate provision on; "" means none.
 	ManagementKubeconfig string
-	Logger               *slog.Logger
+	// AdvertiseAgentAddrs are the agent addresses written into the agent
+	// chart the hub installs into clusters it provisions; empty means
+	// AgentAddr.
+	AdvertiseAgentAddrs []string
+	Logger              *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -536,12 +540,16 @@ func (d desiredSource) HasChart(ctx context.Context, cluster, digest string) (bo
 func (h *Hub) newProvisioning() error {
 	pcfg := provision.DefaultConfig()
 	pcfg.Store, pcfg.Repo, pcfg.Charts, pcfg.Logger = h.store, h.objects, h.charts, h.cfg.Logger
+	pcfg.Fleet, pcfg.HubAddrs = h.fleet, []string{h.cfg.AgentAddr}
+	if len(h.cfg.AdvertiseAgentAddrs) > 0 {
+		pcfg.HubAddrs = h.cfg.AdvertiseAgentAddrs
+	}
 	pcfg.SystemNamespaces = h.cfg.SystemNamespaces
 	if pcfg.SystemNamespaces == nil {
 		pcfg.SystemNamespaces = objects.DefaultSystemNamespaces()
 	}
 	if h.cfg.ManagementKubeconfig != "" {
-		mc, err := provision.ManagementClient(h.cfg.ManagementKubeconfig)
+		mc, err := provision.ManagementClient(h.cfg.ManagementKubeconfig, h.log)
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
