@@ -207,6 +207,7 @@ func clusterDeploymentKind() KindDef[*ClusterDeployment] {
 	d.Status = func(o *ClusterDeployment) any { return &o.Status }
 	phase, wide := provisioningColumns()
 	d.Columns = append(append([]Column[*ClusterDeployment]{d.Columns[0], phase}, d.Columns[1:]...), wide...)
+	d.Describe = describeProvisioning
 	return d
 }
 

@@ -479,3 +479,28 @@ func provisioningColumns() (phase Column[*ClusterDeployment], wide []Column[*Clu
 			{Header: "AGENT", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.Agent) }},
 		}
 }
+
+// describeProvisioning is what `tether describe clusterdeployment` prints
+// after the object: its provisioning state and one line per condition.
+func describeProvisioning(o *ClusterDeployment) []Section {
+	if o.Spec.Template == TemplateAdopted {
+		return nil
+	}
+	st := &o.Status
+	sum := Section{Title: "Provisioning", Items: []Item{
+		{"Phase", orNone(st.Phase)}, {"Kubernetes", orNone(st.KubernetesVersion)},
+		{"Control plane", orNone(st.ControlPlane)}, {"Workers", orNone(st.Workers)}, {"Agent", orNone(st.Agent)},
+	}}
+	conds := Section{Title: "Conditions"}
+	for _, c := range st.Conditions {
+		v := c.Status
+		if c.Reason != "" {
+			v += " " + c.Reason
+		}
+		if c.Message != "" {
+			v += ": " + strings.ReplaceAll(c.Message, "\n", " ")
+		}
+		conds.Items = append(conds.Items, Item{c.Type, v})
+	}
+	return []Section{sum, conds}
+}
