@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,11 +79,12 @@ type cdStatus struct {
 		ControlPlane string `json:"controlPlane"`
 		Workers      string `json:"workers"`
 		Agent        string `json:"agent"`
+		Template     string `json:"template"`
 		Services     []struct {
 			Name, State, Message string
 			Revision             uint64
 		} `json:"services"`
-		Conditions   []struct {
+		Conditions []struct {
 			Type, Status, Reason, Message string
 		} `json:"conditions"`
 	} `json:"status"`
@@ -167,20 +169,33 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 
 	pushHello(t, hub)
 	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`)+helloServiceSpec)
-	st := waitCD(t, hub, "edge-1", "Ready", 5*time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
-	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" {
-		t.Errorf("edge-1 status: k8s %q control plane %q, want v1.37.0 and 1/1", st.Status.K8sVersion, st.Status.ControlPlane)
+
+	// Hub killed (SIGKILL) while the cluster provisions: the restarted hub
+	// picks up where it was and creates nothing twice.
+	waitCD(t, hub, "edge-1", "Provisioning", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Provisioning" })
+	var cl clusterv1.Cluster
+	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "edge-1"}, &cl); err != nil {
+		t.Fatal(err)
 	}
-	for _, typ := range []string{"Applied", clusterv1.AvailableCondition, clusterv1.ClusterInfrastructureReadyCondition, clusterv1.ClusterControlPlaneAvailableCondition} {
+	uid := cl.UID
+	must(t, syscall.Kill(hub.Proc.PID(), syscall.SIGKILL))
+	hub.Proc.Stop(t) // waits for the exit
+	hub.Restart(t)
+
+	st := waitCD(t, hub, "edge-1", "Ready", 5*time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
+	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" || st.Status.Workers != "1/1" {
+		t.Errorf("edge-1 status: k8s %q control plane %q workers %q, want v1.37.0, 1/1, 1/1", st.Status.K8sVersion, st.Status.ControlPlane, st.Status.Workers)
+	}
+	for _, typ := range []string{"Applied", clusterv1.AvailableCondition, clusterv1.ClusterInfrastructureReadyCondition, clusterv1.ClusterControlPlaneAvailableCondition, clusterv1.ClusterWorkersAvailableCondition} {
 		if status, _, _ := st.cond(typ); status != "True" {
 			t.Errorf("edge-1 condition %s = %q, want True; %s", typ, status, st)
 		}
 	}
-
-	// The hub owns the objects it applied.
-	var cl clusterv1.Cluster
 	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "edge-1"}, &cl); err != nil {
 		t.Fatal(err)
+	}
+	if cl.UID != uid {
+		t.Errorf("Cluster edge-1 UID %s after the hub was killed, want %s (not recreated)", cl.UID, uid)
 	}
 	managers := map[string]bool{}
 	for _, mf := range cl.ManagedFields {
@@ -189,20 +204,45 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 	if !managers["tether-hub"] {
 		t.Errorf("Cluster edge-1 field managers %v, want tether-hub among them", managers)
 	}
-	uid := cl.UID
-
-	// A hub restart creates nothing twice: the same Cluster stays.
-	hub.Proc.Stop(t)
-	hub.Restart(t)
-	waitCD(t, hub, "edge-1", "Ready after restart", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
-	if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "edge-1"}, &cl); err != nil {
-		t.Fatal(err)
-	}
-	if cl.UID != uid {
-		t.Errorf("Cluster edge-1 UID %s after hub restart, want %s (not recreated)", cl.UID, uid)
+	var mds clusterv1.MachineDeploymentList
+	must(t, mgmt.Client.List(t.Context(), &mds, client.InNamespace(ns), client.MatchingLabels{"tether.dev/cluster-deployment": "edge-1"}))
+	if len(mds.Items) != 1 {
+		t.Errorf("MachineDeployments of edge-1 = %d, want 1", len(mds.Items))
 	}
 
 	enrolAgent(t, hub, mgmt, "edge-1")
+
+	// Scale workers 1 -> 2 through values.
+	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 2}`)+helloServiceSpec)
+	waitCD(t, hub, "edge-1", "with 2/2 workers", 3*time.Minute, func(s cdStatus) bool { return s.Status.Workers == "2/2" && s.Status.Phase == "Ready" })
+
+	// Upgrade to another template: refused without a chain, allowed with
+	// one.
+	apply(t, hub, strings.ReplaceAll(template, "capd-in-memory-0-1-0", "capd-in-memory-0-1-1"))
+	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-1", `{"workersNumber": 2}`)+helloServiceSpec)
+	st = waitCD(t, hub, "edge-1", "upgrade refused", time.Minute, func(s cdStatus) bool {
+		_, reason, _ := s.cond("TemplateReady")
+		return reason == "UpgradeNotAllowed"
+	})
+	if st.Status.Phase != "Ready" || st.Status.Template != "capd-in-memory-0-1-0" {
+		t.Errorf("after a refused upgrade: phase %q template %q, want Ready on capd-in-memory-0-1-0", st.Status.Phase, st.Status.Template)
+	}
+	apply(t, hub, `apiVersion: k0rdent.mirantis.com/v1beta1
+kind: ClusterTemplateChain
+metadata:
+  name: capd-in-memory
+  namespace: fleet
+spec:
+  supportedTemplates:
+    - name: capd-in-memory-0-1-0
+      availableUpgrades:
+        - name: capd-in-memory-0-1-1
+    - name: capd-in-memory-0-1-1
+`)
+	waitCD(t, hub, "edge-1", "upgraded along the chain", time.Minute, func(s cdStatus) bool {
+		status, _, _ := s.cond("TemplateReady")
+		return status == "True" && s.Status.Template == "capd-in-memory-0-1-1"
+	})
 
 	out := bins.MustRun(t, hub.Env, "tether", "get", "clusterdeployments", "-n", ns, "-o", "wide")
 	for _, want := range []string{"PHASE", "K8S", "CONTROLPLANE", "WORKERS", "AGENT", "edge-1"} {

@@ -440,6 +440,9 @@ type ClusterDeploymentStatus struct {
 	AppliedHash string `json:"appliedHash,omitempty"`
 	// ChartDigest is the ClusterTemplate's chart that rendered them.
 	ChartDigest string `json:"chartDigest,omitempty"`
+	// Template is the ClusterTemplate last applied; moving spec.template
+	// away from it is an upgrade a ClusterTemplateChain must allow.
+	Template string `json:"template,omitempty"`
 }
 
 // CredentialStatus says whether the Credential's identity exists on the

@@ -36,6 +36,9 @@ var (
 	ErrCredential = errors.New("credential not ready")
 	// ErrInvalidConfig: spec.config fails the template's values schema.
 	ErrInvalidConfig = errors.New("invalid config")
+	// ErrUpgrade: spec.template moved to a template no
+	// ClusterTemplateChain allows from the applied one.
+	ErrUpgrade = errors.New("upgrade not allowed")
 	// ErrRender: the template's chart does not load or render.
 	ErrRender = errors.New("template does not render")
 )
@@ -139,7 +142,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		Name:  "provisioning controller",
 		Store: c.cfg.Store,
 		Kinds: []string{objects.KindClusterDeployment, objects.KindClusterTemplate, objects.KindCredential,
-			objects.KindHelmRepository, charts.Kind},
+			objects.KindClusterTemplateChain, objects.KindHelmRepository, charts.Kind},
 		Reconcile: c.Reconcile,
 		Logger:    c.log,
 	})
@@ -184,7 +187,6 @@ func (c *Controller) Reconcile(ctx context.Context) (controller.Result, error) {
 // set and the status fields.
 type outcome struct {
 	conds   []objects.Condition
-	drop    []string // CAPI condition types no longer reported
 	phase   string
 	fields  func(*objects.ClusterDeploymentStatus)
 	pending bool
@@ -225,6 +227,14 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 		// A missing template may appear later; look again.
 		o.pending = true
 		return fail(o, objects.CondTemplateReady, "TemplateNotFound", fmt.Errorf("%s: spec.template: %w", cd.Key(), err))
+	}
+	if from := cd.Status.Template; from != "" && from != cd.Spec.Template {
+		if err := c.upgradeAllowed(ctx, ns, from, cd.Spec.Template); err != nil {
+			// The cluster keeps running on the applied template: its
+			// phase stays, nothing is applied.
+			o.set(objects.CondTemplateReady, false, "UpgradeNotAllowed", fmt.Sprintf("%s: spec.template: %v", cd.Key(), err))
+			return o
+		}
 	}
 	if c.cfg.Management == nil {
 		return fail(o, objects.CondApplied, "NoManagementCluster",
@@ -283,10 +293,10 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 		// Until the agent enrols, look again.
 		o.pending = agent != AgentEnrolled
 	}
-	hash := r.Hash
+	hash, applied := r.Hash, cd.Spec.Template
 	prev := o.fields
 	o.fields = func(st *objects.ClusterDeploymentStatus) {
-		st.AppliedHash, st.ChartDigest, st.KubernetesVersion, st.Agent = hash, digest, k8s, agent
+		st.AppliedHash, st.ChartDigest, st.KubernetesVersion, st.Agent, st.Template = hash, digest, k8s, agent, applied
 		if st.ProvisioningSince == nil {
 			st.ProvisioningSince = since
 		}
@@ -484,4 +494,29 @@ func (c *Controller) applyAll(ctx context.Context, namespace string, objs []*uns
 		}
 	}
 	return nil
+}
+
+// upgradeAllowed reports whether a ClusterTemplateChain in namespace or
+// the system namespaces lets a deployment move from one template to
+// another.
+func (c *Controller) upgradeAllowed(ctx context.Context, namespace, from, to string) error {
+	for _, ns := range append([]string{namespace}, c.cfg.SystemNamespaces...) {
+		chains, err := c.cfg.Repo.List(ctx, objects.KindClusterTemplateChain, ns)
+		if err != nil {
+			return err
+		}
+		for _, o := range chains {
+			for _, st := range o.(*objects.ClusterTemplateChain).Spec.SupportedTemplates {
+				if st.Name != from {
+					continue
+				}
+				for _, u := range st.AvailableUpgrades {
+					if u.Name == to {
+						return nil
+					}
+				}
+			}
+		}
+	}
+	return fmt.Errorf("%w: no ClusterTemplateChain in namespace %q lists %q with an available upgrade to %q; the cluster stays on %q", ErrUpgrade, namespace, from, to, from)
 }
