@@ -20,6 +20,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/clientcmd"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -256,6 +258,40 @@ spec:
 		if !strings.Contains(desc, want) {
 			t.Errorf("tether describe clusterdeployment edge-1 lacks %q:\n%s", want, desc)
 		}
+	}
+
+	// Delete: the CAPI objects go, behind CAPI's finalizers, and the
+	// cluster is revoked.
+	deleteAndWait(t, hub, mgmt, "edge-1")
+}
+
+// deleteAndWait deletes a ClusterDeployment and waits until everything
+// the hub applied for it is gone from the management cluster and the
+// cluster is revoked.
+func deleteAndWait(t *testing.T, hub *e2etest.Hub, mgmt *cluster.Cluster, name string) {
+	t.Helper()
+	bins.MustRun(t, hub.Env, "tether", "delete", "clusterdeployment", name, "-n", ns)
+	sel := client.MatchingLabels{"tether.dev/cluster-deployment": name}
+	e2etest.Eventually(t, "CAPI objects of "+name+" deleted", 3*time.Minute, func() (bool, string) {
+		ctx := context.Background()
+		var left []string
+		for _, gvk := range []string{"Cluster.v1beta2.cluster.x-k8s.io", "MachineDeployment.v1beta2.cluster.x-k8s.io",
+			"KubeadmControlPlane.v1beta2.controlplane.cluster.x-k8s.io", "KubeadmConfigTemplate.v1beta2.bootstrap.cluster.x-k8s.io",
+			"DevCluster.v1beta2.infrastructure.cluster.x-k8s.io", "DevMachineTemplate.v1beta2.infrastructure.cluster.x-k8s.io"} {
+			p := strings.SplitN(gvk, ".", 3)
+			var l unstructured.UnstructuredList
+			l.SetGroupVersionKind(schema.GroupVersionKind{Group: p[2], Version: p[1], Kind: p[0] + "List"})
+			if err := mgmt.Client.List(ctx, &l, client.InNamespace(ns), sel); err != nil {
+				return false, err.Error()
+			}
+			for _, u := range l.Items {
+				left = append(left, p[0]+"/"+u.GetName())
+			}
+		}
+		return len(left) == 0, fmt.Sprintf("left: %v", left)
+	})
+	if _, _, code := bins.Run(t, hub.Env, "tether", "get", "cluster", name); code == 0 {
+		t.Errorf("tether get cluster %s succeeded after the ClusterDeployment was deleted, want it revoked", name)
 	}
 }
 

@@ -40,6 +40,7 @@ const (
 type Fleet interface {
 	Get(ctx context.Context, name string) (fleet.Cluster, error)
 	CreateToken(ctx context.Context, req fleet.TokenRequest) (fleet.TokenInfo, error)
+	Delete(ctx context.Context, name string) error
 }
 
 // installAgent brings the agent into a Ready cluster: it reads the

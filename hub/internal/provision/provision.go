@@ -160,11 +160,13 @@ func (c *Controller) Reconcile(ctx context.Context) (controller.Result, error) {
 		return controller.Result{}, fmt.Errorf("list ClusterDeployments: %w", err)
 	}
 	var res controller.Result
+	live := map[string]bool{}
 	for _, o := range list {
 		cd := o.(*objects.ClusterDeployment)
 		if cd.Spec.Template == objects.TemplateAdopted || cd.Spec.Template == "" {
 			continue
 		}
+		live[cd.Metadata.Namespace+"/"+cd.Metadata.Name] = true
 		st := c.reconcileOne(ctx, cd)
 		if _, err := c.cfg.Repo.UpdateStatus(ctx, objects.KindClusterDeployment, cd.Metadata.Namespace, cd.Metadata.Name, func(o objects.Object) error {
 			cur := o.(*objects.ClusterDeployment)
@@ -177,6 +179,15 @@ func (c *Controller) Reconcile(ctx context.Context) (controller.Result, error) {
 			return controller.Result{}, fmt.Errorf("%s: %w", cd.Key(), err)
 		}
 		if st.pending {
+			res.RetryAfter = c.cfg.Poll
+		}
+	}
+	if c.cfg.Management != nil {
+		pending, err := c.collect(ctx, live)
+		if err != nil {
+			return controller.Result{}, err
+		}
+		if pending {
 			res.RetryAfter = c.cfg.Poll
 		}
 	}
@@ -264,6 +275,17 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 	k8s := tmpl.Spec.KubernetesVersion
 	if k8s == "" {
 		k8s = r.KubernetesVersion
+	}
+	kinds := appliedKinds(r.Objects)
+	for _, u := range r.Objects {
+		if u.GetKind() == "Cluster" && strings.HasPrefix(u.GetAPIVersion(), clusterv1.GroupVersion.Group+"/") {
+			a := u.GetAnnotations()
+			if a == nil {
+				a = map[string]string{}
+			}
+			a[AnnotationKinds] = kinds
+			u.SetAnnotations(a)
+		}
 	}
 	if cd.Status.AppliedHash != r.Hash {
 		if err := c.applyAll(ctx, ns, r.Objects); err != nil {
