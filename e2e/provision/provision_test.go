@@ -66,6 +66,22 @@ spec:
 `, name, tmpl, config)
 }
 
+func credential(name, secret string) string {
+	return fmt.Sprintf(`apiVersion: k0rdent.mirantis.com/v1beta1
+kind: Credential
+metadata:
+  name: %s
+  namespace: fleet
+spec:
+  description: in-memory clusters need no cloud identity
+  identityRef:
+    apiVersion: v1
+    kind: Secret
+    name: %s
+    namespace: fleet
+`, name, secret)
+}
+
 func apply(t *testing.T, hub *e2etest.Hub, doc string) {
 	t.Helper()
 	if out, errOut, code := bins.RunStdin(t, hub.Env, []byte(doc), "tether", "apply", "-f", "-"); code != 0 {
@@ -152,14 +168,23 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 	}
 	apply(t, hub, template)
 
+	// Credentials: one whose identity (a Secret) is on the management
+	// cluster, one whose identity is not.
+	must(t, mgmt.Apply(t.Context(), []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: fleet}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: capd-identity, namespace: fleet}\nstringData: {note: in-memory needs none}\n")))
+	apply(t, hub, credential("capd", "capd-identity")+"---\n"+credential("lost", "no-such-secret"))
+
 	// Bad input first: each gets a clear condition and applies nothing.
 	apply(t, hub, deployment("bad-template", "no-such-template", "{}")+"---\n"+
 		deployment("bad-config", "capd-in-memory-0-1-0", `{"workersNumber": "two"}`)+"---\n"+
-		deployment("bad-field", "capd-in-memory-0-1-0", `{"region": "mars"}`))
+		deployment("bad-field", "capd-in-memory-0-1-0", `{"region": "mars"}`)+"---\n"+
+		deployment("bad-cred", "capd-in-memory-0-1-0", "{}")+"  credential: no-such-credential\n---\n"+
+		deployment("lost-cred", "capd-in-memory-0-1-0", "{}")+"  credential: lost\n")
 	for _, tc := range []struct{ name, cond, reason, msg string }{
 		{"bad-template", "TemplateReady", "TemplateNotFound", `ClusterTemplate "no-such-template" not found`},
 		{"bad-config", "TemplateReady", "InvalidConfig", "workersNumber"},
 		{"bad-field", "TemplateReady", "InvalidConfig", "region"},
+		{"bad-cred", "CredentialReady", "CredentialNotReady", `Credential "no-such-credential" not found`},
+		{"lost-cred", "CredentialReady", "CredentialNotReady", "identity Secret fleet/no-such-secret"},
 	} {
 		st := waitCD(t, hub, tc.name, "Failed", time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Failed" })
 		status, reason, msg := st.cond(tc.cond)
@@ -170,7 +195,15 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 	}
 
 	pushHello(t, hub)
-	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`)+helloServiceSpec)
+	var cred struct {
+		Status struct{ Ready bool } `json:"status"`
+	}
+	bins.JSON(t, hub.Env, &cred, "tether", "get", "credential", "lost", "-n", ns, "-o", "json")
+	if cred.Status.Ready {
+		t.Error("Credential lost is ready, want not (its identity is missing)")
+	}
+
+	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 1}`)+"  credential: capd\n"+helloServiceSpec)
 
 	// Hub killed (SIGKILL) while the cluster provisions: the restarted hub
 	// picks up where it was and creates nothing twice.
@@ -188,7 +221,7 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" || st.Status.Workers != "1/1" {
 		t.Errorf("edge-1 status: k8s %q control plane %q workers %q, want v1.37.0, 1/1, 1/1", st.Status.K8sVersion, st.Status.ControlPlane, st.Status.Workers)
 	}
-	for _, typ := range []string{"Applied", clusterv1.AvailableCondition, clusterv1.ClusterInfrastructureReadyCondition, clusterv1.ClusterControlPlaneAvailableCondition, clusterv1.ClusterWorkersAvailableCondition} {
+	for _, typ := range []string{"Applied", "CredentialReady", clusterv1.AvailableCondition, clusterv1.ClusterInfrastructureReadyCondition, clusterv1.ClusterControlPlaneAvailableCondition, clusterv1.ClusterWorkersAvailableCondition} {
 		if status, _, _ := st.cond(typ); status != "True" {
 			t.Errorf("edge-1 condition %s = %q, want True; %s", typ, status, st)
 		}

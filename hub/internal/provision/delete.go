@@ -67,10 +67,25 @@ func (c *Controller) collect(ctx context.Context, live map[string]bool) (pending
 			if len(parts) != 3 || (parts[0] == "Cluster" && parts[2] == clusterv1.GroupVersion.Group) {
 				continue
 			}
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(schema.GroupVersionKind{Kind: parts[0], Version: parts[1], Group: parts[2]})
-			if err := c.cfg.Management.DeleteAllOf(ctx, u, client.InNamespace(ns), sel, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete %s of ClusterDeployment %s/%s: %w", parts[0], ns, name, err))
+			var l unstructured.UnstructuredList
+			l.SetGroupVersionKind(schema.GroupVersionKind{Kind: parts[0] + "List", Version: parts[1], Group: parts[2]})
+			if err := c.cfg.Management.List(ctx, &l, client.InNamespace(ns), sel); err != nil {
+				errs = append(errs, fmt.Errorf("list %s of ClusterDeployment %s/%s: %w", parts[0], ns, name, err))
+				continue
+			}
+			for i := range l.Items {
+				u := &l.Items[i]
+				// What the Cluster owns (its infrastructure, control
+				// plane, MachineDeployments) CAPI deletes in order behind
+				// its finalizers; deleting, say, the DevCluster first
+				// would take the workload API server away from the
+				// machines' drain. Only what nothing owns is ours.
+				if ownedBy(u, cl) {
+					continue
+				}
+				if err := c.cfg.Management.Delete(ctx, u, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+					errs = append(errs, fmt.Errorf("delete %s %s/%s: %w", parts[0], ns, u.GetName(), err))
+				}
 			}
 		}
 		if err := c.cfg.Management.Delete(ctx, cl, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
@@ -83,4 +98,14 @@ func (c *Controller) collect(ctx context.Context, live map[string]bool) (pending
 		}
 	}
 	return pending, errors.Join(errs...)
+}
+
+// ownedBy reports whether u has an owner reference to the Cluster cl.
+func ownedBy(u *unstructured.Unstructured, cl *clusterv1.Cluster) bool {
+	for _, r := range u.GetOwnerReferences() {
+		if r.UID == cl.UID {
+			return true
+		}
+	}
+	return false
 }
