@@ -321,6 +321,10 @@ func deleteAndWait(t *testing.T, hub *e2etest.Hub, mgmt *cluster.Cluster, name s
 				left = append(left, p[0]+"/"+u.GetName())
 			}
 		}
+		var rec corev1.ConfigMap
+		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tether-applied-" + name}, &rec); !apierrors.IsNotFound(err) {
+			left = append(left, fmt.Sprintf("ConfigMap/tether-applied-%s (%v)", name, err))
+		}
 		return len(left) == 0, fmt.Sprintf("left: %v", left)
 	})
 	if _, _, code := bins.Run(t, hub.Env, "tether", "get", "cluster", name); code == 0 {

@@ -276,19 +276,9 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 	if k8s == "" {
 		k8s = r.KubernetesVersion
 	}
-	kinds := appliedKinds(r.Objects)
-	for _, u := range r.Objects {
-		if u.GetKind() == "Cluster" && strings.HasPrefix(u.GetAPIVersion(), clusterv1.GroupVersion.Group+"/") {
-			a := u.GetAnnotations()
-			if a == nil {
-				a = map[string]string{}
-			}
-			a[AnnotationKinds] = kinds
-			u.SetAnnotations(a)
-		}
-	}
 	if cd.Status.AppliedHash != r.Hash {
-		if err := c.applyAll(ctx, ns, r.Objects); err != nil {
+		rec := record(name, ns, clusterNameOf(cd, r), r.Objects)
+		if err := c.applyAll(ctx, ns, append([]*unstructured.Unstructured{rec}, r.Objects...)); err != nil {
 			o.pending = true
 			o.set(objects.CondApplied, false, "ApplyFailed", fmt.Sprintf("%s: %v", cd.Key(), err))
 			o.phase = objects.PhaseFailed
@@ -331,12 +321,7 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 
 // follow reads the CAPI Cluster into o.
 func (c *Controller) follow(ctx context.Context, o *outcome, cd *objects.ClusterDeployment, r Rendered, since time.Time) (clusterName string) {
-	clusterName = cd.Metadata.Name
-	for _, u := range r.Objects {
-		if u.GetKind() == "Cluster" && strings.HasPrefix(u.GetAPIVersion(), clusterv1.GroupVersion.Group+"/") {
-			clusterName = u.GetName()
-		}
-	}
+	clusterName = clusterNameOf(cd, r)
 	var cl clusterv1.Cluster
 	o.pending = true
 	if err := c.cfg.Management.Get(ctx, client.ObjectKey{Namespace: cd.Metadata.Namespace, Name: clusterName}, &cl); err != nil {
@@ -541,4 +526,15 @@ func (c *Controller) upgradeAllowed(ctx context.Context, namespace, from, to str
 		}
 	}
 	return fmt.Errorf("%w: no ClusterTemplateChain in namespace %q lists %q with an available upgrade to %q; the cluster stays on %q", ErrUpgrade, namespace, from, to, from)
+}
+
+// clusterNameOf is the name of the CAPI Cluster among the rendered
+// objects; the deployment's name if there is none.
+func clusterNameOf(cd *objects.ClusterDeployment, r Rendered) string {
+	for _, u := range r.Objects {
+		if u.GetKind() == "Cluster" && strings.HasPrefix(u.GetAPIVersion(), clusterv1.GroupVersion.Group+"/") {
+			return u.GetName()
+		}
+	}
+	return cd.Metadata.Name
 }
