@@ -384,6 +384,14 @@ func (s *server) withStatus(ctx context.Context, o objects.Object) error {
 		cond.Status, cond.Reason = "False", "ServicesNotDeployed"
 		cond.Message += ": " + strings.Join(notReady, "; ")
 	}
-	st.Conditions = []objects.Condition{cond}
+	// Keep the stored conditions (a provisioned ClusterDeployment's);
+	// Ready is derived here.
+	conds := []objects.Condition{cond}
+	for _, c := range st.Conditions {
+		if c.Type != cond.Type {
+			conds = append(conds, c)
+		}
+	}
+	st.Conditions = conds
 	return nil
 }

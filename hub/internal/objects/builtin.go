@@ -189,7 +189,7 @@ func serviceTemplateKind() KindDef[*ServiceTemplate] {
 }
 
 func clusterDeploymentKind() KindDef[*ClusterDeployment] {
-	return deploysServices(KindDef[*ClusterDeployment]{
+	d := deploysServices(KindDef[*ClusterDeployment]{
 		Kind: KindClusterDeployment, New: func() *ClusterDeployment { return &ClusterDeployment{} },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: "clusterdeployments", Short: []string{"cd"},
@@ -198,8 +198,17 @@ func clusterDeploymentKind() KindDef[*ClusterDeployment] {
 		Validate: (*ClusterDeployment).validateSpec,
 		Warnings: clusterDeploymentWarnings,
 		Cluster:  func(o *ClusterDeployment) string { return o.Metadata.Name },
-	}, func(o *ClusterDeployment) (*ServiceSpec, *ServicesStatus) { return &o.Spec.ServiceSpec, &o.Status },
+	}, func(o *ClusterDeployment) (*ServiceSpec, *ServicesStatus) {
+		return &o.Spec.ServiceSpec, &o.Status.ServicesStatus
+	},
 		Column[*ClusterDeployment]{Header: "TEMPLATE", Value: func(o *ClusterDeployment) string { return o.Spec.Template }})
+	// The whole status, provisioning fields included, is what
+	// UpdateStatus copies.
+	d.Status = func(o *ClusterDeployment) any { return &o.Status }
+	phase, wide := provisioningColumns()
+	d.Columns = append(append([]Column[*ClusterDeployment]{d.Columns[0], phase}, d.Columns[1:]...), wide...)
+	d.Describe = describeProvisioning
+	return d
 }
 
 func multiClusterServiceKind() KindDef[*MultiClusterService] {

@@ -212,9 +212,18 @@ func (k *Kind) Services(o Object) (*ServiceSpec, *ServicesStatus) {
 	if k.serviceSpec == nil {
 		return nil, nil
 	}
-	st, _ := k.statusOf(o).(*ServicesStatus)
+	var st *ServicesStatus
+	if h, ok := k.statusOf(o).(servicesStatusHolder); ok {
+		st = h.servicesStatus()
+	}
 	return k.serviceSpec(o), st
 }
+
+// servicesStatusHolder is a status that is, or embeds, a ServicesStatus
+// (ClusterDeploymentStatus adds provisioning fields).
+type servicesStatusHolder interface{ servicesStatus() *ServicesStatus }
+
+func (s *ServicesStatus) servicesStatus() *ServicesStatus { return s }
 
 // Cluster returns the one cluster o targets, if its kind targets one.
 func (k *Kind) Cluster(o Object) (string, bool) {
@@ -297,7 +306,7 @@ func Register[T Object](r *Registry, d KindDef[T]) error {
 		wide = c.Wide
 	}
 	if d.ServiceSpec != nil {
-		if _, ok := callAny(d.Status, d.New()).(*ServicesStatus); !ok {
+		if _, ok := callAny(d.Status, d.New()).(servicesStatusHolder); !ok {
 			return fmt.Errorf("register kind %s: a kind with ServiceSpec needs a *ServicesStatus status", d.Kind)
 		}
 	}

@@ -4,16 +4,18 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// k0rdent's kinds for provisioning clusters through Cluster API. Tether
-// does not provision yet: they are stored, listed and validated as
-// k0rdent's schema does, so k0rdent's manifests apply as written, and
-// each says so in a warning. ClusterDeployment fields that name them
-// (credential, clusterAuth, auditPolicy, ipamClaim, dataSource) are not
-// references yet.
+// k0rdent's kinds for provisioning clusters through Cluster API, stored,
+// listed and validated as k0rdent's schema does, so k0rdent's manifests
+// apply as written. ClusterTemplate and Credential are used by the
+// provisioning controller (hub/internal/provision); the others are
+// stored with a warning. ClusterDeployment fields that name them
+// (clusterAuth, auditPolicy, ipamClaim, dataSource) are not references
+// yet.
 const (
 	KindCredential            = "Credential"
 	KindClusterTemplate       = "ClusterTemplate"
@@ -26,14 +28,15 @@ const (
 	KindClusterDataSource     = "ClusterDataSource"
 )
 
-// noProvisioning is the warning of every provisioning kind.
-const noProvisioning = "stored; no effect until provisioning through Cluster API is available"
+// noProvisioning is the warning of the provisioning kinds Tether does not
+// use yet.
+const noProvisioning = "stored; Tether's provisioning does not use this kind yet"
 
 // Credential names the cloud identity a ClusterDeployment provisions with.
 type Credential struct {
 	Header `json:",inline"`
-	Spec   CredentialSpec `json:"spec"`
-	Status WarningsStatus `json:"status,omitzero"`
+	Spec   CredentialSpec   `json:"spec"`
+	Status CredentialStatus `json:"status,omitzero"`
 }
 
 // CredentialSpec is k0rdent's CredentialSpec.
@@ -198,12 +201,21 @@ func registerProvisioning(r *Registry) {
 }
 
 func provisioningKind[T Object](kind, plural string, short []string, spec, status func(T) any, validate func(T) FieldErrors) KindDef[T] {
+	warn := func(T) []string { return []string{"spec: " + noProvisioning} }
+	switch kind {
+	case KindClusterTemplate, KindCredential:
+		warn = nil // used by hub/internal/provision
+	case KindClusterTemplateChain:
+		warn = func(T) []string {
+			return []string{"spec: stored; upgrades along a chain are not checked yet"}
+		}
+	}
 	return KindDef[T]{
 		Kind: kind, New: func() T { return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T) },
 		APIVersion: APIVersion, Accepts: k0rdentGroups,
 		Plural: plural, Short: short,
 		Spec: spec, Status: status, Validate: validate,
-		Warnings: func(T) []string { return []string{"spec: " + noProvisioning} },
+		Warnings: warn,
 	}
 }
 
@@ -372,4 +384,126 @@ func (s *TemplateChainSpec) validate() FieldErrors {
 		}
 	}
 	return errs
+}
+
+// ClusterDeployment phases while it provisions through Cluster API.
+const (
+	// PhaseProvisioning: the CAPI objects are applied and the Cluster is
+	// not Available yet (within the grace period, a False condition is
+	// a warning).
+	PhaseProvisioning = "Provisioning"
+	// PhaseReady: the CAPI Cluster is Available.
+	PhaseReady = "Ready"
+	// PhaseFailed: bad input (nothing was applied), or the Cluster is
+	// still not Available after the grace period.
+	PhaseFailed = "Failed"
+)
+
+// Condition types the provisioning controller writes on a
+// ClusterDeployment, besides the CAPI Cluster's own (InfrastructureReady,
+// ControlPlaneAvailable, WorkersAvailable, Available, ...), copied as
+// they are.
+const (
+	// CondTemplateReady: the ClusterTemplate exists, its chart resolves
+	// and renders with spec.config, which its values schema accepts.
+	CondTemplateReady = "TemplateReady"
+	// CondCredentialReady: the Credential exists and its identity is on
+	// the management cluster.
+	CondCredentialReady = "CredentialReady"
+	// CondApplied: the rendered objects are applied to the management
+	// cluster.
+	CondApplied = "Applied"
+	// CondAgentInstalled: the agent chart is installed in the new
+	// cluster.
+	CondAgentInstalled = "AgentInstalled"
+)
+
+// ClusterDeploymentStatus is a ClusterDeployment's services status and,
+// for one that provisions through Cluster API, what the provisioning
+// controller follows. k0rdent's field names where it has them.
+type ClusterDeploymentStatus struct {
+	ServicesStatus `json:",inline"`
+	// Phase is "" for an adopted cluster, else one of the Phase*
+	// constants.
+	Phase             string `json:"phase,omitempty"`
+	KubernetesVersion string `json:"k8sVersion,omitempty"`
+	// ControlPlane and Workers are "ready/desired" machines.
+	ControlPlane string `json:"controlPlane,omitempty"`
+	Workers      string `json:"workers,omitempty"`
+	// Agent is the cluster's agent state: "", Installed, Enrolled.
+	Agent string `json:"agent,omitempty"`
+	// ProvisioningSince is when the objects were first applied: the
+	// start of the grace period, kept across hub restarts.
+	ProvisioningSince *time.Time `json:"provisioningSince,omitempty"`
+	// AppliedHash is the digest of the last applied objects; the same
+	// objects are not applied again.
+	AppliedHash string `json:"appliedHash,omitempty"`
+	// ChartDigest is the ClusterTemplate's chart that rendered them.
+	ChartDigest string `json:"chartDigest,omitempty"`
+	// Template is the ClusterTemplate last applied; moving spec.template
+	// away from it is an upgrade a ClusterTemplateChain must allow.
+	Template string `json:"template,omitempty"`
+}
+
+// CredentialStatus says whether the Credential's identity exists on the
+// management cluster.
+type CredentialStatus struct {
+	WarningsStatus `json:",inline"`
+	Ready          bool        `json:"ready,omitempty"`
+	Conditions     []Condition `json:"conditions,omitempty"`
+}
+
+// SetCondition sets c in conds by type, keeping the transition time when
+// the status is unchanged.
+func SetCondition(conds *[]Condition, c Condition, now time.Time) {
+	for i := range *conds {
+		old := &(*conds)[i]
+		if old.Type != c.Type {
+			continue
+		}
+		if old.Status == c.Status && old.LastTransitionTime != nil {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else {
+			c.LastTransitionTime = &now
+		}
+		*old = c
+		return
+	}
+	c.LastTransitionTime = &now
+	*conds = append(*conds, c)
+}
+
+func provisioningColumns() (phase Column[*ClusterDeployment], wide []Column[*ClusterDeployment]) {
+	return Column[*ClusterDeployment]{Header: "PHASE", Value: func(o *ClusterDeployment) string { return orNone(o.Status.Phase) }},
+		[]Column[*ClusterDeployment]{
+			{Header: "K8S", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.KubernetesVersion) }},
+			{Header: "CONTROLPLANE", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.ControlPlane) }},
+			{Header: "WORKERS", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.Workers) }},
+			{Header: "AGENT", Wide: true, Value: func(o *ClusterDeployment) string { return orNone(o.Status.Agent) }},
+		}
+}
+
+// describeProvisioning is what `tether describe clusterdeployment` prints
+// after the object: its provisioning state and one line per condition.
+func describeProvisioning(o *ClusterDeployment) []Section {
+	if o.Spec.Template == TemplateAdopted {
+		return nil
+	}
+	st := &o.Status
+	sum := Section{Title: "Provisioning", Items: []Item{
+		{"Phase", orNone(st.Phase)}, {"Kubernetes", orNone(st.KubernetesVersion)},
+		{"Control plane", orNone(st.ControlPlane)}, {"Workers", orNone(st.Workers)}, {"Agent", orNone(st.Agent)},
+	}}
+	conds := Section{Title: "Conditions"}
+	for _, c := range st.Conditions {
+		v := c.Status
+		if c.Reason != "" {
+			v += " " + c.Reason
+		}
+		if c.Message != "" {
+			v += ": " + strings.ReplaceAll(c.Message, "\n", " ")
+		}
+		conds.Items = append(conds.Items, Item{c.Type, v})
+	}
+	return []Section{sum, conds}
 }

@@ -652,8 +652,8 @@ type ServicesStatus struct {
 // ClusterDeployment binds services to one cluster.
 type ClusterDeployment struct {
 	Header `json:",inline"`
-	Spec   ClusterDeploymentSpec `json:"spec"`
-	Status ServicesStatus        `json:"status,omitzero"`
+	Spec   ClusterDeploymentSpec   `json:"spec"`
+	Status ClusterDeploymentStatus `json:"status,omitzero"`
 }
 
 // ClusterDeploymentSpec is the desired cluster and its services.

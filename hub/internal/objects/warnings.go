@@ -196,15 +196,6 @@ func multiClusterServiceWarnings(o *MultiClusterService) []string {
 
 func clusterDeploymentWarnings(o *ClusterDeployment) []string {
 	var w warnings
-	if o.Spec.Template != TemplateAdopted {
-		w.add("spec.template", "%q: provisioning through Cluster API is not available yet; this ClusterDeployment deploys its services to the enrolled cluster named %q", o.Spec.Template, o.Metadata.Name)
-	}
-	if o.Spec.Credential != "" && o.Spec.Template != TemplateAdopted {
-		w.add("spec.credential", "no effect until provisioning through Cluster API is available")
-	}
-	if len(o.Spec.Config) > 0 && o.Spec.Template != TemplateAdopted {
-		w.add("spec.config", "no effect until provisioning through Cluster API is available")
-	}
 	sp := o.Spec
 	for _, f := range []struct {
 		set  bool
@@ -219,7 +210,7 @@ func clusterDeploymentWarnings(o *ClusterDeployment) []string {
 		{sp.CleanupOnDeletion, "cleanupOnDeletion"},
 	} {
 		if f.set {
-			w.add("spec."+f.name, "no effect until provisioning through Cluster API is available")
+			w.add("spec."+f.name, "not supported by Tether's provisioning yet; no effect")
 		}
 	}
 	serviceSpecWarnings(&w, "spec.serviceSpec", &o.Spec.ServiceSpec)

@@ -22,6 +22,7 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/gateway"
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/pki"
+	"github.com/tetherfleet/tether/hub/internal/provision"
 	"github.com/tetherfleet/tether/hub/internal/reports"
 	"github.com/tetherfleet/tether/hub/internal/rollout"
 	"github.com/tetherfleet/tether/hub/internal/store"
@@ -57,7 +58,15 @@ type Config struct {
 	NewCA bool
 	// Console bounds the console API's HTTP server.
 	Console ConsoleLimits
-	Logger  *slog.Logger
+	// ManagementKubeconfig is the kubeconfig (kubectl's rules: a path
+	// list) of the Cluster API management cluster ClusterDeployments
+	// with a ClusterTemplate provision on; "" means none.
+	ManagementKubeconfig string
+	// AdvertiseAgentAddrs are the agent addresses written into the agent
+	// chart the hub installs into clusters it provisions; empty means
+	// AgentAddr.
+	AdvertiseAgentAddrs []string
+	Logger              *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -148,6 +157,7 @@ type Hub struct {
 	desired   *desired.Compiler
 	rollouts  *rollout.Controller
 	templates *templates.Resolver
+	provision *provision.Controller
 	reports   *reports.Reports
 	gw        *gateway.Gateway
 	agentLn   net.Listener
@@ -219,6 +229,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	h.rollouts.SetCompiled(h.desired.Compiled)
 	h.templates, err = templates.New(templates.Config{Repo: h.objects, Charts: h.charts, Watcher: h.store, Logger: cfg.Logger})
 	if err != nil {
+		return nil, err
+	}
+	if err := h.newProvisioning(); err != nil {
 		return nil, err
 	}
 	h.reports = &reports.Reports{Store: h.store}
@@ -464,6 +477,7 @@ func (h *Hub) components() []component {
 		{"desired-state compiler", h.desired.Run},
 		{"rollout controller", h.rollouts.Run},
 		{"template resolver", h.templates.Run},
+		{"provisioning controller", h.provision.Run},
 		{"console API", h.serveAPI},
 	}
 }
@@ -519,4 +533,29 @@ func (d desiredSource) HasChart(ctx context.Context, cluster, digest string) (bo
 		}
 	}
 	return false, nil
+}
+
+// newProvisioning builds the provisioning controller, with a client of
+// the management cluster when one is configured.
+func (h *Hub) newProvisioning() error {
+	pcfg := provision.DefaultConfig()
+	pcfg.Store, pcfg.Repo, pcfg.Charts, pcfg.Logger = h.store, h.objects, h.charts, h.cfg.Logger
+	pcfg.Fleet, pcfg.HubAddrs = h.fleet, []string{h.cfg.AgentAddr}
+	if len(h.cfg.AdvertiseAgentAddrs) > 0 {
+		pcfg.HubAddrs = h.cfg.AdvertiseAgentAddrs
+	}
+	pcfg.SystemNamespaces = h.cfg.SystemNamespaces
+	if pcfg.SystemNamespaces == nil {
+		pcfg.SystemNamespaces = objects.DefaultSystemNamespaces()
+	}
+	if h.cfg.ManagementKubeconfig != "" {
+		mc, err := provision.ManagementClient(h.cfg.ManagementKubeconfig, h.log)
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		pcfg.Management = mc
+	}
+	var err error
+	h.provision, err = provision.New(pcfg)
+	return err
 }
