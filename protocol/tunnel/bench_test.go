@@ -23,11 +23,12 @@ import (
 //	go test -run '^$' -bench . -benchmem -benchtime 2s -count 2 ./protocol/tunnel/
 //
 // tunnel is the hub on DefaultConfig and the agent on DefaultAgentConfig,
-// as in production; plain is grpc.NewServer/NewClient
-// with credentials.NewTLS and gRPC's defaults. Each shape (call kind and
-// size) runs both targets back to back, and the order flips from one run
-// (-count) to the next, so that a shared, noisy machine's drift and one
-// target's leftover garbage weigh on both: compare the two in the same run.
+// as in production; plain is grpc.NewServer/NewClient with
+// credentials.NewTLS and gRPC's defaults. The two targets of a shape (call
+// kind and size) run back to back (-count repeats each in a row), and which
+// goes first alternates from shape to shape, so that a shared machine's
+// drift and the garbage one target leaves weigh on both: compare the two
+// within one run.
 
 var benchSizes = []int{1 << 10, 64 << 10}
 
@@ -36,8 +37,8 @@ type benchTarget struct {
 	fleet func(b *testing.B) fleetv1.FleetClient
 }
 
-// benchRuns counts the runs of each benchmark function, to alternate the
-// order of the targets.
+// benchRuns counts the calls of benchTargets per benchmark function (one
+// per shape), to alternate the order of the targets.
 var benchRuns = map[string]int{}
 
 func benchTargets(b *testing.B) []benchTarget {
@@ -195,7 +196,8 @@ func TestIdleWireBytes(t *testing.T) {
 // tunnel and gRPC transport setup plus one Hello/Welcome exchange.
 func TestReconnectWireBytes(t *testing.T) {
 	checkLeaks(t)
-	p := newPair(t, "tls", pairOpts{})
+	hub, agent := DefaultConfig(), DefaultAgentConfig()
+	p := newPair(t, "tls", pairOpts{hubCfg: &hub, agentCfg: &agent})
 	handshake := p.wireHub.BytesIn() + p.wireHub.BytesOut()
 	ctx := callCtx(t)
 	sync, err := fleetClient(t, p.agent).Sync(ctx)
