@@ -40,6 +40,17 @@
 // An idle agent costs goroutines and buffers on the hub, so the
 // hub→agent ClientConn is created only when first asked for and its
 // transport is dropped after ClientIdleTimeout without RPCs; gRPC read
-// buffers are off and write buffers are shared from a pool
-// (see docs/tunnel-numbers.md for the measurements).
+// buffers are off and write buffers are shared from a pool. Receive
+// windows are credit, not buffers: the hub keeps yamux's smallest
+// (DefaultConfig), the agent, which receives charts, a larger one
+// (DefaultAgentConfig).
+//
+// # Throughput
+//
+// Writes reach TLS in whole records where they can: yamux writes each data
+// frame's 12-byte header and body separately, and the tunnel sends the
+// header with the start of the body (copying one record's worth, not the
+// body); gRPC's write buffer is sized so that a full buffer and its header
+// fill whole records. See docs/BENCHMARKS.md ("Tunnel vs plain gRPC") for
+// the measurements.
 package tunnel

@@ -465,10 +465,15 @@ func (c *CountingConn) BytesIn() uint64 { return c.in.Load() }
 // BytesOut is the number of bytes written so far.
 func (c *CountingConn) BytesOut() uint64 { return c.out.Load() }
 
-// coalescingConn joins each yamux data frame's header with its body into
-// one Write. yamux writes the 12-byte header and the body separately;
-// under TLS that costs an extra record and syscall per frame. Only yamux's
-// send loop writes to the conn, one frame at a time.
+// coalescingConn joins each yamux data frame's header with its body, so
+// the header costs no TLS record and syscall of its own: yamux writes the
+// 12-byte header and the body separately, and the held header goes out in
+// the same Write as the start of the body. Only one TLS record's worth of
+// body is copied: the header and the body's first tlsRecordSize-12 bytes
+// fill one record, and the rest of the body is written in place, in full
+// records but for the last. A frame of T = 12+len(body) bytes thus costs
+// ceil(T/16 KiB) records, the fewest possible. Only yamux's send loop
+// writes to the conn, one frame at a time.
 type coalescingConn struct {
 	net.Conn
 	mu      sync.Mutex
@@ -500,10 +505,13 @@ func (c *coalescingConn) writeFrame(f []byte) error {
 
 const (
 	yamuxHeaderSize = 12
-	coalesceMax     = 64 << 10
+	// tlsRecordSize is the most plaintext a TLS record carries (RFC 8446
+	// section 5.1); crypto/tls fills records up to it once a connection
+	// has sent its first 128 KiB.
+	tlsRecordSize = 16 << 10
 )
 
-var coalescePool = sync.Pool{New: func() any { b := make([]byte, 0, coalesceMax); return &b }}
+var coalescePool = sync.Pool{New: func() any { b := make([]byte, 0, tlsRecordSize); return &b }}
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -518,7 +526,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	c.pending = false
-	n := min(len(p), coalesceMax-yamuxHeaderSize)
+	n := min(len(p), tlsRecordSize-yamuxHeaderSize)
 	bp := coalescePool.Get().(*[]byte)
 	buf := append(append((*bp)[:0], c.hdr[:]...), p[:n]...)
 	w, err := c.Conn.Write(buf)

@@ -118,7 +118,7 @@ type Config struct {
 // DefaultConfig returns production defaults; Cache must be set.
 func DefaultConfig() Config {
 	return Config{
-		Tunnel:      tunnel.DefaultConfig(),
+		Tunnel:      tunnel.DefaultAgentConfig(),
 		DialTimeout: 10 * time.Second,
 		MinBackoff:  500 * time.Millisecond,
 		MaxBackoff:  time.Minute,
