@@ -60,6 +60,24 @@ type Admission struct {
 	// listed, or admitted to a revision without a spec, keeps the
 	// services of this source it has now (the previous revision).
 	Clusters map[string]uint64
+	// Staged (preStage): clusters not admitted yet that receive a
+	// revision ahead of their maintenance window, with its occurrences.
+	// Each service of this source they keep carries the revision's
+	// version of it as its staged next version.
+	Staged map[string]Staging
+}
+
+// Staging is a revision delivered ahead of its windows.
+type Staging struct {
+	Revision uint64
+	Windows  []objects.Span
+}
+
+// Staged is a service's next version, delivered ahead of its window
+// (fleetv1.StagedService).
+type Staged struct {
+	Next    Service        `json:"next"`
+	Windows []objects.Span `json:"windows"`
 }
 
 // needsAdmission reports whether a MultiClusterService without an
@@ -90,6 +108,8 @@ type Service struct {
 	// Revision is the desired-state revision in which the service last
 	// changed; set by the Compiler, 0 from Compile.
 	Revision uint64 `json:"revision,omitempty"`
+	// Staged is its next version when a rollout pre-stages one.
+	Staged *Staged `json:"staged,omitempty"`
 }
 
 // Key is "namespace/name".
@@ -424,6 +444,7 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	tc.APIServer = cl.APIServer
 	var applicable []*source
 	kept := map[Ref]bool{} // rollout-managed sources whose services this cluster keeps as they are
+	staged := map[string]*Staged{}
 	for _, s := range sources {
 		if s.keep {
 			kept[s.ref] = true
@@ -435,6 +456,7 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 			switch {
 			case !ok || v == nil && rev != 0:
 				kept[s.ref] = true
+				c.stage(cl, tc, s, staged)
 			case v != nil && v.selector.Matches(cl.Labels):
 				applicable = append(applicable, v)
 			}
@@ -511,13 +533,36 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 		services = slices.DeleteFunc(services, func(s Service) bool { return held[s.Key()] })
 		for _, p := range previous {
 			if kept[p.Source] {
-				p.Revision = 0
+				p.Revision, p.Staged = 0, staged[p.Key()]
 				services = append(services, p)
 			}
 		}
 		slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	}
 	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
+}
+
+// stage renders, for a cluster that keeps s's services, the versions of
+// them in the revision staged for it (if any), by namespace/name. A
+// service the staged revision adds or drops is not staged: it changes
+// when the hub admits the cluster.
+func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out map[string]*Staged) {
+	st, ok := s.admission.Staged[cl.Name]
+	v := s.variants[st.Revision]
+	if !ok || v == nil || len(st.Windows) == 0 || !v.selector.Matches(cl.Labels) {
+		return
+	}
+	for i := range v.services {
+		w := candidate{v, &v.services[i]}
+		svc, prob := c.render(w, tc)
+		if prob == nil {
+			prob = knobs(&svc, w)
+		}
+		if prob != nil {
+			continue // not staged; it waits for the admission
+		}
+		out[svc.Key()] = &Staged{Next: svc, Windows: slices.Clone(st.Windows)}
+	}
 }
 
 // resolve picks one candidate per namespace/name: higher priority, then
@@ -708,5 +753,14 @@ func equalService(a, b *Service) bool {
 		a.ChartName == b.ChartName && a.ChartVersion == b.ChartVersion && a.ChartDigest == b.ChartDigest &&
 		bytes.Equal(a.Values, b.Values) && a.ValuesHash == b.ValuesHash && a.Priority == b.Priority &&
 		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source &&
-		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm)
+		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm) && equalStaged(a.Staged, b.Staged)
+}
+
+func equalStaged(a, b *Staged) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return equalService(&a.Next, &b.Next) && slices.EqualFunc(a.Windows, b.Windows, func(x, y objects.Span) bool {
+		return x.Start.Equal(y.Start) && x.End.Equal(y.End)
+	})
 }
