@@ -49,8 +49,10 @@ func TestCompileHonoursAdmissions(t *testing.T) {
 	t.Run("staged", func(t *testing.T) {
 		start := time.Date(2026, 12, 3, 2, 0, 0, 0, time.UTC)
 		ws := []objects.Span{{Start: start, End: start.Add(2 * time.Hour)}, {Start: start.AddDate(0, 0, 1), End: start.AddDate(0, 0, 1).Add(2 * time.Hour)}}
-		adm := &Admission{Specs: map[uint64]*objects.MultiClusterService{2: v2}, Clusters: map[string]uint64{},
-			Staged: map[string]Staging{"b": {Revision: 2, Windows: ws}}}
+		// b is not listed (keeps what it has); c is admitted to revision
+		// 1 (as after a baseline rollout); both are staged to 2.
+		adm := &Admission{Specs: map[uint64]*objects.MultiClusterService{1: v1, 2: v2}, Clusters: map[string]uint64{"c": 1},
+			Staged: map[string]Staging{"b": {Revision: 2, Windows: ws}, "c": {Revision: 2, Windows: ws}}}
 		out, _ := Compile(Inputs{Clusters: clusters, MultiClusterServices: []*objects.MultiClusterService{v2}, ServiceTemplates: templates,
 			Previous: prev, Admissions: map[Ref]*Admission{ref: adm}})
 		got := out["b"].Services
@@ -59,6 +61,9 @@ func TestCompileHonoursAdmissions(t *testing.T) {
 		}
 		if st := got[0].Staged; st.Next.Template != "t2" || st.Next.Key() != got[0].Key() || len(st.Windows) != 2 || !st.Windows[0].Start.Equal(start) {
 			t.Errorf("b staged = %+v", st)
+		}
+		if c := out["c"].Services; len(c) != 1 || c[0].Template != "t1" || c[0].Staged == nil || c[0].Staged.Next.Template != "t2" {
+			t.Errorf("c (admitted to 1, staged to 2): %+v", c)
 		}
 		if a := out["a"].Services; len(a) != 1 || a[0].Staged != nil {
 			t.Errorf("a (not staged): %+v", a)

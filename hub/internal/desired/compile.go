@@ -444,19 +444,19 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	tc.APIServer = cl.APIServer
 	var applicable []*source
 	kept := map[Ref]bool{} // rollout-managed sources whose services this cluster keeps as they are
-	staged := map[string]*Staged{}
+	staged := map[string]*stagedFrom{}
 	for _, s := range sources {
 		if s.keep {
 			kept[s.ref] = true
 			continue
 		}
 		if s.admission != nil {
+			c.stage(cl, tc, s, staged)
 			rev, ok := s.admission.Clusters[cl.Name]
 			v := s.variants[rev]
 			switch {
 			case !ok || v == nil && rev != 0:
 				kept[s.ref] = true
-				c.stage(cl, tc, s, staged)
 			case v != nil && v.selector.Matches(cl.Labels):
 				applicable = append(applicable, v)
 			}
@@ -533,20 +533,33 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 		services = slices.DeleteFunc(services, func(s Service) bool { return held[s.Key()] })
 		for _, p := range previous {
 			if kept[p.Source] {
-				p.Revision, p.Staged = 0, staged[p.Key()]
+				p.Revision = 0
 				services = append(services, p)
 			}
 		}
 		slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	}
+	for i := range services {
+		services[i].Staged = nil
+		if st := staged[services[i].Key()]; st != nil && st.source == services[i].Source {
+			services[i].Staged = &st.Staged
+		}
+	}
 	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
 }
 
-// stage renders, for a cluster that keeps s's services, the versions of
-// them in the revision staged for it (if any), by namespace/name. A
-// service the staged revision adds or drops is not staged: it changes
-// when the hub admits the cluster.
-func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out map[string]*Staged) {
+// stagedFrom is a staged next version and the source it is staged for.
+type stagedFrom struct {
+	Staged
+	source Ref
+}
+
+// stage renders the versions of s's services in the revision staged for
+// the cluster (if any), by namespace/name; they are attached to the
+// services of s the cluster has (kept or of the revision it is admitted
+// to). A service the staged revision adds or drops is not staged: it
+// changes when the hub admits the cluster.
+func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out map[string]*stagedFrom) {
 	st, ok := s.admission.Staged[cl.Name]
 	v := s.variants[st.Revision]
 	if !ok || v == nil || len(st.Windows) == 0 || !v.selector.Matches(cl.Labels) {
@@ -561,7 +574,7 @@ func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out 
 		if prob != nil {
 			continue // not staged; it waits for the admission
 		}
-		out[svc.Key()] = &Staged{Next: svc, Windows: slices.Clone(st.Windows)}
+		out[svc.Key()] = &stagedFrom{Staged: Staged{Next: svc, Windows: slices.Clone(st.Windows)}, source: s.ref}
 	}
 }
 
