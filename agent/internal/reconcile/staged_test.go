@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
@@ -34,6 +35,24 @@ func (h *hubCharts) FetchChart(_ context.Context, digest string) ([]byte, error)
 		return b, nil
 	}
 	return nil, errors.New("no such chart")
+}
+
+// syncEngine is fakeEngine for a pass that applies services in parallel.
+type syncEngine struct {
+	mu sync.Mutex
+	fakeEngine
+}
+
+func (e *syncEngine) Apply(ctx context.Context, r engine.Release) (engine.Result, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fakeEngine.Apply(ctx, r)
+}
+
+func (e *syncEngine) appliedNow() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.applied)
 }
 
 // fakeClock is the agent's hub clock in these tests.
@@ -75,7 +94,7 @@ func TestStagedVersionActivatesInItsWindowWithoutLink(t *testing.T) {
 	hub := &hubCharts{charts: map[string][]byte{d1: b1, d2: b2, d3: b3}}
 	t0 := time.Date(2026, 12, 2, 22, 0, 0, 0, time.UTC)
 	clock := &fakeClock{now: t0}
-	eng := &fakeEngine{}
+	eng := &syncEngine{}
 	newRec := func(c *cache.Cache) *Reconciler {
 		r, err := New(Config{Cache: c, Engine: eng, Charts: hub, Now: clock.Now, HubNow: clock.Now})
 		if err != nil {
@@ -100,8 +119,9 @@ func TestStagedVersionActivatesInItsWindowWithoutLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Pass(ctx)
-	if !slices.Contains(eng.applied, "a/web@"+d1) || slices.Contains(eng.applied, "a/web@"+d2) {
-		t.Fatalf("before the window: applied %v, want a/web at its current chart only", eng.applied)
+	applied := eng.appliedNow()
+	if !slices.Contains(applied, "a/web@"+d1) || slices.Contains(applied, "a/web@"+d2) {
+		t.Fatalf("before the window: applied %v, want a/web at its current chart only", applied)
 	}
 	if ok, err := c.HasChart(d2); err != nil || !ok {
 		t.Fatalf("staged chart prefetched = %v, %v; want it in the cache", ok, err)
@@ -116,14 +136,15 @@ func TestStagedVersionActivatesInItsWindowWithoutLink(t *testing.T) {
 	hub.mu.Unlock()
 	clock.set(win.Add(time.Minute))
 	r.Pass(ctx)
-	if got := eng.applied[len(eng.applied)-1]; !slices.Contains(eng.applied, "a/web@"+d2) {
-		t.Fatalf("in the window with the link down: applied %v (last %s), want a/web@%s", eng.applied, got, d2)
+	applied = eng.appliedNow()
+	if !slices.Contains(applied, "a/web@"+d2) {
+		t.Fatalf("in the window with the link down: applied %v, want a/web@%s", applied, d2)
 	}
 	if s := status(r, "a/web"); s.GetState() != StateDeployed || s.GetLastDeployedHash() == "" {
 		t.Fatalf("a/web status after activation = %v", s)
 	}
-	if slices.Contains(eng.applied, "a/late@"+d3) {
-		t.Errorf("a/late activated a staged version whose windows had passed: %v", eng.applied)
+	if slices.Contains(applied, "a/late@"+d3) {
+		t.Errorf("a/late activated a staged version whose windows had passed: %v", applied)
 	}
 
 	// Restart outside the window: it stays on the next version.
@@ -134,11 +155,14 @@ func TestStagedVersionActivatesInItsWindowWithoutLink(t *testing.T) {
 	}
 	t.Cleanup(func() { c2.Close() })
 	clock.set(win.Add(5 * time.Hour))
+	eng.mu.Lock()
 	eng.applied = nil
+	eng.mu.Unlock()
 	r2 := newRec(c2)
 	r2.Pass(ctx)
-	if !slices.Contains(eng.applied, "a/web@"+d2) || slices.Contains(eng.applied, "a/web@"+d1) {
-		t.Fatalf("after a restart outside the window: applied %v, want a/web@%s", eng.applied, d2)
+	applied = eng.appliedNow()
+	if !slices.Contains(applied, "a/web@"+d2) || slices.Contains(applied, "a/web@"+d1) {
+		t.Fatalf("after a restart outside the window: applied %v, want a/web@%s", applied, d2)
 	}
 	if r2.Revision() != 5 {
 		t.Errorf("revision after restart = %d, want 5 (activation keeps the held revision)", r2.Revision())
