@@ -4,7 +4,8 @@
 // process, and every rollout policy under them: Progressive's
 // maxConcurrency checked at every sample, offline sites with Skip, Wait
 // and Fail, failures over the budget with Halt and Rollback, a stage that
-// needs approval, a closed maintenance window, and the hub killed with
+// needs approval, a closed maintenance window, pre-staged revisions
+// activating on agents whose link is cut, and the hub killed with
 // SIGKILL mid-rollout.
 //
 // Both binaries are built without the race detector: it allows 8128 live
@@ -359,6 +360,71 @@ maintenanceWindows:
 		if r.Phase == "Complete" {
 			t.Errorf("rollout Complete with 100 shops outside their window")
 		}
+	})
+
+	// Pre-staging: the shops' turn comes while their window is closed, so
+	// they are Staged: revision 2 is delivered with the window times and
+	// they stay on 1.0.0. Their links are cut before the window opens; at
+	// its start each one activates 2.0.0 from its cache, with no link,
+	// and when the links come back the reports make them Succeeded.
+	t.Run("PreStagedActivateWithLinkCut", func(t *testing.T) {
+		const name = "prestage"
+		f.baseline(t, name)
+		start := time.Now().UTC().Truncate(time.Minute).Add(3 * time.Minute)
+		f.apply(t, mcs(name, "2.0.0", fmt.Sprintf(`strategy: Progressive
+maxConcurrency: 100%%
+minSuccessTime: 0s
+preStage: true
+maintenanceWindows:
+  - {name: shop-nights, schedule: "%d %d * * *", timeZone: UTC, duration: 1h, clusterSelector: {matchLabels: {site: shop}}}`, start.Minute(), start.Hour())))
+		r := f.waitRollout(t, name, name, "shops staged, the rest succeeded", 3*time.Minute, func(r *Record) bool {
+			return r.Revision == 2 && r.Counts()["Succeeded"] == fleetSize-100 && r.Counts()["Staged"] == 100
+		})
+		var shops []string
+		as := f.mustAgents(t)
+		for c, cs := range r.Clusters {
+			if f.labels[c]["site"] != "shop" {
+				continue
+			}
+			shops = append(shops, c)
+			if v, _ := as[c].Service("apps", name); cs.State != "Staged" || v != "1.0.0" {
+				t.Errorf("shop %s: %s on %s, want Staged on 1.0.0 before its window", c, cs.State, v)
+			}
+		}
+		slices.Sort(shops)
+		out := f.bins.MustRun(t, f.hub.Env, "tether", "rollout", "status", name, "-n", name)
+		if !strings.Contains(out, "STAGED") {
+			t.Errorf("status does not show the Staged count:\n%s", out)
+		}
+		t.Logf("tether rollout status with the shops staged:\n%s", firstLines(out, 8))
+
+		f.setOnline(t, shops, false)
+		if !time.Now().Before(start) {
+			t.Fatalf("the shops' links were cut after their window opened (%s): too slow a setup to show activation without a link", start.Format(time.RFC3339))
+		}
+		e2etest.Eventually(t, "every shop on 2.0.0 with its link down", time.Until(start)+2*time.Minute, func() (bool, string) {
+			as := f.mustAgents(t)
+			on, connected := 0, 0
+			var missing []string
+			for _, c := range shops {
+				if as[c].Connected {
+					connected++
+				}
+				if v, st := as[c].Service("apps", name); v == "2.0.0" && st == "Deployed" {
+					on++
+				} else {
+					missing = append(missing, c)
+				}
+			}
+			if connected > 0 {
+				t.Fatalf("%d shops connected while their links are cut", connected)
+			}
+			return on == len(shops), fmt.Sprintf("%d of %d on 2.0.0; e.g. %v", on, len(shops), missing[:min(5, len(missing))])
+		})
+		f.setOnline(t, shops, true)
+		f.waitRollout(t, name, name, "every cluster succeeded once the shops reported", 3*time.Minute, func(r *Record) bool {
+			return r.Phase == "Complete" && r.Counts()["Succeeded"] == fleetSize
+		})
 	})
 
 	// Last: the hub is killed with SIGKILL mid-rollout and restarted. No

@@ -156,7 +156,7 @@ func New(cfg Config) (a *Agent, err error) {
 	if eng != nil {
 		rcfg := reconcile.DefaultConfig()
 		rcfg.Cache, rcfg.Engine, rcfg.Logger = a.cache, eng, cfg.Logger
-		rcfg.Charts, rcfg.Notify = a.link, a.link.KickOutbox
+		rcfg.Charts, rcfg.Notify, rcfg.HubNow = a.link, a.link.KickOutbox, a.link.HubNow
 		if cfg.DriftInterval > 0 {
 			rcfg.Interval = cfg.DriftInterval
 		}

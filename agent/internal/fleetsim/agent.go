@@ -44,12 +44,14 @@ type agent struct {
 	applies    int
 	deployedAt time.Time
 	timer      *time.Timer
-	stopped    bool           // no more deploys: the cache is closing
-	busy       sync.WaitGroup // deploys running
-	online     bool
-	cancel     context.CancelFunc
-	wake       chan struct{}
-	l          *link.Link
+	// staged fires at the next window start of a staged service.
+	staged  *time.Timer
+	stopped bool           // no more deploys: the cache is closing
+	busy    sync.WaitGroup // deploys running
+	online  bool
+	cancel  context.CancelFunc
+	wake    chan struct{}
+	l       *link.Link
 }
 
 type svcState struct {
@@ -121,12 +123,86 @@ func (a *agent) Desired(_ context.Context, ds *fleetv1.DesiredState) error {
 	if a.stopped {
 		return nil
 	}
+	a.stageLocked()
 	if a.timer == nil {
 		a.timer = time.AfterFunc(a.f.cfg.DeployDelay, a.deploy)
 	} else {
 		a.timer.Reset(a.f.cfg.DeployDelay)
 	}
 	return nil
+}
+
+// stageLocked honours staged next versions as the reconciler does: one
+// whose window is open (at the fleet's clock, standing for hub time)
+// replaces its service in the held desired state, saved under the same
+// revision; otherwise a timer fires at the next window start. No link
+// is needed.
+func (a *agent) stageLocked() {
+	now := a.f.cfg.Now()
+	var wake time.Time
+	var activated *fleetv1.DesiredState
+	for i, s := range a.desired.GetServices() {
+		st := s.GetStaged()
+		next, ws := st.GetNext(), st.GetWindows()
+		if next == nil || next.GetName() != s.GetName() || next.GetNamespace() != s.GetNamespace() || len(ws) == 0 || len(ws) > fleetv1.MaxStagedWindows {
+			continue
+		}
+		open := false
+		for _, w := range ws {
+			start, end := w.GetStart().AsTime(), w.GetEnd().AsTime()
+			if !now.Before(start) && now.Before(end) {
+				open = true
+				break
+			}
+			if start.After(now) && (wake.IsZero() || start.Before(wake)) {
+				wake = start
+			}
+		}
+		if !open {
+			continue
+		}
+		if activated == nil {
+			activated = proto.Clone(a.desired).(*fleetv1.DesiredState)
+		}
+		n := proto.Clone(next).(*fleetv1.Service)
+		n.Staged = nil
+		activated.Services[i] = n
+	}
+	if activated != nil {
+		if a.store.db != nil {
+			b, err := proto.Marshal(activated)
+			if err == nil {
+				err = a.store.saveDesired(activated.GetRevision(), b)
+			}
+			if err != nil {
+				a.f.log.Error("store the activation of a staged version", "cluster", a.cluster, "err", err)
+			}
+		}
+		a.desired, a.desiredAt = activated, now
+	}
+	if a.staged != nil {
+		a.staged.Stop()
+		a.staged = nil
+	}
+	if !wake.IsZero() {
+		a.staged = time.AfterFunc(wake.Sub(now), a.windowOpens)
+	}
+}
+
+// windowOpens activates the staged versions whose window just opened and
+// deploys them.
+func (a *agent) windowOpens() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	a.stageLocked()
+	if a.timer == nil {
+		a.timer = time.AfterFunc(a.f.cfg.DeployDelay, a.deploy)
+	} else {
+		a.timer.Reset(a.f.cfg.DeployDelay)
+	}
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
@@ -303,6 +379,9 @@ func (a *agent) stop() {
 	a.stopped = true
 	if a.timer != nil {
 		a.timer.Stop()
+	}
+	if a.staged != nil {
+		a.staged.Stop()
 	}
 	a.mu.Unlock()
 	a.busy.Wait()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
@@ -227,5 +228,46 @@ func TestBoltCache(t *testing.T) {
 	defer c.Close()
 	if id, err := c.Identity(); err != nil || id.Cluster != "sim-1" {
 		t.Errorf("identity in the cache file: %+v, %v", id, err)
+	}
+}
+
+// TestStagedActivatesAtWindowStart: a simulated agent with no link
+// switches a staged service to its next version when its window opens,
+// and reports it; one whose window is later keeps the current version.
+func TestStagedActivatesAtWindowStart(t *testing.T) {
+	f := testFleet(t, 2, 0, "")
+	now := time.Now()
+	staged := func(start time.Time) *fleetv1.DesiredState {
+		s := svc("1.0.0")
+		s.Staged = &fleetv1.StagedService{Next: svc("2.0.0"), Windows: []*fleetv1.Window{
+			{Start: timestamppb.New(start), End: timestamppb.New(start.Add(time.Hour))}}}
+		return &fleetv1.DesiredState{Revision: 5, Full: true, Services: []*fleetv1.Service{s}}
+	}
+	soon, later := f.agents[0], f.agents[1]
+	if err := soon.Desired(context.Background(), staged(now.Add(30*time.Millisecond))); err != nil {
+		t.Fatal(err)
+	}
+	if err := later.Desired(context.Background(), staged(now.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if rep := lastReport(t, later, 5); rep.GetServices()[0].GetLastDeployedHash() != "h-1.0.0" {
+		t.Fatalf("window not open: %v, want 1.0.0", rep)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rep := lastReport(t, soon, 5)
+		if rep.GetServices()[0].GetLastDeployedHash() == "h-2.0.0" && rep.GetServices()[0].GetState() == stateDeployed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("staged 2.0.0 not reported after its window opened: %v", rep)
+		}
+		time.Sleep(time.Millisecond) // polling the window timer, with a deadline
+	}
+	if v := soon.status().Services[0].ChartVersion; v != "2.0.0" {
+		t.Errorf("held version %s after activation, want 2.0.0", v)
+	}
+	if v := later.status().Services[0].ChartVersion; v != "1.0.0" {
+		t.Errorf("agent before its window holds %s, want 1.0.0", v)
 	}
 }

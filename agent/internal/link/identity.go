@@ -26,6 +26,10 @@ func (l *Link) certExpired() error {
 		ErrCertExpired, notAfter.UTC().Format(time.RFC3339), cluster)
 }
 
+// HubNow is the agent's estimate of the hub's clock (its own before a
+// first Welcome).
+func (l *Link) HubNow() time.Time { return l.hubNow() }
+
 // hubNow is the agent's estimate of the hub's clock.
 func (l *Link) hubNow() time.Time {
 	l.mu.Lock()

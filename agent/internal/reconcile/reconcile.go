@@ -98,6 +98,10 @@ type Config struct {
 	Notify func()
 	Logger *slog.Logger
 	Now    func() time.Time
+	// HubNow is the agent's estimate of the hub's clock (the link's,
+	// measured at Welcome): staged versions activate in windows given in
+	// hub time. Default Now.
+	HubNow func() time.Time
 	// Interval is how often releases are checked for drift when nothing
 	// changes.
 	Interval time.Duration
@@ -161,6 +165,9 @@ type Reconciler struct {
 	adopted atomic.Bool
 	// running holds a lock per service: one runs at a time.
 	running map[string]*sync.Mutex
+	// stagedWake is the next staged window start (hub time; zero: none),
+	// when Run makes a pass without waiting for Interval.
+	stagedWake time.Time
 
 	reportMu sync.Mutex
 
@@ -244,6 +251,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.Notify == nil {
 		cfg.Notify = func() {}
+	}
+	if cfg.HubNow == nil {
+		cfg.HubNow = cfg.Now
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), desired: &fleetv1.DesiredState{Full: true}, svc: map[string]*svcState{}, running: map[string]*sync.Mutex{},
 		pending: map[string]pendingCheck{}, changed: make(chan struct{}, 1)}
@@ -380,6 +390,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if busy {
 			next = r.cfg.ProgressInterval
 		}
+		r.mu.Lock()
+		wake := r.stagedWake
+		r.mu.Unlock()
+		if !wake.IsZero() {
+			next = min(next, max(wake.Sub(r.cfg.HubNow()), 0))
+		}
 		t.Reset(next)
 	}
 }
@@ -396,9 +412,12 @@ func (r *Reconciler) Pass(ctx context.Context) (busy bool) {
 	if !r.adopt(ctx) {
 		return true // retry soon; nothing is applied or removed before
 	}
-	r.mu.Lock()
-	ds := r.desired
-	r.mu.Unlock()
+	ds, prefetch := r.activateStaged()
+	for _, digest := range prefetch {
+		if _, err := r.chart(ctx, digest); err != nil {
+			r.log.Warn("prefetch the chart of a staged version; retried on the next pass", "digest", digest, "err", err)
+		}
+	}
 	order, cycle := topoOrder(ds.GetServices())
 	byKey := make(map[string]*fleetv1.Service, len(order))
 	for _, s := range order {
@@ -620,6 +639,9 @@ func (r *Reconciler) collectCharts(ds *fleetv1.DesiredState) {
 	keep := map[string]bool{}
 	for _, s := range ds.GetServices() {
 		keep[s.GetChartDigest()] = true
+		if next := s.GetStaged().GetNext(); next != nil {
+			keep[next.GetChartDigest()] = true // prefetched for its window
+		}
 	}
 	revs, err := r.cfg.Cache.DesiredRevisions()
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 )
 
 // clusterStates is the order states are shown in.
-var clusterStates = []string{rollout.Pending, rollout.Progressing, rollout.Succeeded, rollout.Failed, rollout.TimedOut, rollout.Skipped, rollout.Deferred}
+var clusterStates = []string{rollout.Pending, rollout.Progressing, rollout.Succeeded, rollout.Failed, rollout.TimedOut, rollout.Skipped, rollout.Deferred, rollout.Staged}
 
 func newRolloutCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{

@@ -60,6 +60,24 @@ type Admission struct {
 	// listed, or admitted to a revision without a spec, keeps the
 	// services of this source it has now (the previous revision).
 	Clusters map[string]uint64
+	// Staged (preStage): clusters not admitted yet that receive a
+	// revision ahead of their maintenance window, with its occurrences.
+	// Each service of this source they keep carries the revision's
+	// version of it as its staged next version.
+	Staged map[string]Staging
+}
+
+// Staging is a revision delivered ahead of its windows.
+type Staging struct {
+	Revision uint64
+	Windows  []objects.Span
+}
+
+// Staged is a service's next version, delivered ahead of its window
+// (fleetv1.StagedService).
+type Staged struct {
+	Next    Service        `json:"next"`
+	Windows []objects.Span `json:"windows"`
 }
 
 // needsAdmission reports whether a MultiClusterService without an
@@ -90,6 +108,8 @@ type Service struct {
 	// Revision is the desired-state revision in which the service last
 	// changed; set by the Compiler, 0 from Compile.
 	Revision uint64 `json:"revision,omitempty"`
+	// Staged is its next version when a rollout pre-stages one.
+	Staged *Staged `json:"staged,omitempty"`
 }
 
 // Key is "namespace/name".
@@ -424,12 +444,14 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	tc.APIServer = cl.APIServer
 	var applicable []*source
 	kept := map[Ref]bool{} // rollout-managed sources whose services this cluster keeps as they are
+	staged := map[string]*stagedFrom{}
 	for _, s := range sources {
 		if s.keep {
 			kept[s.ref] = true
 			continue
 		}
 		if s.admission != nil {
+			c.stage(cl, tc, s, staged)
 			rev, ok := s.admission.Clusters[cl.Name]
 			v := s.variants[rev]
 			switch {
@@ -517,7 +539,43 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 		}
 		slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	}
+	for i := range services {
+		services[i].Staged = nil
+		if st := staged[services[i].Key()]; st != nil && st.source == services[i].Source {
+			services[i].Staged = &st.Staged
+		}
+	}
 	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
+}
+
+// stagedFrom is a staged next version and the source it is staged for.
+type stagedFrom struct {
+	Staged
+	source Ref
+}
+
+// stage renders the versions of s's services in the revision staged for
+// the cluster (if any), by namespace/name; they are attached to the
+// services of s the cluster has (kept or of the revision it is admitted
+// to). A service the staged revision adds or drops is not staged: it
+// changes when the hub admits the cluster.
+func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out map[string]*stagedFrom) {
+	st, ok := s.admission.Staged[cl.Name]
+	v := s.variants[st.Revision]
+	if !ok || v == nil || len(st.Windows) == 0 || !v.selector.Matches(cl.Labels) {
+		return
+	}
+	for i := range v.services {
+		w := candidate{v, &v.services[i]}
+		svc, prob := c.render(w, tc)
+		if prob == nil {
+			prob = knobs(&svc, w)
+		}
+		if prob != nil {
+			continue // not staged; it waits for the admission
+		}
+		out[svc.Key()] = &stagedFrom{Staged: Staged{Next: svc, Windows: slices.Clone(st.Windows)}, source: s.ref}
+	}
 }
 
 // resolve picks one candidate per namespace/name: higher priority, then
@@ -708,5 +766,14 @@ func equalService(a, b *Service) bool {
 		a.ChartName == b.ChartName && a.ChartVersion == b.ChartVersion && a.ChartDigest == b.ChartDigest &&
 		bytes.Equal(a.Values, b.Values) && a.ValuesHash == b.ValuesHash && a.Priority == b.Priority &&
 		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source &&
-		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm)
+		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm) && equalStaged(a.Staged, b.Staged)
+}
+
+func equalStaged(a, b *Staged) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return equalService(&a.Next, &b.Next) && slices.EqualFunc(a.Windows, b.Windows, func(x, y objects.Span) bool {
+		return x.Start.Equal(y.Start) && x.End.Equal(y.End)
+	})
 }

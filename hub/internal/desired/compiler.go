@@ -646,7 +646,21 @@ func wireService(s *Service) *fleetv1.Service {
 		ValuesHash:   s.ValuesHash,
 		SyncMode:     s.SyncMode,
 		HelmOptions:  wireHelm(s.Helm),
+		Staged:       wireStaged(s.Staged),
 	}
+}
+
+func wireStaged(st *Staged) *fleetv1.StagedService {
+	if st == nil {
+		return nil
+	}
+	next := st.Next
+	next.Staged = nil
+	out := &fleetv1.StagedService{Next: wireService(&next)}
+	for _, w := range st.Windows {
+		out.Windows = append(out.Windows, &fleetv1.Window{Start: timestamppb.New(w.Start), End: timestamppb.New(w.End)})
+	}
+	return out
 }
 
 // State returns a cluster's current desired state (shared: do not modify),

@@ -59,6 +59,11 @@ type Rollout struct {
 	// MaintenanceWindows: a cluster one of them selects takes a new
 	// revision only while one of those that select it is open.
 	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
+	// PreStage: a cluster whose turn comes while its windows are closed
+	// receives the revision ahead of time, with the next window
+	// occurrences, and its agent activates it itself when one opens
+	// (even with its link down). Needs maintenanceWindows.
+	PreStage bool `json:"preStage,omitempty"`
 }
 
 // RolloutStage is one stage of a Staged rollout.
@@ -280,6 +285,12 @@ func validateRollout(r *Rollout, p path, errs *FieldErrors) {
 			errs.add(wp, "%v", err)
 		}
 	}
+	if r.PreStage && len(r.MaintenanceWindows) == 0 {
+		errs.add(p.child("preStage"), "needs maintenanceWindows (it delivers a revision ahead of a window)")
+	}
+	if r.PreStage && (r.Strategy == "" || r.Strategy == RolloutAll) {
+		errs.add(p.child("preStage"), "needs strategy Progressive or Staged (All admits every cluster at once)")
+	}
 }
 
 // selectorsOverlap reports whether two stage selectors certainly select
@@ -374,6 +385,31 @@ func (w *Window) OpenAt(t time.Time) (bool, time.Time) {
 		return false, time.Time{}
 	}
 	return false, s
+}
+
+// Span is one occurrence of a window: [Start, End).
+type Span struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// Occurrences returns up to n occurrences of the window that end after t
+// (the one open at t first, if any), within a year, in UTC.
+func (w *Window) Occurrences(t time.Time, n int) []Span {
+	var out []Span
+	t = t.In(w.loc)
+	from, limit := t.Add(-w.dur), t.AddDate(1, 0, 0)
+	for len(out) < n {
+		s, ok := w.sched.next(from, limit)
+		if !ok {
+			break
+		}
+		if e := s.Add(w.dur); e.After(t) {
+			out = append(out, Span{Start: s.UTC(), End: e.UTC()})
+		}
+		from = s
+	}
+	return out
 }
 
 // ---- cron ----

@@ -76,6 +76,9 @@ func TestRolloutRefusesBadInput(t *testing.T) {
 		{"window bad cron", "maintenanceWindows: [{name: w, schedule: '61 * * * *', duration: 1h}]", `minute "61": "61": out of range 0-59`},
 		{"bad deadline", "progressDeadline: soon", "spec.rollout.progressDeadline: want a duration"},
 		{"bad offline", "offlineClusters: Ignore", "spec.rollout.offlineClusters"},
+		{"preStage without windows", "strategy: Progressive\npreStage: true", "spec.rollout.preStage: needs maintenanceWindows"},
+		{"preStage with All", "preStage: true\nmaintenanceWindows: [{name: w, schedule: '0 2 * * *', duration: 1h}]", "spec.rollout.preStage: needs strategy Progressive or Staged"},
+		{"preStage not a bool", "strategy: Progressive\npreStage: soon", "spec.rollout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := decodeRollout(t, tc.rollout)
@@ -83,6 +86,29 @@ func TestRolloutRefusesBadInput(t *testing.T) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestWindowOccurrences(t *testing.T) {
+	w, err := (&MaintenanceWindow{Name: "n", Schedule: "0 2 * * 1-5", TimeZone: "Europe/Paris", Duration: "3h"}).Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	paris, _ := time.LoadLocation("Europe/Paris")
+	// Friday 03:00 Paris: the open one first, then Monday..Wednesday.
+	got := w.Occurrences(time.Date(2026, 12, 4, 3, 0, 0, 0, paris), 4)
+	var want []Span
+	for _, d := range []int{4, 7, 8, 9} {
+		s := time.Date(2026, 12, d, 2, 0, 0, 0, paris).UTC()
+		want = append(want, Span{Start: s, End: s.Add(3 * time.Hour)})
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Occurrences = %v, want %v", got, want)
+	}
+	for i := range got {
+		if !got[i].Start.Equal(want[i].Start) || !got[i].End.Equal(want[i].End) || got[i].Start.Location() != time.UTC {
+			t.Errorf("occurrence %d = %v, want %v (UTC)", i, got[i], want[i])
+		}
 	}
 }
 

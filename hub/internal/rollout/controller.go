@@ -157,6 +157,12 @@ func (c *Controller) Admissions(tx store.Tx) (map[desired.Ref]*desired.Admission
 			return nil, fmt.Errorf("%s %s/%s: %w", KindAdmission, so.Namespace, so.Name, err)
 		}
 		adm := &desired.Admission{Specs: map[uint64]*objects.MultiClusterService{}, Clusters: a.Clusters}
+		for name, st := range a.Staged {
+			if adm.Staged == nil {
+				adm.Staged = map[string]desired.Staging{}
+			}
+			adm.Staged[name] = desired.Staging{Revision: st.Revision, Windows: st.Windows}
+		}
 		for rev, spec := range a.Specs {
 			o := &objects.MultiClusterService{Spec: spec}
 			o.APIVersion, o.Kind = objects.APIVersion, objects.KindMultiClusterService
@@ -465,6 +471,18 @@ func (r *Record) admission(createRev uint64) []byte {
 		a.Clusters[name] = s.Admitted
 		if h := r.revision(s.Admitted); h != nil {
 			a.Specs[s.Admitted] = h.Spec
+		}
+	}
+	for name, s := range r.Clusters {
+		if s.State != Staged || s.StagedRev == 0 {
+			continue
+		}
+		if h := r.revision(s.StagedRev); h != nil {
+			a.Specs[s.StagedRev] = h.Spec
+			if a.Staged == nil {
+				a.Staged = map[string]stagedAdmission{}
+			}
+			a.Staged[name] = stagedAdmission{Revision: s.StagedRev, Windows: s.Windows}
 		}
 	}
 	b, _ := json.Marshal(a) // map keys sorted: stable bytes

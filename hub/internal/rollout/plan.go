@@ -50,7 +50,11 @@ type policy struct {
 	rollback    bool
 	offline     string
 	windows     []*objects.Window
+	preStage    bool
 }
+
+// stagedWindows is how many window occurrences a staged cluster receives.
+const stagedWindows = 4
 
 type stageDef struct {
 	name    string
@@ -64,7 +68,7 @@ type stageDef struct {
 // are not expected: the kind's validation refused them.
 func compilePolicy(r *objects.Rollout) (*policy, error) {
 	p := &policy{strategy: r.Strategy, maxConc: r.MaxConcurrency, maxFailures: r.MaxFailures,
-		rollback: r.OnFailure == objects.OnFailureRollback, offline: r.OfflineClusters}
+		rollback: r.OnFailure == objects.OnFailureRollback, offline: r.OfflineClusters, preStage: r.PreStage}
 	if p.offline == "" {
 		p.offline = objects.OfflineSkip
 	}
@@ -142,6 +146,22 @@ func (p *policy) window(labels map[string]string, now time.Time) (bool, string, 
 	return false, why, next
 }
 
+// occurrences are the next window occurrences (merged over the windows
+// that select the cluster, by start) after now, at most stagedWindows.
+func (p *policy) occurrences(labels map[string]string, now time.Time) []objects.Span {
+	var all []objects.Span
+	for _, w := range p.windows {
+		if w.Selector.Matches(labels) {
+			all = append(all, w.Occurrences(now, stagedWindows)...)
+		}
+	}
+	slices.SortFunc(all, func(a, b objects.Span) int { return a.Start.Compare(b.Start) })
+	if len(all) > stagedWindows {
+		all = all[:stagedWindows]
+	}
+	return all
+}
+
 // beginRevision starts rolling out revision rev (superseding the
 // current one): every cluster goes back to Pending for it, keeping the
 // revision it is admitted to until it is admitted to rev.
@@ -154,6 +174,7 @@ func (r *Record) beginRevision(rev uint64, hash string, spec objects.MultiCluste
 	r.Revision, r.Phase, r.Reason, r.Approved, r.Forgiven, r.Started, r.Stages = rev, PhaseProgressing, "", nil, 0, now, nil
 	for _, c := range r.Clusters {
 		c.State, c.Reason, c.Since, c.HealthySince = Pending, "", now, time.Time{}
+		c.StagedRev, c.Windows = 0, nil
 	}
 }
 
@@ -279,6 +300,17 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 		}
 		// Not admitted to T yet.
 		switch {
+		case s.State == Staged:
+			// Its agent activates T at the first window start, link or
+			// not: from then on it is admitted to T (and progressing).
+			if s.StagedRev == T && len(s.Windows) > 0 && !now.Before(s.Windows[0].Start) {
+				s.Before, s.BeforeListed = s.Admitted, s.Listed
+				s.Admitted, s.Listed, s.State, s.Reason, s.Since, s.HealthySince = T, true, Progressing, "", now, time.Time{}
+				s.StagedRev, s.Windows = 0, nil
+				changed = append(changed, n)
+			} else if len(s.Windows) > 0 {
+				soon(s.Windows[0].Start)
+			}
 		case s.State == Deferred && v.Online:
 			s.State, s.Reason, s.Since = Pending, "back online", now
 		case s.State == Pending && !v.Online:
@@ -301,6 +333,11 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 		if p.rollback {
 			for _, n := range names {
 				s := r.Clusters[n]
+				if s.State == Staged {
+					s.State, s.Reason, s.Since, s.StagedRev, s.Windows = Skipped, "staged revision withdrawn (onFailure: Rollback)", now, 0, nil
+					changed = append(changed, n)
+					continue
+				}
 				if !s.Listed || s.Admitted != T || s.State == Succeeded {
 					continue
 				}
@@ -399,7 +436,8 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	} else if len(p.stages) > 0 {
 		limit = limitOf(p.stages[0])
 	}
-	inflight := r.Counts()[Progressing]
+	counts = r.Counts()
+	inflight := counts[Progressing] + counts[Staged] // a staged cluster activates by itself: it holds its slot
 	for i, sd := range p.stages {
 		if active >= 0 && i > active || active < 0 && !stageDone(r.Stages, sd.name) {
 			break
@@ -413,6 +451,16 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 				return changed, wake
 			}
 			ok, why, next := p.window(v.Labels, now)
+			if !ok && p.preStage {
+				if ws := p.occurrences(v.Labels, now); len(ws) > 0 {
+					s.State, s.StagedRev, s.Windows, s.Since = Staged, T, ws, now
+					s.Reason = "staged; its agent activates it at " + ws[0].Start.UTC().Format(time.RFC3339)
+					soon(ws[0].Start)
+					changed = append(changed, n)
+					inflight++
+					continue
+				}
+			}
 			if !ok {
 				s.Reason = why
 				soon(next)

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -407,4 +408,63 @@ func TestRollbackOfAFirstRevisionRemovesItsServices(t *testing.T) {
 	if !strings.Contains(adm, `"c00":0`) {
 		t.Errorf("admission %s does not admit c00 to none", adm)
 	}
+}
+
+// TestPreStage: under preStage a cluster whose turn comes while its
+// window is closed is Staged with the next window occurrences (holding a
+// slot), and is admitted (Progressing) at the first window start whether
+// online or not, then succeeds when it reports.
+func TestPreStage(t *testing.T) {
+	r := objects.Rollout{Strategy: objects.RolloutProgressive, MaxConcurrency: objects.IntOrPercent("2"), PreStage: true,
+		MaintenanceWindows: []objects.MaintenanceWindow{
+			{Name: "nights", Schedule: "0 2 * * *", TimeZone: "UTC", Duration: "2h", ClusterSelector: objects.LabelSelector{MatchLabels: map[string]string{"site": "shop"}}},
+		}}
+	s := newSim(t, r, 3, func(i int) map[string]string { return map[string]string{"site": "shop"} })
+	got := s.step()
+	if !slices.Equal(got, []string{"c00", "c01"}) {
+		t.Fatalf("staged %v, want c00 c01 (maxConcurrency 2)", got)
+	}
+	c := s.state("c00")
+	if c.State != Staged || c.StagedRev != 1 || c.Listed || len(c.Windows) != stagedWindows {
+		t.Fatalf("c00 = %+v, want Staged at revision 1 with %d windows, not listed", c, stagedWindows)
+	}
+	first := time.Date(2026, 12, 3, 2, 0, 0, 0, time.UTC)
+	if !c.Windows[0].Start.Equal(first) || !c.Windows[0].End.Equal(first.Add(2*time.Hour)) || !c.Windows[1].Start.Equal(first.AddDate(0, 0, 1)) {
+		t.Fatalf("c00 windows = %v", c.Windows)
+	}
+	if c2 := s.state("c02"); c2.State != Pending {
+		t.Fatalf("c02 = %+v: a staged cluster must hold its slot", c2)
+	}
+	adm := decodeAdmission(t, s.rec.admission(1))
+	if st, ok := adm.Staged["c00"]; !ok || st.Revision != 1 || len(st.Windows) != stagedWindows {
+		t.Fatalf("admission staged = %+v", adm.Staged)
+	}
+	if _, ok := adm.Specs[1]; !ok {
+		t.Fatalf("admission lacks the staged revision's spec: %+v", adm)
+	}
+	// The window opens while c00 is offline: admitted all the same (its
+	// agent activated the revision itself).
+	s.setOnline("c00", false)
+	s.now = first
+	got = s.step()
+	if !slices.Contains(got, "c00") || !slices.Contains(got, "c01") {
+		t.Fatalf("admitted %v at the window start, want c00 and c01", got)
+	}
+	if c := s.state("c00"); !c.Listed || c.Admitted != 1 || c.StagedRev != 0 {
+		t.Fatalf("c00 after the window start = %+v", c)
+	}
+	s.setOnline("c00", true)
+	s.run(time.Minute)
+	if n := s.rec.Counts()[Succeeded]; n != 3 {
+		t.Fatalf("succeeded %d, want 3: %s", n, s.states())
+	}
+}
+
+func decodeAdmission(t *testing.T, b []byte) admission {
+	t.Helper()
+	var a admission
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

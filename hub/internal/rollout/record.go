@@ -18,7 +18,8 @@ import (
 //	                   compiler reads (which revision each cluster may
 //	                   receive, and those revisions' specs). Written only
 //	                   when that changes, so the compiler recompiles only
-//	                   then.
+//	                   then. Staged clusters (preStage) are listed
+//	                   under "staged" with their revision and windows.
 //
 // A Record's Version is the layout version (1).
 const (
@@ -36,6 +37,10 @@ const (
 	TimedOut    = "TimedOut"
 	Skipped     = "Skipped"
 	Deferred    = "Deferred"
+	// Staged (preStage): its turn came while its windows were closed; it
+	// holds Revision and the window times, and its agent activates it
+	// at the first window start. It holds a slot like Progressing.
+	Staged = "Staged"
 )
 
 // Rollout phases.
@@ -110,6 +115,10 @@ type ClusterStatus struct {
 	Succeeded uint64 `json:"succeeded,omitempty"`
 	// HealthySince: every service Deployed at Admitted since (soak).
 	HealthySince time.Time `json:"healthySince,omitzero"`
+	// StagedRev and Windows (State Staged): the revision delivered ahead
+	// of time and the window occurrences its agent activates it in.
+	StagedRev uint64         `json:"stagedRev,omitempty"`
+	Windows   []objects.Span `json:"windows,omitempty"`
 }
 
 // RevisionRecord is one revision of the MCS.
@@ -126,6 +135,13 @@ type admission struct {
 	CreateRevision uint64                                     `json:"createRevision"`
 	Specs          map[uint64]objects.MultiClusterServiceSpec `json:"specs"`
 	Clusters       map[string]uint64                          `json:"clusters"`
+	// Staged: clusters that hold a revision ahead of their window.
+	Staged map[string]stagedAdmission `json:"staged,omitempty"`
+}
+
+type stagedAdmission struct {
+	Revision uint64         `json:"revision"`
+	Windows  []objects.Span `json:"windows"`
 }
 
 // contentHash identifies what a revision deploys: selector and services.

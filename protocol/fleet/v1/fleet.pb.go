@@ -1366,7 +1366,14 @@ type Service struct {
 	// DryRun (render and report what would change; install nothing). An
 	// agent that does not know the field deploys continuously with drift
 	// repair. Unknown values are reported Failed, nothing is applied.
-	SyncMode      string `protobuf:"bytes,12,opt,name=sync_mode,json=syncMode,proto3" json:"sync_mode,omitempty"`
+	SyncMode string `protobuf:"bytes,12,opt,name=sync_mode,json=syncMode,proto3" json:"sync_mode,omitempty"`
+	// A next version of this service delivered ahead of its maintenance
+	// window (the rollout's preStage): the agent fetches its chart at once,
+	// keeps applying this service as it is, and switches to next itself at
+	// the first window with start <= hub time < end, link or not, and keeps
+	// it. Absent: nothing staged. An agent that does not know the field
+	// ignores it and takes the next version when the hub admits it.
+	Staged        *StagedService `protobuf:"bytes,13,opt,name=staged,proto3" json:"staged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1485,6 +1492,121 @@ func (x *Service) GetSyncMode() string {
 	return ""
 }
 
+func (x *Service) GetStaged() *StagedService {
+	if x != nil {
+		return x.Staged
+	}
+	return nil
+}
+
+// StagedService is a service's next version and when it may be activated.
+type StagedService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next version; its own staged field is ignored.
+	Next *Service `protobuf:"bytes,1,opt,name=next,proto3" json:"next,omitempty"`
+	// Window occurrences in hub time, ascending, at most MaxStagedWindows.
+	Windows       []*Window `protobuf:"bytes,2,rep,name=windows,proto3" json:"windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StagedService) Reset() {
+	*x = StagedService{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedService) ProtoMessage() {}
+
+func (x *StagedService) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedService.ProtoReflect.Descriptor instead.
+func (*StagedService) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StagedService) GetNext() *Service {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *StagedService) GetWindows() []*Window {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// Window is one maintenance window occurrence: [start, end).
+type Window struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Window) Reset() {
+	*x = Window{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Window) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Window) ProtoMessage() {}
+
+func (x *Window) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Window.ProtoReflect.Descriptor instead.
+func (*Window) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Window) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *Window) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
 // HelmOptions are per-service Helm settings (k0rdent's ServiceHelmOptions).
 type HelmOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1507,7 +1629,7 @@ type HelmOptions struct {
 
 func (x *HelmOptions) Reset() {
 	*x = HelmOptions{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1641,7 @@ func (x *HelmOptions) String() string {
 func (*HelmOptions) ProtoMessage() {}
 
 func (x *HelmOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1654,7 @@ func (x *HelmOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmOptions.ProtoReflect.Descriptor instead.
 func (*HelmOptions) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HelmOptions) GetTimeoutMs() int64 {
@@ -1584,7 +1706,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1718,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1731,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1649,7 +1771,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1783,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1796,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1696,7 +1818,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1830,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1843,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1746,7 +1868,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1880,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1893,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 type DiagnoseResponse struct {
@@ -1788,7 +1910,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1922,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1935,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -1949,7 +2071,7 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1a.tether.fleet.v1.TombstoneR\n" +
 	"tombstones\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\x99\x03\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xd1\x03\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1967,7 +2089,14 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"valuesHash\x12?\n" +
 	"\fhelm_options\x18\v \x01(\v2\x1c.tether.fleet.v1.HelmOptionsR\vhelmOptions\x12\x1b\n" +
-	"\tsync_mode\x18\f \x01(\tR\bsyncMode\"\xa3\x01\n" +
+	"\tsync_mode\x18\f \x01(\tR\bsyncMode\x126\n" +
+	"\x06staged\x18\r \x01(\v2\x1e.tether.fleet.v1.StagedServiceR\x06staged\"p\n" +
+	"\rStagedService\x12,\n" +
+	"\x04next\x18\x01 \x01(\v2\x18.tether.fleet.v1.ServiceR\x04next\x121\n" +
+	"\awindows\x18\x02 \x03(\v2\x17.tether.fleet.v1.WindowR\awindows\"h\n" +
+	"\x06Window\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\xa3\x01\n" +
 	"\vHelmOptions\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x01 \x01(\x03R\ttimeoutMs\x12\x1b\n" +
@@ -2019,7 +2148,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -2039,52 +2168,59 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*Welcome)(nil),               // 15: tether.fleet.v1.Welcome
 	(*DesiredState)(nil),          // 16: tether.fleet.v1.DesiredState
 	(*Service)(nil),               // 17: tether.fleet.v1.Service
-	(*HelmOptions)(nil),           // 18: tether.fleet.v1.HelmOptions
-	(*Tombstone)(nil),             // 19: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 20: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 21: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 22: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 23: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*StagedService)(nil),         // 18: tether.fleet.v1.StagedService
+	(*Window)(nil),                // 19: tether.fleet.v1.Window
+	(*HelmOptions)(nil),           // 20: tether.fleet.v1.HelmOptions
+	(*Tombstone)(nil),             // 21: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 22: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 23: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 24: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 25: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	24, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	24, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	26, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	26, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
 	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
-	24, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	26, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
 	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	24, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	24, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	26, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	26, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
 	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
 	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
 	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
 	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
-	24, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	26, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
 	17, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	19, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	18, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
-	24, // 20: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	24, // 21: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 22: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 23: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 24: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	20, // 25: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	22, // 26: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 27: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 28: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	12, // 29: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	21, // 30: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	23, // 31: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	27, // [27:32] is the sub-list for method output_type
-	22, // [22:27] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	21, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	20, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
+	18, // 20: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
+	17, // 21: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
+	19, // 22: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
+	26, // 23: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
+	26, // 24: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
+	26, // 25: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	26, // 26: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 27: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 28: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 29: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	22, // 30: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	24, // 31: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 32: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 33: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 34: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	23, // 35: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	25, // 36: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	32, // [32:37] is the sub-list for method output_type
+	27, // [27:32] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -2111,7 +2247,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

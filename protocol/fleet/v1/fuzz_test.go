@@ -60,6 +60,13 @@ func FuzzHubMessage(f *testing.F) {
 			Services:   []*Service{{Name: "nginx", Namespace: "web", ChartDigest: "sha256:00", ValuesYaml: []byte("a: 1\n"), DependsOn: []string{"db/pg"}}},
 			Tombstones: []*Tombstone{{Name: "old", Namespace: "web", Revision: 8}},
 		}}},
+		&HubMessage{Msg: &HubMessage_Desired{Desired: &DesiredState{
+			Cluster: "edge-1", Revision: 9,
+			Services: []*Service{{Name: "nginx", Namespace: "web", ChartDigest: "sha256:00", Staged: &StagedService{
+				Next:    &Service{Name: "nginx", Namespace: "web", ChartDigest: "sha256:01", ChartVersion: "2.0.0"},
+				Windows: []*Window{{Start: timestamppb.Now(), End: timestamppb.Now()}},
+			}}},
+		}}},
 	)
 	f.Fuzz(func(t *testing.T, data []byte) { roundTrip(t, data, &HubMessage{}) })
 }

@@ -23,6 +23,9 @@ const (
 	MaxPayloadKinds = 32
 	// MaxPayloadKindBytes bounds one payload kind name.
 	MaxPayloadKindBytes = 64
+	// MaxStagedWindows bounds StagedService.windows; an agent ignores a
+	// staged version with more (or with none).
+	MaxStagedWindows = 16
 )
 
 // PayloadKindStatus is the payload kind of a marshalled StatusReport, the
