@@ -1,7 +1,6 @@
 package fleetsim
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -81,33 +80,9 @@ func (a *agent) Epoch() string {
 func (a *agent) Desired(_ context.Context, ds *fleetv1.DesiredState) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	cur := a.desired
-	otherEpoch := ds.GetEpoch() != "" && cur.GetEpoch() != "" && ds.GetEpoch() != cur.GetEpoch()
-	replace := ds.GetFull() && (otherEpoch || ds.GetRevision() < cur.GetRevision())
-	if otherEpoch && !ds.GetFull() {
-		return fmt.Errorf("desired revision %d of epoch %s is a delta, but the held revision %d is of epoch %s", ds.GetRevision(), ds.GetEpoch(), cur.GetRevision(), cur.GetEpoch())
-	}
-	if !replace && ds.GetRevision() <= cur.GetRevision() {
-		return nil
-	}
-	next := &fleetv1.DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true, Epoch: cmp.Or(ds.GetEpoch(), cur.GetEpoch())}
-	byKey := map[string]*fleetv1.Service{}
-	if !ds.GetFull() {
-		for _, s := range cur.GetServices() {
-			byKey[key(s.GetNamespace(), s.GetName())] = s
-		}
-		for _, t := range ds.GetTombstones() {
-			delete(byKey, key(t.GetNamespace(), t.GetName()))
-		}
-	}
-	for _, s := range ds.GetServices() {
-		if s.GetName() == "" || s.GetNamespace() == "" {
-			return fmt.Errorf("desired revision %d: service %q in namespace %q: name and namespace are required", ds.GetRevision(), s.GetName(), s.GetNamespace())
-		}
-		byKey[key(s.GetNamespace(), s.GetName())] = s
-	}
-	for _, k := range slices.Sorted(mapKeys(byKey)) {
-		next.Services = append(next.Services, byKey[k])
+	next, _, err := fleetv1.Merge(a.desired, ds)
+	if err != nil || next == nil {
+		return err
 	}
 	if a.store.db != nil {
 		b, err := proto.Marshal(next)
@@ -147,16 +122,9 @@ func (a *agent) stageLocked() {
 		if next == nil || next.GetName() != s.GetName() || next.GetNamespace() != s.GetNamespace() || len(ws) == 0 || len(ws) > fleetv1.MaxStagedWindows {
 			continue
 		}
-		open := false
-		for _, w := range ws {
-			start, end := w.GetStart().AsTime(), w.GetEnd().AsTime()
-			if !now.Before(start) && now.Before(end) {
-				open = true
-				break
-			}
-			if start.After(now) && (wake.IsZero() || start.Before(wake)) {
-				wake = start
-			}
+		open, at := fleetv1.WindowOpen(ws, now)
+		if !at.IsZero() && (wake.IsZero() || at.Before(wake)) {
+			wake = at
 		}
 		if !open {
 			continue

@@ -299,36 +299,13 @@ func (r *Reconciler) Desired(_ context.Context, ds *fleetv1.DesiredState) error 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.desired
-	otherEpoch := ds.GetEpoch() != "" && cur.GetEpoch() != "" && ds.GetEpoch() != cur.GetEpoch()
-	replace := ds.GetFull() && (otherEpoch || ds.GetRevision() < cur.GetRevision())
-	if otherEpoch && !ds.GetFull() {
-		return fmt.Errorf("desired revision %d of epoch %s is a delta, but the held revision %d is of epoch %s", ds.GetRevision(), ds.GetEpoch(), cur.GetRevision(), cur.GetEpoch())
-	}
-	if !replace && ds.GetRevision() <= cur.GetRevision() {
-		return nil
+	next, replace, err := fleetv1.Merge(cur, ds)
+	if err != nil || next == nil {
+		return err
 	}
 	if replace {
 		r.log.Warn("hub sent a full state from another history; it replaces the held one",
 			"revision", ds.GetRevision(), "epoch", ds.GetEpoch(), "held_revision", cur.GetRevision(), "held_epoch", cur.GetEpoch())
-	}
-	next := &fleetv1.DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true, Epoch: cmp.Or(ds.GetEpoch(), cur.GetEpoch())}
-	byKey := map[string]*fleetv1.Service{}
-	if !ds.GetFull() {
-		for _, s := range r.desired.GetServices() {
-			byKey[key(s.GetNamespace(), s.GetName())] = s
-		}
-		for _, t := range ds.GetTombstones() {
-			delete(byKey, key(t.GetNamespace(), t.GetName()))
-		}
-	}
-	for _, s := range ds.GetServices() {
-		if s.GetName() == "" || s.GetNamespace() == "" {
-			return fmt.Errorf("desired revision %d: service %q in namespace %q: name and namespace are required", ds.GetRevision(), s.GetName(), s.GetNamespace())
-		}
-		byKey[key(s.GetNamespace(), s.GetName())] = s
-	}
-	for _, k := range slices.Sorted(mapsKeys(byKey)) {
-		next.Services = append(next.Services, byKey[k])
 	}
 	b, err := proto.Marshal(next)
 	if err != nil {

@@ -48,16 +48,9 @@ func (r *Reconciler) activateStaged() (*fleetv1.DesiredState, []string) {
 		if next == nil {
 			continue
 		}
-		open := false
-		for _, w := range ws {
-			start, end := w.GetStart().AsTime(), w.GetEnd().AsTime()
-			if !now.Before(start) && now.Before(end) {
-				open = true
-				break
-			}
-			if start.After(now) && (wake.IsZero() || start.Before(wake)) {
-				wake = start
-			}
+		open, at := fleetv1.WindowOpen(ws, now)
+		if !at.IsZero() && (wake.IsZero() || at.Before(wake)) {
+			wake = at
 		}
 		if !open {
 			prefetch = append(prefetch, next.GetChartDigest())
