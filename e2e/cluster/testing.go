@@ -1,7 +1,11 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"sync"
 	"testing"
 )
 
@@ -46,4 +50,46 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p[:len(p)-min(len(p), 1)])) // drop slog's newline
 	return len(p), nil
+}
+
+// Shared is one cluster serving every test of a package: started on the
+// first Get (a cluster costs more than most tests' work), stopped by Stop
+// from the package's TestMain after m.Run. Tests use their own namespaces.
+//
+//	var shared = cluster.Shared{Options: cluster.Options{Name: "apply", NodeCount: 2}}
+//	func TestMain(m *testing.M) { code := m.Run(); shared.Stop(); os.Exit(code) }
+type Shared struct {
+	Options Options
+
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// Get returns the cluster, launching it on first use; a launch that
+// failed fails every test that asks, with the harness's message.
+func (s *Shared) Get(t testing.TB) *Cluster {
+	t.Helper()
+	s.once.Do(func() {
+		opts := s.Options
+		if opts.Logger == nil {
+			opts.Logger = slog.New(slog.DiscardHandler)
+		}
+		s.c, s.err = Launch(context.Background(), opts)
+	})
+	if s.err != nil {
+		t.Fatalf("start cluster: %v", s.err)
+	}
+	return s.c
+}
+
+// Stop stops the cluster if it was started, reporting a failure on
+// stderr (TestMain has no test to fail).
+func (s *Shared) Stop() {
+	if s.c == nil {
+		return
+	}
+	if err := s.c.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop cluster %s: %v\n", s.c.Name, err)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,38 +29,19 @@ import (
 
 // One cluster serves every test in this file: starting one costs more
 // than all the Helm work together. Tests use their own namespaces.
-var (
-	sharedOnce    sync.Once
-	sharedCluster *cluster.Cluster
-	sharedErr     error
-)
+var shared = cluster.Shared{Options: cluster.Options{Name: "apply", NodeCount: 2}}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedCluster != nil {
-		if err := sharedCluster.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop cluster: %v\n", err)
-		}
-	}
+	shared.Stop()
 	os.Exit(code)
 }
 
-// testCluster returns the shared cluster with two simulated nodes, started
-// on first use. Missing binaries fail the test with the harness's message
-// (run `make e2e-bins`).
+// testCluster returns the shared cluster, started on first use. Missing
+// binaries fail the test with the harness's message (run `make e2e-bins`).
 func testCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
-	sharedOnce.Do(func() {
-		sharedCluster, sharedErr = cluster.Launch(context.Background(), cluster.Options{
-			Name:      "apply",
-			NodeCount: 2,
-			Logger:    slog.New(slog.DiscardHandler),
-		})
-	})
-	if sharedErr != nil {
-		t.Fatalf("start cluster: %v", sharedErr)
-	}
-	return sharedCluster
+	return shared.Get(t)
 }
 
 func newEngine(t *testing.T, c *cluster.Cluster) *apply.Engine {

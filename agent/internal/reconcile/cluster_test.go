@@ -30,33 +30,19 @@ import (
 
 // One cluster (one simulated node) serves every test of this file; tests
 // use their own namespaces.
-var (
-	sharedOnce    sync.Once
-	sharedCluster *cluster.Cluster
-	sharedErr     error
-)
+var shared = cluster.Shared{Options: cluster.Options{Name: "reconcile", NodeCount: 1}}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedCluster != nil {
-		if err := sharedCluster.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop cluster: %v\n", err)
-		}
-	}
+	shared.Stop()
 	os.Exit(code)
 }
 
+// testCluster returns the shared cluster, started on first use. Missing
+// binaries fail the test with the harness's message (run `make e2e-bins`).
 func testCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
-	sharedOnce.Do(func() {
-		sharedCluster, sharedErr = cluster.Launch(context.Background(), cluster.Options{
-			Name: "reconcile", NodeCount: 1, Logger: slog.New(slog.DiscardHandler),
-		})
-	})
-	if sharedErr != nil {
-		t.Fatalf("start cluster: %v", sharedErr)
-	}
-	return sharedCluster
+	return shared.Get(t)
 }
 
 type testWriter struct{ t *testing.T }
