@@ -23,6 +23,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/repo"
+
+	"github.com/tetherfleet/tether/e2e/cluster"
 )
 
 // Bins holds the built binaries.
@@ -359,4 +361,20 @@ func (h *Hub) WaitServices(t testing.TB, timeout time.Duration, want map[string]
 		}
 		return true, ""
 	})
+}
+
+// HelmCLI returns the helm binary `make e2e-bins` builds into the harness
+// binaries (the Helm version the agent links), for benchmarks that compare
+// with it.
+func HelmCLI(tb testing.TB) string {
+	tb.Helper()
+	binDir, err := cluster.BinDir("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	helm := filepath.Join(binDir, "helm")
+	if _, err := os.Stat(helm); err != nil {
+		tb.Fatalf("helm CLI: %v (run make e2e-bins)", err)
+	}
+	return helm
 }

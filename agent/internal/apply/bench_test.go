@@ -28,14 +28,7 @@ import (
 //
 //	make e2e-bins && go test -run '^$' -bench ApplyVsHelmCLI -benchtime 8x -timeout 30m ./agent/internal/apply/
 func BenchmarkApplyVsHelmCLI(b *testing.B) {
-	binDir, err := cluster.BinDir("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	helm := filepath.Join(binDir, "helm")
-	if _, err := os.Stat(helm); err != nil {
-		b.Fatalf("helm CLI: %v (run make e2e-bins)", err)
-	}
+	helm := e2etest.HelmCLI(b)
 	c := cluster.Start(b, cluster.Options{Name: "apply-bench", NodeCount: 2, Logger: slog.New(slog.DiscardHandler)})
 	dir := b.TempDir()
 	chartPath := e2etest.PackageChartTo(b, e2etest.SharedChart(b, "podinfo"), dir)

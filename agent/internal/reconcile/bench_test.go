@@ -36,14 +36,7 @@ import (
 //	go test -run '^$' -bench TwentyServicesVsHelmCLI -benchtime 2x -timeout 30m ./agent/internal/reconcile/
 func BenchmarkTwentyServicesVsHelmCLI(b *testing.B) {
 	const n = 20
-	binDir, err := cluster.BinDir("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	helm := filepath.Join(binDir, "helm")
-	if _, err := os.Stat(helm); err != nil {
-		b.Fatalf("helm CLI: %v (run make e2e-bins)", err)
-	}
+	helm := e2etest.HelmCLI(b)
 	c := cluster.Start(b, cluster.Options{Name: "reconcile-bench", NodeCount: 2, Logger: slog.New(slog.DiscardHandler)})
 	dir := b.TempDir()
 	chartPath := e2etest.PackageChartTo(b, e2etest.SharedChart(b, "podinfo"), dir)
