@@ -6,7 +6,7 @@ PROTOC_VERSION             ?= 3.21.12
 PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 
-PROTO_DIRS  := protocol/fleet/v1 protocol/worker/v1
+PROTO_DIRS  := protocol/fleet/v1 protocol/worker/v1 protocol/telemetry/v1
 PROTO_FILES := $(foreach d,$(PROTO_DIRS),$(wildcard $(d)/*.proto))
 PROTO_TOOLS := PROTOC_VERSION=$(PROTOC_VERSION) \
 	PROTOC_GEN_GO_VERSION=$(PROTOC_GEN_GO_VERSION) \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real components the e2e harness runs (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kwok, the Cluster API managers)
+# kube-controller-manager, kube-scheduler, kwok, the Cluster API managers,
+# Prometheus and promtool, Mailpit)
 # from the tools modules under e2e/tools, and copies the upstream YAML they
 # need at run time (kwok stages, CAPI CRDs and webhook manifests).
 #
@@ -47,6 +48,9 @@ targets=(
 	"kubeadm-bootstrap-manager|capi|sigs.k8s.io/cluster-api/bootstrap/kubeadm|plain|~1 min"
 	"kubeadm-control-plane-manager|capi|sigs.k8s.io/cluster-api/controlplane/kubeadm|plain|~1 min"
 	"capd-manager|capi|sigs.k8s.io/cluster-api/test/infrastructure/docker|plain|~1.5 min"
+	"prometheus|prometheus|github.com/prometheus/prometheus/cmd/prometheus|plain|~4 min"
+	"promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|plain|~3 min"
+	"mailpit|mailpit|github.com/axllent/mailpit|plain|~2 min"
 	"kwok-stages|kwok|(assets)|-|seconds"
 	"capi-manifests|capi|(assets)|-|seconds"
 )

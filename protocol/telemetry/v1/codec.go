@@ -1,0 +1,258 @@
+// Package telemetryv1 is the wire form of the metrics an agent sends its
+// hub: MetricBatch (telemetry.proto), gzip-compressed, as the data of an
+// outbox Payload of kind PayloadKind. Decode is the hub's one entry point
+// for that untrusted input: it bounds what a peer can make the hub hold and
+// refuses, with the place and the reason, anything Prometheus would not
+// store as given.
+package telemetryv1
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// PayloadKind is the outbox and Payload kind of a gzip-compressed
+// MetricBatch.
+const PayloadKind = "metrics"
+
+// Limits of one batch. The agent cuts its batches under them; the hub
+// refuses a batch over any of them.
+const (
+	// MaxEncodedBytes bounds the compressed batch (the Payload data). It
+	// stays well under the tunnel's 4 MiB message limit.
+	MaxEncodedBytes = 1 << 20
+	// MaxDecodedBytes bounds the batch once decompressed (a gzip bomb is
+	// refused after reading this much).
+	MaxDecodedBytes = 16 << 20
+	// MaxSeries bounds the series of one batch.
+	MaxSeries = 20000
+	// MaxSamples bounds the samples of one batch, all series together.
+	MaxSamples = 200000
+	// MaxLabels bounds the labels of one series, __name__ included.
+	MaxLabels = 64
+	// MaxLabelNameBytes and MaxLabelValueBytes bound one label.
+	MaxLabelNameBytes  = 256
+	MaxLabelValueBytes = 4096
+	// MaxMetadata and MaxTargets bound the metadata and target entries.
+	MaxMetadata = 4096
+	MaxTargets  = 1024
+	// MaxHelpBytes bounds MetricMetadata.help and TargetHealth.last_error.
+	MaxHelpBytes = 1024
+)
+
+// MetricNameLabel is the label that holds a series' metric name.
+const MetricNameLabel = "__name__"
+
+// ClusterLabel is the label every series carries: the name of the cluster
+// it comes from. The hub sets it from the agent's identity.
+const ClusterLabel = "cluster"
+
+// Encode marshals and compresses b. It refuses a batch Decode would refuse.
+func Encode(b *MetricBatch) ([]byte, error) {
+	if err := Validate(b); err != nil {
+		return nil, err
+	}
+	raw, err := proto.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("marshal metric batch: %w", err)
+	}
+	if len(raw) > MaxDecodedBytes {
+		return nil, fmt.Errorf("metric batch is %d bytes, over the %d-byte limit", len(raw), MaxDecodedBytes)
+	}
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxEncodedBytes {
+		return nil, fmt.Errorf("compressed metric batch is %d bytes, over the %d-byte limit", buf.Len(), MaxEncodedBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+// ErrTooLarge is wrapped by Decode's errors for a batch over a size limit.
+var ErrTooLarge = errors.New("metric batch too large")
+
+// Decode decompresses, unmarshals and validates one batch.
+func Decode(data []byte) (*MetricBatch, error) {
+	if len(data) > MaxEncodedBytes {
+		return nil, fmt.Errorf("%w: %d compressed bytes, limit %d", ErrTooLarge, len(data), MaxEncodedBytes)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("metric batch is not gzip: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, MaxDecodedBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompress metric batch: %w", err)
+	}
+	if len(raw) > MaxDecodedBytes {
+		return nil, fmt.Errorf("%w: over %d bytes decompressed", ErrTooLarge, MaxDecodedBytes)
+	}
+	var b MetricBatch
+	if err := proto.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("metric batch does not decode: %w", err)
+	}
+	if err := Validate(&b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Validate checks b against the limits and Prometheus' rules for names:
+// every series has a metric name, label names are Prometheus' legacy
+// names (letters, digits and '_', not starting with a digit; "__" only in
+// __name__), appear once, values are UTF-8, and samples are in strictly
+// increasing time order. Errors name the series and label at fault.
+func Validate(b *MetricBatch) error {
+	if len(b.Series) > MaxSeries {
+		return fmt.Errorf("%w: %d series, limit %d", ErrTooLarge, len(b.Series), MaxSeries)
+	}
+	if len(b.Metadata) > MaxMetadata {
+		return fmt.Errorf("%w: %d metadata entries, limit %d", ErrTooLarge, len(b.Metadata), MaxMetadata)
+	}
+	if len(b.Targets) > MaxTargets {
+		return fmt.Errorf("%w: %d targets, limit %d", ErrTooLarge, len(b.Targets), MaxTargets)
+	}
+	samples := 0
+	for i, s := range b.Series {
+		samples += len(s.Samples)
+		if samples > MaxSamples {
+			return fmt.Errorf("%w: over %d samples", ErrTooLarge, MaxSamples)
+		}
+		if err := validateSeries(s); err != nil {
+			return fmt.Errorf("series %d: %w", i, err)
+		}
+	}
+	for i, m := range b.Metadata {
+		if !ValidMetricName(m.Metric) {
+			return fmt.Errorf("metadata %d: metric name %q is not a Prometheus metric name", i, m.Metric)
+		}
+		switch m.Type {
+		case "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown", "":
+		default:
+			return fmt.Errorf("metadata %d (%s): unknown metric type %q", i, m.Metric, m.Type)
+		}
+		if err := boundedText("help", m.Help); err != nil {
+			return fmt.Errorf("metadata %d (%s): %w", i, m.Metric, err)
+		}
+		if err := boundedText("unit", m.Unit); err != nil {
+			return fmt.Errorf("metadata %d (%s): %w", i, m.Metric, err)
+		}
+	}
+	for i, t := range b.Targets {
+		for _, f := range []struct{ name, v string }{{"job", t.Job}, {"url", t.Url}, {"health", t.Health}, {"last_error", t.LastError}} {
+			if err := boundedText(f.name, f.v); err != nil {
+				return fmt.Errorf("target %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func boundedText(field, v string) error {
+	if len(v) > MaxHelpBytes {
+		return fmt.Errorf("%s is %d bytes, limit %d", field, len(v), MaxHelpBytes)
+	}
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("%s is not UTF-8", field)
+	}
+	return nil
+}
+
+func validateSeries(s *Series) error {
+	if len(s.Labels) > MaxLabels {
+		return fmt.Errorf("%d labels, limit %d", len(s.Labels), MaxLabels)
+	}
+	if len(s.Samples) == 0 {
+		return errors.New("no samples")
+	}
+	name := ""
+	for j, l := range s.Labels {
+		if !ValidLabelName(l.Name) && l.Name != MetricNameLabel {
+			return fmt.Errorf("label %d: %q is not a Prometheus label name", j, trunc(l.Name))
+		}
+		if len(l.Value) > MaxLabelValueBytes {
+			return fmt.Errorf("label %s: value is %d bytes, limit %d", l.Name, len(l.Value), MaxLabelValueBytes)
+		}
+		if !utf8.ValidString(l.Value) {
+			return fmt.Errorf("label %s: value is not UTF-8", l.Name)
+		}
+		if l.Value == "" {
+			return fmt.Errorf("label %s: empty value (Prometheus drops such labels; leave it out)", l.Name)
+		}
+		for _, k := range s.Labels[:j] {
+			if k.Name == l.Name {
+				return fmt.Errorf("label %s appears twice", l.Name)
+			}
+		}
+		if l.Name == MetricNameLabel {
+			name = l.Value
+		}
+	}
+	if name == "" {
+		return errors.New("no __name__ label")
+	}
+	if !ValidMetricName(name) {
+		return fmt.Errorf("metric name %q is not a Prometheus metric name", trunc(name))
+	}
+	var last int64 = math.MinInt64
+	for k, smp := range s.Samples {
+		if smp.TimestampMs <= last {
+			return fmt.Errorf("%s: sample %d at %d is not after the one before (%d)", name, k, smp.TimestampMs, last)
+		}
+		last = smp.TimestampMs
+	}
+	return nil
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// ValidLabelName reports whether n is a Prometheus legacy label name that
+// a peer may set: [a-zA-Z_][a-zA-Z0-9_]*, at most MaxLabelNameBytes, and
+// not starting with "__" (reserved for Prometheus' own labels).
+func ValidLabelName(n string) bool {
+	if n == "" || len(n) > MaxLabelNameBytes || len(n) >= 2 && n[0] == '_' && n[1] == '_' {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidMetricName reports whether n is a Prometheus legacy metric name:
+// [a-zA-Z_:][a-zA-Z0-9_:]*, at most MaxLabelNameBytes.
+func ValidMetricName(n string) bool {
+	if n == "" || len(n) > MaxLabelNameBytes {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,142 @@
+package telemetryv1
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
+
+func series(name string, labels ...string) *Series {
+	s := &Series{Labels: []*Label{{Name: MetricNameLabel, Value: name}}}
+	for i := 0; i+1 < len(labels); i += 2 {
+		s.Labels = append(s.Labels, &Label{Name: labels[i], Value: labels[i+1]})
+	}
+	s.Samples = []*Sample{{TimestampMs: 1000, Value: 1}, {TimestampMs: 2000, Value: 2}}
+	return s
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	b := &MetricBatch{
+		Series:   []*Series{series("kube_pod_container_resource_requests", "cluster", "edge-1", "resource", "cpu")},
+		Metadata: []*MetricMetadata{{Metric: "kube_pod_container_resource_requests", Type: "gauge", Help: "requests"}},
+		Targets:  []*TargetHealth{{Job: "podinfo", Url: "http://10.0.0.1:9898/metrics", Health: "up", Samples: 12}},
+	}
+	data, err := Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(b, got) {
+		t.Fatalf("round trip changed the batch:\n%v\n%v", b, got)
+	}
+}
+
+func gz(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	marshal := func(b *MetricBatch) []byte {
+		raw, err := proto.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gz(t, raw)
+	}
+	outOfOrder := series("up")
+	outOfOrder.Samples = []*Sample{{TimestampMs: 2, Value: 1}, {TimestampMs: 2, Value: 1}}
+	noSamples := series("up")
+	noSamples.Samples = nil
+	cases := []struct {
+		name, data, want string
+		raw              []byte
+	}{
+		{name: "not gzip", raw: []byte("hello"), want: "not gzip"},
+		{name: "not proto", raw: gz(t, []byte{0xff, 0xff, 0xff}), want: "does not decode"},
+		{name: "gzip bomb", raw: gz(t, make([]byte, MaxDecodedBytes+10)), want: "too large"},
+		{name: "no name", raw: marshal(&MetricBatch{Series: []*Series{{Labels: []*Label{{Name: "a", Value: "b"}}, Samples: []*Sample{{TimestampMs: 1}}}}}), want: "no __name__"},
+		{name: "bad label name", raw: marshal(&MetricBatch{Series: []*Series{series("up", "bad-name", "x")}}), want: `"bad-name" is not a Prometheus label name`},
+		{name: "reserved label", raw: marshal(&MetricBatch{Series: []*Series{series("up", "__address__", "x")}}), want: "not a Prometheus label name"},
+		{name: "bad metric name", raw: marshal(&MetricBatch{Series: []*Series{series("1up")}}), want: "not a Prometheus metric name"},
+		{name: "duplicate label", raw: marshal(&MetricBatch{Series: []*Series{series("up", "a", "1", "a", "2")}}), want: "appears twice"},
+		{name: "empty value", raw: marshal(&MetricBatch{Series: []*Series{series("up", "a", "")}}), want: "empty value"},
+		{name: "out of order", raw: marshal(&MetricBatch{Series: []*Series{outOfOrder}}), want: "not after"},
+		{name: "no samples", raw: marshal(&MetricBatch{Series: []*Series{noSamples}}), want: "no samples"},
+		{name: "bad type", raw: marshal(&MetricBatch{Metadata: []*MetricMetadata{{Metric: "up", Type: "weird"}}}), want: "unknown metric type"},
+		{name: "too big", raw: make([]byte, MaxEncodedBytes+1), want: "too large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Decode(c.raw)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Decode: %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	if _, err := Decode(make([]byte, MaxEncodedBytes+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized batch: %v, want ErrTooLarge", err)
+	}
+}
+
+func TestEncodeRefusesWhatDecodeRefuses(t *testing.T) {
+	if _, err := Encode(&MetricBatch{Series: []*Series{series("up", "bad-name", "x")}}); err == nil {
+		t.Fatal("Encode accepted a bad label name")
+	}
+}
+
+func TestValidNames(t *testing.T) {
+	for n, want := range map[string]bool{"a": true, "_a": true, "a1": true, "1a": false, "__name__": false, "a-b": false, "": false, "é": false} {
+		if got := ValidLabelName(n); got != want {
+			t.Errorf("ValidLabelName(%q) = %v, want %v", n, got, want)
+		}
+	}
+	for n, want := range map[string]bool{"up": true, "a:b": true, ":a": true, "1a": false, "a.b": false} {
+		if got := ValidMetricName(n); got != want {
+			t.Errorf("ValidMetricName(%q) = %v, want %v", n, got, want)
+		}
+	}
+}
+
+// FuzzDecode: whatever bytes a peer sends, Decode neither panics nor
+// accepts a batch that Validate refuses, and what it accepts encodes again.
+func FuzzDecode(f *testing.F) {
+	for _, b := range []*MetricBatch{
+		{Series: []*Series{series("up", "cluster", "a")}},
+		{Metadata: []*MetricMetadata{{Metric: "up", Type: "gauge"}}, Targets: []*TargetHealth{{Job: "j"}}},
+	} {
+		data, err := Encode(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("not gzip"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := Decode(data)
+		if err != nil {
+			return
+		}
+		if err := Validate(b); err != nil {
+			t.Fatalf("Decode accepted a batch Validate refuses: %v", err)
+		}
+		if _, err := Encode(b); err != nil && !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
