@@ -152,12 +152,12 @@ type ClusterStatus struct {
 type RevisionRecord struct {
 	// ClusterDeployment ("namespace/name") is set in the hub-wide
 	// rollout's history as the API returns it.
-	ClusterDeployment string `json:"clusterDeployment,omitempty"`
-	Revision uint64                          `json:"revision"`
-	Hash     string                          `json:"hash"`
-	Created  time.Time                       `json:"created"`
-	Outcome  string                          `json:"outcome,omitempty"`
-	Spec     objects.MultiClusterServiceSpec `json:"spec"`
+	ClusterDeployment string                          `json:"clusterDeployment,omitempty"`
+	Revision          uint64                          `json:"revision"`
+	Hash              string                          `json:"hash"`
+	Created           time.Time                       `json:"created"`
+	Outcome           string                          `json:"outcome,omitempty"`
+	Spec              objects.MultiClusterServiceSpec `json:"spec"`
 }
 
 // admission is the stored KindAdmission value.
