@@ -334,11 +334,11 @@ func newRolloutOpCmd(g *globals, op, short string) *cobra.Command {
 func newRolloutApproveCmd(g *globals) *cobra.Command {
 	var ns nsFlags
 	cmd := &cobra.Command{
-		Use:     "approve NAME STAGE",
-		Short:   "Let a stage with promotion Manual start",
+		Use:   "approve NAME STAGE",
+		Short: "Let a stage with promotion Manual start",
 		Example: `  tether rollout approve web main -n acme
   tether rollout approve clusterdeployments main   # the hub-wide ClusterDeployment rollout's current wave`,
-		Args:    exactArgs(2, "NAME and STAGE"),
+		Args: exactArgs(2, "NAME and STAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
