@@ -334,3 +334,25 @@ func TestCDRolloutGatesNewClusterDeployments(t *testing.T) {
 		t.Errorf("first serviceSpecs: %s %v, %d on web-1", rec.Phase, rec.Counts(), e.cdsOn("web-1"))
 	}
 }
+
+// TestCDRolloutFlagDropped: a hub restarted without the policy mid-wave
+// deletes the hub-wide state and every cluster takes its
+// ClusterDeployment's live serviceSpec at once.
+func TestCDRolloutFlagDropped(t *testing.T) {
+	e := newCDEnv(t, "rollout: {strategy: Progressive, maxConcurrency: 1}\n", 4, nil)
+	e.applyCDs("web-2", 4)
+	e.round()
+	if got := e.cdsOn("web-2"); got != 1 {
+		t.Fatalf("%d on web-2 after one round of maxConcurrency 1", got)
+	}
+	e.cdPolicy = nil
+	e.restart()
+	e.round()
+	e.round()
+	if got := e.cdsOn("web-2"); got != 4 {
+		t.Errorf("%d of 4 on web-2 after the policy was dropped, want all", got)
+	}
+	if _, err := e.ctl.Status(e.ctx, ClusterDeploymentsNamespace, ClusterDeploymentsName); !errors.Is(err, ErrNotFound) {
+		t.Errorf("status: %v, want ErrNotFound", err)
+	}
+}
