@@ -356,3 +356,45 @@ func TestCDRolloutFlagDropped(t *testing.T) {
 		t.Errorf("status: %v, want ErrNotFound", err)
 	}
 }
+
+// TestCDRolloutPreStage: with preStage, a cluster whose turn comes while
+// its window is closed is Staged: its desired state keeps web-1 and
+// carries web-2 as the staged next version with the window's times; at
+// the window start it is Progressing (its agent activates by itself)
+// and then Succeeded on web-2.
+func TestCDRolloutPreStage(t *testing.T) {
+	e := newCDEnv(t, `rollout:
+  strategy: Progressive
+  maxConcurrency: 1
+  preStage: true
+  maintenanceWindows: [{name: mornings, schedule: "0 10 * * *", duration: 1h}]
+`, 1, nil)
+	e.mu.Lock()
+	e.now = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	e.mu.Unlock()
+	e.applyCDs("web-2", 1)
+	for range 2 {
+		e.round()
+	}
+	c := e.cd("edge-00")
+	if c.State != Staged || len(c.Windows) == 0 {
+		t.Fatalf("window closed, preStage: %+v, want Staged", c)
+	}
+	st, err := e.comp.State(e.ctx, "edge-00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Services) != 1 || st.Services[0].Template != "web-1" || st.Services[0].Staged == nil || st.Services[0].Staged.Next.Template != "web-2" ||
+		!st.Services[0].Staged.Windows[0].Start.Equal(time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("desired state while staged: %+v", st.Services)
+	}
+	e.mu.Lock()
+	e.now = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	e.mu.Unlock()
+	for range 3 {
+		e.round()
+	}
+	if c := e.cd("edge-00"); c.State != Succeeded || e.cdTemplate("edge-00") != "web-2" {
+		t.Errorf("after the window start: %+v on %q", c, e.cdTemplate("edge-00"))
+	}
+}
