@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/rollout"
@@ -18,6 +19,7 @@ type Rollouts interface {
 	Approve(ctx context.Context, namespace, name, stage string) (*rollout.Record, error)
 	History(ctx context.Context, namespace, name string) ([]rollout.RevisionRecord, error)
 	UndoSpec(ctx context.Context, namespace, name string, to uint64, current *objects.MultiClusterServiceSpec) (objects.MultiClusterServiceSpec, uint64, error)
+	UndoClusterDeploymentSpec(ctx context.Context, namespace, name string, to uint64) (objects.ServiceSpec, uint64, error)
 }
 
 // ApproveRequest is the body of POST /v1/rollouts/{ns}/{name}/approve.
@@ -29,6 +31,10 @@ type ApproveRequest struct {
 // the revision before the current one.
 type UndoRequest struct {
 	ToRevision uint64 `json:"toRevision,omitempty"`
+	// ClusterDeployment ("namespace/name") names the ClusterDeployment
+	// to undo in the hub-wide rollout (/v1/rollouts/_hub/clusterdeployments/undo);
+	// required there, refused elsewhere.
+	ClusterDeployment string `json:"clusterDeployment,omitempty"`
 }
 
 // UndoResult says what undo re-applied.
@@ -146,6 +152,12 @@ func (s *server) rolloutUndo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	if ns == rollout.ClusterDeploymentsNamespace && name == rollout.ClusterDeploymentsName {
+		return s.undoClusterDeployment(w, r, ro, req)
+	}
+	if req.ClusterDeployment != "" {
+		return badRequest("undo: clusterDeployment is only for the hub-wide rollout of ClusterDeployments")
+	}
 	o, err := s.cfg.Objects.Get(r.Context(), objects.KindMultiClusterService, ns, name)
 	if err != nil {
 		return objectErr(err)
@@ -157,6 +169,32 @@ func (s *server) rolloutUndo(w http.ResponseWriter, r *http.Request) error {
 	}
 	mcs.Spec = spec
 	res, err := s.cfg.Objects.ApplyWith(r.Context(), []objects.Object{mcs}, objects.ApplyOptions{})
+	if err != nil {
+		return objectErr(err)
+	}
+	writeJSON(w, http.StatusOK, UndoResult{Restored: restored, Action: string(res[0].Action), Generation: res[0].Generation})
+	return nil
+}
+
+// undoClusterDeployment re-applies an earlier serviceSpec of one
+// ClusterDeployment: a new revision, rolled out under the hub-wide
+// policy.
+func (s *server) undoClusterDeployment(w http.ResponseWriter, r *http.Request, ro Rollouts, req UndoRequest) error {
+	ns, name, ok := strings.Cut(req.ClusterDeployment, "/")
+	if !ok || ns == "" || name == "" {
+		return badRequest("undo: clusterDeployment %q: want NAMESPACE/NAME of the ClusterDeployment to undo", req.ClusterDeployment)
+	}
+	o, err := s.cfg.Objects.Get(r.Context(), objects.KindClusterDeployment, ns, name)
+	if err != nil {
+		return objectErr(err)
+	}
+	cd := o.(*objects.ClusterDeployment)
+	spec, restored, err := ro.UndoClusterDeploymentSpec(r.Context(), ns, name, req.ToRevision)
+	if err != nil {
+		return rolloutErr(err)
+	}
+	cd.Spec.ServiceSpec = spec
+	res, err := s.cfg.Objects.ApplyWith(r.Context(), []objects.Object{cd}, objects.ApplyOptions{})
 	if err != nil {
 		return objectErr(err)
 	}
@@ -196,8 +234,10 @@ func (c *Client) RolloutApprove(ctx context.Context, namespace, name, stage stri
 	return &rec, c.do(ctx, http.MethodPost, rolloutPath(namespace, name, "approve"), ApproveRequest{Stage: stage}, &rec)
 }
 
-// RolloutUndo re-applies revision to (0: the one before the current).
-func (c *Client) RolloutUndo(ctx context.Context, namespace, name string, to uint64) (UndoResult, error) {
+// RolloutUndo re-applies revision to (0: the one before the current);
+// cd names the ClusterDeployment ("namespace/name") for the hub-wide
+// rollout, "" otherwise.
+func (c *Client) RolloutUndo(ctx context.Context, namespace, name string, to uint64, cd string) (UndoResult, error) {
 	var res UndoResult
-	return res, c.do(ctx, http.MethodPost, rolloutPath(namespace, name, "undo"), UndoRequest{ToRevision: to}, &res)
+	return res, c.do(ctx, http.MethodPost, rolloutPath(namespace, name, "undo"), UndoRequest{ToRevision: to, ClusterDeployment: cd}, &res)
 }

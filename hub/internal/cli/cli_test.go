@@ -28,8 +28,15 @@ func startHub(t *testing.T) *testHub {
 // startHubAt starts a hub on dataDir.
 func startHubAt(t *testing.T, dataDir string) *testHub {
 	t.Helper()
+	return startHubWith(t, dataDir, func(*server.Config) {})
+}
+
+// startHubWith starts a hub on dataDir with its config changed by set.
+func startHubWith(t *testing.T, dataDir string, set func(*server.Config)) *testHub {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = dataDir
+	set(&cfg)
 	cfg.AgentAddr, cfg.APIAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Out = &bytes.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -47,8 +47,14 @@ type Inputs struct {
 	// Admissions are the rollout controller's decisions, by source: a
 	// MultiClusterService with one is compiled per cluster from the spec
 	// of the revision that cluster is admitted to, not from the live
-	// object (see Admission).
+	// object (see Admission); so is a ClusterDeployment with one (its
+	// Specs then hold only the serviceSpec of each revision, and
+	// Clusters at most its own cluster), under the hub-wide rollout.
 	Admissions map[Ref]*Admission
+	// GateClusterDeployments: ClusterDeployment changes roll out under a
+	// gradual hub-wide policy, so one without an Admission (just
+	// applied) keeps what its cluster has until it is admitted.
+	GateClusterDeployments bool
 }
 
 // Admission is what a rollout allows for one MultiClusterService.
@@ -223,7 +229,16 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 	}
 	var sources []*source
 	for _, o := range in.ClusterDeployments {
-		sources = append(sources, c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, nil))
+		s := c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, nil)
+		if adm := in.Admissions[s.ref]; adm != nil {
+			s.admission, s.variants = adm, map[uint64]*source{}
+			for rev, spec := range adm.Specs {
+				s.variants[rev] = c.prepare(o.GetHeader(), &spec.Spec.ServiceSpec, nil)
+			}
+		} else if in.GateClusterDeployments {
+			s.keep = true
+		}
+		sources = append(sources, s)
 	}
 	for _, o := range in.MultiClusterServices {
 		s := c.prepare(o.GetHeader(), &o.Spec.ServiceSpec, &o.Spec.ClusterSelector)
@@ -446,6 +461,13 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	kept := map[Ref]bool{} // rollout-managed sources whose services this cluster keeps as they are
 	staged := map[string]*stagedFrom{}
 	for _, s := range sources {
+		if s.selector == nil && s.ref.Name == cl.Name && tc.Namespace == "" {
+			// The cluster's object lives in its ClusterDeployment's
+			// namespace, as a CAPI Cluster does in k0rdent.
+			tc.Namespace = s.ref.Namespace
+		}
+	}
+	for _, s := range sources {
 		if s.keep {
 			kept[s.ref] = true
 			continue
@@ -457,18 +479,13 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 			switch {
 			case !ok || v == nil && rev != 0:
 				kept[s.ref] = true
-			case v != nil && v.selector.Matches(cl.Labels):
+			case v != nil && v.appliesTo(cl):
 				applicable = append(applicable, v)
 			}
 			continue // revision 0: admitted to "none of its services"
 		}
-		if s.selector == nil && s.ref.Name == cl.Name || s.selector != nil && s.selector.Matches(cl.Labels) {
+		if s.appliesTo(cl) {
 			applicable = append(applicable, s)
-		}
-		if s.selector == nil && s.ref.Name == cl.Name && tc.Namespace == "" {
-			// The cluster's object lives in its ClusterDeployment's
-			// namespace, as a CAPI Cluster does in k0rdent.
-			tc.Namespace = s.ref.Namespace
 		}
 	}
 	// Resolve conflicts; sources that stop on conflict and lose one drop out
@@ -548,6 +565,15 @@ func (c *compiler) cluster(cl Cluster, sources []*source, previous []Service) Cl
 	return ClusterDesired{Cluster: cl.Name, Services: c.order(cl.Name, services)}
 }
 
+// appliesTo reports whether the source gives cl its services: an MCS
+// whose selector matches, the ClusterDeployment named after it.
+func (s *source) appliesTo(cl Cluster) bool {
+	if s.selector == nil {
+		return s.ref.Name == cl.Name
+	}
+	return s.selector.Matches(cl.Labels)
+}
+
 // stagedFrom is a staged next version and the source it is staged for.
 type stagedFrom struct {
 	Staged
@@ -562,7 +588,7 @@ type stagedFrom struct {
 func (c *compiler) stage(cl Cluster, tc objects.TemplateCluster, s *source, out map[string]*stagedFrom) {
 	st, ok := s.admission.Staged[cl.Name]
 	v := s.variants[st.Revision]
-	if !ok || v == nil || len(st.Windows) == 0 || !v.selector.Matches(cl.Labels) {
+	if !ok || v == nil || len(st.Windows) == 0 || !v.appliesTo(cl) {
 		return
 	}
 	for i := range v.services {

@@ -132,6 +132,11 @@ type Admitter interface {
 	// Admissions reads every admission inside the compiler's read
 	// transaction, so they and the inputs are one consistent view.
 	Admissions(tx store.Tx) (map[Ref]*Admission, error)
+	// GatesClusterDeployments reports whether ClusterDeployment changes
+	// roll out gradually under a hub-wide policy: a ClusterDeployment
+	// with no admission then keeps what its cluster has
+	// (Inputs.GateClusterDeployments).
+	GatesClusterDeployments() bool
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
@@ -327,6 +332,7 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 			if snap.in.Admissions, err = c.cfg.Admitter.Admissions(tx); err != nil {
 				return fmt.Errorf("rollout admissions: %w", err)
 			}
+			snap.in.GateClusterDeployments = c.cfg.Admitter.GatesClusterDeployments()
 		}
 		sos, err := tx.List(KindDesiredState, "")
 		if err != nil {

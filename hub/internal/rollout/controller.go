@@ -64,6 +64,11 @@ type Config struct {
 	Resync time.Duration
 	// Debounce: see controller.Config. Default 200ms.
 	Debounce time.Duration
+	// ClusterDeploymentRollout is the hub-wide policy ClusterDeployment
+	// changes (spec.serviceSpec) roll out under (cd.go); nil: they
+	// reach their cluster at once. Validated like spec.rollout
+	// (objects.ParseRolloutPolicy).
+	ClusterDeploymentRollout *objects.Rollout
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
@@ -79,15 +84,21 @@ func (c *Config) Validate() error {
 	if c.Resync < 0 || c.Debounce < 0 {
 		return errors.New("rollout: Config durations must not be negative")
 	}
+	if c.ClusterDeploymentRollout != nil {
+		if _, err := compilePolicy(c.ClusterDeploymentRollout); err != nil {
+			return fmt.Errorf("rollout: Config.ClusterDeploymentRollout: %w", err)
+		}
+	}
 	return nil
 }
 
 // Controller runs the rollouts of every MultiClusterService with a
 // spec.rollout; it is the desired-state compiler's desired.Admitter.
 type Controller struct {
-	cfg   Config
-	log   *slog.Logger
-	kinds *objects.Registry
+	cfg      Config
+	log      *slog.Logger
+	kinds    *objects.Registry
+	cdPolicy *policy // compiled Config.ClusterDeploymentRollout; nil: none
 }
 
 // New returns a Controller.
@@ -108,7 +119,11 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger, kinds: objects.DefaultKinds()}, nil
+	c := &Controller{cfg: cfg, log: cfg.Logger, kinds: objects.DefaultKinds()}
+	if cfg.ClusterDeploymentRollout != nil {
+		c.cdPolicy, _ = compilePolicy(cfg.ClusterDeploymentRollout) // checked by Validate
+	}
+	return c, nil
 }
 
 // SetCompiled sets Config.Compiled (the compiler is built after the
@@ -123,7 +138,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	loop, err := controller.New(controller.Config{
 		Name:  "rollout controller",
 		Store: c.cfg.Store,
-		Kinds: []string{objects.KindMultiClusterService, kindCluster, reports.Kind, desired.KindDesiredState, KindRollout},
+		Kinds: []string{objects.KindMultiClusterService, objects.KindClusterDeployment, kindCluster, reports.Kind, desired.KindDesiredState, KindRollout},
 		Reconcile: func(ctx context.Context) (controller.Result, error) {
 			wake, err := c.Reconcile(ctx)
 			res := controller.Result{RetryAfter: c.cfg.Resync}
@@ -152,6 +167,14 @@ func (c *Controller) Admissions(tx store.Tx) (map[desired.Ref]*desired.Admission
 	}
 	out := make(map[desired.Ref]*desired.Admission, len(sos))
 	for _, so := range sos {
+		if so.Namespace == ClusterDeploymentsNamespace {
+			if so.Name == ClusterDeploymentsName {
+				if err := cdAdmissions(so.Value, out); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
 		var a admission
 		if err := json.Unmarshal(so.Value, &a); err != nil {
 			return nil, fmt.Errorf("%s %s/%s: %w", KindAdmission, so.Namespace, so.Name, err)
@@ -183,6 +206,7 @@ type storedRecord struct {
 // snapshot is what one Reconcile reads, in one transaction.
 type snapshot struct {
 	mcs        []*objects.MultiClusterService
+	cds        []*objects.ClusterDeployment // read only with a hub-wide policy
 	clusters   []clusterView
 	records    map[string]storedRecord // "ns/name"
 	admissions map[string]storedRecord // raw + rv only
@@ -221,7 +245,19 @@ func (c *Controller) read(ctx context.Context) (*snapshot, error) {
 				}
 			}
 		}
-		managed := len(snap.records) > 0
+		if c.cdPolicy != nil {
+			if sos, err = tx.List(objects.KindClusterDeployment, ""); err != nil {
+				return err
+			}
+			for _, so := range sos {
+				o, err := c.kinds.FromStored(so.Kind, so.Value, so.ResourceVersion, so.CreateRevision)
+				if err != nil {
+					return fmt.Errorf("%s %s/%s: %w", so.Kind, so.Namespace, so.Name, err)
+				}
+				snap.cds = append(snap.cds, o.(*objects.ClusterDeployment))
+			}
+		}
+		managed := len(snap.records) > 0 || c.cdPolicy != nil
 		for _, o := range snap.mcs {
 			managed = managed || o.Spec.Rollout != nil
 		}
@@ -399,6 +435,15 @@ func (c *Controller) reconcileOnce(ctx context.Context) (time.Time, error) {
 			writes = append(writes, wr)
 		}
 	}
+	if w, cdWake := c.reconcileCDs(snap, now, compiled); w != nil || !cdWake.IsZero() {
+		if w != nil {
+			writes = append(writes, *w)
+		}
+		if !cdWake.IsZero() && (wake.IsZero() || cdWake.Before(wake)) {
+			wake = cdWake
+		}
+	}
+	live[cdKey] = true // reconcileCDs owns it
 	for key, sr := range snap.records {
 		if !live[key] {
 			a := snap.admissions[key]

@@ -41,12 +41,17 @@ type hubEnv struct {
 	// reported.
 	clusters []string
 	reported map[string]uint64
+	// cdPolicy is the hub-wide ClusterDeployment rollout (nil: none);
+	// agents of failing clusters report failTemplate's services Failed.
+	cdPolicy     *objects.Rollout
+	failing      map[string]bool
+	failTemplate string
 }
 
 func newHubEnv(t *testing.T) *hubEnv {
 	t.Helper()
 	e := &hubEnv{t: t, ctx: context.Background(), path: filepath.Join(t.TempDir(), "hub.db"),
-		now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), offline: map[string]bool{}, reported: map[string]uint64{}}
+		now: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), offline: map[string]bool{}, reported: map[string]uint64{}, failing: map[string]bool{}}
 	e.start()
 	t.Cleanup(func() { e.st.Close() })
 	return e
@@ -69,7 +74,7 @@ func (e *hubEnv) start() {
 	if e.repo, err = objects.NewRepo(objects.RepoConfig{Store: e.st}); err != nil {
 		e.t.Fatal(err)
 	}
-	if e.ctl, err = New(Config{Store: e.st, Now: e.clock, Online: func(c string) bool { return !e.offline[c] }}); err != nil {
+	if e.ctl, err = New(Config{Store: e.st, Now: e.clock, Online: func(c string) bool { return !e.offline[c] }, ClusterDeploymentRollout: e.cdPolicy}); err != nil {
 		e.t.Fatal(err)
 	}
 	if e.comp, err = desired.New(desired.Config{Store: e.st, Now: e.clock, Admitter: e.ctl}); err != nil {
@@ -145,7 +150,11 @@ func (e *hubEnv) report() {
 		e.seq++
 		rep := &fleetv1.StatusReport{Revision: st.Revision, Seq: e.seq, Observed: timestamppb.New(e.clock())}
 		for _, s := range st.Services {
-			rep.Services = append(rep.Services, &fleetv1.ServiceStatus{Name: s.Name, Namespace: s.Namespace, State: "Deployed", Revision: s.Revision})
+			state := "Deployed"
+			if e.failing[name] && s.Template == e.failTemplate {
+				state = "Failed"
+			}
+			rep.Services = append(rep.Services, &fleetv1.ServiceStatus{Name: s.Name, Namespace: s.Namespace, State: state, Revision: s.Revision, Message: "boom"})
 		}
 		if err := e.rep.SaveReport(e.ctx, name, rep); err != nil {
 			e.t.Fatal(err)

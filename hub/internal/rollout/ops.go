@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -30,6 +31,9 @@ func (c *Controller) Status(ctx context.Context, namespace, name string) (*Recor
 
 func getRecord(tx store.Tx, namespace, name string) (*Record, uint64, error) {
 	so, err := tx.Get(KindRollout, namespace, name)
+	if errors.Is(err, store.ErrNotFound) && namespace == ClusterDeploymentsNamespace && name == ClusterDeploymentsName {
+		return nil, 0, fmt.Errorf("hub-wide rollout of ClusterDeployments: %w (the hub runs without --cluster-deployment-rollout: ClusterDeployment changes apply at once)", ErrNotFound)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, 0, fmt.Errorf("rollout of MultiClusterService %s/%s: %w (it has no spec.rollout, or the rollout controller has not seen it yet)", namespace, name, ErrNotFound)
 	}
@@ -82,13 +86,22 @@ func (c *Controller) Pause(ctx context.Context, namespace, name string) (*Record
 }
 
 // Resume undoes Pause, and goes on with a halted rollout with a fresh
-// failure budget (the failures so far are forgiven).
+// failure budget (the failures so far are forgiven). The hub-wide
+// ClusterDeployment rollout also goes on after a rollback: its clusters
+// still Pending (and changes that arrived meanwhile) roll out; the
+// rolled-back ones stay where they are until their ClusterDeployment
+// changes again.
 func (c *Controller) Resume(ctx context.Context, namespace, name string) (*Record, error) {
 	return c.update(ctx, namespace, name, func(r *Record) error {
 		r.Paused = false
-		if r.Phase == PhaseHalted || r.Phase == PhasePaused {
-			counts := r.Counts()
-			r.Forgiven = counts[Failed] + counts[TimedOut]
+		rolledBack := r.Phase == PhaseRolledBack && r.Scope == ScopeClusterDeployments
+		if r.Phase == PhaseHalted || r.Phase == PhasePaused || rolledBack {
+			r.Forgiven = 0
+			for _, s := range r.Clusters {
+				if r.inWave(s) && (s.State == Failed || s.State == TimedOut) {
+					r.Forgiven++
+				}
+			}
 			r.Phase, r.Reason = PhaseProgressing, ""
 		}
 		return nil
@@ -112,13 +125,61 @@ func (c *Controller) Approve(ctx context.Context, namespace, name, stage string)
 	})
 }
 
-// History returns the revisions kept, oldest first.
+// History returns the revisions kept, oldest first; for the hub-wide
+// ClusterDeployment rollout, every ClusterDeployment's (by name, each
+// oldest first, with ClusterDeployment set).
 func (c *Controller) History(ctx context.Context, namespace, name string) ([]RevisionRecord, error) {
 	rec, err := c.Status(ctx, namespace, name)
 	if err != nil {
 		return nil, err
 	}
-	return rec.History, nil
+	if rec.Scope != ScopeClusterDeployments {
+		return rec.History, nil
+	}
+	out := []RevisionRecord{}
+	for _, k := range slices.Sorted(maps.Keys(rec.Streams)) {
+		for _, h := range rec.Streams[k] {
+			h.ClusterDeployment = k
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// UndoClusterDeploymentSpec returns the serviceSpec to re-apply to
+// ClusterDeployment namespace/name to go back to its revision to (0: the
+// one before its current). Re-applying it is a new revision, rolled out
+// under the hub-wide policy like any change.
+func (c *Controller) UndoClusterDeploymentSpec(ctx context.Context, namespace, name string, to uint64) (objects.ServiceSpec, uint64, error) {
+	rec, err := c.Status(ctx, ClusterDeploymentsNamespace, ClusterDeploymentsName)
+	if err != nil {
+		return objects.ServiceSpec{}, 0, err
+	}
+	k := namespace + "/" + name
+	s := rec.Clusters[k]
+	if s == nil {
+		return objects.ServiceSpec{}, 0, fmt.Errorf("undo ClusterDeployment %s: %w (the hub-wide rollout does not track it: no such ClusterDeployment, or its cluster is not enrolled)", k, ErrNotFound)
+	}
+	hist := rec.Streams[k]
+	var h *RevisionRecord
+	if to == 0 {
+		for i := len(hist) - 1; i >= 0; i-- {
+			if hist[i].Revision < s.Target {
+				h = &hist[i]
+				break
+			}
+		}
+		if h == nil {
+			return objects.ServiceSpec{}, 0, fmt.Errorf("undo ClusterDeployment %s: %w: revision %d is the oldest kept", k, ErrUnknownRevision, s.Target)
+		}
+	} else if h = rec.streamRevision(k, to); h == nil {
+		var kept []string
+		for _, r := range hist {
+			kept = append(kept, fmt.Sprint(r.Revision))
+		}
+		return objects.ServiceSpec{}, 0, fmt.Errorf("undo ClusterDeployment %s: %w %d (kept: %s)", k, ErrUnknownRevision, to, strings.Join(kept, ", "))
+	}
+	return h.Spec.ServiceSpec, h.Revision, nil
 }
 
 // UndoSpec returns the spec to re-apply to go back to revision to (0:

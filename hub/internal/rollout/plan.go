@@ -37,6 +37,12 @@ type clusterView struct {
 	Message string
 	// HasServices: its desired state holds services of this MCS now.
 	HasServices bool
+	// Member: the source selects the cluster now (an MCS's selector; a
+	// ClusterDeployment names it).
+	Member bool
+	// Target is the revision the cluster is to take: the rollout's
+	// revision for an MCS, its ClusterDeployment's for the hub-wide one.
+	Target uint64
 }
 
 // policy is a compiled spec.rollout.
@@ -203,22 +209,40 @@ func finished(state string) bool {
 	return false
 }
 
-// step advances the rollout of rec.Revision over the fleet's clusters at
-// now. It returns the clusters whose admitted revision changed (the
-// caller records the store revision that admits them) and when it next
-// needs to run without a change (zero: only on a change).
+// step advances the rollout of rec.Revision (an MCS's) over the fleet's
+// clusters at now: a cluster is a member when spec selects it. See
+// advance.
 func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []clusterView, now time.Time) (changed []string, wake time.Time) {
+	for i := range views {
+		views[i].Member, views[i].Target = spec.ClusterSelector.Matches(views[i].Labels), r.Revision
+	}
+	return r.advance(p, views, now)
+}
+
+// inWave reports whether a cluster counts in the current rollout: every
+// cluster of an MCS's; for the hub-wide ClusterDeployment rollout, the
+// clusters of the current wave (see cd.go).
+func (r *Record) inWave(s *ClusterStatus) bool {
+	return r.Scope != ScopeClusterDeployments || s.Wave == r.Revision
+}
+
+// advance moves every member cluster towards its view's Target at now,
+// under the policy: the one step logic of MCS rollouts and of the
+// hub-wide ClusterDeployment rollout. It returns the clusters whose
+// admitted revision changed (the caller records the store revision that
+// admits them) and when it next needs to run without a change (zero:
+// only on a change).
+func (r *Record) advance(p *policy, views []clusterView, now time.Time) (changed []string, wake time.Time) {
 	soon := func(t time.Time) {
 		if t.After(now) && (wake.IsZero() || t.Before(wake)) {
 			wake = t
 		}
 	}
-	T := r.Revision
 	seen := map[string]bool{}
 	for _, v := range views {
 		seen[v.Name] = true
 		s := r.Clusters[v.Name]
-		member := spec.ClusterSelector.Matches(v.Labels) || s != nil && s.Listed && s.Admitted != 0
+		member := v.Member || s != nil && s.Listed && s.Admitted != 0
 		switch {
 		case !member && s != nil:
 			delete(r.Clusters, v.Name)
@@ -246,9 +270,11 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	}
 	slices.Sort(names)
 
-	// Observe: what became of the clusters admitted to T.
+	// Observe: what became of the clusters admitted to their target T.
+	target := func(n string) uint64 { return byName[n].Target }
 	for _, n := range names {
 		s, v := r.Clusters[n], byName[n]
+		T := v.Target
 		if s.Listed && s.Admitted == T {
 			switch s.State {
 			case Succeeded, Failed, TimedOut, Skipped:
@@ -326,9 +352,16 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	}
 
 	// Failure budget.
-	counts := r.Counts()
-	fails := counts[Failed] + counts[TimedOut] - r.Forgiven
-	budget, _ := objects.Scaled(p.maxFailures, len(r.Clusters), 0)
+	fails, wave := -r.Forgiven, 0
+	for _, s := range r.Clusters {
+		if r.inWave(s) {
+			wave++
+			if s.State == Failed || s.State == TimedOut {
+				fails++
+			}
+		}
+	}
+	budget, _ := objects.Scaled(p.maxFailures, wave, 0)
 	if fails > budget && (r.Phase == PhaseProgressing || r.Phase == PhasePaused || r.Phase == PhaseComplete) {
 		if p.rollback {
 			for _, n := range names {
@@ -338,7 +371,7 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 					changed = append(changed, n)
 					continue
 				}
-				if !s.Listed || s.Admitted != T || s.State == Succeeded {
+				if !s.Listed || s.Admitted != target(n) || s.State == Succeeded || !r.inWave(s) {
 					continue
 				}
 				// Before 0: it had none of this MCS's services (a cluster
@@ -369,9 +402,12 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	for _, st := range r.Stages {
 		old[st.Name] = st
 	}
-	inStage := map[string][]string{}
+	inStage, waveInStage := map[string][]string{}, map[string]int{}
 	for _, n := range names {
 		inStage[r.Clusters[n].Stage] = append(inStage[r.Clusters[n].Stage], n)
+		if r.inWave(r.Clusters[n]) {
+			waveInStage[r.Clusters[n].Stage]++
+		}
 	}
 	r.Stages = r.Stages[:0]
 	active, blocked := -1, false
@@ -413,8 +449,10 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	}
 	if !blocked {
 		r.Phase, r.Reason = PhaseComplete, ""
-		if n := r.Counts()[Deferred]; n > 0 {
-			r.Reason = fmt.Sprintf("%d deferred clusters take revision %d when they return", n, T)
+		if n := r.Counts()[Deferred]; n > 0 && r.Scope == ScopeClusterDeployments {
+			r.Reason = fmt.Sprintf("%d deferred clusters take their ClusterDeployment's revision when they return", n)
+		} else if n > 0 {
+			r.Reason = fmt.Sprintf("%d deferred clusters take revision %d when they return", n, r.Revision)
 		}
 	} else {
 		r.Phase, r.Reason = PhaseProgressing, ""
@@ -427,7 +465,7 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	// Admit: clusters of finished stages that came back first (catch-up),
 	// then the active stage's, by name, while slots are free.
 	limitOf := func(sd stageDef) int {
-		n, _ := objects.Scaled(sd.maxConc, len(inStage[sd.name]), 1)
+		n, _ := objects.Scaled(sd.maxConc, waveInStage[sd.name], 1)
 		return max(n, 1)
 	}
 	limit := 1
@@ -436,7 +474,7 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 	} else if len(p.stages) > 0 {
 		limit = limitOf(p.stages[0])
 	}
-	counts = r.Counts()
+	counts := r.Counts()
 	inflight := counts[Progressing] + counts[Staged] // a staged cluster activates by itself: it holds its slot
 	for i, sd := range p.stages {
 		if active >= 0 && i > active || active < 0 && !stageDone(r.Stages, sd.name) {
@@ -447,6 +485,7 @@ func (r *Record) step(p *policy, spec *objects.MultiClusterServiceSpec, views []
 			if s.State != Pending || !v.Online {
 				continue
 			}
+			T := v.Target
 			if inflight >= limit {
 				return changed, wake
 			}

@@ -21,11 +21,25 @@ import (
 //	                   then. Staged clusters (preStage) are listed
 //	                   under "staged" with their revision and windows.
 //
-// A Record's Version is the layout version (1).
+// The hub-wide rollout of ClusterDeployment changes (cd.go) is one pair
+// of the same kinds in the reserved namespace ClusterDeploymentsNamespace
+// (no object can have it: a namespace is a DNS label), named
+// ClusterDeploymentsName: its Record has Scope ClusterDeployments, a
+// cluster entry per ClusterDeployment ("namespace/name") and each one's
+// revisions under Streams; its admission is a cdAdmission.
+//
+// A Record's Version is the layout version (1; the ClusterDeployment
+// fields are additions that version 1 readers ignore).
 const (
 	KindRollout   = "Rollout"
 	KindAdmission = "RolloutAdmission"
 	recordVersion = 1
+
+	ClusterDeploymentsNamespace = "_hub"
+	ClusterDeploymentsName      = "clusterdeployments"
+	// ScopeClusterDeployments marks the hub-wide ClusterDeployment
+	// rollout's Record.
+	ScopeClusterDeployments = "ClusterDeployments"
 )
 
 // Cluster states (per cluster, for the rollout's revision).
@@ -80,6 +94,12 @@ type Record struct {
 	// History is every revision still referenced plus the last few,
 	// ascending.
 	History []RevisionRecord `json:"history"`
+	// Scope is ScopeClusterDeployments for the hub-wide ClusterDeployment
+	// rollout, whose Revision is then its wave number and whose History
+	// is empty: each ClusterDeployment's revisions are in Streams, by
+	// "namespace/name".
+	Scope   string                      `json:"scope,omitempty"`
+	Streams map[string][]RevisionRecord `json:"streams,omitempty"`
 }
 
 // StageStatus is one stage of the current rollout.
@@ -119,15 +139,25 @@ type ClusterStatus struct {
 	// of time and the window occurrences its agent activates it in.
 	StagedRev uint64         `json:"stagedRev,omitempty"`
 	Windows   []objects.Span `json:"windows,omitempty"`
+	// ClusterDeployment scope: the cluster the ClusterDeployment gives
+	// its services to, the revision it asks for now, and the wave the
+	// cluster's current change belongs to.
+	Cluster string `json:"cluster,omitempty"`
+	Target  uint64 `json:"target,omitempty"`
+	Wave    uint64 `json:"wave,omitempty"`
 }
 
-// RevisionRecord is one revision of the MCS.
+// RevisionRecord is one revision of the MCS (or of a ClusterDeployment:
+// its serviceSpec in Spec.ServiceSpec).
 type RevisionRecord struct {
-	Revision uint64                          `json:"revision"`
-	Hash     string                          `json:"hash"`
-	Created  time.Time                       `json:"created"`
-	Outcome  string                          `json:"outcome,omitempty"`
-	Spec     objects.MultiClusterServiceSpec `json:"spec"`
+	// ClusterDeployment ("namespace/name") is set in the hub-wide
+	// rollout's history as the API returns it.
+	ClusterDeployment string                          `json:"clusterDeployment,omitempty"`
+	Revision          uint64                          `json:"revision"`
+	Hash              string                          `json:"hash"`
+	Created           time.Time                       `json:"created"`
+	Outcome           string                          `json:"outcome,omitempty"`
+	Spec              objects.MultiClusterServiceSpec `json:"spec"`
 }
 
 // admission is the stored KindAdmission value.

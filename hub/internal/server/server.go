@@ -66,7 +66,11 @@ type Config struct {
 	// chart the hub installs into clusters it provisions; empty means
 	// AgentAddr.
 	AdvertiseAgentAddrs []string
-	Logger              *slog.Logger
+	// ClusterDeploymentRollout is a file holding the hub-wide rollout
+	// policy ClusterDeployment changes roll out under (spec.rollout's
+	// fields; objects.ParseRolloutPolicy); "" means they apply at once.
+	ClusterDeploymentRollout string
+	Logger                   *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -166,6 +170,23 @@ type Hub struct {
 	adminCfg  string
 }
 
+// loadRolloutPolicy reads the --cluster-deployment-rollout file; ""
+// means none.
+func loadRolloutPolicy(path string) (*objects.Rollout, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("hub: --cluster-deployment-rollout: %w", err)
+	}
+	r, err := objects.ParseRolloutPolicy(data, path)
+	if err != nil {
+		return nil, fmt.Errorf("hub: --cluster-deployment-rollout: %w", err)
+	}
+	return r, nil
+}
+
 // AdminConfigPath is where a hub writes its admin console config.
 func AdminConfigPath(dataDir string) string { return filepath.Join(dataDir, "admin.yaml") }
 
@@ -183,6 +204,10 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("hub: data dir is required")
+	}
+	cdPolicy, err := loadRolloutPolicy(cfg.ClusterDeploymentRollout)
+	if err != nil {
+		return nil, err // before anything is opened: a bad file changes nothing
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub: create data dir: %w", err)
@@ -215,7 +240,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	if h.rollouts, err = rollout.New(rollout.Config{Store: h.store, Logger: cfg.Logger}); err != nil {
+	if h.rollouts, err = rollout.New(rollout.Config{Store: h.store, Logger: cfg.Logger, ClusterDeploymentRollout: cdPolicy}); err != nil {
 		return nil, err
 	}
 	dcfg := desired.DefaultConfig()
