@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/model/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
@@ -397,5 +398,26 @@ func (s *Scraper) startForTest(ctx context.Context, ts ...*target) {
 			defer s.wg.Done()
 			s.run(lctx, k, l)
 		}()
+	}
+}
+
+// TestMetricRelabellingCannotChangeCluster: a metric relabel rule that
+// writes cluster does not move the series to another cluster (the hub
+// would refuse the whole batch); it may keep the value elsewhere.
+func TestMetricRelabellingCannotChangeCluster(t *testing.T) {
+	j, err := compileJob(wireConfig("web",
+		&fleetv1.RelabelConfig{SourceLabels: []string{"cluster"}, Separator: ";", Regex: "(.*)", TargetLabel: "origin", Replacement: "$1", Action: "replace"},
+		&fleetv1.RelabelConfig{Separator: ";", Regex: "(.*)", TargetLabel: "cluster", Replacement: "elsewhere", Action: "replace"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := parse(parseInput{body: []byte("m{cluster=\"scraped\"} 1\n"), contentType: "text/plain", target: labels.FromStrings("cluster", "edge-1", "job", "acme/web"),
+		relabel: j.metricRelabel, sampleLimit: 10, defaultMs: 1, cluster: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := labelsOf(res.series[0])
+	if got["cluster"] != "edge-1" || got["origin"] != "edge-1" || got["exported_cluster"] != "scraped" {
+		t.Fatalf("labels %v", got)
 	}
 }
