@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -45,7 +46,7 @@ func parse(in parseInput) (*parsed, error) {
 		return nil, fmt.Errorf("content type %q: %w", in.contentType, err)
 	}
 	out := &parsed{}
-	seen := map[string]bool{}
+	seen := map[uint64][]labels.Labels{} // by hash; a collision is compared
 	meta := map[string]*telemetryv1.MetricMetadata{}
 	var metaOrder []string
 	metaFor := func(name []byte) *telemetryv1.MetricMetadata {
@@ -105,12 +106,12 @@ func parse(in parseInput) (*parsed, error) {
 			out.invalid++
 			continue
 		}
-		key := final.String()
-		if seen[key] {
+		h := final.Hash()
+		if slices.ContainsFunc(seen[h], func(o labels.Labels) bool { return labels.Equal(o, final) }) {
 			out.invalid++
 			continue
 		}
-		seen[key] = true
+		seen[h] = append(seen[h], final)
 		out.kept++
 		if out.kept > in.sampleLimit {
 			return nil, fmt.Errorf("%w: more than %d samples after metric relabelling", errSampleLimit, in.sampleLimit)
