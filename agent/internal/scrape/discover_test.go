@@ -141,6 +141,21 @@ func TestDiscoverAndScrapeKwokPodsAndServices(t *testing.T) {
 			t.Errorf("target URL %s", ts.URL)
 		}
 	}
+	// At most MaxTargetsPerConfig targets: the rest are left out and the
+	// config says so.
+	all, err := compileJob(&fleetv1.ScrapeConfig{Namespace: "acme", Name: "all", Path: "/metrics", Scheme: "http", IntervalSeconds: 5, TimeoutSeconds: 1, SampleLimit: 10,
+		Targets: []*fleetv1.ScrapeTarget{{Kind: "Pod", Namespaces: []string{"web"}, LabelSelector: "app=web", Port: portStr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &discoverer{client: dc, cluster: "edge-1", maxPerJob: 1, pageSize: 1}
+	if ts, truncated, err := d.discover(ctx, all); err != nil || len(ts) != 1 || !truncated {
+		t.Fatalf("discover with a limit of 1 (pages of 1): %d targets, truncated %v, %v", len(ts), truncated, err)
+	}
+	d.maxPerJob = 10
+	if ts, truncated, err := d.discover(ctx, all); err != nil || len(ts) != 2 || truncated {
+		t.Fatalf("discover by port number over pages of 1: %d targets, truncated %v, %v", len(ts), truncated, err)
+	}
 	// A pod that goes away stops being scraped.
 	if err := cs.CoreV1().Pods("web").Delete(ctx, "web-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
