@@ -281,6 +281,15 @@ func (r *Reconciler) Revision() uint64 {
 
 func key(namespace, name string) string { return namespace + "/" + name }
 
+// Telemetry is the telemetry part (scrape configs) of the held desired
+// state, as fleetv1.Merge keeps it; nil when it has none. Shared: do not
+// modify.
+func (r *Reconciler) Telemetry() *fleetv1.Telemetry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired.GetTelemetry()
+}
+
 // Epoch is the hub history (store identity) the held revision belongs to.
 func (r *Reconciler) Epoch() string {
 	r.mu.Lock()

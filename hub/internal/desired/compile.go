@@ -36,6 +36,9 @@ type Inputs struct {
 	// of the system namespaces a namespace's services see (objects.Access).
 	AccessManagements     []*objects.AccessManagement
 	ServiceTemplateChains []*objects.ServiceTemplateChain
+	// ScrapeConfigs go to the clusters their clusterSelector matches (the
+	// telemetry part of the desired state).
+	ScrapeConfigs []*objects.ScrapeConfig
 	// Previous is the last compiled services per cluster. A service that
 	// cannot be compiled now (template not ready, values error, missing
 	// ConfigMap) keeps its previous entry rather than being deleted, so a
@@ -126,6 +129,8 @@ func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 type ClusterDesired struct {
 	Cluster  string
 	Services []Service
+	// ScrapeConfigs matching the cluster, by namespace and name.
+	ScrapeConfigs []ScrapeConfig
 }
 
 // Ref names an object.
@@ -270,7 +275,11 @@ func Compile(in Inputs) (map[string]ClusterDesired, []Problem) {
 	}
 	out := make(map[string]ClusterDesired, len(clusters))
 	for _, cl := range clusters {
-		out[cl.Name] = c.cluster(cl, sources, in.Previous[cl.Name])
+		cd := c.cluster(cl, sources, in.Previous[cl.Name])
+		var tp []Problem
+		cd.ScrapeConfigs, tp = compileTelemetry(cl, in.ScrapeConfigs)
+		c.problems = append(c.problems, tp...)
+		out[cl.Name] = cd
 	}
 	sortProblems(c.problems)
 	return out, c.problems

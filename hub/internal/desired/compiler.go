@@ -77,6 +77,11 @@ type State struct {
 	History    []uint64    `json:"history,omitempty"`
 	Services   []Service   `json:"services"`
 	Tombstones []Tombstone `json:"tombstones,omitempty"`
+	// ScrapeConfigs is the telemetry part: the ScrapeConfigs matching the
+	// cluster. TelemetryRevision is the revision in which that set last
+	// changed; a delta over an older revision carries the whole set.
+	ScrapeConfigs     []ScrapeConfig `json:"scrapeConfigs,omitempty"`
+	TelemetryRevision uint64         `json:"telemetryRevision,omitempty"`
 }
 
 // Tombstone records a deleted service.
@@ -325,6 +330,8 @@ func (c *Compiler) read(ctx context.Context) (*snapshot, error) {
 					snap.in.AccessManagements = append(snap.in.AccessManagements, o)
 				case *objects.ServiceTemplateChain:
 					snap.in.ServiceTemplateChains = append(snap.in.ServiceTemplateChains, o)
+				case *objects.ScrapeConfig:
+					snap.in.ScrapeConfigs = append(snap.in.ScrapeConfigs, o)
 				}
 			}
 		}
@@ -439,6 +446,7 @@ func wireSize(st *State) int {
 	for _, t := range st.Tombstones {
 		ds.Tombstones = append(ds.Tombstones, &fleetv1.Tombstone{Name: t.Name, Namespace: t.Namespace, Revision: t.Revision, DeletedAt: timestamppb.New(t.DeletedAt)})
 	}
+	ds.Telemetry = wireTelemetry(st)
 	return proto.Size(ds)
 }
 
@@ -463,7 +471,8 @@ func tooLargeProblems(cluster string, st, old *State, size, limit int) []Problem
 // tombstones change (pruning alone keeps it).
 func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace time.Duration) (*State, bool) {
 	if old == nil {
-		st := &State{Cluster: cd.Cluster, Revision: rev, Horizon: rev, History: []uint64{rev}, Services: cd.Services}
+		st := &State{Cluster: cd.Cluster, Revision: rev, Horizon: rev, History: []uint64{rev}, Services: cd.Services,
+			ScrapeConfigs: cd.ScrapeConfigs, TelemetryRevision: rev}
 		for i := range st.Services {
 			st.Services[i].Revision = rev
 		}
@@ -472,8 +481,13 @@ func nextState(old *State, cd ClusterDesired, rev uint64, now time.Time, grace t
 		}
 		return st, true
 	}
-	st := &State{Cluster: cd.Cluster, Revision: old.Revision, Horizon: old.Horizon, History: old.History, Services: make([]Service, 0, len(cd.Services))}
+	st := &State{Cluster: cd.Cluster, Revision: old.Revision, Horizon: old.Horizon, History: old.History, Services: make([]Service, 0, len(cd.Services)),
+		ScrapeConfigs: cd.ScrapeConfigs, TelemetryRevision: old.TelemetryRevision}
 	changed := false
+	if !equalScrapeConfigs(old.ScrapeConfigs, cd.ScrapeConfigs) {
+		st.TelemetryRevision = rev
+		changed = true
+	}
 	oldSvc := map[string]*Service{}
 	for i := range old.Services {
 		oldSvc[old.Services[i].Key()] = &old.Services[i]
@@ -621,7 +635,11 @@ func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64, haveE
 		for i := range st.Services {
 			ds.Services = append(ds.Services, wireService(&st.Services[i]))
 		}
+		ds.Telemetry = wireTelemetry(st)
 		return ds, nil
+	}
+	if st.TelemetryRevision > have {
+		ds.Telemetry = wireTelemetry(st)
 	}
 	for i := range st.Services {
 		if st.Services[i].Revision > have {

@@ -50,6 +50,7 @@ func DefaultKinds() *Registry {
 	MustRegister(r, ociRepositoryKind())
 	MustRegister(r, helmChartKind())
 	MustRegister(r, bucketKind())
+	MustRegister(r, scrapeConfigKind())
 	registerProvisioning(r)
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])

@@ -127,7 +127,7 @@ func TestDecodeErrors(t *testing.T) {
 		name, in, want string
 	}{
 		{"unknown kind", "apiVersion: tether.dev/v1alpha1\nkind: Foo\nmetadata: {name: x}\n",
-			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, OCIRepository, Secret, ServiceTemplate, ServiceTemplateChain)`},
+			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, OCIRepository, ScrapeConfig, Secret, ServiceTemplate, ServiceTemplateChain)`},
 		{"no kind", "metadata: {name: x}\n", `web.yaml: document 1: kind: required`},
 		{"bad apiVersion", "apiVersion: apps/v1\nkind: ServiceTemplate\nmetadata: {name: x}\n",
 			`web.yaml: document 1 (ServiceTemplate default/x): apiVersion: "apps/v1" is not accepted for ServiceTemplate`},
@@ -233,6 +233,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}`))
 	f.Add([]byte("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\n"))
 	f.Add([]byte("kind: Foo\n---\n---\n[1, 2]\n"))
+	f.Add([]byte("apiVersion: tether.dev/v1alpha1\nkind: ScrapeConfig\nmetadata: {name: s}\nspec: {targets: [{kind: Pod, port: 8080, selector: {matchLabels: {a: b}}}], interval: 15s, metricRelabelConfigs: [{source_labels: [__name__], regex: 'go_.*', action: drop}]}\n"))
 	f.Add([]byte("apiVersion: tether.dev/v1alpha1\nkind: ClusterDeployment\nmetadata: {name: c}\nspec: {template: adopted, serviceSpec: {services: [{template: t, name: a, values: '{{ range .Cluster.Labels }}x{{ end }}'}]}}\n"))
 	f.Add([]byte("apiVersion: source.toolkit.fluxcd.io/v1beta2\nkind: OCIRepository\nmetadata: {name: o}\nspec: {url: \"oci://h/p/c\", interval: 1m, ref: {semver: \">=1\"}, layerSelector: {operation: copy}}\nstatus: {x: 1}\n"))
 	f.Add([]byte("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: h}\nspec: {chart: ./c, interval: 1m, sourceRef: {kind: GitRepository, name: g}, verify: {provider: cosign}}\n"))

@@ -1260,7 +1260,15 @@ type DesiredState struct {
 	// Identity of the hub store whose history the revision belongs to: a
 	// random ID made with the store and kept in it. Empty from hubs older
 	// than epochs.
-	Epoch         string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// What the agent collects and sends as telemetry (scrape configs). In a
+	// full state, absent means none: the agent stops every scrape. In a
+	// delta, absent means unchanged, and present replaces the whole set (an
+	// empty Telemetry removes every scrape config). The hub sends it in a
+	// delta only when it changed after have_revision. An agent older than
+	// the field ignores it. Bounds: MaxScrapeConfigs, MaxScrapeTargets,
+	// MaxRelabelRules (limits.go); an agent refuses a config over them.
+	Telemetry     *Telemetry `protobuf:"bytes,7,opt,name=telemetry,proto3" json:"telemetry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1337,6 +1345,365 @@ func (x *DesiredState) GetEpoch() string {
 	return ""
 }
 
+func (x *DesiredState) GetTelemetry() *Telemetry {
+	if x != nil {
+		return x.Telemetry
+	}
+	return nil
+}
+
+// Telemetry is the telemetry part of a cluster's desired state.
+type Telemetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ScrapeConfig objects whose clusterSelector matches the cluster,
+	// sorted by namespace and name.
+	ScrapeConfigs []*ScrapeConfig `protobuf:"bytes,1,rep,name=scrape_configs,json=scrapeConfigs,proto3" json:"scrape_configs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Telemetry) Reset() {
+	*x = Telemetry{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Telemetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Telemetry) ProtoMessage() {}
+
+func (x *Telemetry) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
+func (*Telemetry) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Telemetry) GetScrapeConfigs() []*ScrapeConfig {
+	if x != nil {
+		return x.ScrapeConfigs
+	}
+	return nil
+}
+
+// ScrapeConfig is one ScrapeConfig object as the agent runs it, with the
+// hub's defaults filled in (every field explicit).
+type ScrapeConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The object's namespace and name; job is "<namespace>/<name>".
+	Namespace string          `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string          `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Targets   []*ScrapeTarget `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	// URL path, default /metrics.
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// http or https.
+	Scheme          string `protobuf:"bytes,5,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	IntervalSeconds uint32 `protobuf:"varint,6,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	TimeoutSeconds  uint32 `protobuf:"varint,7,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// A scrape with more samples (after metric relabelling) fails, and no
+	// sample of it is kept, as with Prometheus' sample_limit.
+	SampleLimit uint32 `protobuf:"varint,8,opt,name=sample_limit,json=sampleLimit,proto3" json:"sample_limit,omitempty"`
+	// Applied to each discovered target's labels (__address__,
+	// __meta_kubernetes_*, ...); a target dropped here is not scraped.
+	RelabelConfigs []*RelabelConfig `protobuf:"bytes,9,rep,name=relabel_configs,json=relabelConfigs,proto3" json:"relabel_configs,omitempty"`
+	// Applied to each scraped series.
+	MetricRelabelConfigs []*RelabelConfig `protobuf:"bytes,10,rep,name=metric_relabel_configs,json=metricRelabelConfigs,proto3" json:"metric_relabel_configs,omitempty"`
+	// Hub revision of the object's spec (metadata.generation), shown in
+	// the agent's status.
+	Generation    int64 `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScrapeConfig) Reset() {
+	*x = ScrapeConfig{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScrapeConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScrapeConfig) ProtoMessage() {}
+
+func (x *ScrapeConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScrapeConfig.ProtoReflect.Descriptor instead.
+func (*ScrapeConfig) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ScrapeConfig) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ScrapeConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ScrapeConfig) GetTargets() []*ScrapeTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *ScrapeConfig) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ScrapeConfig) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *ScrapeConfig) GetIntervalSeconds() uint32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+func (x *ScrapeConfig) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ScrapeConfig) GetSampleLimit() uint32 {
+	if x != nil {
+		return x.SampleLimit
+	}
+	return 0
+}
+
+func (x *ScrapeConfig) GetRelabelConfigs() []*RelabelConfig {
+	if x != nil {
+		return x.RelabelConfigs
+	}
+	return nil
+}
+
+func (x *ScrapeConfig) GetMetricRelabelConfigs() []*RelabelConfig {
+	if x != nil {
+		return x.MetricRelabelConfigs
+	}
+	return nil
+}
+
+func (x *ScrapeConfig) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// ScrapeTarget selects pods or services in the cluster.
+type ScrapeTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pod or Service.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Namespaces to look in; empty: every namespace.
+	Namespaces []string `protobuf:"bytes,2,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	// Kubernetes label selector syntax ("app=web,tier in (a,b)"); empty:
+	// every object.
+	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Container port (Pod) or service port (Service): a name or a number.
+	Port          string `protobuf:"bytes,4,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScrapeTarget) Reset() {
+	*x = ScrapeTarget{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScrapeTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScrapeTarget) ProtoMessage() {}
+
+func (x *ScrapeTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScrapeTarget.ProtoReflect.Descriptor instead.
+func (*ScrapeTarget) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ScrapeTarget) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ScrapeTarget) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *ScrapeTarget) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ScrapeTarget) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+// RelabelConfig is Prometheus' relabel_config, with its defaults explicit.
+type RelabelConfig struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SourceLabels []string               `protobuf:"bytes,1,rep,name=source_labels,json=sourceLabels,proto3" json:"source_labels,omitempty"`
+	Separator    string                 `protobuf:"bytes,2,opt,name=separator,proto3" json:"separator,omitempty"`
+	Regex        string                 `protobuf:"bytes,3,opt,name=regex,proto3" json:"regex,omitempty"`
+	Modulus      uint64                 `protobuf:"varint,4,opt,name=modulus,proto3" json:"modulus,omitempty"`
+	TargetLabel  string                 `protobuf:"bytes,5,opt,name=target_label,json=targetLabel,proto3" json:"target_label,omitempty"`
+	Replacement  string                 `protobuf:"bytes,6,opt,name=replacement,proto3" json:"replacement,omitempty"`
+	// replace, keep, drop, keepequal, dropequal, hashmod, labelmap,
+	// labeldrop, labelkeep, lowercase, uppercase.
+	Action        string `protobuf:"bytes,7,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelabelConfig) Reset() {
+	*x = RelabelConfig{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelabelConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelabelConfig) ProtoMessage() {}
+
+func (x *RelabelConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelabelConfig.ProtoReflect.Descriptor instead.
+func (*RelabelConfig) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RelabelConfig) GetSourceLabels() []string {
+	if x != nil {
+		return x.SourceLabels
+	}
+	return nil
+}
+
+func (x *RelabelConfig) GetSeparator() string {
+	if x != nil {
+		return x.Separator
+	}
+	return ""
+}
+
+func (x *RelabelConfig) GetRegex() string {
+	if x != nil {
+		return x.Regex
+	}
+	return ""
+}
+
+func (x *RelabelConfig) GetModulus() uint64 {
+	if x != nil {
+		return x.Modulus
+	}
+	return 0
+}
+
+func (x *RelabelConfig) GetTargetLabel() string {
+	if x != nil {
+		return x.TargetLabel
+	}
+	return ""
+}
+
+func (x *RelabelConfig) GetReplacement() string {
+	if x != nil {
+		return x.Replacement
+	}
+	return ""
+}
+
+func (x *RelabelConfig) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
 type Service struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Helm release name.
@@ -1380,7 +1747,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1759,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1772,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Service) GetName() string {
@@ -1512,7 +1879,7 @@ type StagedService struct {
 
 func (x *StagedService) Reset() {
 	*x = StagedService{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1891,7 @@ func (x *StagedService) String() string {
 func (*StagedService) ProtoMessage() {}
 
 func (x *StagedService) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1904,7 @@ func (x *StagedService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedService.ProtoReflect.Descriptor instead.
 func (*StagedService) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StagedService) GetNext() *Service {
@@ -1565,7 +1932,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1944,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1957,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Window) GetStart() *timestamppb.Timestamp {
@@ -1629,7 +1996,7 @@ type HelmOptions struct {
 
 func (x *HelmOptions) Reset() {
 	*x = HelmOptions{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +2008,7 @@ func (x *HelmOptions) String() string {
 func (*HelmOptions) ProtoMessage() {}
 
 func (x *HelmOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +2021,7 @@ func (x *HelmOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmOptions.ProtoReflect.Descriptor instead.
 func (*HelmOptions) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HelmOptions) GetTimeoutMs() int64 {
@@ -1706,7 +2073,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +2085,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +2098,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1771,7 +2138,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2150,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2163,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1818,7 +2185,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2197,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2210,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1868,7 +2235,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2247,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2260,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 type DiagnoseResponse struct {
@@ -1910,7 +2277,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2289,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2302,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -2062,7 +2429,7 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"serverTime\x12+\n" +
 	"\x11heartbeat_seconds\x18\x03 \x01(\rR\x10heartbeatSeconds\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12#\n" +
-	"\rpayload_kinds\x18\x05 \x03(\tR\fpayloadKinds\"\xe0\x01\n" +
+	"\rpayload_kinds\x18\x05 \x03(\tR\fpayloadKinds\"\x9a\x02\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +
@@ -2071,7 +2438,40 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1a.tether.fleet.v1.TombstoneR\n" +
 	"tombstones\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xd1\x03\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x128\n" +
+	"\ttelemetry\x18\a \x01(\v2\x1a.tether.fleet.v1.TelemetryR\ttelemetry\"Q\n" +
+	"\tTelemetry\x12D\n" +
+	"\x0escrape_configs\x18\x01 \x03(\v2\x1d.tether.fleet.v1.ScrapeConfigR\rscrapeConfigs\"\xdb\x03\n" +
+	"\fScrapeConfig\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\atargets\x18\x03 \x03(\v2\x1d.tether.fleet.v1.ScrapeTargetR\atargets\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12\x16\n" +
+	"\x06scheme\x18\x05 \x01(\tR\x06scheme\x12)\n" +
+	"\x10interval_seconds\x18\x06 \x01(\rR\x0fintervalSeconds\x12'\n" +
+	"\x0ftimeout_seconds\x18\a \x01(\rR\x0etimeoutSeconds\x12!\n" +
+	"\fsample_limit\x18\b \x01(\rR\vsampleLimit\x12G\n" +
+	"\x0frelabel_configs\x18\t \x03(\v2\x1e.tether.fleet.v1.RelabelConfigR\x0erelabelConfigs\x12T\n" +
+	"\x16metric_relabel_configs\x18\n" +
+	" \x03(\v2\x1e.tether.fleet.v1.RelabelConfigR\x14metricRelabelConfigs\x12\x1e\n" +
+	"\n" +
+	"generation\x18\v \x01(\x03R\n" +
+	"generation\"}\n" +
+	"\fScrapeTarget\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x02 \x03(\tR\n" +
+	"namespaces\x12%\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\tR\x04port\"\xdf\x01\n" +
+	"\rRelabelConfig\x12#\n" +
+	"\rsource_labels\x18\x01 \x03(\tR\fsourceLabels\x12\x1c\n" +
+	"\tseparator\x18\x02 \x01(\tR\tseparator\x12\x14\n" +
+	"\x05regex\x18\x03 \x01(\tR\x05regex\x12\x18\n" +
+	"\amodulus\x18\x04 \x01(\x04R\amodulus\x12!\n" +
+	"\ftarget_label\x18\x05 \x01(\tR\vtargetLabel\x12 \n" +
+	"\vreplacement\x18\x06 \x01(\tR\vreplacement\x12\x16\n" +
+	"\x06action\x18\a \x01(\tR\x06action\"\xd1\x03\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -2148,7 +2548,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -2167,60 +2567,69 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*StatusAck)(nil),             // 14: tether.fleet.v1.StatusAck
 	(*Welcome)(nil),               // 15: tether.fleet.v1.Welcome
 	(*DesiredState)(nil),          // 16: tether.fleet.v1.DesiredState
-	(*Service)(nil),               // 17: tether.fleet.v1.Service
-	(*StagedService)(nil),         // 18: tether.fleet.v1.StagedService
-	(*Window)(nil),                // 19: tether.fleet.v1.Window
-	(*HelmOptions)(nil),           // 20: tether.fleet.v1.HelmOptions
-	(*Tombstone)(nil),             // 21: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 22: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 23: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 24: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 25: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Telemetry)(nil),             // 17: tether.fleet.v1.Telemetry
+	(*ScrapeConfig)(nil),          // 18: tether.fleet.v1.ScrapeConfig
+	(*ScrapeTarget)(nil),          // 19: tether.fleet.v1.ScrapeTarget
+	(*RelabelConfig)(nil),         // 20: tether.fleet.v1.RelabelConfig
+	(*Service)(nil),               // 21: tether.fleet.v1.Service
+	(*StagedService)(nil),         // 22: tether.fleet.v1.StagedService
+	(*Window)(nil),                // 23: tether.fleet.v1.Window
+	(*HelmOptions)(nil),           // 24: tether.fleet.v1.HelmOptions
+	(*Tombstone)(nil),             // 25: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 26: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 27: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 28: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 29: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	26, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	26, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	30, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	30, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
 	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
-	26, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	30, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
 	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	26, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	26, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	30, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	30, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
 	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
 	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
 	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
 	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
-	26, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	17, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	21, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	20, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
-	18, // 20: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
-	17, // 21: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
-	19, // 22: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
-	26, // 23: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
-	26, // 24: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
-	26, // 25: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	26, // 26: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 27: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 28: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 29: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	22, // 30: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	24, // 31: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 32: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 33: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	12, // 34: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	23, // 35: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	25, // 36: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	32, // [32:37] is the sub-list for method output_type
-	27, // [27:32] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	21, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
+	25, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	17, // 19: tether.fleet.v1.DesiredState.telemetry:type_name -> tether.fleet.v1.Telemetry
+	18, // 20: tether.fleet.v1.Telemetry.scrape_configs:type_name -> tether.fleet.v1.ScrapeConfig
+	19, // 21: tether.fleet.v1.ScrapeConfig.targets:type_name -> tether.fleet.v1.ScrapeTarget
+	20, // 22: tether.fleet.v1.ScrapeConfig.relabel_configs:type_name -> tether.fleet.v1.RelabelConfig
+	20, // 23: tether.fleet.v1.ScrapeConfig.metric_relabel_configs:type_name -> tether.fleet.v1.RelabelConfig
+	24, // 24: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
+	22, // 25: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
+	21, // 26: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
+	23, // 27: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
+	30, // 28: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
+	30, // 29: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
+	30, // 30: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	30, // 31: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 32: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 33: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 34: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	26, // 35: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	28, // 36: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 37: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 38: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 39: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	27, // 40: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	29, // 41: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	37, // [37:42] is the sub-list for method output_type
+	32, // [32:37] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -2247,7 +2656,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

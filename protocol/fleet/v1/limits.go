@@ -26,6 +26,16 @@ const (
 	// MaxStagedWindows bounds StagedService.windows; an agent ignores a
 	// staged version with more (or with none).
 	MaxStagedWindows = 16
+	// MaxScrapeConfigs bounds Telemetry.scrape_configs of one desired state.
+	MaxScrapeConfigs = 100
+	// MaxScrapeTargets bounds ScrapeConfig.targets (selectors, not the
+	// endpoints they find).
+	MaxScrapeTargets = 16
+	// MaxRelabelRules bounds ScrapeConfig.relabel_configs and
+	// metric_relabel_configs, each.
+	MaxRelabelRules = 64
+	// MaxScrapeSampleLimit bounds ScrapeConfig.sample_limit.
+	MaxScrapeSampleLimit = 1_000_000
 )
 
 // PayloadKindStatus is the payload kind of a marshalled StatusReport, the

@@ -18,7 +18,8 @@ var ErrOtherEpochDelta = errors.New("delta of another epoch")
 // says ds is a full state of another epoch, or below the held revision:
 // the hub says the agent's state is from another history (a new hub, or
 // one restored from a backup), and it replaces the held state. Services
-// come out sorted by namespace and name. cur is not modified.
+// come out sorted by namespace and name. Telemetry follows the rule on
+// DesiredState.telemetry. cur is not modified.
 func Merge(cur, ds *DesiredState) (next *DesiredState, replace bool, err error) {
 	otherEpoch := ds.GetEpoch() != "" && cur.GetEpoch() != "" && ds.GetEpoch() != cur.GetEpoch()
 	replace = ds.GetFull() && (otherEpoch || ds.GetRevision() < cur.GetRevision())
@@ -31,6 +32,12 @@ func Merge(cur, ds *DesiredState) (next *DesiredState, replace bool, err error) 
 	}
 	key := func(namespace, name string) string { return namespace + "/" + name }
 	next = &DesiredState{Cluster: ds.GetCluster(), Revision: ds.GetRevision(), Full: true, Epoch: cmp.Or(ds.GetEpoch(), cur.GetEpoch())}
+	// Telemetry: a full state's is the whole set (absent: none); a
+	// delta's replaces the held one when present, else the held one stays.
+	next.Telemetry = ds.GetTelemetry()
+	if !ds.GetFull() && next.Telemetry == nil {
+		next.Telemetry = cur.GetTelemetry()
+	}
 	byKey := map[string]*Service{}
 	if !ds.GetFull() {
 		for _, s := range cur.GetServices() {

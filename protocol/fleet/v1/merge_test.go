@@ -2,6 +2,7 @@ package fleetv1
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,5 +64,50 @@ func TestWindowOpen(t *testing.T) {
 	}
 	if open, next := WindowOpen(ws, t0.Add(4*time.Hour)); open || !next.IsZero() {
 		t.Fatalf("after all: open %v next %v", open, next)
+	}
+}
+
+// TestMergeTelemetry: a delta without telemetry keeps the held set, one
+// with telemetry (even empty) replaces it, and a full state without it
+// means none.
+func TestMergeTelemetry(t *testing.T) {
+	set := func(names ...string) *Telemetry {
+		tel := &Telemetry{}
+		for _, n := range names {
+			tel.ScrapeConfigs = append(tel.ScrapeConfigs, &ScrapeConfig{Namespace: "ns", Name: n})
+		}
+		return tel
+	}
+	got := func(ds *DesiredState) []string {
+		var out []string
+		for _, c := range ds.GetTelemetry().GetScrapeConfigs() {
+			out = append(out, c.GetName())
+		}
+		return out
+	}
+	cur := &DesiredState{Revision: 5, Epoch: "e1", Full: true, Telemetry: set("a", "b")}
+	for _, tc := range []struct {
+		name string
+		ds   *DesiredState
+		want []string
+	}{
+		{"delta without telemetry keeps it", &DesiredState{Revision: 6}, []string{"a", "b"}},
+		{"delta with telemetry replaces it", &DesiredState{Revision: 6, Telemetry: set("c")}, []string{"c"}},
+		{"delta with empty telemetry removes all", &DesiredState{Revision: 6, Telemetry: set()}, nil},
+		{"full state without telemetry means none", &DesiredState{Revision: 6, Full: true}, nil},
+		{"full state with telemetry", &DesiredState{Revision: 6, Full: true, Telemetry: set("d")}, []string{"d"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next, _, err := Merge(cur, tc.ds)
+			if err != nil || next == nil {
+				t.Fatalf("Merge: %v %v", next, err)
+			}
+			if g := got(next); !slices.Equal(g, tc.want) {
+				t.Fatalf("scrape configs %v, want %v", g, tc.want)
+			}
+		})
+	}
+	if g := got(cur); !slices.Equal(g, []string{"a", "b"}) {
+		t.Fatalf("Merge modified the held state: %v", g)
 	}
 }
