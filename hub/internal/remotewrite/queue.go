@@ -101,17 +101,28 @@ func openQueue(dir string, segBytes, maxBytes int64) (*queue, error) {
 		}
 		q.segs = append(q.segs, s)
 	}
-	// With no records left (all sent and released), numbering and
-	// sequence go on from the cursors, so no cursor is past the end.
-	cursorSeq := uint64(0)
-	cursorSeg := 1
+	// Writing goes on in a new segment when a cursor is at or past the end
+	// of the last one on disk: all was sent and released, or a power loss
+	// lost a tail some endpoint had already sent. Numbering and sequence
+	// then go on from the cursors, so no cursor is ever past the end.
+	var cursorSeq uint64
+	cursorSeg, lastN := 0, 0
+	if len(q.segs) > 0 {
+		lastN = q.segs[len(q.segs)-1].n
+	}
+	fresh := len(q.segs) == 0
 	for _, c := range q.cursorFiles() {
-		if p, err := readCursor(c); err == nil {
-			cursorSeq, cursorSeg = max(cursorSeq, p.seq), max(cursorSeg, p.seg)
+		p, err := readCursor(c)
+		if err != nil {
+			continue
+		}
+		cursorSeq, cursorSeg = max(cursorSeq, p.seq), max(cursorSeg, p.seg)
+		if l := len(q.segs); l > 0 && (p.seg > lastN || p.seg == lastN && p.off > q.segs[l-1].size) {
+			fresh = true
 		}
 	}
-	if len(q.segs) == 0 {
-		q.segs = []segment{{n: cursorSeg}}
+	if fresh {
+		q.segs = append(q.segs, segment{n: max(lastN, cursorSeg) + 1})
 	}
 	if l := &q.segs[len(q.segs)-1]; l.size == 0 {
 		q.next = max(q.next, cursorSeq)
