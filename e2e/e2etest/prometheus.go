@@ -38,6 +38,10 @@ type PrometheusOptions struct {
 	// OutOfOrderWindow sets storage.tsdb.out_of_order_time_window, so the
 	// receiver accepts samples older than its head (a hub's backlog).
 	OutOfOrderWindow time.Duration
+	// Backfill, OpenMetrics text ending in "# EOF", is written into the
+	// TSDB as blocks by `promtool tsdb create-blocks-from openmetrics`
+	// before the first start: known data to query.
+	Backfill string
 	// Args are extra command-line flags.
 	Args []string
 }
@@ -72,6 +76,13 @@ func StartPrometheus(t testing.TB, opts PrometheusOptions) *Prometheus {
 	}
 	p := &Prometheus{Addr: FreeAddr(t), Dir: filepath.Join(dir, "data"), bin: PrometheusBinary(t, "prometheus")}
 	p.URL = "http://" + p.Addr
+	if opts.Backfill != "" {
+		in := filepath.Join(dir, "backfill.om")
+		if err := os.WriteFile(in, []byte(opts.Backfill), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		MustPromtool(t, "tsdb", "create-blocks-from", "openmetrics", "--quiet", in, p.Dir)
+	}
 	p.args = append([]string{
 		"--config.file=" + cfgPath,
 		"--storage.tsdb.path=" + p.Dir,
