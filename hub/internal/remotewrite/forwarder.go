@@ -315,7 +315,7 @@ func (f *Forwarder) writeStatus(ctx context.Context) error {
 			"tether_remote_write_dropped_samples_total": st.Dropped,
 			"tether_remote_write_retries_total":         st.Retries,
 		} {
-			l := labels.FromStrings(labels.MetricName, name, "endpoint", st.Name)
+			l := labels.FromStrings(model.MetricNameLabel, name, "endpoint", st.Name)
 			if _, err := a.Append(0, l, ts, float64(v)); err != nil {
 				_ = a.Rollback()
 				return err

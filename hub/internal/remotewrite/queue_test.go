@@ -17,6 +17,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/tetherfleet/tether/e2e/e2etest"
 	"github.com/tetherfleet/tether/hub/internal/telemetry"
@@ -252,6 +253,27 @@ func TestRetryAndRefusal(t *testing.T) {
 	st := f.Status()[0]
 	if st.Failed != 1 || st.Retries != 1 || st.LastError != "" || st.Name != strings.ReplaceAll(strings.TrimPrefix(srv.URL, "http://"), ":", "_") {
 		t.Errorf("status %s; want 1 failed, 1 retry, no last error, a name from the URL", fmtStatus(st))
+	}
+	// The status as hub series, straight into the DB.
+	if err := f.writeStatus(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	qr, err := db.Querier(0, time.Now().Add(time.Minute).UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qr.Close()
+	ss := qr.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "tether_remote_write_failed_samples_total"))
+	var failed []float64
+	for ss.Next() {
+		it := ss.At().Iterator(nil)
+		for it.Next() != chunkenc.ValNone {
+			_, v := it.At()
+			failed = append(failed, v)
+		}
+	}
+	if len(failed) != 1 || failed[0] != 1 {
+		t.Errorf("tether_remote_write_failed_samples_total in the DB: %v, want [1]", failed)
 	}
 	store.mu.Lock()
 	defer store.mu.Unlock()
