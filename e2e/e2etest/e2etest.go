@@ -89,12 +89,19 @@ type Proc struct {
 // background until Stop or the end of the test.
 func (b *Bins) Start(t testing.TB, name string, env []string, args ...string) *Proc {
 	t.Helper()
+	return StartProc(t, name, filepath.Join(b.Dir, args[0]), env, args[1:]...)
+}
+
+// StartProc runs the binary at path in the background until Stop or the
+// end of the test, its output in a log printed when the test fails.
+func StartProc(t testing.TB, name, path string, env []string, args ...string) *Proc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(b.Dir, args[0]), args[1:]...)
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -14,6 +14,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var (
 		logs       logFlags
 		resetAdmin bool
+		rw         remoteWriteFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -43,6 +44,7 @@ be enrolled again with a new join token.`,
 				return err
 			}
 			cfg.Logger = log
+			cfg.RemoteWrite = rw.endpoints()
 			cfg.Out = g.stderr
 			if resetAdmin {
 				if cfg.NewCA {
@@ -73,6 +75,7 @@ be enrolled again with a new join token.`,
 	f.StringVar(&cfg.ManagementKubeconfig, "management-kubeconfig", "", "kubeconfig of the Cluster API management cluster that ClusterDeployments naming a ClusterTemplate provision on (kubectl's rules: a path list, its current context)")
 	f.StringSliceVar(&cfg.AdvertiseAgentAddrs, "advertise-agent-addr", nil, "agent address HOST:PORT that clusters the hub provisions dial, written into their agent chart (repeatable; default --agent-addr)")
 	f.StringVar(&cfg.ClusterDeploymentRollout, "cluster-deployment-rollout", "", "YAML file with the hub-wide rollout policy ClusterDeployment service changes take (spec.rollout's fields; see tether rollout status clusterdeployments); default: they apply at once")
+	rw.register(f, &cfg.RemoteWriteMaxQueueBytes)
 	f.BoolVar(&resetAdmin, "reset-admin", false, "on a stopped hub: give the admin user a new token, write a new admin.yaml into --data-dir, and exit")
 	f.BoolVar(&cfg.NewCA, "new-ca", false, "create a new CA although the pki directory is missing and clusters are enrolled; every agent must then enrol again")
 	f.DurationVar(&cfg.Console.ReadHeaderTimeout, "api-read-header-timeout", cfg.Console.ReadHeaderTimeout, "console API: time allowed for the TLS handshake and request headers")

@@ -23,10 +23,12 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/pki"
 	"github.com/tetherfleet/tether/hub/internal/provision"
+	"github.com/tetherfleet/tether/hub/internal/remotewrite"
 	"github.com/tetherfleet/tether/hub/internal/reports"
 	"github.com/tetherfleet/tether/hub/internal/rollout"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
+	"github.com/tetherfleet/tether/hub/internal/telemetry"
 	"github.com/tetherfleet/tether/hub/internal/templates"
 )
 
@@ -70,6 +72,11 @@ type Config struct {
 	// policy ClusterDeployment changes roll out under (spec.rollout's
 	// fields; objects.ParseRolloutPolicy); "" means they apply at once.
 	ClusterDeploymentRollout string
+	// RemoteWrite are the stores the hub forwards its metrics to;
+	// RemoteWriteMaxQueueBytes bounds their queue on disk (0: the
+	// remotewrite default).
+	RemoteWrite              []remotewrite.Endpoint
+	RemoteWriteMaxQueueBytes int64
 	Logger                   *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
@@ -163,6 +170,8 @@ type Hub struct {
 	templates *templates.Resolver
 	provision *provision.Controller
 	reports   *reports.Reports
+	tsdb      *telemetry.DB
+	metrics   *remotewrite.Forwarder // appends to tsdb, forwarding
 	gw        *gateway.Gateway
 	agentLn   net.Listener
 	apiLn     net.Listener
@@ -260,6 +269,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.reports = &reports.Reports{Store: h.store}
+	if err := h.openTelemetry(); err != nil {
+		return nil, err
+	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
 	for _, a := range []string{cfg.AgentAddr, cfg.APIAddr} {
 		if host, _, err := net.SplitHostPort(a); err == nil && host != "" {
@@ -504,6 +516,7 @@ func (h *Hub) components() []component {
 		{"template resolver", h.templates.Run},
 		{"provisioning controller", h.provision.Run},
 		{"console API", h.serveAPI},
+		{"remote write", h.metrics.Run},
 	}
 }
 
@@ -534,6 +547,7 @@ func (h *Hub) close() {
 	if h.apiLn != nil {
 		h.apiLn.Close()
 	}
+	h.closeTelemetry()
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {
 			h.log.Warn("close store", "err", err)
