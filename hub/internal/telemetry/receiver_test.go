@@ -118,7 +118,7 @@ func TestReceiverStoresBatchWithClusterLabel(t *testing.T) {
 	}
 	got := stored(t, db, labels.MustNewMatcher(labels.MatchEqual, "cluster", "edge-1"))
 	want := map[string][]float64{
-		`{__name__="node_memory_working_set_bytes", cluster="edge-1", node="n1"}`:            {100, 101, 102, 103},
+		`{__name__="node_memory_working_set_bytes", cluster="edge-1", node="n1"}`:             {100, 101, 102, 103},
 		`{__name__="kube_node_status_capacity", cluster="edge-1", node="n1", resource="cpu"}`: {2, 3, 4, 5},
 	}
 	if len(got) != len(want) {
