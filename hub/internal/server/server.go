@@ -27,6 +27,7 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/rollout"
 	"github.com/tetherfleet/tether/hub/internal/store"
 	"github.com/tetherfleet/tether/hub/internal/store/boltstore"
+	"github.com/tetherfleet/tether/hub/internal/telemetry"
 	"github.com/tetherfleet/tether/hub/internal/templates"
 )
 
@@ -66,7 +67,9 @@ type Config struct {
 	// chart the hub installs into clusters it provisions; empty means
 	// AgentAddr.
 	AdvertiseAgentAddrs []string
-	Logger              *slog.Logger
+	// TSDB configures the metrics store under DataDir/tsdb.
+	TSDB   TSDBConfig
+	Logger *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -142,6 +145,7 @@ func DefaultConfig() Config {
 		AgentConnRate:        gateway.DefaultConnRatePerAddr,
 		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
 		Console:              DefaultConsoleLimits(),
+		TSDB:                 TSDBConfig{Retention: telemetry.DefaultRetention, OutOfOrderWindow: telemetry.DefaultOutOfOrderWindow},
 	}
 }
 
@@ -164,6 +168,9 @@ type Hub struct {
 	apiLn     net.Listener
 	api       *http.Server
 	adminCfg  string
+	tsdb      *telemetry.DB
+	metrics   *telemetry.Receiver
+	prom      *telemetry.API
 }
 
 // AdminConfigPath is where a hub writes its admin console config.
@@ -264,6 +271,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		gcfg.Heartbeat = cfg.Heartbeat
 	}
 	cfg.admission(&gcfg)
+	if err := h.openTelemetry(&gcfg); err != nil {
+		return nil, err
+	}
 	h.gw, err = gateway.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -282,7 +292,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Handler: http.MaxBytesHandler(api.Handler(api.Config{
 			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
 			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
-			Rollouts: h.rollouts,
+			Rollouts: h.rollouts, Prometheus: h.prom, Targets: h.metrics,
 		}), lim.MaxBodyBytes),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -509,6 +519,7 @@ func (h *Hub) close() {
 	if h.apiLn != nil {
 		h.apiLn.Close()
 	}
+	h.closeTelemetry()
 	if h.store != nil {
 		if err := h.store.Close(); err != nil {
 			h.log.Warn("close store", "err", err)
