@@ -73,7 +73,7 @@ be enrolled again with a new join token.`,
 	f.StringVar(&cfg.ManagementKubeconfig, "management-kubeconfig", "", "kubeconfig of the Cluster API management cluster that ClusterDeployments naming a ClusterTemplate provision on (kubectl's rules: a path list, its current context)")
 	f.StringSliceVar(&cfg.AdvertiseAgentAddrs, "advertise-agent-addr", nil, "agent address HOST:PORT that clusters the hub provisions dial, written into their agent chart (repeatable; default --agent-addr)")
 	f.DurationVar(&cfg.TSDB.Retention, "tsdb-retention", cfg.TSDB.Retention, "how long the metrics store (DATA-DIR/tsdb) keeps samples")
-	f.Int64Var(&cfg.TSDB.RetentionBytes, "tsdb-retention-size", 0, "bytes the metrics store's blocks may take on disk before the oldest are deleted; 0 means no bound")
+	f.Var(byteSize{&cfg.TSDB.RetentionBytes}, "tsdb-retention-size", "bytes the metrics store's blocks may take on disk before the oldest are deleted (512MB, 10GiB; 0: no bound)")
 	f.DurationVar(&cfg.TSDB.OutOfOrderWindow, "tsdb-out-of-order-window", cfg.TSDB.OutOfOrderWindow, "how far behind a series' newest sample an older one is still stored: the longest agent outage whose backlog is kept")
 	f.BoolVar(&resetAdmin, "reset-admin", false, "on a stopped hub: give the admin user a new token, write a new admin.yaml into --data-dir, and exit")
 	f.BoolVar(&cfg.NewCA, "new-ca", false, "create a new CA although the pki directory is missing and clusters are enrolled; every agent must then enrol again")
