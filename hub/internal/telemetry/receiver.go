@@ -148,20 +148,23 @@ var _ gateway.PayloadReceiver = (*Receiver)(nil)
 // future; it returns another error (the agent keeps the batch and sends it
 // again) when the TSDB cannot store it now, e.g. its disk is full.
 func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint64, data []byte) error {
-	b, err := telemetryv1.Decode(data)
+	if cluster == "" {
+		return r.refuse(cluster, fmt.Errorf("%w: metrics batch %d: no cluster identity", gateway.ErrPayloadRefused, seq))
+	}
+	d, err := decodeBatch(data, cluster)
 	if err != nil {
 		return r.refuse(cluster, fmt.Errorf("%w: metrics batch %d of %q: %v", gateway.ErrPayloadRefused, seq, cluster, err))
 	}
-	sets, err := r.check(cluster, b)
-	if err != nil {
+	defer d.release()
+	if err := r.checkFuture(d); err != nil {
 		return r.refuse(cluster, fmt.Errorf("%w: metrics batch %d of %q: %v", gateway.ErrPayloadRefused, seq, cluster, err))
 	}
 	var stored, tooOld, dups uint64
 	app := r.cfg.DB.Appender(ctx)
-	for i, s := range b.Series {
+	for _, s := range d.series {
 		var ref storage.SeriesRef
-		for _, smp := range s.Samples {
-			nref, err := app.Append(ref, sets[i], smp.TimestampMs, smp.Value)
+		for _, smp := range d.samples[s.from:s.to] {
+			nref, err := app.Append(ref, s.lset, smp.t, smp.v)
 			switch {
 			case err == nil:
 				ref = nref
@@ -172,7 +175,7 @@ func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint6
 				dups++
 			default:
 				_ = app.Rollback()
-				return fmt.Errorf("telemetry: append metrics batch %d of %q, series %s: %w", seq, cluster, sets[i], err)
+				return fmt.Errorf("telemetry: append metrics batch %d of %q, series %s: %w", seq, cluster, s.lset, err)
 			}
 		}
 	}
@@ -180,42 +183,25 @@ func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint6
 		// A full or failing disk: not acknowledged, the agent keeps it.
 		return fmt.Errorf("telemetry: commit metrics batch %d of %q: %w", seq, cluster, err)
 	}
-	r.record(cluster, seq, b, stored, tooOld, dups)
+	r.record(cluster, seq, &d.rest, stored, tooOld, dups)
 	if tooOld+dups > 0 {
 		r.log.Debug("metrics batch stored with dropped samples", "cluster", cluster, "seq", seq, "stored", stored, "too_old", tooOld, "duplicates", dups)
 	}
 	return nil
 }
 
-// check builds each series' label set with cluster="<cluster>" and
-// refuses a batch naming another cluster or reaching too far ahead.
-func (r *Receiver) check(cluster string, b *telemetryv1.MetricBatch) ([]labels.Labels, error) {
-	if cluster == "" {
-		return nil, errors.New("no cluster identity")
-	}
-	limit := r.cfg.Now().Add(r.cfg.MaxFuture).UnixMilli()
-	sets := make([]labels.Labels, len(b.Series))
-	var sb labels.ScratchBuilder
-	for i, s := range b.Series {
-		sb.Reset()
-		for _, l := range s.Labels {
-			if l.Name == telemetryv1.ClusterLabel {
-				if l.Value != cluster {
-					return nil, fmt.Errorf("series %d names cluster %q; this agent is cluster %q and may only send its own series", i, trunc(l.Value), cluster)
-				}
-				continue
-			}
-			sb.Add(l.Name, l.Value)
-		}
-		sb.Add(telemetryv1.ClusterLabel, cluster)
-		sb.Sort()
-		sets[i] = sb.Labels()
-		if last := s.Samples[len(s.Samples)-1].TimestampMs; last > limit {
-			return nil, fmt.Errorf("series %d (%s) has a sample at %s, more than %s past the hub's clock (%s): check the agent's clock",
-				i, sets[i].Get(labels.MetricName), time.UnixMilli(last).UTC().Format(time.RFC3339), r.cfg.MaxFuture, r.cfg.Now().UTC().Format(time.RFC3339))
+// checkFuture refuses a batch with a sample more than MaxFuture past the
+// hub's clock.
+func (r *Receiver) checkFuture(d *decoded) error {
+	now := r.cfg.Now()
+	limit := now.Add(r.cfg.MaxFuture).UnixMilli()
+	for i, s := range d.series {
+		if last := d.samples[s.to-1].t; last > limit {
+			return fmt.Errorf("series %d (%s) has a sample at %s, more than %s past the hub's clock (%s): check the agent's clock",
+				i, s.lset.Get(labels.MetricName), time.UnixMilli(last).UTC().Format(time.RFC3339), r.cfg.MaxFuture, now.UTC().Format(time.RFC3339))
 		}
 	}
-	return sets, nil
+	return nil
 }
 
 func trunc(s string) string {
