@@ -83,16 +83,15 @@ type Metadata struct {
 
 // Target is the last reported health of one scrape target of a cluster.
 type Target struct {
-	Job            string        `json:"job"`
-	URL            string        `json:"url"`
-	Health         string        `json:"health"`
-	LastError      string        `json:"lastError,omitempty"`
-	LastScrape     time.Time     `json:"lastScrape,omitzero"`
-	LastDuration   time.Duration `json:"lastDuration"`
-	Samples        int64         `json:"samples"`
-	ReportedAtSeq  uint64        `json:"reportedAtSeq"`
-	ReceivedByHub  time.Time     `json:"receivedByHub"`
-	clusterOrdinal int
+	Job           string        `json:"job"`
+	URL           string        `json:"url"`
+	Health        string        `json:"health"`
+	LastError     string        `json:"lastError,omitempty"`
+	LastScrape    time.Time     `json:"lastScrape,omitzero"`
+	LastDuration  time.Duration `json:"lastDuration"`
+	Samples       int64         `json:"samples"`
+	ReportedAtSeq uint64        `json:"reportedAtSeq"`
+	ReceivedByHub time.Time     `json:"receivedByHub"`
 }
 
 // IngestStats count what the receiver did with one cluster's batches.
