@@ -39,6 +39,9 @@ type APIConfig struct {
 	MaxPoints int
 	// MaxFormBytes bounds a POST form body.
 	MaxFormBytes int64
+	// MaxConcurrent bounds the queries evaluated at once; more wait (up
+	// to their timeout).
+	MaxConcurrent int
 	// Version is the hub's version, shown in buildinfo's revision.
 	Version string
 	Logger  *slog.Logger
@@ -57,6 +60,7 @@ const (
 	DefaultLookbackDelta = 5 * time.Minute
 	DefaultMaxPoints     = 11_000
 	DefaultMaxFormBytes  = 4 << 20
+	DefaultMaxConcurrent = 8
 )
 
 // PrometheusVersion is the Prometheus release whose PromQL engine the
@@ -68,7 +72,7 @@ const PrometheusVersion = "3.16.0"
 func DefaultAPIConfig() APIConfig {
 	return APIConfig{
 		MaxSamples: DefaultMaxSamples, Timeout: DefaultQueryTimeout, LookbackDelta: DefaultLookbackDelta,
-		MaxPoints: DefaultMaxPoints, MaxFormBytes: DefaultMaxFormBytes,
+		MaxPoints: DefaultMaxPoints, MaxFormBytes: DefaultMaxFormBytes, MaxConcurrent: DefaultMaxConcurrent,
 	}
 }
 
@@ -77,8 +81,8 @@ func (c *APIConfig) Validate() error {
 	switch {
 	case c.DB == nil:
 		return errors.New("telemetry: APIConfig.DB is required")
-	case c.MaxSamples <= 0 || c.MaxPoints <= 0 || c.MaxFormBytes <= 0:
-		return fmt.Errorf("telemetry: APIConfig: MaxSamples %d, MaxPoints %d and MaxFormBytes %d must be positive", c.MaxSamples, c.MaxPoints, c.MaxFormBytes)
+	case c.MaxSamples <= 0 || c.MaxPoints <= 0 || c.MaxFormBytes <= 0 || c.MaxConcurrent <= 0:
+		return fmt.Errorf("telemetry: APIConfig: MaxSamples %d, MaxPoints %d, MaxFormBytes %d and MaxConcurrent %d must be positive", c.MaxSamples, c.MaxPoints, c.MaxFormBytes, c.MaxConcurrent)
 	case c.Timeout <= 0 || c.LookbackDelta <= 0:
 		return fmt.Errorf("telemetry: APIConfig: Timeout %s and LookbackDelta %s must be positive", c.Timeout, c.LookbackDelta)
 	}
@@ -91,6 +95,8 @@ type API struct {
 	engine *promql.Engine
 	parser parser.Parser
 	mux    *http.ServeMux
+	// slots holds a token per query being evaluated.
+	slots chan struct{}
 }
 
 // NewAPI returns the Prometheus HTTP API for cfg.
@@ -105,7 +111,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 		return nil, err
 	}
 	p := parser.NewParser(parser.Options{})
-	a := &API{cfg: cfg, parser: p}
+	a := &API{cfg: cfg, parser: p, slots: make(chan struct{}, cfg.MaxConcurrent)}
 	a.engine = promql.NewEngine(promql.EngineOpts{
 		Logger:                   cfg.Logger,
 		MaxSamples:               cfg.MaxSamples,
@@ -339,6 +345,12 @@ func (a *API) queryRange(r *http.Request) (any, annotations.Annotations, *apiErr
 // memory goes back to the engine's pools on Close).
 func (a *API) exec(ctx context.Context, q promql.Query) (any, annotations.Annotations, *apiError) {
 	defer q.Close()
+	select {
+	case a.slots <- struct{}{}:
+		defer func() { <-a.slots }()
+	case <-ctx.Done():
+		return nil, nil, queryError(fmt.Errorf("waiting for one of %d query slots: %w", cap(a.slots), ctx.Err()))
+	}
 	res := q.Exec(ctx)
 	if res.Err != nil {
 		return nil, res.Warnings, queryError(res.Err)

@@ -263,3 +263,19 @@ func TestAppendString(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIQuerySlots: with every query slot taken, a query waits until its
+// timeout and answers Prometheus' timeout error; once a slot is free it
+// runs.
+func TestAPIQuerySlots(t *testing.T) {
+	f := newAPIFixture(t, func(c *APIConfig) { c.MaxConcurrent = 1 })
+	f.api.slots <- struct{}{}
+	code, resp := call(t, f.api, http.MethodGet, "/api/v1/query", form("query", "1+1", "timeout", "0.05"))
+	if code != http.StatusServiceUnavailable || resp.ErrorType != "timeout" || !strings.Contains(resp.Error, "query slots") {
+		t.Errorf("all slots taken: %d %s %q, want 503 timeout", code, resp.ErrorType, resp.Error)
+	}
+	<-f.api.slots
+	if code, resp := call(t, f.api, http.MethodGet, "/api/v1/query", form("query", "1+1")); code != http.StatusOK {
+		t.Errorf("slot free: %d %s", code, resp.Error)
+	}
+}

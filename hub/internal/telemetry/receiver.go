@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/tetherfleet/tether/hub/internal/gateway"
@@ -197,7 +196,7 @@ func (r *Receiver) checkFuture(d *decoded) error {
 	for i, s := range d.series {
 		if last := d.samples[s.to-1].t; last > limit {
 			return fmt.Errorf("series %d (%s) has a sample at %s, more than %s past the hub's clock (%s): check the agent's clock",
-				i, s.lset.Get(labels.MetricName), time.UnixMilli(last).UTC().Format(time.RFC3339), r.cfg.MaxFuture, now.UTC().Format(time.RFC3339))
+				i, s.lset.Get(telemetryv1.MetricNameLabel), time.UnixMilli(last).UTC().Format(time.RFC3339), r.cfg.MaxFuture, now.UTC().Format(time.RFC3339))
 		}
 	}
 	return nil
