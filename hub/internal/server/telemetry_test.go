@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +147,7 @@ func TestHubStoresAgentMetricsAndServesPromQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runHub(t, h)
+	stop := runHub(t, h)
 	stream := agentConn(t, h, "edge-1")
 	now := time.Now()
 	batch := &telemetryv1.MetricBatch{Series: []*telemetryv1.Series{{
@@ -188,5 +189,17 @@ func TestHubStoresAgentMetricsAndServesPromQL(t *testing.T) {
 	cl, err := adminClient(t, dir).Cluster(context.Background(), "edge-1", false)
 	if err != nil || len(cl.Targets) != 1 || cl.Targets[0].Health != "up" {
 		t.Errorf("cluster edge-1 targets %+v, %v", cl.Targets, err)
+	}
+
+	// A restarted hub still has the samples (the TSDB's WAL is replayed).
+	stop()
+	if h, err = New(context.Background(), testConfig(dir)); err != nil {
+		t.Fatal(err)
+	}
+	runHub(t, h)
+	code, resp = promGet(t, h, viewer.Token, "/api/v1/query", url.Values{"query": {`count_over_time(node_memory_working_set_bytes{cluster="edge-1"}[5m])`}, "time": {strconv.FormatInt(now.Unix()+1, 10)}})
+	res, _ = resp["data"].(map[string]any)["result"].([]any)
+	if code != http.StatusOK || len(res) != 1 || res[0].(map[string]any)["value"].([]any)[1] != "2" {
+		t.Errorf("after a restart: %d %v, want the 2 samples", code, resp)
 	}
 }
