@@ -19,6 +19,7 @@ import (
 	"github.com/tetherfleet/tether/hub/internal/gateway"
 	"github.com/tetherfleet/tether/hub/internal/objects"
 	"github.com/tetherfleet/tether/hub/internal/store"
+	"github.com/tetherfleet/tether/hub/internal/telemetry"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	"github.com/tetherfleet/tether/protocol/version"
 )
@@ -57,6 +58,9 @@ type Cluster struct {
 	OutboxKinds []gateway.OutboxKindStats `json:"outboxKinds,omitempty"`
 	// Agent is the agent's own answer, fetched over the tunnel by describe.
 	Agent *AgentDiagnosis `json:"agent,omitempty"`
+	// Targets are the scrape targets the agent last reported (GET of one
+	// cluster only).
+	Targets []telemetry.Target `json:"targets,omitempty"`
 }
 
 // AgentDiagnosis is what the agent reports about itself when asked.
@@ -133,7 +137,13 @@ type Config struct {
 	Reports Reports
 	// Rollouts serves /v1/rollouts; nil answers 501.
 	Rollouts Rollouts
-	Logger   *slog.Logger
+	// Prometheus serves the Prometheus HTTP API under /api/v1/ to every
+	// console user; nil serves none.
+	Prometheus http.Handler
+	// Targets add a cluster's scrape targets to GET /v1/clusters/{name};
+	// nil adds none.
+	Targets ScrapeTargets
+	Logger  *slog.Logger
 	// Kinds are the object kinds served; nil means those of Objects if it
 	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
 	Kinds *objects.Registry
@@ -162,6 +172,9 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("DELETE /v1/users/{name}", s.auth(RoleAdmin, s.revokeUser))
 	s.registerObjects(mux)
 	s.registerRollouts(mux)
+	if cfg.Prometheus != nil {
+		mux.Handle("/api/v1/", s.promAuth(cfg.Prometheus))
+	}
 	return mux
 }
 
@@ -324,6 +337,9 @@ func (s *server) getCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	v := s.view(c)
+	if s.cfg.Targets != nil {
+		v.Targets = s.cfg.Targets.Targets(c.Name)
+	}
 	if v.State == StateConnected && r.URL.Query().Get("diagnose") == "true" {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()

@@ -79,6 +79,7 @@ func describeCluster(g *globals, c api.Cluster, now time.Time) {
 		}
 	}
 	tw.Flush()
+	describeTargets(g.stdout, c.Targets, now)
 }
 
 func newLabelCmd(g *globals) *cobra.Command {

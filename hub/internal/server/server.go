@@ -77,7 +77,9 @@ type Config struct {
 	// remotewrite default).
 	RemoteWrite              []remotewrite.Endpoint
 	RemoteWriteMaxQueueBytes int64
-	Logger                   *slog.Logger
+	// TSDB configures the metrics store under DataDir/tsdb.
+	TSDB   TSDBConfig
+	Logger *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -153,6 +155,7 @@ func DefaultConfig() Config {
 		AgentConnRate:        gateway.DefaultConnRatePerAddr,
 		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
 		Console:              DefaultConsoleLimits(),
+		TSDB:                 TSDBConfig{Retention: telemetry.DefaultRetention, OutOfOrderWindow: telemetry.DefaultOutOfOrderWindow},
 	}
 }
 
@@ -170,13 +173,15 @@ type Hub struct {
 	templates *templates.Resolver
 	provision *provision.Controller
 	reports   *reports.Reports
-	tsdb      *telemetry.DB
-	metrics   *remotewrite.Forwarder // appends to tsdb, forwarding
 	gw        *gateway.Gateway
 	agentLn   net.Listener
 	apiLn     net.Listener
 	api       *http.Server
 	adminCfg  string
+	tsdb      *telemetry.DB
+	forward   *remotewrite.Forwarder
+	metrics   *telemetry.Receiver
+	prom      *telemetry.API
 }
 
 // loadRolloutPolicy reads the --cluster-deployment-rollout file; ""
@@ -269,9 +274,6 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.reports = &reports.Reports{Store: h.store}
-	if err := h.openTelemetry(); err != nil {
-		return nil, err
-	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hosts...)
 	for _, a := range []string{cfg.AgentAddr, cfg.APIAddr} {
 		if host, _, err := net.SplitHostPort(a); err == nil && host != "" {
@@ -301,6 +303,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		gcfg.Heartbeat = cfg.Heartbeat
 	}
 	cfg.admission(&gcfg)
+	if err := h.openTelemetry(&gcfg); err != nil {
+		return nil, err
+	}
 	h.gw, err = gateway.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -319,7 +324,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Handler: http.MaxBytesHandler(api.Handler(api.Config{
 			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
 			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
-			Rollouts: h.rollouts,
+			Rollouts: h.rollouts, Prometheus: h.prom, Targets: h.metrics,
 		}), lim.MaxBodyBytes),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -516,7 +521,7 @@ func (h *Hub) components() []component {
 		{"template resolver", h.templates.Run},
 		{"provisioning controller", h.provision.Run},
 		{"console API", h.serveAPI},
-		{"remote write", h.metrics.Run},
+		{"remote write", h.forward.Run},
 	}
 }
 

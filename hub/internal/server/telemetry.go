@@ -3,16 +3,39 @@ package server
 import (
 	"fmt"
 	"path/filepath"
+	"time"
 
+	"github.com/tetherfleet/tether/hub/internal/gateway"
 	"github.com/tetherfleet/tether/hub/internal/remotewrite"
 	"github.com/tetherfleet/tether/hub/internal/telemetry"
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
+	"github.com/tetherfleet/tether/protocol/version"
 )
 
-// openTelemetry opens the hub's TSDB and, over it, the remote-write
-// forwarder: what the metrics receiver appends to h.metrics is stored in
-// h.tsdb and queued for every Config.RemoteWrite endpoint.
-func (h *Hub) openTelemetry() error {
-	db, err := telemetry.Open(telemetry.Options{Dir: filepath.Join(h.cfg.DataDir, "tsdb"), Logger: h.log})
+// TSDBConfig configures the hub's metrics store; zero fields take the
+// defaults of package telemetry.
+type TSDBConfig struct {
+	// Retention is how long samples are kept.
+	Retention time.Duration
+	// RetentionBytes bounds the TSDB's blocks on disk; 0 means no bound.
+	RetentionBytes int64
+	// OutOfOrderWindow is how old a sample an agent's backlog may still
+	// bring in, behind the newest sample of its series.
+	OutOfOrderWindow time.Duration
+}
+
+func tsdbPath(dataDir string) string { return filepath.Join(dataDir, "tsdb") }
+
+// openTelemetry opens the TSDB under the data dir; over it the
+// remote-write forwarder (what is appended to it is stored in the TSDB and
+// queued for every Config.RemoteWrite endpoint), the receiver of the
+// agents' metrics payloads, which appends through the forwarder, and the
+// Prometheus HTTP API.
+func (h *Hub) openTelemetry(gcfg *gateway.Config) error {
+	db, err := telemetry.Open(telemetry.Options{
+		Dir: tsdbPath(h.cfg.DataDir), Retention: h.cfg.TSDB.Retention, RetentionBytes: h.cfg.TSDB.RetentionBytes,
+		OutOfOrderWindow: h.cfg.TSDB.OutOfOrderWindow, Logger: h.log,
+	})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -22,21 +45,35 @@ func (h *Hub) openTelemetry() error {
 	if h.cfg.RemoteWriteMaxQueueBytes != 0 {
 		rw.MaxQueueBytes = h.cfg.RemoteWriteMaxQueueBytes
 	}
-	if h.metrics, err = remotewrite.New(rw, db); err != nil {
+	if h.forward, err = remotewrite.New(rw, db); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	for _, e := range rw.Endpoints {
 		h.log.Info("remote write on", "endpoint", e.Name, "url", e.URL)
 	}
+	rcfg := telemetry.DefaultReceiverConfig()
+	rcfg.DB, rcfg.Logger = h.forward, h.log
+	if h.metrics, err = telemetry.NewReceiver(rcfg); err != nil {
+		return err
+	}
+	acfg := telemetry.DefaultAPIConfig()
+	acfg.DB, acfg.Metadata, acfg.Logger, acfg.Version = db, h.metrics, h.log, version.Get()
+	if h.prom, err = telemetry.NewAPI(acfg); err != nil {
+		return err
+	}
+	if gcfg.Payloads == nil {
+		gcfg.Payloads = map[string]gateway.PayloadReceiver{}
+	}
+	gcfg.Payloads[telemetryv1.PayloadKind] = h.metrics
 	return nil
 }
 
-// RemoteWriteStatus is the health of each remote-write endpoint's queue.
-func (h *Hub) RemoteWriteStatus() []remotewrite.Status { return h.metrics.Status() }
-
 func (h *Hub) closeTelemetry() {
-	if h.metrics != nil {
-		if err := h.metrics.Close(); err != nil {
+	if h.prom != nil {
+		_ = h.prom.Close()
+	}
+	if h.forward != nil {
+		if err := h.forward.Close(); err != nil {
 			h.log.Warn("close remote-write queue", "err", err)
 		}
 	}
@@ -46,3 +83,9 @@ func (h *Hub) closeTelemetry() {
 		}
 	}
 }
+
+// Metrics exposes the metrics receiver (for tests and benchmarks).
+func (h *Hub) Metrics() *telemetry.Receiver { return h.metrics }
+
+// RemoteWriteStatus is the health of each remote-write endpoint's queue.
+func (h *Hub) RemoteWriteStatus() []remotewrite.Status { return h.forward.Status() }

@@ -1,6 +1,7 @@
 // Package telemetry is the hub's metrics store: the agents' metric batches
 // (protocol/telemetry/v1) appended to an embedded Prometheus TSDB under the
-// data directory, queried with PromQL.
+// data directory (Receiver), queried with PromQL through the Prometheus
+// HTTP API (API). docs/design/telemetry.md has the rules.
 package telemetry
 
 import (

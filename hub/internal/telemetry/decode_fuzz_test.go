@@ -1,0 +1,129 @@
+package telemetry
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
+)
+
+func gz(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// FuzzDecodeBatchMatchesDecode: the receiver's decoder accepts exactly
+// the batches telemetryv1.Decode accepts (and refuses those naming
+// another cluster), with the same series, samples, metadata and targets.
+// The input is the protobuf before compression, so the fuzzer's changes
+// reach the protobuf decoders rather than gzip's checksum.
+func FuzzDecodeBatchMatchesDecode(f *testing.F) {
+	for _, b := range []*telemetryv1.MetricBatch{
+		{},
+		{Series: []*telemetryv1.Series{series("kube_pod_info", testNow, 4, 1, "namespace", "a", "pod", "p"), series("up", testNow, 2, 0)}},
+		{Series: []*telemetryv1.Series{series("up", testNow, 3, 1, "job", "a", "cluster", "edge-1"), series("up", testNow, 1, 1, "cluster", "edge-2")}},
+		{Series: []*telemetryv1.Series{series("up", testNow, 2, math.NaN(), "z", "é")}, Metadata: []*telemetryv1.MetricMetadata{{Metric: "up", Type: "gauge", Help: "h"}},
+			Targets: []*telemetryv1.TargetHealth{{Job: "j", Url: "http://x", Health: "up", Samples: 3}}},
+		{Series: []*telemetryv1.Series{{Labels: []*telemetryv1.Label{{Name: "__name__", Value: "up"}, {Name: "a", Value: ""}}, Samples: []*telemetryv1.Sample{{TimestampMs: 5}}}}},
+		{Series: []*telemetryv1.Series{{Labels: []*telemetryv1.Label{{Name: "__name__", Value: "up"}}, Samples: []*telemetryv1.Sample{{TimestampMs: 5}, {TimestampMs: 5}}}}},
+	} {
+		raw, err := proto.Marshal(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	// Wire oddities: a label as a varint, an unknown field, a group, a
+	// repeated timestamp (the last wins), a truncated message.
+	odd := protowire.AppendTag(nil, 1, protowire.BytesType)
+	var ser []byte
+	ser = protowire.AppendTag(ser, 1, protowire.VarintType)
+	ser = protowire.AppendVarint(ser, 7)
+	ser = protowire.AppendTag(ser, 9, protowire.Fixed32Type)
+	ser = protowire.AppendFixed32(ser, 1)
+	lbl := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "__name__")
+	lbl = protowire.AppendString(protowire.AppendTag(lbl, 2, protowire.BytesType), "up")
+	ser = protowire.AppendBytes(protowire.AppendTag(ser, 1, protowire.BytesType), lbl)
+	smp := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
+	smp = protowire.AppendVarint(protowire.AppendTag(smp, 1, protowire.VarintType), 2)
+	ser = protowire.AppendBytes(protowire.AppendTag(ser, 2, protowire.BytesType), smp)
+	f.Add(protowire.AppendBytes(odd, ser))
+	f.Add(protowire.AppendBytes(odd, ser)[:len(ser)/2])
+	f.Add(append(protowire.AppendTag(nil, 5, protowire.StartGroupType), protowire.AppendTag(nil, 5, protowire.EndGroupType)...))
+
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		data := gz(t, raw)
+		want, werr := telemetryv1.Decode(data)
+		got, gerr := decodeBatch(data, "edge-1")
+		if gerr == nil {
+			defer got.release()
+		}
+		if werr != nil {
+			if gerr == nil {
+				t.Fatalf("Decode refuses (%v), decodeBatch accepts", werr)
+			}
+			return
+		}
+		other := false
+		for _, s := range want.Series {
+			for _, l := range s.Labels {
+				if l.Name == telemetryv1.ClusterLabel && l.Value != "edge-1" {
+					other = true
+				}
+			}
+		}
+		if other {
+			if !errors.Is(gerr, errOtherCluster) {
+				t.Fatalf("a series names another cluster: decodeBatch err = %v", gerr)
+			}
+			return
+		}
+		if gerr != nil {
+			t.Fatalf("Decode accepts, decodeBatch refuses: %v", gerr)
+		}
+		if len(got.series) != len(want.Series) {
+			t.Fatalf("%d series, Decode has %d", len(got.series), len(want.Series))
+		}
+		for i, s := range want.Series {
+			var sb labels.ScratchBuilder
+			for _, l := range s.Labels {
+				if l.Name != telemetryv1.ClusterLabel {
+					sb.Add(l.Name, l.Value)
+				}
+			}
+			sb.Add(telemetryv1.ClusterLabel, "edge-1")
+			sb.Sort()
+			g := got.series[i]
+			if !labels.Equal(g.lset, sb.Labels()) {
+				t.Fatalf("series %d: labels %s, Decode has %s", i, g.lset, sb.Labels())
+			}
+			gs := got.samples[g.from:g.to]
+			if len(gs) != len(s.Samples) {
+				t.Fatalf("series %d: %d samples, Decode has %d", i, len(gs), len(s.Samples))
+			}
+			for k, smp := range s.Samples {
+				if gs[k].t != smp.TimestampMs || math.Float64bits(gs[k].v) != math.Float64bits(smp.Value) {
+					t.Fatalf("series %d sample %d: %v, Decode has %v", i, k, gs[k], smp)
+				}
+			}
+		}
+		if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets}) {
+			t.Fatalf("metadata and targets differ:\n%v\n%v", &got.rest, want)
+		}
+	})
+}
