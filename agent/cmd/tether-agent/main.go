@@ -115,6 +115,10 @@ whatever it installed running.`,
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
 	f.StringVar(&cfg.HelmWorker, "helm-worker", "", "the Helm worker binary, started when there is Helm work (default: tether-agent-helm next to this binary, else in $PATH)")
 	f.DurationVar(&cfg.WorkerIdle, "helm-worker-idle", 0, "stop the Helm worker after this long without work (default 20s; negative: keep it running)")
+	f.DurationVar(&cfg.Telemetry.Interval, "telemetry-interval", cfg.Telemetry.Interval, "how often inventory and usage metrics are collected for the hub (0: off, and metrics are not offered to the hub)")
+	f.Int64Var(&cfg.Telemetry.OutboxBytes, "telemetry-outbox-bytes", cfg.Telemetry.OutboxBytes, "on-disk quota of metric batches waiting for the hub; the oldest are dropped (and counted) beyond it (default: over 3 days of 2,000 series at 15s)")
+	f.Int64Var(&cfg.Telemetry.DrainRate, "telemetry-drain-rate", cfg.Telemetry.DrainRate, "bytes per second at most of queued metric batches sent to the hub after an outage (0: unbounded); status always goes first")
+	f.BoolVar(&cfg.Telemetry.Usage, "telemetry-usage", cfg.Telemetry.Usage, "also collect CPU and memory usage (metrics.k8s.io, else the kubelets' resource metrics)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd
