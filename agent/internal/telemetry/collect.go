@@ -176,11 +176,16 @@ var errNotServed = errors.New("not served")
 
 // get GETs path on the API server and hands the body to read.
 func (col *Collector) get(ctx context.Context, path string, read func(io.Reader) error) error {
+	return col.getAs(ctx, path, "application/json", read)
+}
+
+// getAs is get with an Accept header.
+func (col *Collector) getAs(ctx context.Context, path, accept string, read func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, col.base+path, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := col.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", path, err)

@@ -29,6 +29,10 @@ var (
 // simulated nodes serve them at /metrics/nodes/NAME/metrics/resource).
 const ResourceMetricsPathAnnotation = "metrics.k8s.io/resource-metrics-path"
 
+// textFormat is the Prometheus text exposition format, which kubelets
+// (and kwok) serve.
+const textFormat = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+
 // maxResourceMetricsBytes bounds one kubelet's resource metrics response.
 const maxResourceMetricsBytes = 16 << 20
 
@@ -154,19 +158,23 @@ func (col *Collector) kubeletUsage(ctx context.Context, c *collection) error {
 		return err
 	}
 	var failed []string
+	var firstErr error
 	for _, n := range nodes {
 		path := "/api/v1/nodes/" + url.PathEscape(n.name) + "/proxy" + n.path
-		err := col.get(ctx, path, func(r io.Reader) error { return addResourceMetrics(c, n.name, io.LimitReader(r, maxResourceMetricsBytes)) })
+		err := col.getAs(ctx, path, textFormat, func(r io.Reader) error { return addResourceMetrics(c, n.name, io.LimitReader(r, maxResourceMetricsBytes)) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
 			failed = append(failed, n.name)
+			if firstErr == nil {
+				firstErr = err
+			}
 			col.log.Debug("kubelet resource metrics", "node", n.name, "err", err)
 		}
 	}
 	if len(failed) > 0 && len(failed) == len(nodes) {
-		return fmt.Errorf("resource metrics of all %d nodes failed (first: %s)", len(nodes), failed[0])
+		return fmt.Errorf("resource metrics of all %d nodes failed (first: %s: %w)", len(nodes), failed[0], firstErr)
 	}
 	return nil
 }
