@@ -145,8 +145,8 @@ func (col *Collector) Run(ctx context.Context) error {
 
 // Collect runs one collection and ships it: every series of it carries
 // the collection's timestamp.
-func (col *Collector) Collect(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, col.cfg.Timeout)
+func (col *Collector) Collect(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, col.cfg.Timeout)
 	defer cancel()
 	now := col.cfg.Now()
 	c := newCollection(now.UnixMilli(), col.cfg.MaxSeries, col.cfg.Emitter.Emit)
@@ -157,6 +157,9 @@ func (col *Collector) Collect(ctx context.Context) error {
 	}
 	if ferr := c.flush(); err == nil {
 		err = ferr
+	}
+	if parent.Err() != nil {
+		return nil // stopping: not a failed collection
 	}
 	col.mu.Lock()
 	defer col.mu.Unlock()

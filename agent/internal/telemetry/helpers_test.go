@@ -159,3 +159,4 @@ func newShipper(t *testing.T, c *cache.Cache, maxSeries int) *telemetry.Shipper 
 	}
 	return s
 }
+
