@@ -73,7 +73,9 @@ func (c *Cluster) kubeletAddressTypes() string {
 func (c *Cluster) kwokServing(ctx context.Context) (args func(port int) []string, health func(port int) (string, *http.Client), err error) {
 	if c.kwokIP == "" {
 		return func(port int) []string { return []string{"--server-address=" + hostPort(port)} },
-			func(port int) (string, *http.Client) { return "http://" + hostPort(port) + "/healthz", http.DefaultClient }, nil
+			func(port int) (string, *http.Client) {
+				return "http://" + hostPort(port) + "/healthz", http.DefaultClient
+			}, nil
 	}
 	if err := c.installKwokCRDs(ctx); err != nil {
 		return nil, nil, err
@@ -165,7 +167,7 @@ func (c *Cluster) applyKwokMetrics(ctx context.Context) error {
 		"apiVersion": kwokGroup + "/v1alpha1", "kind": "ClusterResourceUsage",
 		"metadata": map[string]any{"name": "tether-usage-from-annotations"},
 		"spec": map[string]any{"usages": []any{map[string]any{"usage": map[string]any{
-			"cpu": map[string]any{"expression": fmt.Sprintf(`%q in pod.metadata.annotations ? Quantity(pod.metadata.annotations[%q]) : Quantity("1m")`, AnnotationUsageCPU, AnnotationUsageCPU)},
+			"cpu":    map[string]any{"expression": fmt.Sprintf(`%q in pod.metadata.annotations ? Quantity(pod.metadata.annotations[%q]) : Quantity("1m")`, AnnotationUsageCPU, AnnotationUsageCPU)},
 			"memory": map[string]any{"expression": fmt.Sprintf(`%q in pod.metadata.annotations ? Quantity(pod.metadata.annotations[%q]) : Quantity("1Mi")`, AnnotationUsageMemory, AnnotationUsageMemory)},
 		}}}},
 	}

@@ -90,7 +90,7 @@ type TelemetryConfig struct {
 	Usage bool
 }
 
-// DefaultTelemetryConfig: every 15 s, 256 MiB on disk (over 3 days of a
+// DefaultTelemetryConfig: every 15 s, 512 MiB on disk (about 4 days of a
 // 2,000-series cluster; docs/design/telemetry.md), drained at 256 KiB/s.
 func DefaultTelemetryConfig() TelemetryConfig {
 	return TelemetryConfig{Interval: 15 * time.Second, OutboxBytes: link.DefaultMetricsOutboxBytes, DrainRate: 256 << 10, Usage: true}

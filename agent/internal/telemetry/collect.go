@@ -86,7 +86,8 @@ type Collector struct {
 	mu sync.Mutex
 	st Stats
 	// metricsAPI caches whether metrics.k8s.io is served (nil: unknown).
-	metricsAPI *bool
+	metricsAPI    *bool
+	metricsProbed time.Time
 	// cpu integrates metrics.k8s.io's CPU rates into counters, by node
 	// or container; pruned to what the last collection saw.
 	cpu map[string]cpuCounter

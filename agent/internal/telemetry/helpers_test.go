@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 
 // openCache opens a real bbolt outbox with the link's kinds, the metrics
 // quota set to quota bytes (0: default).
-func openCache(t *testing.T, quota int64) *cache.Cache {
+func openCache(t testing.TB, quota int64) *cache.Cache {
 	t.Helper()
 	kinds := link.OutboxKinds()
 	for i := range kinds {
@@ -151,7 +151,7 @@ func one(t *testing.T, all []sample, metric string, want map[string]string) floa
 // clusterName is what the shipper labels with in these tests.
 const clusterName = "edge-7"
 
-func newShipper(t *testing.T, c *cache.Cache, maxSeries int) *telemetry.Shipper {
+func newShipper(t testing.TB, c *cache.Cache, maxSeries int) *telemetry.Shipper {
 	t.Helper()
 	s, err := telemetry.NewShipper(telemetry.ShipperConfig{Cluster: func() string { return clusterName }, Outbox: c, MaxSeries: maxSeries})
 	if err != nil {
@@ -159,4 +159,3 @@ func newShipper(t *testing.T, c *cache.Cache, maxSeries int) *telemetry.Shipper 
 	}
 	return s
 }
-

@@ -16,10 +16,15 @@ import (
 )
 
 // setupInventory creates, in namespace ns, a Deployment of replicas pods
-// (one container "app": requests 250m/128Mi, limit 256Mi, simulated usage
+// (one container "app": requests 250m/128Mi (50m CPU past 10 pods), limit 256Mi, simulated usage
 // 300m/64Mi, owned by Helm release "web-release") and a 5Gi PVC, and
 // waits until the pods run.
 func setupInventory(t *testing.T, c *cluster.Cluster, ns string, replicas int32) {
+	t.Helper()
+	setupInventoryTB(t, c, ns, replicas)
+}
+
+func setupInventoryTB(t testing.TB, c *cluster.Cluster, ns string, replicas int32) {
 	t.Helper()
 	ctx := t.Context()
 	cs := c.Clientset
@@ -27,6 +32,10 @@ func setupInventory(t *testing.T, c *cluster.Cluster, ns string, replicas int32)
 		t.Fatal(err)
 	}
 	labels := map[string]string{"app": "web", "app.kubernetes.io/instance": "web-release"}
+	cpu := "250m"
+	if replicas > 10 {
+		cpu = "50m" // many fit the one node
+	}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
@@ -39,7 +48,7 @@ func setupInventory(t *testing.T, c *cluster.Cluster, ns string, replicas int32)
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: "app", Image: "example/web:1",
 					Resources: corev1.ResourceRequirements{
-						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("128Mi")},
 						Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 					},
 				}}},
@@ -86,7 +95,7 @@ func setupInventory(t *testing.T, c *cluster.Cluster, ns string, replicas int32)
 	}
 }
 
-func newCollector(t *testing.T, c *cluster.Cluster, e telemetry.Emitter, tweak func(*telemetry.Config)) *telemetry.Collector {
+func newCollector(t testing.TB, c *cluster.Cluster, e telemetry.Emitter, tweak func(*telemetry.Config)) *telemetry.Collector {
 	t.Helper()
 	cfg := telemetry.DefaultConfig()
 	cfg.RESTConfig, cfg.Emitter = c.RESTConfig, e

@@ -29,6 +29,10 @@ var (
 // simulated nodes serve them at /metrics/nodes/NAME/metrics/resource).
 const ResourceMetricsPathAnnotation = "metrics.k8s.io/resource-metrics-path"
 
+// metricsReprobe is how often a cluster that did not serve metrics.k8s.io
+// is asked again.
+const metricsReprobe = 10 * time.Minute
+
 // textFormat is the Prometheus text exposition format, which kubelets
 // (and kwok) serve.
 const textFormat = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
@@ -40,14 +44,18 @@ const maxResourceMetricsBytes = 16 << 20
 // else from every node's kubelet resource metrics through the API
 // server's node proxy. It returns the source used.
 func (col *Collector) usage(ctx context.Context, c *collection) (string, error) {
+	now := col.cfg.Now()
 	col.mu.Lock()
 	served := col.metricsAPI
+	// A cluster without metrics.k8s.io is asked again now and then (a
+	// metrics-server may be installed, or back from a restart).
+	probe := served == nil || *served || now.Sub(col.metricsProbed) >= metricsReprobe
 	col.mu.Unlock()
-	if served == nil || *served {
+	if probe {
 		err := col.metricsAPIUsage(ctx, c)
 		ok := !errors.Is(err, errNotServed)
 		col.mu.Lock()
-		col.metricsAPI = &ok
+		col.metricsAPI, col.metricsProbed = &ok, now
 		col.mu.Unlock()
 		if ok {
 			return "metrics.k8s.io", err
@@ -161,7 +169,9 @@ func (col *Collector) kubeletUsage(ctx context.Context, c *collection) error {
 	var firstErr error
 	for _, n := range nodes {
 		path := "/api/v1/nodes/" + url.PathEscape(n.name) + "/proxy" + n.path
-		err := col.getAs(ctx, path, textFormat, func(r io.Reader) error { return addResourceMetrics(c, n.name, io.LimitReader(r, maxResourceMetricsBytes)) })
+		err := col.getAs(ctx, path, textFormat, func(r io.Reader) error {
+			return addResourceMetrics(c, n.name, io.LimitReader(r, maxResourceMetricsBytes))
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
@@ -222,4 +232,3 @@ func value(m *dto.Metric) (float64, bool) {
 	}
 	return 0, false
 }
-

@@ -3,6 +3,9 @@ package telemetry
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
@@ -106,5 +109,30 @@ func TestBoundValue(t *testing.T) {
 	}
 	if got := boundValue("a\xffb", 10); got != "a\uFFFDb" {
 		t.Errorf("invalid UTF-8 became %q", got)
+	}
+}
+
+// TestIntegrateCPU: metrics.k8s.io's CPU rates become a counter of
+// core-seconds: 0 when first seen, then rate × elapsed; an older or
+// repeated timestamp adds nothing.
+func TestIntegrateCPU(t *testing.T) {
+	col := &Collector{}
+	t0 := time.Unix(1000, 0)
+	seen := map[string]bool{}
+	steps := []struct {
+		cores string
+		at    time.Time
+		want  float64
+	}{
+		{"500m", t0, 0},
+		{"500m", t0.Add(10 * time.Second), 5},
+		{"2", t0.Add(10 * time.Second), 5},
+		{"2", t0.Add(5 * time.Second), 5},
+		{"2", t0.Add(20 * time.Second), 25},
+	}
+	for i, s := range steps {
+		if got := col.integrate(seen, "n/a", resource.MustParse(s.cores), s.at); got != s.want {
+			t.Fatalf("step %d: counter = %v; want %v", i, got, s.want)
+		}
 	}
 }
