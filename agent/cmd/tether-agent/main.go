@@ -240,6 +240,19 @@ func printStatus(w io.Writer, st assemble.Status, format string) error {
 			fmt.Fprintf(tw, "Worker start error:\t%s\n", hw.StartError)
 		}
 	}
+	if m, ok := st.Outbox.Kinds[link.KindMetrics]; ok {
+		fmt.Fprintf(tw, "Metrics outbox:\t%d batches (%d bytes), %d dropped\n", m.Pending, m.Bytes, m.Dropped)
+	}
+	if tel := st.Telemetry; tel != nil {
+		line := fmt.Sprintf("%d collections, %d failed, %d series last (%s)", tel.Collections, tel.Failures, tel.LastSeries, ts(tel.LastAt))
+		if tel.UsageSource != "" {
+			line += ", usage from " + tel.UsageSource
+		}
+		fmt.Fprintf(tw, "Telemetry:\t%s\n", line)
+		if tel.LastError != "" {
+			fmt.Fprintf(tw, "Telemetry error:\t%s\n", tel.LastError)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
