@@ -37,7 +37,10 @@ func ackOf(msg *fleetv1.HubMessage) *payloadAck {
 // the hub refuses for good is dead-lettered: removed and counted, never
 // waited for. A kind the hub does not accept stays in the outbox. Entries
 // survive a broken link and an agent restart; a payload sent twice is
-// harmless (the hub orders status reports by seq).
+// harmless (the hub orders status reports by seq). A kind with a drain
+// rate (Config.DrainRates) is left out of the batch while over it, so a
+// backlog of it never delays status; the drain then sleeps until a kick,
+// the poll or the kind's refill.
 func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAck, neg negotiated) error {
 	poll := time.NewTicker(5 * time.Second)
 	defer poll.Stop()
