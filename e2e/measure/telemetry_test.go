@@ -46,7 +46,8 @@ func agentTelemetry(b *testing.B) {
 	for _, mode := range []struct{ name, interval string }{{"off", "0"}, {"15s", "15s"}, {"1s", "1s"}} {
 		name := "edge-tel-" + mode.name
 		_, run := agentCgroup(b, bins, "tel-"+mode.name)
-		agent := bins.Start(b, "agent-"+mode.name, nil, run, "run", "--data-dir", b.TempDir(),
+		dir := b.TempDir()
+		agent := bins.Start(b, "agent-"+mode.name, nil, run, "run", "--data-dir", dir,
 			"--hub", hub.AgentAddr, "--token", hub.Token(b, name), "--kubeconfig", kube.KubeconfigPath,
 			"--telemetry-interval", mode.interval)
 		waitConnected(b, bins, hub, name)
@@ -59,6 +60,24 @@ func agentTelemetry(b *testing.B) {
 		b.ReportMetric(cpu, "cpu-ms/s-telemetry-"+mode.name)
 		b.Logf("telemetry %s: VmRSS median %.1f MiB, peak %.1f MiB; CPU %.1f ms/s", mode.name, mib(median), mib(peak), cpu)
 		logStatus(b, "telemetry "+mode.name, agent.PID())
+		// The collector ran in the real binary: its counters, and the
+		// batches waiting in the outbox.
+		var st struct {
+			Telemetry *struct {
+				Collections, Failures uint64
+				LastSeries            int
+				LastError             string
+				UsageSource           string
+			}
+			Outbox struct {
+				Kinds map[string]struct{ Pending, Bytes, Dropped uint64 }
+			}
+		}
+		bins.JSON(b, nil, &st, "tether-agent", "status", "--data-dir", dir, "-o", "json")
+		b.Logf("telemetry %s: agent status telemetry %+v, metrics outbox %+v", mode.name, st.Telemetry, st.Outbox.Kinds["metrics"])
+		if mode.interval != "0" && (st.Telemetry == nil || st.Telemetry.Collections == 0 || st.Telemetry.LastError != "") {
+			b.Fatalf("telemetry %s: the agent did not collect: %+v", mode.name, st.Telemetry)
+		}
 		agent.Stop(b)
 	}
 }
