@@ -65,7 +65,7 @@ func TestReadSideDependencies(t *testing.T) {
 		"oras.land",
 		"github.com/google/gnostic",
 	}
-	for _, pkg := range []string{"observe", "engine", "reconcile"} {
+	for _, pkg := range []string{"observe", "engine", "reconcile", "telemetry"} {
 		t.Run(pkg, func(t *testing.T) {
 			path := "github.com/tetherfleet/tether/agent/internal/" + pkg
 			out, err := exec.Command("go", "list", "-deps", path).CombinedOutput()

@@ -47,6 +47,13 @@ type Options struct {
 	Nodes []NodeSpec
 	// NodeCount adds that many nodes with default capacity after Nodes.
 	NodeCount int
+	// ResourceMetrics makes kwok simulate the kubelets' resource metrics
+	// (/metrics/resource: node and container CPU and memory) with its
+	// Metric and ClusterResourceUsage CRDs, reachable through the API
+	// server's node proxy as a kubelet's are (see kwokmetrics.go). A pod's
+	// usage is its kwok.x-k8s.io/usage-cpu and -memory annotations, else
+	// 1m and 1Mi per container. Implies Controllers.
+	ResourceMetrics bool
 	// Management makes the cluster a Cluster API management cluster: CAPI
 	// CRDs and webhooks installed, and the core, kubeadm bootstrap, kubeadm
 	// control plane and CAPD (in-memory backend) managers running.
@@ -65,7 +72,7 @@ func (o *Options) withDefaults() Options {
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
-	if len(out.Nodes) > 0 || out.NodeCount > 0 {
+	if len(out.Nodes) > 0 || out.NodeCount > 0 || out.ResourceMetrics {
 		out.Controllers = true
 	}
 	if out.StartTimeout == 0 {
@@ -123,6 +130,9 @@ type Cluster struct {
 
 	// capdLock is held while this management cluster runs (see lockCAPD).
 	capdLock *os.File
+	// kwokIP is the address kwok serves simulated kubelets on when
+	// Options.ResourceMetrics is set ("" otherwise).
+	kwokIP string
 
 	mu       sync.Mutex
 	procs    []*process // in start order
@@ -153,6 +163,11 @@ func Launch(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	c := &Cluster{Name: o.Name, log: o.Logger.With("cluster", o.Name), binDir: binDir}
+	if o.ResourceMetrics {
+		if c.kwokIP, err = proxyableIP(); err != nil {
+			return nil, fmt.Errorf("launch cluster %s: resource metrics: %w", o.Name, err)
+		}
+	}
 	if o.Dir != "" {
 		c.Dir, err = filepath.Abs(o.Dir)
 		if err == nil {
@@ -402,6 +417,9 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 			"--allow-privileged=true",
 			"--enable-priority-and-fairness=false",
 			"--profiling=false",
+			// Simulated kubelets (ResourceMetrics) are reached by their
+			// InternalIP; kwok's Hostname addresses do not resolve.
+			"--kubelet-preferred-address-types=" + c.kubeletAddressTypes(),
 		}
 	}, nil, func(ctx context.Context, p *process, ports []int) error {
 		url := "https://" + hostPort(ports[0]) + "/readyz"
@@ -467,21 +485,29 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	kwokArgs, kwokHealth, err := c.kwokServing(ctx)
+	if err != nil {
+		return err
+	}
 	if _, err := c.runWithPorts(ctx, "kwok", binKwok, 1, func(p []int) []string {
-		return []string{
+		return append([]string{
 			"--kubeconfig=" + c.KubeconfigPath,
 			"--manage-all-nodes=true",
 			"--config=" + filepath.Join(c.binDir, assetKwokStages),
-			"--server-address=" + hostPort(p[0]),
-		}
+		}, kwokArgs(p[0])...)
 	}, nil, func(ctx context.Context, p *process, ports []int) error {
-		url := "http://" + hostPort(ports[0]) + "/healthz"
+		url, hc := kwokHealth(ports[0])
 		return waitFor(ctx, "kwok /healthz at "+url, p, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
-			_, err := httpGet(ctx, http.DefaultClient, url, "")
+			_, err := httpGet(ctx, hc, url, "")
 			return err == nil, err
 		})
 	}); err != nil {
 		return err
+	}
+	if c.kwokIP != "" {
+		if err := c.applyKwokMetrics(ctx); err != nil {
+			return err
+		}
 	}
 	// The ServiceAccount admission plugin rejects Pods until the
 	// controller-manager has created the namespace's default

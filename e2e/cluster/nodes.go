@@ -130,6 +130,9 @@ func (c *Cluster) addNodes(ctx context.Context, specs []NodeSpec, count int) err
 			return fmt.Errorf("add node: %w", err)
 		}
 		n := s.node()
+		if c.kwokIP != "" {
+			n.Annotations[AnnotationResourceMetricsPath] = "/metrics/nodes/" + n.Name + "/metrics/resource"
+		}
 		status := n.Status
 		created, err := c.Clientset.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 		if err != nil {

@@ -115,6 +115,10 @@ whatever it installed running.`,
 	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 0, "how long a release may take to become healthy before it is Failed (default 5m)")
 	f.StringVar(&cfg.HelmWorker, "helm-worker", "", "the Helm worker binary, started when there is Helm work (default: tether-agent-helm next to this binary, else in $PATH)")
 	f.DurationVar(&cfg.WorkerIdle, "helm-worker-idle", 0, "stop the Helm worker after this long without work (default 20s; negative: keep it running)")
+	f.DurationVar(&cfg.Telemetry.Interval, "telemetry-interval", cfg.Telemetry.Interval, "how often inventory and usage metrics are collected for the hub (0: off, and metrics are not offered to the hub)")
+	f.Int64Var(&cfg.Telemetry.OutboxBytes, "telemetry-outbox-bytes", cfg.Telemetry.OutboxBytes, "on-disk quota of metric batches waiting for the hub; the oldest are dropped (and counted) beyond it (default: over 3 days of 2,000 series at 15s)")
+	f.Int64Var(&cfg.Telemetry.DrainRate, "telemetry-drain-rate", cfg.Telemetry.DrainRate, "bytes per second at most of queued metric batches sent to the hub after an outage (0: unbounded); status always goes first")
+	f.BoolVar(&cfg.Telemetry.Usage, "telemetry-usage", cfg.Telemetry.Usage, "also collect CPU and memory usage (metrics.k8s.io, else the kubelets' resource metrics)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text|json")
 	return cmd
@@ -234,6 +238,19 @@ func printStatus(w io.Writer, st assemble.Status, format string) error {
 		}
 		if hw.StartError != "" {
 			fmt.Fprintf(tw, "Worker start error:\t%s\n", hw.StartError)
+		}
+	}
+	if m, ok := st.Outbox.Kinds[link.KindMetrics]; ok {
+		fmt.Fprintf(tw, "Metrics outbox:\t%d batches (%d bytes), %d dropped\n", m.Pending, m.Bytes, m.Dropped)
+	}
+	if tel := st.Telemetry; tel != nil {
+		line := fmt.Sprintf("%d collections, %d failed, %d series last (%s)", tel.Collections, tel.Failures, tel.LastSeries, ts(tel.LastAt))
+		if tel.UsageSource != "" {
+			line += ", usage from " + tel.UsageSource
+		}
+		fmt.Fprintf(tw, "Telemetry:\t%s\n", line)
+		if tel.LastError != "" {
+			fmt.Fprintf(tw, "Telemetry error:\t%s\n", tel.LastError)
 		}
 	}
 	if err := tw.Flush(); err != nil {

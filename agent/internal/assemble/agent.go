@@ -30,7 +30,9 @@ import (
 	"github.com/tetherfleet/tether/agent/internal/localapi"
 	"github.com/tetherfleet/tether/agent/internal/observe"
 	"github.com/tetherfleet/tether/agent/internal/reconcile"
+	"github.com/tetherfleet/tether/agent/internal/telemetry"
 	"github.com/tetherfleet/tether/agent/internal/worker"
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 	"github.com/tetherfleet/tether/protocol/version"
 )
 
@@ -65,13 +67,38 @@ type Config struct {
 	WorkerIdle time.Duration
 	// WorkerArgs are extra arguments for the worker (its log flags).
 	WorkerArgs []string
+	// Telemetry configures metric collection and its outbox kind.
+	Telemetry TelemetryConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
 
+// TelemetryConfig configures the agent's metrics: collection, its share
+// of the outbox and its drain rate.
+type TelemetryConfig struct {
+	// Interval between collections of inventory and usage; 0 turns
+	// collection off (and the metrics kind is not offered to the hub).
+	// Off with NoCluster.
+	Interval time.Duration
+	// OutboxBytes is the on-disk quota of queued metric batches; the
+	// oldest are evicted (and counted as dropped) beyond it.
+	OutboxBytes int64
+	// DrainRate bounds the drain of queued metric batches in bytes per
+	// second (0: unbounded); status reports always go first.
+	DrainRate int64
+	// Usage also collects CPU and memory usage.
+	Usage bool
+}
+
+// DefaultTelemetryConfig: every 15 s, 512 MiB on disk (about 4 days of a
+// 2,000-series cluster; docs/design/telemetry.md), drained at 256 KiB/s.
+func DefaultTelemetryConfig() TelemetryConfig {
+	return TelemetryConfig{Interval: 15 * time.Second, OutboxBytes: link.DefaultMetricsOutboxBytes, DrainRate: 256 << 10, Usage: true}
+}
+
 // DefaultConfig returns production defaults; DataDir must be set.
 func DefaultConfig() Config {
-	return Config{Link: link.DefaultConfig()}
+	return Config{Link: link.DefaultConfig(), Telemetry: DefaultTelemetryConfig()}
 }
 
 // Validate reports what is wrong with c, changing nothing.
@@ -88,6 +115,12 @@ func (c *Config) Validate() error {
 	if c.ApplyConcurrency < 0 {
 		return fmt.Errorf("assemble: apply concurrency %d must not be negative", c.ApplyConcurrency)
 	}
+	if t := c.Telemetry; t.Interval < 0 || t.OutboxBytes < 0 || t.DrainRate < 0 {
+		return fmt.Errorf("assemble: telemetry interval %s, outbox bytes %d and drain rate %d must not be negative", t.Interval, t.OutboxBytes, t.DrainRate)
+	}
+	if t := c.Telemetry; t.OutboxBytes > 0 && t.OutboxBytes < telemetryv1.MaxEncodedBytes {
+		return fmt.Errorf("assemble: telemetry outbox bytes %d must hold at least one batch (%d)", t.OutboxBytes, telemetryv1.MaxEncodedBytes)
+	}
 	return nil
 }
 
@@ -103,6 +136,10 @@ type Agent struct {
 	// watch reports changes of managed objects to rec; nil with
 	// NoCluster.
 	watch *observe.Watcher
+	// ship enqueues metric batches (nil with NoCluster); collect runs the
+	// agent's own collection (nil when off).
+	ship    *telemetry.Shipper
+	collect *telemetry.Collector
 
 	mu      sync.Mutex
 	running bool
@@ -135,23 +172,32 @@ func New(cfg Config) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
-	if a.cache, err = cache.Open(filepath.Join(cfg.DataDir, DBFile), cache.Options{OutboxKinds: link.OutboxKinds()}); err != nil {
+	if a.cache, err = cache.Open(filepath.Join(cfg.DataDir, DBFile), cache.Options{OutboxKinds: outboxKinds(cfg.Telemetry)}); err != nil {
 		return nil, err
 	}
 	lcfg := cfg.Link
 	lcfg.Cache, lcfg.Outbox, lcfg.Logger = a.cache, a.cache, cfg.Logger
+	var rc *rest.Config
 	if !cfg.NoCluster {
-		rc, err := observe.LoadRESTConfig(cfg.Kubeconfig)
-		if err != nil {
+		if rc, err = observe.LoadRESTConfig(cfg.Kubeconfig); err != nil {
 			return nil, fmt.Errorf("find the cluster to manage (--kubeconfig, $KUBECONFIG, in-cluster or ~/.kube/config; --no-cluster to run without one): %w", err)
 		}
 		lcfg.APIServer = rc.Host
 		if eng, err = a.newEngine(rc); err != nil {
 			return nil, err
 		}
+		lcfg.Telemetry = cfg.Telemetry.Interval > 0
+		if cfg.Telemetry.DrainRate > 0 {
+			lcfg.DrainRates = map[string]int64{link.KindMetrics: cfg.Telemetry.DrainRate}
+		}
 	}
 	if a.link, err = link.New(lcfg); err != nil {
 		return nil, err
+	}
+	if rc != nil {
+		if err := a.newTelemetry(rc); err != nil {
+			return nil, err
+		}
 	}
 	if eng != nil {
 		rcfg := reconcile.DefaultConfig()
@@ -173,6 +219,51 @@ func New(cfg Config) (a *Agent, err error) {
 		a.link.SetHandler(a.rec)
 	}
 	return a, nil
+}
+
+// outboxKinds are the link's outbox kinds with the metrics quota set.
+func outboxKinds(t TelemetryConfig) []cache.OutboxKind {
+	kinds := link.OutboxKinds()
+	for i := range kinds {
+		if kinds[i].Name == link.KindMetrics && t.OutboxBytes > 0 {
+			kinds[i].MaxBytes = t.OutboxBytes
+		}
+	}
+	return kinds
+}
+
+// newTelemetry builds the shipper every metrics producer emits to, and
+// the collector of the agent's own inventory and usage when it is on.
+func (a *Agent) newTelemetry(rc *rest.Config) error {
+	var err error
+	a.ship, err = telemetry.NewShipper(telemetry.ShipperConfig{
+		Cluster: func() string {
+			id, err := a.cache.Identity()
+			if err != nil {
+				return ""
+			}
+			return id.Cluster
+		},
+		Outbox: a.cache, Notify: a.link.KickOutbox,
+	})
+	if err != nil || a.cfg.Telemetry.Interval <= 0 {
+		return err
+	}
+	tcfg := telemetry.DefaultConfig()
+	tcfg.RESTConfig, tcfg.Emitter, tcfg.Logger = rc, a.ship, a.log
+	tcfg.Interval, tcfg.Usage = a.cfg.Telemetry.Interval, a.cfg.Telemetry.Usage
+	a.collect, err = telemetry.New(tcfg)
+	return err
+}
+
+// Emitter is where metric producers (the scrape loops) send their
+// batches: it labels them with the cluster and queues them in the
+// outbox. nil with NoCluster.
+func (a *Agent) Emitter() telemetry.Emitter {
+	if a.ship == nil {
+		return nil
+	}
+	return a.ship
 }
 
 // newEngine builds the agent's engine: the release-record reader over
@@ -282,6 +373,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Go(func() {
 			if err := a.rec.Run(ctx); err != nil {
 				a.log.Error("reconcile loop", "err", err)
+			}
+		})
+	}
+	if a.collect != nil {
+		wg.Go(func() {
+			if err := a.collect.Run(ctx); err != nil {
+				a.log.Error("telemetry collection", "err", err)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
+	"github.com/tetherfleet/tether/agent/internal/telemetry"
 	"github.com/tetherfleet/tether/agent/internal/worker"
 )
 
@@ -20,6 +21,8 @@ type Status struct {
 	// HelmWorker is the Helm worker's supervision, when the agent runs and
 	// manages a cluster.
 	HelmWorker *worker.Stats `json:"helmWorker,omitempty"`
+	// Telemetry is the agent's own metric collection, when it runs.
+	Telemetry *telemetry.Stats `json:"telemetry,omitempty"`
 }
 
 // ServiceStatus is one service as the reconciler last saw it.
@@ -59,6 +62,10 @@ func (a *Agent) Status() Status {
 	if a.worker != nil {
 		ws := a.worker.Stats()
 		st.HelmWorker = &ws
+	}
+	if a.collect != nil {
+		ts := a.collect.Stats()
+		st.Telemetry = &ts
 	}
 	if a.rec != nil {
 		for _, s := range a.rec.Statuses() {

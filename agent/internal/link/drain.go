@@ -37,18 +37,40 @@ func ackOf(msg *fleetv1.HubMessage) *payloadAck {
 // the hub refuses for good is dead-lettered: removed and counted, never
 // waited for. A kind the hub does not accept stays in the outbox. Entries
 // survive a broken link and an agent restart; a payload sent twice is
-// harmless (the hub orders status reports by seq).
+// harmless (the hub orders status reports by seq). A kind with a drain
+// rate (Config.DrainRates) is left out of the batch while over it, so a
+// backlog of it never delays status; the drain then sleeps until a kick,
+// the poll or the kind's refill.
 func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAck, neg negotiated) error {
 	poll := time.NewTicker(5 * time.Second)
 	defer poll.Stop()
-	sendable := l.sendable(neg)
+	base := l.sendable(neg)
+	bounds := l.drainBounds()
+	// A kind over its drain rate is left out of the batch, so status and
+	// other kinds never wait behind it.
+	sendable := func(kind string) bool {
+		if !base(kind) {
+			return false
+		}
+		b := bounds[kind]
+		return b == nil || b.ready(l.cfg.Now())
+	}
 	for {
 		entries, err := l.cfg.Outbox.Batch(drainBatch, sendable)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
 		inflight := map[uint64]bool{}
+		held := map[string]bool{}
+		progress := false
 		for _, e := range entries {
+			b := bounds[e.Kind]
+			if b != nil && (held[e.Kind] || !b.ready(l.cfg.Now())) {
+				// Keep the kind's order: nothing after a held entry goes.
+				held[e.Kind] = true
+				continue
+			}
+			progress = true
 			msg, err := l.encode(e, neg)
 			if err != nil {
 				l.deadLetter(e.Seq, e.Kind, err.Error())
@@ -56,6 +78,9 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAc
 			}
 			if err := out.send(msg); err != nil {
 				return fmt.Errorf("send outbox entry %d (%s): %w", e.Seq, e.Kind, err)
+			}
+			if b != nil {
+				b.take(len(e.Payload))
 			}
 			inflight[e.Seq] = true
 		}
@@ -67,14 +92,26 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAc
 		if ctx.Err() != nil {
 			return nil
 		}
-		if len(entries) > 0 {
+		if progress {
 			continue
+		}
+		var refill <-chan time.Time
+		var t *time.Timer
+		if d := nextRefill(bounds, l.cfg.Now()); d > 0 {
+			t = time.NewTimer(d)
+			refill = t.C
 		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-l.outboxKick:
 		case <-poll.C:
+		case <-refill:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
 }

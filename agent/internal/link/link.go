@@ -16,6 +16,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 	"github.com/tetherfleet/tether/protocol/tunnel"
 )
 
@@ -65,6 +66,8 @@ type Outbox interface {
 const (
 	// KindStatus entries hold a marshalled fleetv1.StatusReport.
 	KindStatus = fleetv1.PayloadKindStatus
+	// KindMetrics entries hold a telemetryv1.MetricBatch (Encode).
+	KindMetrics = telemetryv1.PayloadKind
 )
 
 // Handler receives desired state from the hub. Desired must persist the
@@ -113,6 +116,14 @@ type Config struct {
 	ChartFetchTimeout time.Duration
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Telemetry offers the metrics kind in Hello.payload_kinds (collection
+	// is on). Off, metric batches already queued are held, not dropped.
+	Telemetry bool
+	// DrainRates bounds the drain of a kind in payload bytes per second,
+	// so a backlog after an outage goes out without filling the link;
+	// a kind not named (and 0) is not bounded. Status cannot be bounded:
+	// it always goes first.
+	DrainRates map[string]int64
 }
 
 // DefaultConfig returns production defaults; Cache must be set.
@@ -205,6 +216,11 @@ func New(cfg Config) (*Link, error) {
 	}
 	if err := cfg.Tunnel.Validate(); err != nil {
 		return nil, err
+	}
+	for kind, r := range cfg.DrainRates {
+		if r < 0 || kind == KindStatus && r != 0 {
+			return nil, fmt.Errorf("link: drain rate %d B/s of kind %q: must be >= 0, and status is never bounded", r, kind)
+		}
 	}
 	l := &Link{cfg: cfg, log: cfg.Logger, outboxKick: make(chan struct{}, 1), tickets: tls.NewLRUClientSessionCache(4),
 		kinds: payloadKinds(), ackTimeout: defaultAckTimeout}

@@ -16,13 +16,13 @@ import (
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
 
-// metricsKind is a payload kind newer than every hub of these tests knows
+// eventsKind is a payload kind newer than every hub of these tests knows
 // of unless it says so: it has no legacy form.
-var metricsKind = payloadKind{outbox: cache.OutboxKind{Name: "metrics", Priority: 10, MaxEntries: 100}}
+var eventsKind = payloadKind{outbox: cache.OutboxKind{Name: "events", Priority: 10, MaxEntries: 100}}
 
-func withMetrics() cache.Options {
+func withEvents() cache.Options {
 	o := cacheOptions()
-	o.OutboxKinds = append(o.OutboxKinds, metricsKind.outbox)
+	o.OutboxKinds = append(o.OutboxKinds, eventsKind.outbox)
 	return o
 }
 
@@ -34,23 +34,23 @@ func TestNewAgentWithTodaysHub(t *testing.T) {
 	ca := newTestCA(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 	var got storedReports
 	hub := startSyncHub(t, ca, todaysHubSync(got.add))
-	ob := openOutbox(t, withMetrics())
+	ob := openOutbox(t, withEvents())
 	for _, e := range []struct {
 		kind string
 		data []byte
-	}{{"metrics", []byte("m0")}, {KindStatus, statusPayload(t, 1)}, {"metrics", []byte("m1")}, {KindStatus, statusPayload(t, 2)}} {
+	}{{"events", []byte("m0")}, {KindStatus, statusPayload(t, 1)}, {"events", []byte("m1")}, {KindStatus, statusPayload(t, 2)}} {
 		if err := ob.Enqueue(e.kind, e.data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l := runLink(t, ca, hub.addr, ob, metricsKind)
+	l := runLink(t, ca, hub.addr, ob, eventsKind)
 	waitUntil(t, "status to drain", 20*time.Second, func() bool {
 		st, err := ob.OutboxStats()
 		return err == nil && st.Kinds[KindStatus].Pending == 0
 	})
 	st, _ := ob.OutboxStats()
-	if m := st.Kinds["metrics"]; m.Pending != 2 || m.DeadLettered != 0 || st.DeadLettered != 0 {
-		t.Fatalf("outbox = %+v; want both metrics held", st)
+	if m := st.Kinds["events"]; m.Pending != 2 || m.DeadLettered != 0 || st.DeadLettered != 0 {
+		t.Fatalf("outbox = %+v; want both events held", st)
 	}
 	if got.n() != 2 || hub.syncCalls() != 1 || l.Status().State != StateConnected {
 		t.Fatalf("hub stored %d reports over %d streams, link %s; want 2 over 1, connected", got.n(), hub.syncCalls(), l.Status().State)
@@ -128,35 +128,35 @@ func (h *newHub) got() (hello *fleetv1.Hello, received []string, legacy int) {
 }
 
 // TestNewAgentWithNewHub: the agent offers its kinds in Hello; the hub
-// accepts status and metrics; everything travels as Payload, in priority
+// accepts status and events; everything travels as Payload, in priority
 // order, is removed on its ack, and a refused payload is dead-lettered.
 func TestNewAgentWithNewHub(t *testing.T) {
 	ca := newTestCA(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
-	h := &newHub{kinds: []string{KindStatus, "metrics"}}
+	h := &newHub{kinds: []string{KindStatus, "events"}}
 	hub := startSyncHub(t, ca, h.sync)
-	ob := openOutbox(t, withMetrics())
+	ob := openOutbox(t, withEvents())
 	for _, e := range []struct {
 		kind string
 		data []byte
-	}{{"metrics", []byte("m0")}, {"metrics", []byte("refuse me")}, {KindStatus, statusPayload(t, 1)}} {
+	}{{"events", []byte("m0")}, {"events", []byte("refuse me")}, {KindStatus, statusPayload(t, 1)}} {
 		if err := ob.Enqueue(e.kind, e.data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	runLink(t, ca, hub.addr, ob, metricsKind)
+	runLink(t, ca, hub.addr, ob, eventsKind)
 	waitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
 		st, err := ob.OutboxStats()
 		return err == nil && st.Pending == 0
 	})
 	hello, received, legacy := h.got()
-	if !slices.Equal(hello.GetPayloadKinds(), []string{KindStatus, "metrics"}) {
+	if !slices.Equal(hello.GetPayloadKinds(), []string{KindStatus, "events"}) {
 		t.Errorf("hello offered %v", hello.GetPayloadKinds())
 	}
-	if !slices.Equal(received, []string{KindStatus, "metrics"}) || legacy != 0 {
-		t.Errorf("hub received %v as payloads and %d legacy reports; want status then metrics, none legacy", received, legacy)
+	if !slices.Equal(received, []string{KindStatus, "events"}) || legacy != 0 {
+		t.Errorf("hub received %v as payloads and %d legacy reports; want status then events, none legacy", received, legacy)
 	}
-	if st, _ := ob.OutboxStats(); st.Kinds["metrics"].DeadLettered != 1 || st.DeadLettered != 1 {
-		t.Errorf("outbox = %+v; want the refused metrics dead-lettered", st)
+	if st, _ := ob.OutboxStats(); st.Kinds["events"].DeadLettered != 1 || st.DeadLettered != 1 {
+		t.Errorf("outbox = %+v; want the refused events dead-lettered", st)
 	}
 }
 

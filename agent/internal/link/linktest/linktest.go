@@ -115,6 +115,16 @@ type Config struct {
 	CertLife time.Duration
 	// Now is the hub's clock; nil is time.Now.
 	Now func() time.Time
+	// AcceptKinds are payload kinds besides status that DefaultSync
+	// accepts (when offered) and stores as they come (see Payloads).
+	AcceptKinds []string
+}
+
+// Payload is one payload DefaultSync received, in arrival order.
+type Payload struct {
+	Seq  uint64
+	Kind string
+	Data []byte
 }
 
 // Hub is a running test hub.
@@ -140,6 +150,8 @@ type Hub struct {
 	reports  []*fleetv1.StatusReport
 	acked    []uint64
 	desired  *fleetv1.DesiredState
+	payloads []Payload
+	down     bool
 	changed  chan struct{}
 }
 
@@ -197,8 +209,15 @@ func Start(t testing.TB, cfg Config) *Hub {
 				return
 			}
 			h.mu.Lock()
-			h.conns = append(h.conns, c)
+			down := h.down
+			if !down {
+				h.conns = append(h.conns, c)
+			}
 			h.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			s, err := ts.ServeConn(ctx, tls.Server(c, tc))
 			cancel()
@@ -231,6 +250,24 @@ func (h *Hub) DropConnections() {
 	for _, c := range conns {
 		c.Close()
 	}
+}
+
+// SetDown takes the hub off the network (true: every connection is closed
+// and new ones are closed at once, as an outage would) or back on.
+func (h *Hub) SetDown(down bool) {
+	h.mu.Lock()
+	h.down = down
+	h.mu.Unlock()
+	if down {
+		h.DropConnections()
+	}
+}
+
+// Payloads are the payloads received (status and AcceptKinds), in order.
+func (h *Hub) Payloads() []Payload {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.payloads)
 }
 
 func (h *Hub) note(f func()) {
@@ -319,8 +356,10 @@ func (h *Hub) Sync(s fleetv1.Fleet_SyncServer) error {
 // of the offered payload kinds the status one.
 func (h *Hub) Welcome(hello *fleetv1.Hello) *fleetv1.Welcome {
 	w := &fleetv1.Welcome{Cluster: hello.GetCluster(), ServerTime: timestamppb.New(h.cfg.Now()), HeartbeatSeconds: 30}
-	if slices.Contains(hello.GetPayloadKinds(), fleetv1.PayloadKindStatus) {
-		w.PayloadKinds = []string{fleetv1.PayloadKindStatus}
+	for _, k := range append([]string{fleetv1.PayloadKindStatus}, h.cfg.AcceptKinds...) {
+		if slices.Contains(hello.GetPayloadKinds(), k) {
+			w.PayloadKinds = append(w.PayloadKinds, k)
+		}
 	}
 	return w
 }
@@ -367,10 +406,14 @@ func (h *Hub) DefaultSync(s fleetv1.Fleet_SyncServer) error {
 		case *fleetv1.AgentMessage_Payload:
 			ack := &fleetv1.PayloadAck{Seq: m.Payload.GetSeq()}
 			rep := &fleetv1.StatusReport{}
-			if m.Payload.GetKind() != fleetv1.PayloadKindStatus || proto.Unmarshal(m.Payload.GetData(), rep) != nil {
+			p := Payload{Seq: m.Payload.GetSeq(), Kind: m.Payload.GetKind(), Data: m.Payload.GetData()}
+			switch {
+			case slices.Contains(h.cfg.AcceptKinds, p.Kind):
+				h.note(func() { h.payloads = append(h.payloads, p) })
+			case p.Kind != fleetv1.PayloadKindStatus || proto.Unmarshal(p.Data, rep) != nil:
 				ack.Refused, ack.Reason = true, "test hub stores status reports only"
-			} else {
-				h.note(func() { h.reports = append(h.reports, rep) })
+			default:
+				h.note(func() { h.reports = append(h.reports, rep); h.payloads = append(h.payloads, p) })
 			}
 			if err := s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_PayloadAck{PayloadAck: ack}}); err != nil {
 				return err
