@@ -139,6 +139,7 @@ type Agent struct {
 	// ship enqueues metric batches (nil with NoCluster); collect runs the
 	// agent's own collection (nil when off).
 	ship    *telemetry.Shipper
+	scrapes *scrapes
 	collect *telemetry.Collector
 
 	mu      sync.Mutex
@@ -186,7 +187,9 @@ func New(cfg Config) (a *Agent, err error) {
 		if eng, err = a.newEngine(rc); err != nil {
 			return nil, err
 		}
-		lcfg.Telemetry = cfg.Telemetry.Interval > 0
+		// Metrics are offered whenever the agent manages a cluster: scrape
+		// configs from the hub produce them even with collection off.
+		lcfg.Telemetry = true
 		if cfg.Telemetry.DrainRate > 0 {
 			lcfg.DrainRates = map[string]int64{link.KindMetrics: cfg.Telemetry.DrainRate}
 		}
@@ -216,7 +219,10 @@ func New(cfg Config) (a *Agent, err error) {
 		if a.rec, err = reconcile.New(rcfg); err != nil {
 			return nil, err
 		}
-		a.link.SetHandler(a.rec)
+		if a.scrapes, err = newScrapes(a, rc, a.rec); err != nil {
+			return nil, err
+		}
+		a.link.SetHandler(handler{Reconciler: a.rec, s: a.scrapes})
 	}
 	return a, nil
 }
@@ -373,6 +379,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Go(func() {
 			if err := a.rec.Run(ctx); err != nil {
 				a.log.Error("reconcile loop", "err", err)
+			}
+		})
+	}
+	if a.scrapes != nil {
+		wg.Go(func() {
+			if err := a.scrapes.run(ctx); err != nil {
+				a.log.Error("scrape configs", "err", err)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
+	"github.com/tetherfleet/tether/agent/internal/scrape"
 	"github.com/tetherfleet/tether/agent/internal/telemetry"
 	"github.com/tetherfleet/tether/agent/internal/worker"
 )
@@ -23,6 +24,9 @@ type Status struct {
 	HelmWorker *worker.Stats `json:"helmWorker,omitempty"`
 	// Telemetry is the agent's own metric collection, when it runs.
 	Telemetry *telemetry.Stats `json:"telemetry,omitempty"`
+	// Targets are the scrape targets' last scrapes, when the agent runs
+	// scrape configs.
+	Targets []scrape.TargetStatus `json:"targets,omitempty"`
 }
 
 // ServiceStatus is one service as the reconciler last saw it.
@@ -66,6 +70,9 @@ func (a *Agent) Status() Status {
 	if a.collect != nil {
 		ts := a.collect.Stats()
 		st.Telemetry = &ts
+	}
+	if a.scrapes != nil {
+		st.Targets = a.scrapes.targets()
 	}
 	if a.rec != nil {
 		for _, s := range a.rec.Statuses() {
