@@ -127,7 +127,7 @@ func TestDecodeErrors(t *testing.T) {
 		name, in, want string
 	}{
 		{"unknown kind", "apiVersion: tether.dev/v1alpha1\nkind: Foo\nmetadata: {name: x}\n",
-			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, OCIRepository, Secret, ServiceTemplate, ServiceTemplateChain)`},
+			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, NotificationPolicy, OCIRepository, PrometheusRule, Secret, ServiceTemplate, ServiceTemplateChain)`},
 		{"no kind", "metadata: {name: x}\n", `web.yaml: document 1: kind: required`},
 		{"bad apiVersion", "apiVersion: apps/v1\nkind: ServiceTemplate\nmetadata: {name: x}\n",
 			`web.yaml: document 1 (ServiceTemplate default/x): apiVersion: "apps/v1" is not accepted for ServiceTemplate`},
