@@ -68,7 +68,7 @@ type PromRule struct {
 	KeepFiringFor  float64           `json:"keepFiringFor,omitempty"`
 	Labels         map[string]string `json:"labels"`
 	Annotations    map[string]string `json:"annotations,omitempty"`
-	Alerts         []PromAlert       `json:"alerts,omitempty"`
+	Alerts         []PromAlert       `json:"alerts,omitzero"`
 	Health         string            `json:"health"`
 	LastError      string            `json:"lastError,omitempty"`
 	EvaluationTime float64           `json:"evaluationTime"`

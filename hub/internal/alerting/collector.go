@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -46,6 +47,7 @@ type collector struct {
 	reports  ReportLister
 	sessions SessionLister
 	db       storage.AppendableV2
+	mu       sync.Mutex // one collection at a time
 	// last holds the series of the previous collection, so those gone get
 	// a stale marker.
 	last map[uint64]labels.Labels
@@ -129,6 +131,8 @@ func b2f(b bool) float64 {
 // collect appends the series at now, and stale markers for the series of
 // the previous collection that are gone.
 func (c *collector) collect(ctx context.Context, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	ss, err := c.series(ctx)
 	if err != nil {
 		return fmt.Errorf("collect fleet series: %w", err)

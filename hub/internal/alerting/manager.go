@@ -138,10 +138,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	if cfg.Engine == nil {
-		cfg.Engine = promql.NewEngine(promql.EngineOpts{
-			Logger: cfg.Logger, MaxSamples: 50_000_000, Timeout: 2 * time.Minute,
-			LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true,
-		})
+		cfg.Engine = newEngine(cfg.Logger)
 	}
 	dc := cfg.Dispatcher
 	if dc.Now == nil {
@@ -178,6 +175,13 @@ func New(cfg Config) (*Manager, error) {
 		ExternalURL:     nil,
 	})
 	return m, nil
+}
+
+func newEngine(log *slog.Logger) *promql.Engine {
+	return promql.NewEngine(promql.EngineOpts{
+		Logger: log, MaxSamples: 50_000_000, Timeout: 2 * time.Minute,
+		LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true,
+	})
 }
 
 // Dispatcher returns the manager's dispatcher.

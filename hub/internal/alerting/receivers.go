@@ -210,25 +210,21 @@ func subject(n *Notification) string {
 	if firing > 0 {
 		st = fmt.Sprintf("FIRING:%d", firing)
 	}
-	var vals []string
+	var vals, extra []string
 	n.GroupLabels.Range(func(l labels.Label) { vals = append(vals, l.Value) })
+	n.CommonLabels.Range(func(l labels.Label) {
+		if !n.GroupLabels.Has(l.Name) {
+			extra = append(extra, l.Value)
+		}
+	})
 	s := "[" + st + "]"
-	if name := n.CommonLabels.Get("alertname"); name != "" && !slicesContains(vals, name) {
-		s += " " + name
-	}
 	if len(vals) > 0 {
-		s += " (" + strings.Join(vals, " ") + ")"
+		s += " " + strings.Join(vals, " ")
+	}
+	if len(extra) > 0 {
+		s += " (" + strings.Join(extra, " ") + ")"
 	}
 	return s
-}
-
-func slicesContains(l []string, s string) bool {
-	for _, v := range l {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // body is the plain-text list of a notification's alerts.
