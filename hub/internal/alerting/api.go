@@ -273,9 +273,6 @@ func (m *Manager) serveCreateSilence(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	if user := r.Header.Get("X-Tether-User"); user != "" && s.CreatedBy == "" {
-		s.CreatedBy = user
-	}
 	s, err = m.silences.Create(r.Context(), s)
 	if errors.Is(err, ErrInvalidSilence) {
 		writeErr(w, http.StatusConflict, err)

@@ -133,6 +133,9 @@ type Config struct {
 	Reports Reports
 	// Rollouts serves /v1/rollouts; nil answers 501.
 	Rollouts Rollouts
+	// Alerts serves the alerting API (alerting.Manager.Handler): rules
+	// and alerts for viewers, silences written by admins. Nil: not mounted.
+	Alerts http.Handler
 	Logger   *slog.Logger
 	// Kinds are the object kinds served; nil means those of Objects if it
 	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
@@ -162,6 +165,7 @@ func Handler(cfg Config) http.Handler {
 	mux.Handle("DELETE /v1/users/{name}", s.auth(RoleAdmin, s.revokeUser))
 	s.registerObjects(mux)
 	s.registerRollouts(mux)
+	s.registerAlerts(mux)
 	return mux
 }
 
