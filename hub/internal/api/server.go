@@ -136,7 +136,7 @@ type Config struct {
 	// Alerts serves the alerting API (alerting.Manager.Handler): rules
 	// and alerts for viewers, silences written by admins. Nil: not mounted.
 	Alerts http.Handler
-	Logger   *slog.Logger
+	Logger *slog.Logger
 	// Kinds are the object kinds served; nil means those of Objects if it
 	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
 	Kinds *objects.Registry
