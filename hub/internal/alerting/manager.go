@@ -383,9 +383,9 @@ func (m *Manager) loadPolicies(ctx context.Context) ([]*policy, map[string]strin
 				if v, ok := sec.StringData[ref.Key]; ok {
 					return v, nil
 				}
-				return "", fmt.Errorf("Secret %s/%s has no key %q", ns, ref.Name, ref.Key)
+				return "", fmt.Errorf("key %q not in Secret %s/%s", ref.Key, ns, ref.Name)
 			}
-			return "", fmt.Errorf("Secret %s/%s not found", ns, ref.Name)
+			return "", fmt.Errorf("no Secret %s/%s", ns, ref.Name)
 		})
 		if err != nil {
 			errs[np.Key()] = err.Error()

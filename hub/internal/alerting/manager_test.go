@@ -536,7 +536,7 @@ spec:
   receivers: [{name: pd, pagerduty: {routingKeySecretRef: {name: pd, key: routingKey}}}]
 `)
 	waitFor(t, "the load error", func() bool { return e.m.LoadErrors()["NotificationPolicy default/pager"] != "" })
-	if got := e.m.LoadErrors()["NotificationPolicy default/pager"]; !strings.Contains(got, `has no key "routingKey"`) {
+	if got := e.m.LoadErrors()["NotificationPolicy default/pager"]; !strings.Contains(got, `key "routingKey" not in Secret default/pd`) {
 		t.Fatalf("load error %q", got)
 	}
 	if e.hasPolicy("default/pager") {
