@@ -39,8 +39,9 @@ type MailpitMessage struct {
 }
 
 // StartMailpit starts Mailpit on free loopback ports, waits for its API
-// and stops it when the test ends.
-func StartMailpit(t testing.TB) *Mailpit {
+// and stops it when the test ends. extra are further mailpit flags
+// (--smtp-tls-cert, --smtp-require-starttls, --smtp-auth-accept-any, ...).
+func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 	t.Helper()
 	binDir, err := cluster.BinDir("")
 	if err != nil {
@@ -53,8 +54,9 @@ func StartMailpit(t testing.TB) *Mailpit {
 	smtpAddr, httpAddr := FreeAddr(t), FreeAddr(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--smtp", smtpAddr, "--listen", httpAddr,
-		"--database", filepath.Join(dir, "mailpit.db"), "--disable-version-check", "--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--quiet")
+	args := append([]string{"--smtp", smtpAddr, "--listen", httpAddr,
+		"--database", filepath.Join(dir, "mailpit.db"), "--disable-version-check", "--quiet"}, extra...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	out, err := os.Create(filepath.Join(dir, "mailpit.log"))
 	if err != nil {
 		cancel()
@@ -65,9 +67,11 @@ func StartMailpit(t testing.TB) *Mailpit {
 		cancel()
 		t.Fatalf("start mailpit: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cancel()
-		_ = cmd.Wait()
+		<-exited
 		out.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(out.Name()); err == nil {
@@ -77,6 +81,12 @@ func StartMailpit(t testing.TB) *Mailpit {
 	})
 	m := &Mailpit{SMTPAddr: smtpAddr, URL: "http://" + httpAddr}
 	Eventually(t, "mailpit's API", 30*time.Second, func() (bool, string) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(out.Name())
+			t.Fatalf("mailpit %v exited: %s", args, b)
+		default:
+		}
 		resp, err := http.Get(m.URL + "/readyz")
 		if err != nil {
 			return false, err.Error()

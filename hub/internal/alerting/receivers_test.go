@@ -2,17 +2,28 @@ package alerting
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/tetherfleet/tether/e2e/e2etest"
 	"github.com/tetherfleet/tether/hub/internal/objects"
 )
 
@@ -120,4 +131,74 @@ func TestSendErrorsHideURLTokens(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "SECRET") || !errors.As(err, &perm) {
 		t.Fatalf("error %v: want a permanent error without the token", err)
 	}
+}
+
+// TestEmailOverSTARTTLSWithAuth: against a Mailpit that requires
+// STARTTLS, the email integration upgrades the connection, logs in with
+// PLAIN auth (the password from the Secret) and the message arrives.
+func TestEmailOverSTARTTLSWithAuth(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSigned(t, dir)
+	mp := e2etest.StartMailpit(t, "--smtp-tls-cert", cert, "--smtp-tls-key", key, "--smtp-require-starttls", "--smtp-auth-accept-any")
+	rc := &objects.AlertReceiver{Name: "mail", Email: &objects.EmailReceiver{
+		To: []string{"a@example.com", "b@example.com"}, From: "tether@example.com", Smarthost: mp.SMTPAddr,
+		AuthUsername: "tether", AuthPasswordSecretRef: &objects.SecretKeyRef{Name: "smtp", Key: "password"},
+		RequireTLS: true, InsecureSkipVerify: true,
+	}}
+	var asked objects.SecretKeyRef
+	r, err := compileReceiver(rc, func(ref objects.SecretKeyRef) (string, error) { asked = ref; return "pw", nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked.Name != "smtp" || asked.Key != "password" {
+		t.Fatalf("secret read %+v", asked)
+	}
+	if err := r.integrations[0].Send(context.Background(), testNotification()); err != nil {
+		t.Fatal(err)
+	}
+	ms := mp.Messages(t)
+	if len(ms) != 1 || ms[0].Subject != "[FIRING:1] TetherClusterOffline (edge-1 warning)" || len(ms[0].To) != 2 {
+		t.Fatalf("messages %+v", ms)
+	}
+	// Without TLS on offer, requireTLS refuses to send in clear.
+	plain := e2etest.StartMailpit(t)
+	rc.Email.Smarthost = plain.SMTPAddr
+	r, err = compileReceiver(rc, func(objects.SecretKeyRef) (string, error) { return "pw", nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.integrations[0].Send(context.Background(), testNotification())
+	var perm permanent
+	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") || !errors.As(err, &perm) {
+		t.Fatalf("requireTLS without STARTTLS: %v", err)
+	}
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mailpit"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
