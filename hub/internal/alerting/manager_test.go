@@ -546,3 +546,28 @@ spec:
 		t.Fatalf("expire unknown silence: %v", err)
 	}
 }
+
+// TestRuleObjectsReload: applying, changing and deleting a PrometheusRule
+// changes the rule manager's groups through the controller loop.
+func TestRuleObjectsReload(t *testing.T) {
+	e := newEnv(t, BuiltinRules{Disabled: true})
+	rule := func(expr string) string {
+		return "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: r}\nspec:\n  groups:\n  - name: g\n    rules:\n    - {alert: A, expr: '" + expr + "'}\n"
+	}
+	query := func() string {
+		for _, g := range e.m.RuleGroups("") {
+			if g.Name == "g" && len(g.Rules) == 1 {
+				return g.Rules[0].Query
+			}
+		}
+		return ""
+	}
+	e.apply(rule("up == 0"))
+	waitFor(t, "the group", func() bool { return query() == "up == 0" })
+	e.apply(rule("up < 1"))
+	waitFor(t, "the changed rule", func() bool { return query() == "up < 1" })
+	if err := e.repo.Delete(context.Background(), objects.KindPrometheusRule, "default", "r"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the group to go", func() bool { return len(e.m.RuleGroups("")) == 0 })
+}
