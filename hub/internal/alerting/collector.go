@@ -83,6 +83,9 @@ func (c *collector) series(ctx context.Context) ([]sample, error) {
 		known[cl.Name] = true
 		s, connected := sessions[cl.Name]
 		seen := cl.LastSeen
+		if seen.IsZero() {
+			seen = cl.Enrolled // enrolled, never seen since: offline from then
+		}
 		if connected && s.LastHeartbeat.After(seen) {
 			seen = s.LastHeartbeat
 		}

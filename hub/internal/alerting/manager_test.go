@@ -352,7 +352,8 @@ func TestBuiltinOfflineRuleFires(t *testing.T) {
 	e.fleet.clusters = []fleet.Cluster{
 		{Name: "edge-1", Enrolled: t0.Add(-time.Hour), LastSeen: t0, CertNotAfter: certEnd},
 		{Name: "edge-2", Enrolled: t0.Add(-time.Hour), LastSeen: t0, CertNotAfter: t0.Add(300 * 24 * time.Hour)},
-		{Name: "pending", LastSeen: time.Time{}}, // never enrolled: no series
+		{Name: "edge-3", Enrolled: t0.Add(-time.Hour)}, // enrolled, never seen since the hub started
+		{Name: "pending", LastSeen: time.Time{}},       // never enrolled: no series
 	}
 	e.fleet.reports = []reports.Report{{Cluster: "edge-2", Services: []reports.Service{{Name: "web", Namespace: "apps", State: "Deployed"}}}}
 	e.fleet.sessions = []gateway.SessionInfo{{Cluster: "edge-1", LastHeartbeat: t0}, {Cluster: "edge-2", LastHeartbeat: t0}}
@@ -390,6 +391,12 @@ func TestBuiltinOfflineRuleFires(t *testing.T) {
 	got := firing()
 	if _, ok := got["TetherClusterOffline/edge-1"]; !ok {
 		t.Fatalf("firing %v: want TetherClusterOffline for edge-1", got)
+	}
+	if _, ok := got["TetherClusterOffline/edge-3"]; !ok {
+		t.Fatalf("firing %v: want TetherClusterOffline for edge-3 (enrolled an hour ago, never seen)", got)
+	}
+	if _, ok := got["TetherClusterOffline/pending"]; ok {
+		t.Fatalf("firing %v: a cluster that never enrolled is not offline", got)
 	}
 	if _, ok := got["TetherClusterOffline/edge-2"]; ok {
 		t.Fatalf("firing %v: edge-2 is connected", got)

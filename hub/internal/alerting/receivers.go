@@ -7,11 +7,13 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/smtp"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +38,9 @@ func compileReceiver(rc *objects.AlertReceiver, secret secretFunc, client *http.
 				return nil, fmt.Errorf("receiver %q webhook: %w", rc.Name, err)
 			}
 			u = strings.TrimSpace(v)
+			if err := checkURL(u); err != nil {
+				return nil, fmt.Errorf("receiver %q webhook: the URL in Secret %s: %w", rc.Name, w.URLSecretRef.Name, err)
+			}
 		}
 		r.integrations = append(r.integrations, &webhook{url: u, maxAlerts: w.MaxAlerts, client: client})
 	}
@@ -43,6 +48,9 @@ func compileReceiver(rc *objects.AlertReceiver, secret secretFunc, client *http.
 		v, err := secret(s.URLSecretRef)
 		if err != nil {
 			return nil, fmt.Errorf("receiver %q slack: %w", rc.Name, err)
+		}
+		if err := checkURL(strings.TrimSpace(v)); err != nil {
+			return nil, fmt.Errorf("receiver %q slack: the URL in Secret %s: %w", rc.Name, s.URLSecretRef.Name, err)
 		}
 		r.integrations = append(r.integrations, &slack{url: strings.TrimSpace(v), channel: s.Channel, client: client})
 	}
@@ -80,6 +88,15 @@ func compileReceiver(rc *objects.AlertReceiver, secret secretFunc, client *http.
 		r.integrations = append(r.integrations, a)
 	}
 	return r, nil
+}
+
+// checkURL checks a URL read from a Secret (apply checked inline ones).
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("not an http or https URL")
+	}
+	return nil
 }
 
 // post sends a JSON body and maps the answer to an error: 5xx and 429

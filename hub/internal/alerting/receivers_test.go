@@ -112,6 +112,11 @@ func TestReceiverPayloads(t *testing.T) {
 	if rq := <-got; rq.body["event_action"] != "resolve" {
 		t.Fatalf("pagerduty resolve: %+v", rq)
 	}
+	// A URL from a Secret is checked as apply checks inline ones.
+	secrets["bad/url"] = "hooks.example/x"
+	if _, err := compileReceiver(&objects.AlertReceiver{Name: "w", Webhook: &objects.WebhookReceiver{URLSecretRef: &objects.SecretKeyRef{Name: "bad", Key: "url"}}}, secret, nil); err == nil || !strings.Contains(err.Error(), "not an http or https URL") {
+		t.Fatalf("bad URL in a Secret: %v", err)
+	}
 	// A missing Secret key names the receiver and integration.
 	if _, err := compileReceiver(&objects.AlertReceiver{Name: "x", Slack: &objects.SlackReceiver{URLSecretRef: objects.SecretKeyRef{Name: "nope", Key: "k"}}}, secret, nil); err == nil || !strings.Contains(err.Error(), `receiver "x" slack`) {
 		t.Fatalf("missing secret: %v", err)
