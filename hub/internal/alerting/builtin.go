@@ -79,7 +79,7 @@ func (b *BuiltinRules) Spec() objects.PrometheusRuleSpec {
 		Rules: []objects.Rule{
 			{
 				Alert:  "TetherClusterOffline",
-				Expr:   fmt.Sprintf("(time() - %s) > %g and on(cluster) %s == 0", SeriesLastSeen, b.ClusterOffline.Seconds(), SeriesConnected),
+				Expr:   objects.RuleExpr(fmt.Sprintf("(time() - %s) > %g and on(cluster) %s == 0", SeriesLastSeen, b.ClusterOffline.Seconds(), SeriesConnected)),
 				Labels: warn,
 				Annotations: map[string]string{
 					"summary":     "Cluster {{ $labels.cluster }} is offline",
@@ -88,7 +88,7 @@ func (b *BuiltinRules) Spec() objects.PrometheusRuleSpec {
 			},
 			{
 				Alert:  "TetherServiceFailed",
-				Expr:   SeriesService + `{state="Failed"} == 1`,
+				Expr:   objects.RuleExpr(SeriesService + `{state="Failed"} == 1`),
 				For:    promDuration(b.ServiceFailedFor),
 				Labels: crit,
 				Annotations: map[string]string{
@@ -97,7 +97,7 @@ func (b *BuiltinRules) Spec() objects.PrometheusRuleSpec {
 			},
 			{
 				Alert:  "TetherOutboxDrops",
-				Expr:   fmt.Sprintf("increase(%s[%s]) > 0", SeriesDropped, promDuration(b.OutboxDropWindow)),
+				Expr:   objects.RuleExpr(fmt.Sprintf("increase(%s[%s]) > 0", SeriesDropped, promDuration(b.OutboxDropWindow))),
 				Labels: warn,
 				Annotations: map[string]string{
 					"summary":     "Cluster {{ $labels.cluster }} dropped outbox entries ({{ $labels.kind }})",
@@ -106,7 +106,7 @@ func (b *BuiltinRules) Spec() objects.PrometheusRuleSpec {
 			},
 			{
 				Alert:  "TetherAgentCertificateExpiring",
-				Expr:   fmt.Sprintf("(%s - time()) < %g", SeriesCertExpiry, b.CertificateExpiry.Seconds()),
+				Expr:   objects.RuleExpr(fmt.Sprintf("(%s - time()) < %g", SeriesCertExpiry, b.CertificateExpiry.Seconds())),
 				Labels: warn,
 				Annotations: map[string]string{
 					"summary": "The agent certificate of cluster {{ $labels.cluster }} expires in {{ $value | humanizeDuration }}",

@@ -1,6 +1,7 @@
 package objects
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,11 +60,34 @@ type RuleGroup struct {
 type Rule struct {
 	Record        string            `json:"record,omitempty"`
 	Alert         string            `json:"alert,omitempty"`
-	Expr          string            `json:"expr"`
+	Expr          RuleExpr          `json:"expr"`
 	For           string            `json:"for,omitempty"`
 	KeepFiringFor string            `json:"keep_firing_for,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+// RuleExpr is a rule's PromQL expression. Like prometheus-operator's
+// (an int-or-string), it may be written as a bare number: `expr: 0.999`.
+type RuleExpr string
+
+// UnmarshalJSON implements json.Unmarshaler: a string, or a number kept
+// as written.
+func (e *RuleExpr) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*e = RuleExpr(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("expr: want a string or a number: %w", err)
+	}
+	*e = RuleExpr(n.String())
+	return nil
 }
 
 // maxRules bounds the rules of one PrometheusRule.
@@ -98,7 +122,8 @@ func (s *PrometheusRuleSpec) RuleFile() ([]byte, error) {
 	for _, g := range s.Groups {
 		yg := group{Name: g.Name, Interval: g.Interval, QueryOffset: g.QueryOffset, Limit: g.Limit, Labels: g.Labels, Rules: []rule{}}
 		for _, r := range g.Rules {
-			yg.Rules = append(yg.Rules, rule(r))
+			yg.Rules = append(yg.Rules, rule{Record: r.Record, Alert: r.Alert, Expr: string(r.Expr), For: r.For,
+				KeepFiringFor: r.KeepFiringFor, Labels: r.Labels, Annotations: r.Annotations})
 		}
 		f.Groups = append(f.Groups, yg)
 	}

@@ -23,6 +23,8 @@ spec:
       annotations: {summary: "{{ $labels.job }} errors"}
     - record: job:errors:rate5m
       expr: sum by (job) (rate(http_errors_total[5m]))
+    - record: slo:availability:target
+      expr: 0.999
 `
 
 // TestPrometheusRuleValidation: rules are checked with Prometheus'
@@ -36,6 +38,13 @@ func TestPrometheusRuleValidation(t *testing.T) {
 	Default(objs[0])
 	if err := Validate(objs[0]); err != nil {
 		t.Fatalf("valid rules refused: %v", err)
+	}
+	// prometheus-operator's expr is an int-or-string: a bare number.
+	if got := objs[0].(*PrometheusRule).Spec.Groups[0].Rules[2].Expr; got != "0.999" {
+		t.Fatalf("numeric expr decoded as %q", got)
+	}
+	if _, err := Decode([]byte(strings.Replace(goodRules, "expr: 0.999", "expr: [1]", 1)), "rules.yaml"); err == nil || !strings.Contains(err.Error(), "spec.groups[0].rules[2].expr: expected a PromQL expression (a string or a number), got list") {
+		t.Fatalf("list expr: %v", err)
 	}
 	if objs[0].GetHeader().APIVersion != MonitoringAPIVersion {
 		t.Fatalf("apiVersion %q", objs[0].GetHeader().APIVersion)
