@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -577,4 +578,57 @@ func TestRuleObjectsReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the group to go", func() bool { return len(e.m.RuleGroups("")) == 0 })
+}
+
+// TestRunStopsEverything: when Run returns, the goroutines it started
+// (rule groups, controller, collector, dispatcher, receiver senders) are
+// gone.
+func TestRunStopsEverything(t *testing.T) {
+	dir := t.TempDir()
+	db, err := telemetry.Open(telemetry.Options{Dir: filepath.Join(dir, "tsdb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := boltstore.Open(filepath.Join(dir, "hub.db"), boltstore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	repo, err := objects.NewRepo(objects.RepoConfig{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := objects.Decode([]byte("apiVersion: tether.dev/v1alpha1\nkind: NotificationPolicy\nmetadata: {name: p}\nspec: {route: {receiver: w, groupWait: 1s}, receivers: [{name: w, webhook: {url: 'http://127.0.0.1:1/x'}}]}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Apply(context.Background(), objs); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	fs := &fleetSource{}
+	m, err := New(Config{TSDB: db, Objects: repo, Store: st, Fleet: fs, Builtin: DefaultBuiltinRules(),
+		Dispatcher: DispatcherConfig{MinBackoff: time.Hour, MaxBackoff: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	<-m.ready
+	// A sender stuck in its backoff after a failed send.
+	m.disp.Put(alert(time.Now(), "alertname", "X"))
+	m.disp.flush(time.Now().Add(time.Second))
+	waitFor(t, "the sender to fail once", func() bool {
+		m.disp.mu.Lock()
+		defer m.disp.mu.Unlock()
+		q := m.disp.queues["default/p/w"]
+		return q != nil && q.started && len(q.ch) == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
