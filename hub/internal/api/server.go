@@ -143,7 +143,10 @@ type Config struct {
 	// Targets add a cluster's scrape targets to GET /v1/clusters/{name};
 	// nil adds none.
 	Targets ScrapeTargets
-	Logger  *slog.Logger
+	// Alerts serves the alerting API (alerting.Manager.Handler): rules
+	// and alerts for viewers, silences written by admins. Nil: not mounted.
+	Alerts http.Handler
+	Logger *slog.Logger
 	// Kinds are the object kinds served; nil means those of Objects if it
 	// has a Kinds method (objects.Repo does), else objects.DefaultKinds().
 	Kinds *objects.Registry
@@ -175,6 +178,7 @@ func Handler(cfg Config) http.Handler {
 	if cfg.Prometheus != nil {
 		mux.Handle("/api/v1/", s.promAuth(cfg.Prometheus))
 	}
+	s.registerAlerts(mux)
 	return mux
 }
 

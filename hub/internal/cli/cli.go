@@ -120,6 +120,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newUserCmd(g),
 		newRolloutCmd(g),
 		newQueryCmd(g), newQueryRangeCmd(g), newTopCmd(g),
+		newSilenceCmd(g),
 	)
 	return root
 }

@@ -94,6 +94,12 @@ func newGetCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("get charts: %w", err)
 				}
 				return out.print(g.stdout, cs, func() table { return chartTable(cs, now) })
+			case "alerts":
+				as, err := c.Alerts(ctx)
+				if err != nil {
+					return fmt.Errorf("get alerts: %w", err)
+				}
+				return out.print(g.stdout, as, func() table { return alertTable(as, now) })
 			}
 			if len(args) == 2 {
 				raw, err := c.Object(ctx, k.obj.Name(), ns.namespace, args[1])
@@ -188,7 +194,7 @@ func newDescribeCmd(g *globals) *cobra.Command {
 					return (&outputFlag{}).print(g.stdout, rows, func() table { return serviceTable(rows, time.Now()) })
 				}
 				return nil
-			case "services", "charts":
+			case "services", "charts", "alerts":
 				return usageError{fmt.Errorf("describe %s: use get %s", args[0], k.special)}
 			}
 			raw, err := c.Object(ctx, k.obj.Name(), ns.namespace, args[1])
@@ -241,7 +247,7 @@ workloads already on the cluster keep running.`,
 				return err
 			}
 			k, err := g.lookupKind(args[0])
-			if err == nil && (k.special == "services" || k.special == "charts") {
+			if err == nil && (k.special == "services" || k.special == "charts" || k.special == "alerts") {
 				return usageError{fmt.Errorf("%s: %s cannot be deleted directly", cmd.CommandPath(), k.special)}
 			}
 			return err

@@ -19,7 +19,7 @@ import (
 type kind struct {
 	// obj is the object kind; nil for the special views.
 	obj     *objects.Kind
-	special string // "clusters", "services", "charts"
+	special string // "clusters", "services", "charts", "alerts"
 }
 
 // views are the special views, which are not object kinds.
@@ -30,6 +30,7 @@ var views = []struct {
 	{"clusters", []string{"clusters", "cluster", "cl"}},
 	{"services", []string{"services", "service", "svc"}},
 	{"charts", []string{"charts", "chart"}},
+	{"alerts", []string{"alerts", "alert"}},
 }
 
 func (g *globals) lookupKind(s string) (kind, error) {

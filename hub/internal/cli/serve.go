@@ -76,6 +76,11 @@ be enrolled again with a new join token.`,
 	f.StringSliceVar(&cfg.AdvertiseAgentAddrs, "advertise-agent-addr", nil, "agent address HOST:PORT that clusters the hub provisions dial, written into their agent chart (repeatable; default --agent-addr)")
 	f.StringVar(&cfg.ClusterDeploymentRollout, "cluster-deployment-rollout", "", "YAML file with the hub-wide rollout policy ClusterDeployment service changes take (spec.rollout's fields; see tether rollout status clusterdeployments); default: they apply at once")
 	rw.register(f, &cfg.RemoteWriteMaxQueueBytes)
+	alerts := server.DefaultAlertingConfig()
+	cfg.Alerting = &alerts
+	alerts.Builtin.RegisterFlags(f)
+	f.DurationVar(&alerts.EvalInterval, "rule-evaluation-interval", alerts.EvalInterval, "how often alert and recording rules are evaluated (a PrometheusRule group's own interval wins)")
+	f.DurationVar(&alerts.CollectInterval, "fleet-metrics-interval", alerts.CollectInterval, "how often the hub writes its fleet series (tether_cluster_connected, tether_service_status, ...) into its metrics store")
 	f.DurationVar(&cfg.TSDB.Retention, "tsdb-retention", cfg.TSDB.Retention, "how long the metrics store (DATA-DIR/tsdb) keeps samples")
 	f.Var(byteSize{&cfg.TSDB.RetentionBytes}, "tsdb-retention-size", "bytes the metrics store's blocks may take on disk before the oldest are deleted (512MB, 10GiB; 0: no bound)")
 	f.DurationVar(&cfg.TSDB.OutOfOrderWindow, "tsdb-out-of-order-window", cfg.TSDB.OutOfOrderWindow, "how far behind a series' newest sample an older one is still stored: the longest agent outage whose backlog is kept")

@@ -33,7 +33,8 @@ var k0rdentInternalKinds = map[string]string{
 // DefaultKinds returns a new registry of every kind Tether serves:
 // HelmRepository, ServiceTemplate, ClusterDeployment, MultiClusterService,
 // ConfigMap, Secret, ServiceTemplateChain, AccessManagement, Flux's
-// GitRepository, OCIRepository, HelmChart and Bucket, k0rdent's
+// GitRepository, OCIRepository, HelmChart and Bucket, PrometheusRule and
+// NotificationPolicy (alerting), k0rdent's
 // provisioning kinds (stored with a warning), and the refusal of
 // k0rdent's internal kinds. The caller may register more kinds in it.
 func DefaultKinds() *Registry {
@@ -51,6 +52,8 @@ func DefaultKinds() *Registry {
 	MustRegister(r, helmChartKind())
 	MustRegister(r, bucketKind())
 	MustRegister(r, scrapeConfigKind())
+	MustRegister(r, prometheusRuleKind())
+	MustRegister(r, notificationPolicyKind())
 	registerProvisioning(r)
 	for _, kind := range slices.Sorted(maps.Keys(k0rdentInternalKinds)) {
 		r.Refuse(kind, "k0rdent.mirantis.com/", "is one of k0rdent's internal kinds and is not accepted: "+k0rdentInternalKinds[kind])

@@ -407,6 +407,7 @@ var (
 	revisionType = reflect.TypeFor[Revision]()
 	timeType     = reflect.TypeFor[time.Time]()
 	rawType      = reflect.TypeFor[json.RawMessage]()
+	ruleExprType = reflect.TypeFor[RuleExpr]()
 	// dependsOnType takes names or k0rdent v1beta1's {name, namespace}.
 	dependsOnType    = reflect.TypeFor[DependsOnList]()
 	dependsOnRefType = reflect.TypeFor[struct {
@@ -479,6 +480,13 @@ func checkValue(v any, t reflect.Type, p path, errs *FieldErrors) {
 		return
 	case rawType:
 		return // free-form
+	case ruleExprType:
+		switch v.(type) {
+		case string, json.Number:
+		default:
+			errs.add(p, "expected a PromQL expression (a string or a number), got %s", jsonType(v))
+		}
+		return
 	case dependsOnType:
 		l, ok := v.([]any)
 		if !ok {

@@ -127,7 +127,7 @@ func TestDecodeErrors(t *testing.T) {
 		name, in, want string
 	}{
 		{"unknown kind", "apiVersion: tether.dev/v1alpha1\nkind: Foo\nmetadata: {name: x}\n",
-			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, OCIRepository, ScrapeConfig, Secret, ServiceTemplate, ServiceTemplateChain)`},
+			`web.yaml: document 1: unknown kind "Foo" (known: AccessManagement, Bucket, ClusterAuditPolicy, ClusterAuthentication, ClusterDataSource, ClusterDeployment, ClusterIPAM, ClusterIPAMClaim, ClusterTemplate, ClusterTemplateChain, ConfigMap, Credential, DataSource, GitRepository, HelmChart, HelmRepository, MultiClusterService, NotificationPolicy, OCIRepository, PrometheusRule, ScrapeConfig, Secret, ServiceTemplate, ServiceTemplateChain)`},
 		{"no kind", "metadata: {name: x}\n", `web.yaml: document 1: kind: required`},
 		{"bad apiVersion", "apiVersion: apps/v1\nkind: ServiceTemplate\nmetadata: {name: x}\n",
 			`web.yaml: document 1 (ServiceTemplate default/x): apiVersion: "apps/v1" is not accepted for ServiceTemplate`},
@@ -239,6 +239,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: h}\nspec: {chart: ./c, interval: 1m, sourceRef: {kind: GitRepository, name: g}, verify: {provider: cosign}}\n"))
 	f.Add([]byte("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: ServiceTemplate\nmetadata: {name: t}\nspec: {helm: {chartSource: {path: c, remoteSourceSpec: {oci: {url: \"oci://h/p\", interval: 1m}}}}}\n"))
 	f.Add([]byte("apiVersion: k0rdent.mirantis.com/v1beta1\nkind: AccessManagement\nmetadata: {name: kcm}\nspec: {accessRules: [{targetNamespaces: {stringSelector: \"a in (b), !c\"}, resources: [{kind: ServiceTemplate, selector: {matchExpressions: [{key: k, operator: Exists}]}}]}]}\n"))
+	f.Add([]byte("apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: r}\nspec: {groups: [{name: g, interval: 1m, rules: [{alert: A, expr: 'up == 0', for: 5m, labels: {s: x}, annotations: {d: '{{ $value }}'}}, {record: 'a:b', expr: 'sum(up)'}]}]}\n"))
+	f.Add([]byte("apiVersion: tether.dev/v1alpha1\nkind: NotificationPolicy\nmetadata: {name: p}\nspec: {route: {receiver: r, groupBy: ['...'], matchers: ['a=~\"b|c\"'], routes: [{receiver: r, continue: true}]}, receivers: [{name: r, webhook: {url: 'http://h/x?t=1'}, slack: {urlSecretRef: {name: s, key: k}}, email: {to: [a@b.c], from: x@y.z, smarthost: 'h:25'}}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		objs, err := Decode(data, "fuzz")
 		if err != nil {

@@ -254,7 +254,7 @@ func TestRegisterRefusesTakenNamesAndBadColumns(t *testing.T) {
 
 func TestKindNamesListReferencedKindsFirst(t *testing.T) {
 	got := strings.Join(DefaultKinds().Names(), ", ")
-	if want := "HelmRepository, ConfigMap, Secret, ServiceTemplateChain, AccessManagement, GitRepository, OCIRepository, HelmChart, Bucket, ScrapeConfig, Credential, ClusterTemplate, ClusterTemplateChain, ClusterAuthentication, ClusterAuditPolicy, ClusterIPAM, ClusterIPAMClaim, DataSource, ClusterDataSource, ServiceTemplate, ClusterDeployment, MultiClusterService"; got != want {
+	if want := "HelmRepository, ConfigMap, Secret, ServiceTemplateChain, AccessManagement, GitRepository, OCIRepository, HelmChart, Bucket, ScrapeConfig, PrometheusRule, Credential, ClusterTemplate, ClusterTemplateChain, ClusterAuthentication, ClusterAuditPolicy, ClusterIPAM, ClusterIPAMClaim, DataSource, ClusterDataSource, ServiceTemplate, NotificationPolicy, ClusterDeployment, MultiClusterService"; got != want {
 		t.Fatalf("Names() = %s; want %s", got, want)
 	}
 	for _, name := range []string{"servicetemplates", "servicetemplate", "st", "svctmpl", "ServiceTemplate"} {

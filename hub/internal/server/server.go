@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tetherfleet/tether/hub/internal/alerting"
 	"github.com/tetherfleet/tether/hub/internal/api"
 	"github.com/tetherfleet/tether/hub/internal/charts"
 	"github.com/tetherfleet/tether/hub/internal/desired"
@@ -78,8 +79,10 @@ type Config struct {
 	RemoteWrite              []remotewrite.Endpoint
 	RemoteWriteMaxQueueBytes int64
 	// TSDB configures the metrics store under DataDir/tsdb.
-	TSDB   TSDBConfig
-	Logger *slog.Logger
+	TSDB TSDBConfig
+	// Alerting configures alert rules; nil means DefaultAlertingConfig.
+	Alerting *AlertingConfig
+	Logger   *slog.Logger
 	// Out receives the human-readable first-start message; nil means stderr.
 	Out io.Writer
 }
@@ -182,6 +185,7 @@ type Hub struct {
 	forward   *remotewrite.Forwarder
 	metrics   *telemetry.Receiver
 	prom      *telemetry.API
+	alerts    *alerting.Manager
 }
 
 // loadRolloutPolicy reads the --cluster-deployment-rollout file; ""
@@ -311,6 +315,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.rollouts.SetOnline(func(cluster string) bool { _, ok := h.gw.Session(cluster); return ok })
+	if err := h.newAlerting("https://" + cfg.APIAddr); err != nil {
+		return nil, err
+	}
 	var lc net.ListenConfig
 	if h.agentLn, err = lc.Listen(ctx, "tcp", cfg.AgentAddr); err != nil {
 		return nil, fmt.Errorf("hub: agent listener: %w", err)
@@ -324,7 +331,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Handler: http.MaxBytesHandler(api.Handler(api.Config{
 			Fleet: h.fleet, Gateway: h.gw, Auth: users, Logger: cfg.Logger,
 			Objects: h.objects, Charts: h.charts, Desired: h.desired, Reports: h.reports,
-			Rollouts: h.rollouts, Prometheus: h.prom, Targets: h.metrics,
+			Rollouts: h.rollouts, Prometheus: h.prom, Targets: h.metrics, Alerts: h.alerts.Handler(),
 		}), lim.MaxBodyBytes),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serving}},
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -522,6 +529,7 @@ func (h *Hub) components() []component {
 		{"provisioning controller", h.provision.Run},
 		{"console API", h.serveAPI},
 		{"remote write", h.forward.Run},
+		{"alert rules", h.alerts.Run},
 	}
 }
 
