@@ -76,7 +76,7 @@ type Engine interface {
 	Apply(ctx context.Context, r engine.Release) (engine.Result, error)
 	Repair(ctx context.Context, r engine.Release) (engine.Result, error)
 	Health(ctx context.Context, name, namespace string) (engine.Health, error)
-	Drift(ctx context.Context, name, namespace string) (engine.Drift, error)
+	Drift(ctx context.Context, name, namespace string, rules engine.DriftRules) (engine.Drift, error)
 	Uninstall(ctx context.Context, name, namespace string) error
 	List(ctx context.Context) ([]engine.ReleaseInfo, error)
 	Adopt(ctx context.Context, r engine.Release) (bool, error)
@@ -749,7 +749,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 	} else if mode == "" || mode == SyncContinuousWithDriftDetection {
 		// Up to date by hash (also right after an agent restart, when this
 		// loop has no memory yet): look for drift on the cluster.
-		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
+		if d, err := r.cfg.Engine.Drift(ctx, name, ns, rel.Drift); err != nil {
 			r.log.Warn("drift check failed", "service", key(ns, name), "err", err)
 		} else if d.Drifted {
 			if msg, held := r.repairLoop(st, d.Reasons); held {
@@ -782,7 +782,8 @@ func releaseOf(s *fleetv1.Service, chart []byte) engine.Release {
 	return engine.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(),
 		Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest(),
 		Options: engine.Options{Timeout: time.Duration(max(o.GetTimeoutMs(), 0)) * time.Millisecond,
-			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()}}
+			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()},
+		Drift: driftRulesOf(s)}
 }
 
 // dryRun reports what applying rel would change (syncMode DryRun).
@@ -1217,4 +1218,26 @@ func (r *Reconciler) check(ctx context.Context, k string, spec bool) {
 	r.stats.watchChecks.Add(1)
 	r.runService(ctx, k, s, st, true)
 	r.report(ds)
+}
+
+// driftRulesOf is s's driftIgnore and driftExclusions.
+func driftRulesOf(s *fleetv1.Service) engine.DriftRules {
+	var r engine.DriftRules
+	for _, sel := range s.GetDriftIgnore() {
+		r.Ignore = append(r.Ignore, selectorOf(sel))
+	}
+	for _, x := range s.GetDriftExclusions() {
+		ex := engine.DriftExclusion{Paths: x.GetPaths()}
+		if t := x.GetTarget(); t != nil {
+			sel := selectorOf(t)
+			ex.Target = &sel
+		}
+		r.Exclude = append(r.Exclude, ex)
+	}
+	return r
+}
+
+func selectorOf(s *fleetv1.ObjectSelector) engine.ObjectSelector {
+	return engine.ObjectSelector{Group: s.GetGroup(), Version: s.GetVersion(), Kind: s.GetKind(), Name: s.GetName(),
+		Namespace: s.GetNamespace(), LabelSelector: s.GetLabelSelector(), AnnotationSelector: s.GetAnnotationSelector()}
 }

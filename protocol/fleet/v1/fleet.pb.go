@@ -1373,9 +1373,18 @@ type Service struct {
 	// the first window with start <= hub time < end, link or not, and keeps
 	// it. Absent: nothing staged. An agent that does not know the field
 	// ignores it and takes the next version when the hub admits it.
-	Staged        *StagedService `protobuf:"bytes,13,opt,name=staged,proto3" json:"staged,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Staged *StagedService `protobuf:"bytes,13,opt,name=staged,proto3" json:"staged,omitempty"`
+	// k0rdent's driftIgnore (Sveltos PatchSelectors): objects of the release
+	// that match any of these are not checked for drift. An agent that does
+	// not know the field checks every object.
+	DriftIgnore []*ObjectSelector `protobuf:"bytes,14,rep,name=drift_ignore,json=driftIgnore,proto3" json:"drift_ignore,omitempty"`
+	// k0rdent's driftExclusions: fields of matching objects that drift
+	// detection does not compare and that upgrades and repairs leave as the
+	// cluster has them (an HPA's spec.replicas). An agent that does not know
+	// the field compares and resets every field the chart sets.
+	DriftExclusions []*DriftExclusion `protobuf:"bytes,15,rep,name=drift_exclusions,json=driftExclusions,proto3" json:"drift_exclusions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
@@ -1499,6 +1508,172 @@ func (x *Service) GetStaged() *StagedService {
 	return nil
 }
 
+func (x *Service) GetDriftIgnore() []*ObjectSelector {
+	if x != nil {
+		return x.DriftIgnore
+	}
+	return nil
+}
+
+func (x *Service) GetDriftExclusions() []*DriftExclusion {
+	if x != nil {
+		return x.DriftExclusions
+	}
+	return nil
+}
+
+// ObjectSelector selects objects of a release (Sveltos' PatchSelector).
+// Empty fields match anything; name and namespace are anchored regular
+// expressions; label_selector and annotation_selector are Kubernetes
+// label selector expressions over the object's labels and annotations.
+type ObjectSelector struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Group              string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version            string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Kind               string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name               string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace          string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	LabelSelector      string                 `protobuf:"bytes,6,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	AnnotationSelector string                 `protobuf:"bytes,7,opt,name=annotation_selector,json=annotationSelector,proto3" json:"annotation_selector,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ObjectSelector) Reset() {
+	*x = ObjectSelector{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectSelector) ProtoMessage() {}
+
+func (x *ObjectSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectSelector.ProtoReflect.Descriptor instead.
+func (*ObjectSelector) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ObjectSelector) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetAnnotationSelector() string {
+	if x != nil {
+		return x.AnnotationSelector
+	}
+	return ""
+}
+
+// DriftExclusion is one Sveltos DriftExclusion: JSON 6902 paths
+// ("/spec/replicas", "/spec/template/spec/containers/0/image"; a "*"
+// segment matches any key or index) of the objects target selects; no
+// target: every object of the release.
+type DriftExclusion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	Target        *ObjectSelector        `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftExclusion) Reset() {
+	*x = DriftExclusion{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftExclusion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftExclusion) ProtoMessage() {}
+
+func (x *DriftExclusion) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftExclusion.ProtoReflect.Descriptor instead.
+func (*DriftExclusion) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DriftExclusion) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *DriftExclusion) GetTarget() *ObjectSelector {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
 // StagedService is a service's next version and when it may be activated.
 type StagedService struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1512,7 +1687,7 @@ type StagedService struct {
 
 func (x *StagedService) Reset() {
 	*x = StagedService{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1699,7 @@ func (x *StagedService) String() string {
 func (*StagedService) ProtoMessage() {}
 
 func (x *StagedService) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1712,7 @@ func (x *StagedService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedService.ProtoReflect.Descriptor instead.
 func (*StagedService) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StagedService) GetNext() *Service {
@@ -1565,7 +1740,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1752,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1765,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Window) GetStart() *timestamppb.Timestamp {
@@ -1629,7 +1804,7 @@ type HelmOptions struct {
 
 func (x *HelmOptions) Reset() {
 	*x = HelmOptions{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1816,7 @@ func (x *HelmOptions) String() string {
 func (*HelmOptions) ProtoMessage() {}
 
 func (x *HelmOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1829,7 @@ func (x *HelmOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmOptions.ProtoReflect.Descriptor instead.
 func (*HelmOptions) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HelmOptions) GetTimeoutMs() int64 {
@@ -1706,7 +1881,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1893,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1906,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1771,7 +1946,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1958,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1971,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -1818,7 +1993,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2005,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2018,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -1868,7 +2043,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2055,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2068,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 type DiagnoseResponse struct {
@@ -1910,7 +2085,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2097,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2110,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -2071,7 +2246,7 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1a.tether.fleet.v1.TombstoneR\n" +
 	"tombstones\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xd1\x03\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\"\xe1\x04\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -2090,7 +2265,20 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"valuesHash\x12?\n" +
 	"\fhelm_options\x18\v \x01(\v2\x1c.tether.fleet.v1.HelmOptionsR\vhelmOptions\x12\x1b\n" +
 	"\tsync_mode\x18\f \x01(\tR\bsyncMode\x126\n" +
-	"\x06staged\x18\r \x01(\v2\x1e.tether.fleet.v1.StagedServiceR\x06staged\"p\n" +
+	"\x06staged\x18\r \x01(\v2\x1e.tether.fleet.v1.StagedServiceR\x06staged\x12B\n" +
+	"\fdrift_ignore\x18\x0e \x03(\v2\x1f.tether.fleet.v1.ObjectSelectorR\vdriftIgnore\x12J\n" +
+	"\x10drift_exclusions\x18\x0f \x03(\v2\x1f.tether.fleet.v1.DriftExclusionR\x0fdriftExclusions\"\xde\x01\n" +
+	"\x0eObjectSelector\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12%\n" +
+	"\x0elabel_selector\x18\x06 \x01(\tR\rlabelSelector\x12/\n" +
+	"\x13annotation_selector\x18\a \x01(\tR\x12annotationSelector\"_\n" +
+	"\x0eDriftExclusion\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\x127\n" +
+	"\x06target\x18\x02 \x01(\v2\x1f.tether.fleet.v1.ObjectSelectorR\x06target\"p\n" +
 	"\rStagedService\x12,\n" +
 	"\x04next\x18\x01 \x01(\v2\x18.tether.fleet.v1.ServiceR\x04next\x121\n" +
 	"\awindows\x18\x02 \x03(\v2\x17.tether.fleet.v1.WindowR\awindows\"h\n" +
@@ -2148,7 +2336,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -2168,59 +2356,64 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*Welcome)(nil),               // 15: tether.fleet.v1.Welcome
 	(*DesiredState)(nil),          // 16: tether.fleet.v1.DesiredState
 	(*Service)(nil),               // 17: tether.fleet.v1.Service
-	(*StagedService)(nil),         // 18: tether.fleet.v1.StagedService
-	(*Window)(nil),                // 19: tether.fleet.v1.Window
-	(*HelmOptions)(nil),           // 20: tether.fleet.v1.HelmOptions
-	(*Tombstone)(nil),             // 21: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 22: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 23: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 24: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 25: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ObjectSelector)(nil),        // 18: tether.fleet.v1.ObjectSelector
+	(*DriftExclusion)(nil),        // 19: tether.fleet.v1.DriftExclusion
+	(*StagedService)(nil),         // 20: tether.fleet.v1.StagedService
+	(*Window)(nil),                // 21: tether.fleet.v1.Window
+	(*HelmOptions)(nil),           // 22: tether.fleet.v1.HelmOptions
+	(*Tombstone)(nil),             // 23: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 24: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 25: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 26: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 27: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	26, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	26, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	28, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	28, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
 	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
-	26, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	28, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
 	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	26, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	26, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	28, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	28, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
 	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
 	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
 	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
 	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
-	26, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	28, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
 	17, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	21, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
-	20, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
-	18, // 20: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
-	17, // 21: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
-	19, // 22: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
-	26, // 23: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
-	26, // 24: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
-	26, // 25: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	26, // 26: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 27: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 28: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 29: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	22, // 30: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	24, // 31: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 32: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 33: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	12, // 34: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	23, // 35: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	25, // 36: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	32, // [32:37] is the sub-list for method output_type
-	27, // [27:32] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	23, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	22, // 19: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
+	20, // 20: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
+	18, // 21: tether.fleet.v1.Service.drift_ignore:type_name -> tether.fleet.v1.ObjectSelector
+	19, // 22: tether.fleet.v1.Service.drift_exclusions:type_name -> tether.fleet.v1.DriftExclusion
+	18, // 23: tether.fleet.v1.DriftExclusion.target:type_name -> tether.fleet.v1.ObjectSelector
+	17, // 24: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
+	21, // 25: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
+	28, // 26: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
+	28, // 27: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
+	28, // 28: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	28, // 29: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 30: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 31: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 32: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	24, // 33: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	26, // 34: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 35: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 36: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 37: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	25, // 38: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	27, // 39: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	35, // [35:40] is the sub-list for method output_type
+	30, // [30:35] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -2247,7 +2440,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
