@@ -12,7 +12,7 @@ import (
 // shapes; bad entries are refused by path and warned about.
 func TestDriftRulesOf(t *testing.T) {
 	ss := &ServiceSpec{
-		Provider: &ServiceProvider{Config: json.RawMessage(`{"driftExclusions":[{"paths":["/spec/replicas"],"target":{"group":"apps","version":"v1","kind":"Deployment","name":"web","namespace":"shop"}}]}`)},
+		Provider:    &ServiceProvider{Config: json.RawMessage(`{"driftExclusions":[{"paths":["/spec/replicas"],"target":{"group":"apps","version":"v1","kind":"Deployment","name":"web","namespace":"shop"}}]}`)},
 		DriftIgnore: json.RawMessage(`[{"kind":"ConfigMap","labelSelector":"app=web","annotationSelector":"x=y"}]`),
 	}
 	r, err := DriftRulesOf(ss)
