@@ -35,6 +35,8 @@ type (
 	Drift       = engine.Drift
 	Plan        = engine.Plan
 	DriftRules  = engine.DriftRules
+	// DriftExclusion is one entry of DriftRules.Exclude.
+	DriftExclusion = engine.DriftExclusion
 )
 
 // What an Apply or Repair did (see engine.Action).
