@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -41,6 +42,15 @@ import (
 // reports medians; it asserts no timing.
 //
 //	go test -run '^$' -bench TwentyServicesVsHelmCLI -benchtime 2x -timeout 30m ./agent/internal/reconcile/
+//
+// -args -twenty.concurrency N overrides the reconciler's workers and
+// -twenty.cli=false skips the twenty sequential installs (to compare
+// worker counts against the umbrella install alone).
+var (
+	twentyConcurrency = flag.Int("twenty.concurrency", 0, "BenchmarkTwentyServicesVsHelmCLI: reconciler workers (0: DefaultConfig's)")
+	twentyCLI         = flag.Bool("twenty.cli", true, "BenchmarkTwentyServicesVsHelmCLI: also time twenty sequential helm installs")
+)
+
 func BenchmarkTwentyServicesVsHelmCLI(b *testing.B) {
 	const n = 20
 	helm := e2etest.HelmCLI(b)
@@ -90,6 +100,9 @@ func BenchmarkTwentyServicesVsHelmCLI(b *testing.B) {
 		return time.Since(start)
 	}
 	viaCLI := func(round int) time.Duration {
+		if !*twentyCLI {
+			return time.Nanosecond
+		}
 		start := time.Now()
 		for j := range n {
 			cmd := exec.Command(helm, "install", "podinfo", chartPath, "--namespace", fmt.Sprintf("cli-%d-%d", round, j), "--create-namespace",
@@ -129,6 +142,9 @@ func BenchmarkTwentyServicesVsHelmCLI(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := reconcile.DefaultConfig()
+		if *twentyConcurrency > 0 {
+			cfg.Concurrency = *twentyConcurrency
+		}
 		cfg.Cache, cfg.Engine, cfg.Charts, cfg.Watcher = db, e, cachedCharts{}, w
 		if r, err = reconcile.New(cfg); err != nil {
 			b.Fatal(err)

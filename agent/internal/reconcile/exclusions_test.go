@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -95,5 +96,61 @@ func TestDriftExclusionsAreNotFoughtOver(t *testing.T) {
 	}
 	if got := *d.Spec.Replicas; got != 3 {
 		t.Errorf("spec.replicas %d after the image repair; want the HPA's 3 kept", got)
+	}
+}
+
+// TestStatusEventsOfAProvisioningServiceReadHealthOnly: a Deployment
+// whose pods cannot be scheduled keeps its service Provisioning; once a
+// node gets the label its nodeSelector asks for (no spec of the release
+// changes), the Deployment's status events are answered by health reads
+// alone (no apply or drift check per event), and one of them makes the
+// service Deployed: passes are an hour apart, so only watch checks can.
+func TestStatusEventsOfAProvisioningServiceReadHealthOnly(t *testing.T) {
+	c := testCluster(t)
+	e, db := newEngine(t, c)
+	podinfo := e2etest.PackageChart(t, e2etest.SharedChart(t, "podinfo"))
+	dg := digestOf(podinfo)
+	if err := db.PutChart(dg, podinfo); err != nil {
+		t.Fatal(err)
+	}
+	const ns, label = "watch-health", "tether.test/health-only"
+	ensureNamespace(t, c, ns)
+	ds := &fleetv1.DesiredState{Revision: 1, Full: true, Services: []*fleetv1.Service{
+		{Name: "podinfo", Namespace: ns, ChartDigest: dg, ValuesHash: "h1",
+			ValuesYaml: []byte("replicaCount: 1\nnodeSelector: {\"" + label + "\": \"yes\"}\n")}}}
+	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, HealthTimeout: 5 * time.Minute}, ds)
+	k := ns + "/podinfo"
+	eventually(t, "podinfo Provisioning, its pod unschedulable", 2*time.Minute, func() (bool, string) {
+		s := stateOf(r, k)
+		return s.GetState() == reconcile.StateProvisioning && s.GetMessage() != "", fmt.Sprint(s)
+	})
+	// The watch's first events (its objects added) ask for a full turn.
+	eventually(t, "the watch's first check", time.Minute, func() (bool, string) {
+		st := r.Stats()
+		return st.WatchChecks > 0, fmt.Sprintf("%+v", st)
+	})
+	before := r.Stats()
+	nodes, err := c.Clientset.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+	node := nodes.Items[0]
+	node.Labels[label] = "yes"
+	if _, err := c.Clientset.CoreV1().Nodes().Update(t.Context(), &node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n, err := c.Clientset.CoreV1().Nodes().Get(context.Background(), node.Name, metav1.GetOptions{})
+		if err == nil {
+			delete(n.Labels, label)
+			_, _ = c.Clientset.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{})
+		}
+	})
+	eventually(t, "podinfo Deployed", 2*time.Minute, func() (bool, string) {
+		s := stateOf(r, k)
+		return s.GetState() == reconcile.StateDeployed, fmt.Sprint(s)
+	})
+	if st := r.Stats(); st.HealthChecks == before.HealthChecks {
+		t.Fatalf("no health-only check (%+v, before %+v); every status event ran a full turn", st, before)
 	}
 }

@@ -176,7 +176,7 @@ type Reconciler struct {
 	tmu     sync.Mutex
 	pending map[string]pendingCheck
 	changed chan struct{}
-	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs atomic.Uint64 }
+	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs, healthChecks atomic.Uint64 }
 }
 
 type pendingCheck struct {
@@ -1125,12 +1125,15 @@ func (r *Reconciler) ObjectChanged(service, object string, spec bool) {
 // triggered, and drift repairs made by those checks and by passes.
 type Stats struct {
 	WatchEvents, WatchChecks, WatchRepairs, PassRepairs uint64
+	// HealthChecks counts watch checks that read health alone (a status
+	// change of a Provisioning service).
+	HealthChecks uint64
 }
 
 // Stats returns the counters.
 func (r *Reconciler) Stats() Stats {
 	return Stats{WatchEvents: r.stats.watchEvents.Load(), WatchChecks: r.stats.watchChecks.Load(),
-		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load()}
+		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load(), HealthChecks: r.stats.healthChecks.Load()}
 }
 
 // runChecks runs the checks watch events asked for, when due, on up to
@@ -1216,8 +1219,40 @@ func (r *Reconciler) check(ctx context.Context, k string, spec bool) {
 		return
 	}
 	r.stats.watchChecks.Add(1)
+	if !spec && state == StateProvisioning && r.healthOnly(ctx, k, s, st) {
+		r.report(ds)
+		return
+	}
 	r.runService(ctx, k, s, st, true)
 	r.report(ds)
+}
+
+// healthOnly answers a status-only event of a Provisioning service whose
+// desired version is the one last applied with its health alone: nothing
+// about the release or its objects' specs changed, so the apply check
+// and drift check of a full turn (a dozen reads of the API server per
+// event, and a rollout sends several) would find what the turn that
+// applied it found. It reports false, doing nothing, when a full turn is
+// needed.
+func (r *Reconciler) healthOnly(ctx context.Context, k string, s *fleetv1.Service, st *svcState) bool {
+	switch s.GetSyncMode() {
+	case "", SyncContinuousWithDriftDetection, SyncContinuous:
+	default:
+		return false
+	}
+	l := r.serviceLock(k)
+	l.Lock()
+	defer l.Unlock()
+	r.mu.Lock()
+	ok := st.state == StateProvisioning && st.applied != "" && st.applied == s.GetValuesHash() && st.failures == 0
+	r.mu.Unlock()
+	if !ok {
+		return false
+	}
+	r.cfg.observe(k)
+	r.stats.healthChecks.Add(1)
+	r.health(ctx, s, st, s.GetValuesHash(), "")
+	return true
 }
 
 // driftRulesOf is s's driftIgnore and driftExclusions.
