@@ -3,6 +3,7 @@ package reconcile_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,14 +121,14 @@ func TestStatusEventsOfAProvisioningServiceReadHealthOnly(t *testing.T) {
 			ValuesYaml: []byte("replicaCount: 1\nnodeSelector: {\"" + label + "\": \"yes\"}\n")}}}
 	r := runWatched(t, c, reconcile.Config{Cache: db, Engine: e, HealthTimeout: 5 * time.Minute}, ds)
 	k := ns + "/podinfo"
-	eventually(t, "podinfo Provisioning, its pod unschedulable", 2*time.Minute, func() (bool, string) {
-		s := stateOf(r, k)
-		return s.GetState() == reconcile.StateProvisioning && s.GetMessage() != "", fmt.Sprint(s)
-	})
-	// The watch's first events (its objects added) ask for a full turn.
-	eventually(t, "the watch's first check", time.Minute, func() (bool, string) {
-		st := r.Stats()
-		return st.WatchChecks > 0, fmt.Sprintf("%+v", st)
+	// The watch's first events (its informers synced) and the Deployment
+	// controller's first sync (its revision annotation) ask for full
+	// turns; a check that has seen the pod unschedulable ran after both.
+	eventually(t, "podinfo Provisioning, a watch check saw its pod unschedulable", 2*time.Minute, func() (bool, string) {
+		s, st := stateOf(r, k), r.Stats()
+		return s.GetState() == reconcile.StateProvisioning && strings.Contains(s.GetMessage(), "Unschedulable") &&
+				st.WatchChecks > 0 && st.WatchChecksDone == st.WatchChecks,
+			fmt.Sprintf("%v; %+v", s, st)
 	})
 	before := r.Stats()
 	nodes, err := c.Clientset.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})

@@ -176,7 +176,7 @@ type Reconciler struct {
 	tmu     sync.Mutex
 	pending map[string]pendingCheck
 	changed chan struct{}
-	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs, healthChecks atomic.Uint64 }
+	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs, healthChecks, checksDone atomic.Uint64 }
 }
 
 type pendingCheck struct {
@@ -1126,14 +1126,15 @@ func (r *Reconciler) ObjectChanged(service, object string, spec bool) {
 type Stats struct {
 	WatchEvents, WatchChecks, WatchRepairs, PassRepairs uint64
 	// HealthChecks counts watch checks that read health alone (a status
-	// change of a Provisioning service).
-	HealthChecks uint64
+	// change of a Provisioning service); WatchChecksDone those of
+	// WatchChecks that have finished.
+	HealthChecks, WatchChecksDone uint64
 }
 
 // Stats returns the counters.
 func (r *Reconciler) Stats() Stats {
 	return Stats{WatchEvents: r.stats.watchEvents.Load(), WatchChecks: r.stats.watchChecks.Load(),
-		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load(), HealthChecks: r.stats.healthChecks.Load()}
+		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load(), HealthChecks: r.stats.healthChecks.Load(), WatchChecksDone: r.stats.checksDone.Load()}
 }
 
 // runChecks runs the checks watch events asked for, when due, on up to
@@ -1219,6 +1220,7 @@ func (r *Reconciler) check(ctx context.Context, k string, spec bool) {
 		return
 	}
 	r.stats.watchChecks.Add(1)
+	defer r.stats.checksDone.Add(1)
 	if !spec && state == StateProvisioning && r.healthOnly(ctx, k, s, st) {
 		r.report(ds)
 		return
