@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,25 +159,35 @@ func BenchmarkInterleaved(b *testing.B) {
 				hub, agent := DefaultConfig(), DefaultAgentConfig()
 				tunnel := fleetClient(b, newPair(b, "tls", pairOpts{hubCfg: &hub, agentCfg: &agent}).agent)
 				plain := plainFleet(b)
-				run := func(c fleetv1.FleetClient, d time.Duration) float64 {
+				// run returns MB/s and the process's CPU time (user+sys)
+				// per MB moved: CPU per byte barely depends on the load of a
+				// shared machine, where throughput does.
+				run := func(c fleetv1.FleetClient, d time.Duration) (float64, float64) {
+					cpu0 := processCPU(b)
+					var mbs, mb float64
 					if kind == "unary" {
-						return unaryFor(b, c, size, d)
+						mbs, mb = unaryFor(b, c, size, d)
+					} else {
+						mbs, mb = streamFor(b, c, size, d)
 					}
-					return streamFor(b, c, size, d)
+					return mbs, (processCPU(b) - cpu0).Seconds() / mb
 				}
 				run(tunnel, slice/4) // warm up both transports
 				run(plain, slice/4)
 				b.ResetTimer()
-				var ratios, tMBs, pMBs []float64
+				var ratios, tMBs, pMBs, cpuRatios []float64
 				for range b.N {
 					for i := range interleavedRounds {
-						var t, p float64
+						var t, p, tc, pc float64
 						if i%2 == 0 {
-							t, p = run(tunnel, slice), run(plain, slice)
+							t, tc = run(tunnel, slice)
+							p, pc = run(plain, slice)
 						} else {
-							p, t = run(plain, slice), run(tunnel, slice)
+							p, pc = run(plain, slice)
+							t, tc = run(tunnel, slice)
 						}
 						ratios, tMBs, pMBs = append(ratios, t/p), append(tMBs, t), append(pMBs, p)
+						cpuRatios = append(cpuRatios, tc/pc)
 					}
 				}
 				b.ReportMetric(0, "ns/op")
@@ -184,6 +195,9 @@ func BenchmarkInterleaved(b *testing.B) {
 				b.ReportMetric(slices.Min(ratios), "min-tunnel/plain")
 				b.ReportMetric(median(tMBs), "tunnel-MB/s")
 				b.ReportMetric(median(pMBs), "plain-MB/s")
+				// Tunnel CPU per byte over plain's: 1.25 or less means the
+				// tunnel keeps 0.8× plain's throughput when CPU is what limits.
+				b.ReportMetric(median(cpuRatios), "cpu-tunnel/plain")
 			})
 		}
 	}
@@ -191,8 +205,18 @@ func BenchmarkInterleaved(b *testing.B) {
 
 const interleavedRounds = 10
 
-// unaryFor calls Renew with size bytes for about d and returns MB/s.
-func unaryFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) float64 {
+// processCPU is the user+sys CPU time the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// unaryFor calls Renew with size bytes for about d and returns MB/s and
+// the MB moved.
+func unaryFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) (float64, float64) {
 	ctx := context.Background()
 	req := &fleetv1.RenewRequest{CsrDer: make([]byte, size)}
 	start := time.Now()
@@ -203,12 +227,12 @@ func unaryFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) fl
 		}
 		n += size
 	}
-	return float64(n) / time.Since(start).Seconds() / 1e6
+	return float64(n) / time.Since(start).Seconds() / 1e6, float64(n) / 1e6
 }
 
 // streamFor streams chunks of size bytes, 4 MiB per FetchChart call, for
-// about d and returns MB/s.
-func streamFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) float64 {
+// about d and returns MB/s and the MB moved.
+func streamFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) (float64, float64) {
 	ctx := context.Background()
 	start := time.Now()
 	var n int
@@ -228,7 +252,7 @@ func streamFor(b *testing.B, c fleetv1.FleetClient, size int, d time.Duration) f
 			n += size
 		}
 	}
-	return float64(n) / time.Since(start).Seconds() / 1e6
+	return float64(n) / time.Since(start).Seconds() / 1e6, float64(n) / 1e6
 }
 
 func median(v []float64) float64 {

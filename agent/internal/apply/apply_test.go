@@ -131,7 +131,7 @@ func mustBeHealthy(t *testing.T, e *apply.Engine, name, ns string) {
 
 func mustNotDrift(t *testing.T, e *apply.Engine, name, ns string) {
 	t.Helper()
-	d, err := e.Drift(t.Context(), name, ns)
+	d, err := e.Drift(t.Context(), name, ns, apply.DriftRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, "Drift reports the Deployment missing", time.Minute, func(ctx context.Context) (bool, string) {
-			d, err := e.Drift(ctx, name, ns)
+			d, err := e.Drift(ctx, name, ns, apply.DriftRules{})
 			if err != nil {
 				return false, err.Error()
 			}
@@ -210,7 +210,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 		if _, err := c.Clientset.AppsV1().Deployments(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		d, err := e.Drift(ctx, name, ns)
+		d, err := e.Drift(ctx, name, ns, apply.DriftRules{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 		if _, err := c.Clientset.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		dr, err := e.Drift(ctx, name, ns)
+		dr, err := e.Drift(ctx, name, ns, apply.DriftRules{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +268,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 		if err := hc.Releases.Update(last); err != nil {
 			t.Fatal(err)
 		}
-		d, err := e.Drift(ctx, name, ns)
+		d, err := e.Drift(ctx, name, ns, apply.DriftRules{})
 		if err != nil || !slices.Contains(d.Reasons, "release applications-web/podinfo is pending-upgrade") {
 			t.Fatalf("Drift = %q, %v", d.Reasons, err)
 		}
@@ -300,7 +300,7 @@ func TestPodinfoLifecycle(t *testing.T) {
 		if _, err := e.Get(ctx, name, ns); !errors.Is(err, apply.ErrReleaseNotFound) {
 			t.Errorf("Get after Uninstall: %v, want ErrReleaseNotFound", err)
 		}
-		d, err := e.Drift(ctx, name, ns)
+		d, err := e.Drift(ctx, name, ns, apply.DriftRules{})
 		if err != nil || !d.Drifted {
 			t.Errorf("Drift after Uninstall = %+v, %v; want drifted", d, err)
 		}

@@ -202,7 +202,7 @@ func TestForgedReleaseSecretIsNeverTrusted(t *testing.T) {
 		if _, err := e.Repair(ctx, apply.Release{Name: name, Namespace: ns, Chart: chart}); !errors.Is(err, apply.ErrForeignRelease) {
 			t.Errorf("Repair of the forged release: %v, want ErrForeignRelease", err)
 		}
-		if _, err := e.Drift(ctx, name, ns); !errors.Is(err, apply.ErrForeignRelease) {
+		if _, err := e.Drift(ctx, name, ns, apply.DriftRules{}); !errors.Is(err, apply.ErrForeignRelease) {
 			t.Errorf("Drift of the forged release: %v, want ErrForeignRelease", err)
 		}
 		assertUntouched(t, c, ns, name, forgedRev)

@@ -32,7 +32,7 @@ func (e *Engine) plan(ctx context.Context, p prepared) (Plan, error) {
 		return Plan{}, err
 	}
 	if last != nil && last.Labels[LabelHash] == p.hash {
-		d, err := e.Drift(ctx, p.key.name, p.key.namespace)
+		d, err := e.Drift(ctx, p.key.name, p.key.namespace, p.drift)
 		if err != nil {
 			return Plan{}, err
 		}

@@ -73,8 +73,8 @@ func TestReadSideAgreesWithHelm(t *testing.T) {
 		if herr != nil || rerr != nil || hh != rh {
 			t.Errorf("Health: engine %+v, %v; reader %+v, %v", hh, herr, rh, rerr)
 		}
-		hd, herr := e.Drift(ctx, name, ns)
-		rd, rerr := r.Drift(ctx, name, ns)
+		hd, herr := e.Drift(ctx, name, ns, apply.DriftRules{})
+		rd, rerr := r.Drift(ctx, name, ns, apply.DriftRules{})
 		if herr != nil || rerr != nil || hd.Drifted != rd.Drifted || !slices.Equal(hd.Reasons, rd.Reasons) {
 			t.Errorf("Drift: engine %+v, %v; reader %+v, %v", hd, herr, rd, rerr)
 		}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tetherfleet/tether/agent/internal/engine"
+	"github.com/tetherfleet/tether/agent/internal/observe"
 )
 
 // The types the reconciler and the engines share live in package engine;
@@ -33,6 +34,9 @@ type (
 	Health      = engine.Health
 	Drift       = engine.Drift
 	Plan        = engine.Plan
+	DriftRules  = engine.DriftRules
+	// DriftExclusion is one entry of DriftRules.Exclude.
+	DriftExclusion = engine.DriftExclusion
 )
 
 // What an Apply or Repair did (see engine.Action).
@@ -55,6 +59,8 @@ type prepared struct {
 	values map[string]any
 	hash   string // label form
 	opts   Options
+	drift  engine.DriftRules
+	filter *observe.DriftFilter // drift compiled
 }
 
 func keyOf(r Release) releaseKey { return releaseKey{namespace: r.Namespace, name: r.Name} }
@@ -110,7 +116,12 @@ func prepare(r Release) (prepared, error) {
 	if r.Options.Timeout < 0 {
 		return prepared{}, fmt.Errorf("%w: negative timeout %s", ErrInvalidRelease, r.Options.Timeout)
 	}
-	return prepared{key: keyOf(r), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash), opts: r.Options}, nil
+	filter, err := observe.CompileDriftRules(r.Drift)
+	if err != nil {
+		return prepared{}, fmt.Errorf("%w: %v", ErrInvalidRelease, err)
+	}
+	return prepared{key: keyOf(r), digest: r.ChartDigest, chart: ch, values: vals, hash: HashLabel(hash), opts: r.Options,
+		drift: r.Drift, filter: filter}, nil
 }
 
 func (p prepared) labels() map[string]string {
@@ -205,6 +216,11 @@ func (e *Engine) applyLocked(ctx context.Context, p prepared, force bool) (Resul
 	up.CleanupOnFail = p.opts.Atomic
 	up.ResetValues = true // exactly p.values over the chart's, never the previous release's
 	up.Labels = p.labels()
+	if p.filter != nil {
+		// Fields other controllers own (driftExclusions) keep their live
+		// values: Helm's three-way merge would reset them otherwise.
+		up.PostRenderer = keepExcluded{ctx: ctx, obs: e.obs, namespace: p.key.namespace, filter: p.filter}
+	}
 	rel, err := up.RunWithContext(ctx, p.key.name, p.chart, p.values)
 	if err != nil {
 		return Result{}, fmt.Errorf("upgrade: %w", err)

@@ -92,6 +92,9 @@ type Release struct {
 	// Options are per-release Helm settings (k0rdent's helmOptions); the
 	// zero value is the engine's defaults.
 	Options Options
+	// Drift: the paths it excludes keep their live values when the
+	// release is upgraded or repaired (k0rdent's driftExclusions).
+	Drift DriftRules
 }
 
 // Options are per-release Helm settings.

@@ -23,7 +23,7 @@ type Engine interface {
 	Apply(ctx context.Context, r apply.Release) (apply.Result, error)
 	Repair(ctx context.Context, r apply.Release) (apply.Result, error)
 	Health(ctx context.Context, name, namespace string) (apply.Health, error)
-	Drift(ctx context.Context, name, namespace string) (apply.Drift, error)
+	Drift(ctx context.Context, name, namespace string, rules apply.DriftRules) (apply.Drift, error)
 	Uninstall(ctx context.Context, name, namespace string) error
 	List(ctx context.Context) ([]apply.ReleaseInfo, error)
 	Adopt(ctx context.Context, r apply.Release) (bool, error)
@@ -103,7 +103,13 @@ func (s *Server) Health(ctx context.Context, in *workerv1.ReleaseRef) (*workerv1
 
 // Drift implements workerv1.EngineServer.
 func (s *Server) Drift(ctx context.Context, in *workerv1.ReleaseRef) (*workerv1.DriftResponse, error) {
-	d, err := s.engine.Drift(ctx, in.GetName(), in.GetNamespace())
+	var rules apply.DriftRules
+	if b := in.GetDriftRulesJson(); len(b) > 0 {
+		if err := json.Unmarshal(b, &rules); err != nil {
+			return &workerv1.DriftResponse{Error: errOf(fmt.Errorf("%w: release %s/%s: drift rules: %v", apply.ErrInvalidRelease, in.GetNamespace(), in.GetName(), err))}, nil
+		}
+	}
+	d, err := s.engine.Drift(ctx, in.GetName(), in.GetNamespace(), rules)
 	if err != nil {
 		return &workerv1.DriftResponse{Error: errOf(err)}, nil
 	}
@@ -151,6 +157,11 @@ func releaseOf(p *workerv1.Release) (apply.Release, error) {
 	if b := p.GetValuesJson(); len(b) > 0 {
 		if err := json.Unmarshal(b, &r.Values); err != nil {
 			return apply.Release{}, fmt.Errorf("%w: release %s/%s: values: %v", apply.ErrInvalidRelease, r.Namespace, r.Name, err)
+		}
+	}
+	if b := p.GetDriftRulesJson(); len(b) > 0 {
+		if err := json.Unmarshal(b, &r.Drift); err != nil {
+			return apply.Release{}, fmt.Errorf("%w: release %s/%s: drift rules: %v", apply.ErrInvalidRelease, r.Namespace, r.Name, err)
 		}
 	}
 	if o := p.GetOptions(); o != nil {

@@ -143,7 +143,7 @@ func TestSteadyStateNeedsNoWorker(t *testing.T) {
 	if err != nil || res.Action != engine.ActionUnchanged {
 		t.Fatalf("second apply: %+v, %v; want unchanged", res, err)
 	}
-	d, err := r.eng.Drift(ctx, "web", "steady")
+	d, err := r.eng.Drift(ctx, "web", "steady", engine.DriftRules{})
 	if err != nil || d.Drifted {
 		t.Fatalf("drift of an untouched release: %+v, %v", d, err)
 	}
@@ -161,7 +161,7 @@ func TestSteadyStateNeedsNoWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err = r.eng.Drift(ctx, "web", "steady")
+	d, err = r.eng.Drift(ctx, "web", "steady", engine.DriftRules{})
 	if err != nil || !d.Drifted || !strings.Contains(strings.Join(d.Reasons, ";"), "missing") {
 		t.Fatalf("drift after delete: %+v, %v; want a missing Deployment", d, err)
 	}

@@ -32,6 +32,16 @@
 // webhooks inject containers and env). A Secret's stringData is compared
 // with its data. An object whose API is gone (a CRD removed) is missing.
 //
+// # Drift rules
+//
+// k0rdent's driftIgnore and driftExclusions (Sveltos' PatchSelector and
+// DriftExclusion) arrive as engine.DriftRules and are compiled into a
+// [DriftFilter]: an ignored object is not compared at all; an excluded
+// path (JSON 6902, "*" for any key or index) is pruned from the manifest
+// object before the comparison, and [Observer.KeepExcluded] (the Helm
+// engine's post-renderer on upgrade and repair) renders it with the live
+// value, so Helm's three-way merge leaves it as another controller set it.
+//
 // # The record is the truth
 //
 // A [Reader] answers from the agent's release record (the cache's

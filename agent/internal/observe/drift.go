@@ -19,7 +19,7 @@ import (
 // maxReasonsPerObject keeps a badly drifted object from flooding status.
 const maxReasonsPerObject = 10
 
-func (o *Observer) objectDrift(ctx context.Context, obj Object, releaseNS string) ([]string, error) {
+func (o *Observer) objectDrift(ctx context.Context, obj Object, releaseNS string, f *DriftFilter) ([]string, error) {
 	mapping, err := o.mapper.Map(ctx, obj.GVK)
 	if errors.Is(err, ErrNoMatch) {
 		// The API (a CRD) itself is gone.
@@ -35,6 +35,10 @@ func (o *Observer) objectDrift(ctx context.Context, obj Object, releaseNS string
 			ns = releaseNS
 		}
 	}
+	if f.Ignored(obj, ns) {
+		return nil, nil
+	}
+	Prune(obj.Content, f.Excluded(obj, ns))
 	ref := obj.Ref(ns)
 	live, err := o.dynamic.Resource(mapping.Resource).Namespace(ns).Get(ctx, obj.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

@@ -185,15 +185,16 @@ func (o *Observer) Check(ctx context.Context, manifest, namespace string) (*Prob
 
 // Drift compares the live objects with manifest (rules in the package
 // doc) and returns a reason per difference; the release's own status is
-// the caller's to add. namespace is the release's.
-func (o *Observer) Drift(ctx context.Context, manifest, namespace string) (engine.Drift, error) {
+// the caller's to add. namespace is the release's. f (nil: none) names
+// the objects and fields not to compare.
+func (o *Observer) Drift(ctx context.Context, manifest, namespace string, f *DriftFilter) (engine.Drift, error) {
 	objs, err := ParseManifest(manifest)
 	if err != nil {
 		return engine.Drift{}, err
 	}
 	var reasons []string
 	for _, obj := range objs {
-		rs, err := o.objectDrift(ctx, obj, namespace)
+		rs, err := o.objectDrift(ctx, obj, namespace, f)
 		if err != nil {
 			return engine.Drift{}, err
 		}

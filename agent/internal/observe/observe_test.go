@@ -320,7 +320,7 @@ func TestDrift(t *testing.T) {
 	ctx := t.Context()
 	applyIn(t, c, ns, driftManifest)
 
-	d, err := o.Drift(ctx, driftManifest, ns)
+	d, err := o.Drift(ctx, driftManifest, ns, nil)
 	if err != nil || d.Drifted || len(d.Reasons) > 0 {
 		t.Fatalf("Drift right after apply = %+v, %v; want none", d, err)
 	}
@@ -344,7 +344,7 @@ func TestDrift(t *testing.T) {
 		"Gizmo g is missing (no API for gizmos.tether.dev/v1, Kind=Gizmo)",
 	}
 	eventually(t, "Drift reports each change", time.Minute, func(ctx context.Context) (bool, string) {
-		d, err := o.Drift(ctx, manifest, ns)
+		d, err := o.Drift(ctx, manifest, ns, nil)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -450,7 +450,7 @@ func TestMapperFindsACRDInstalledAfterTheFirstLookup(t *testing.T) {
 	manifest := "apiVersion: obs.tether.dev/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec: {size: 3}\n" +
 		"---\napiVersion: obs.tether.dev/v1\nkind: Widget\nmetadata:\n  name: w1\nspec: {color: red}\n"
 	applyIn(t, c, ns, manifest)
-	if d, err := o.Drift(ctx, manifest, ns); err != nil || d.Drifted {
+	if d, err := o.Drift(ctx, manifest, ns, nil); err != nil || d.Drifted {
 		t.Fatalf("Drift of custom resources just applied = %+v, %v", d, err)
 	}
 	patch := []byte(`{"spec":{"size":4}}`)
@@ -461,7 +461,7 @@ func TestMapperFindsACRDInstalledAfterTheFirstLookup(t *testing.T) {
 	if _, err := dc.Resource(gv.WithResource("gadgets")).Patch(ctx, "g1", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := o.Drift(ctx, manifest, ns); err != nil || !slices.Equal(d.Reasons, []string{"Gadget g1: spec.size is 4, want 3"}) {
+	if d, err := o.Drift(ctx, manifest, ns, nil); err != nil || !slices.Equal(d.Reasons, []string{"Gadget g1: spec.size is 4, want 3"}) {
 		t.Fatalf("Drift of a changed cluster-scoped custom resource = %q, %v", d.Reasons, err)
 	}
 }

@@ -129,14 +129,14 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		if h, err := r.Health(ctx, "web", ns); err != nil || !h.Ready {
 			t.Errorf("Health = %+v, %v", h, err)
 		}
-		if d, err := r.Drift(ctx, "web", ns); err != nil || d.Drifted {
+		if d, err := r.Drift(ctx, "web", ns, engine.DriftRules{}); err != nil || d.Drifted {
 			t.Errorf("Drift = %+v, %v", d, err)
 		}
 		patch := []byte(`{"data":{"mode":"slow"}}`)
 		if _, err := c.Clientset.CoreV1().ConfigMaps(ns).Patch(ctx, "web-settings", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := r.Drift(ctx, "web", ns); err != nil || !slices.Equal(d.Reasons, []string{"ConfigMap reader/web-settings: data.mode is slow, want fast"}) {
+		if d, err := r.Drift(ctx, "web", ns, engine.DriftRules{}); err != nil || !slices.Equal(d.Reasons, []string{"ConfigMap reader/web-settings: data.mode is slow, want fast"}) {
 			t.Errorf("Drift after a change = %q, %v", d.Reasons, err)
 		}
 	})
@@ -154,7 +154,7 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		if _, err := r.Health(ctx, "old", ns); !errors.Is(err, engine.ErrUnknown) {
 			t.Errorf("Health of an old record: %v, want ErrUnknown", err)
 		}
-		if _, err := r.Drift(ctx, "old", ns); !errors.Is(err, engine.ErrUnknown) {
+		if _, err := r.Drift(ctx, "old", ns, engine.DriftRules{}); !errors.Is(err, engine.ErrUnknown) {
 			t.Errorf("Drift of an old record: %v, want ErrUnknown", err)
 		}
 	})
@@ -174,7 +174,7 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		if _, err := r.Get(ctx, "gone", ns); !errors.Is(err, engine.ErrUnknown) || !strings.Contains(err.Error(), "sh.helm.release.v1.gone.v3") {
 			t.Errorf("Get after the Secret was deleted: %v, want ErrUnknown naming the Secret", err)
 		}
-		if _, err := r.Drift(ctx, "gone", ns); !errors.Is(err, engine.ErrUnknown) {
+		if _, err := r.Drift(ctx, "gone", ns, engine.DriftRules{}); !errors.Is(err, engine.ErrUnknown) {
 			t.Errorf("Drift after the Secret was deleted: %v, want ErrUnknown", err)
 		}
 	})
@@ -217,7 +217,7 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		if err != nil || h.Ready || h.Message != `release reader/failing: failed: Upgrade "failing" failed: timed out` {
 			t.Errorf("Health = %+v, %v", h, err)
 		}
-		d, err := r.Drift(ctx, "failing", ns)
+		d, err := r.Drift(ctx, "failing", ns, engine.DriftRules{})
 		if err != nil || !d.Drifted || !slices.Contains(d.Reasons, "release reader/failing is failed") {
 			t.Errorf("Drift = %+v, %v", d, err)
 		}
@@ -246,7 +246,7 @@ func TestReaderAnswersFromTheRecord(t *testing.T) {
 		if _, err := r.Health(ctx, "planted", ns); !errors.Is(err, engine.ErrReleaseNotFound) {
 			t.Errorf("Health: %v, want ErrReleaseNotFound", err)
 		}
-		if d, err := r.Drift(ctx, "planted", ns); err != nil || !slices.Equal(d.Reasons, []string{"release reader/planted is not installed"}) {
+		if d, err := r.Drift(ctx, "planted", ns, engine.DriftRules{}); err != nil || !slices.Equal(d.Reasons, []string{"release reader/planted is not installed"}) {
 			t.Errorf("Drift = %+v, %v", d, err)
 		}
 	})

@@ -256,7 +256,11 @@ func (r *Reader) Health(ctx context.Context, name, namespace string) (engine.Hea
 // drifted. The error wraps engine.ErrUnknown when the record cannot
 // answer, also when Helm's Secret of that revision is gone (Helm would
 // then compare with an older revision, or find none).
-func (r *Reader) Drift(ctx context.Context, name, namespace string) (engine.Drift, error) {
+func (r *Reader) Drift(ctx context.Context, name, namespace string, rules engine.DriftRules) (engine.Drift, error) {
+	f, err := CompileDriftRules(rules)
+	if err != nil {
+		return engine.Drift{}, fmt.Errorf("drift: release %s/%s: %w", namespace, name, err)
+	}
 	rv, err := r.latest(name, namespace)
 	if errors.Is(err, engine.ErrReleaseNotFound) {
 		return engine.Drift{Drifted: true, Reasons: []string{fmt.Sprintf("release %s/%s is not installed", namespace, name)}}, nil
@@ -275,7 +279,7 @@ func (r *Reader) Drift(ctx context.Context, name, namespace string) (engine.Drif
 	if rv.Status != engine.StatusDeployed {
 		reasons = append(reasons, fmt.Sprintf("release %s/%s is %s", namespace, name, rv.Status))
 	}
-	d, err := r.obs.Drift(ctx, m, namespace)
+	d, err := r.obs.Drift(ctx, m, namespace, f)
 	if err != nil {
 		return engine.Drift{}, fmt.Errorf("drift: release %s/%s: %w", namespace, name, err)
 	}

@@ -200,9 +200,9 @@ func (c *countingEngine) Health(ctx context.Context, name, ns string) (engine.He
 	return c.Engine.Health(ctx, name, ns)
 }
 
-func (c *countingEngine) Drift(ctx context.Context, name, ns string) (engine.Drift, error) {
+func (c *countingEngine) Drift(ctx context.Context, name, ns string, rules engine.DriftRules) (engine.Drift, error) {
 	defer c.enter()()
-	return c.Engine.Drift(ctx, name, ns)
+	return c.Engine.Drift(ctx, name, ns, rules)
 }
 
 func (c *countingEngine) Uninstall(ctx context.Context, name, ns string) error {

@@ -26,7 +26,7 @@ func (f *neverReady) Apply(ctx context.Context, r engine.Release) (engine.Result
 	return f.fakeEngine.Apply(ctx, r)
 }
 
-func (f *neverReady) Drift(context.Context, string, string) (engine.Drift, error) {
+func (f *neverReady) Drift(context.Context, string, string, engine.DriftRules) (engine.Drift, error) {
 	return engine.Drift{}, nil
 }
 

@@ -76,7 +76,7 @@ type Engine interface {
 	Apply(ctx context.Context, r engine.Release) (engine.Result, error)
 	Repair(ctx context.Context, r engine.Release) (engine.Result, error)
 	Health(ctx context.Context, name, namespace string) (engine.Health, error)
-	Drift(ctx context.Context, name, namespace string) (engine.Drift, error)
+	Drift(ctx context.Context, name, namespace string, rules engine.DriftRules) (engine.Drift, error)
 	Uninstall(ctx context.Context, name, namespace string) error
 	List(ctx context.Context) ([]engine.ReleaseInfo, error)
 	Adopt(ctx context.Context, r engine.Release) (bool, error)
@@ -176,7 +176,7 @@ type Reconciler struct {
 	tmu     sync.Mutex
 	pending map[string]pendingCheck
 	changed chan struct{}
-	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs atomic.Uint64 }
+	stats   struct{ watchEvents, watchChecks, watchRepairs, passRepairs, healthChecks, checksDone atomic.Uint64 }
 }
 
 type pendingCheck struct {
@@ -758,7 +758,7 @@ func (r *Reconciler) service(ctx context.Context, s *fleetv1.Service, st *svcSta
 	} else if mode == "" || mode == SyncContinuousWithDriftDetection {
 		// Up to date by hash (also right after an agent restart, when this
 		// loop has no memory yet): look for drift on the cluster.
-		if d, err := r.cfg.Engine.Drift(ctx, name, ns); err != nil {
+		if d, err := r.cfg.Engine.Drift(ctx, name, ns, rel.Drift); err != nil {
 			r.log.Warn("drift check failed", "service", key(ns, name), "err", err)
 		} else if d.Drifted {
 			if msg, held := r.repairLoop(st, d.Reasons); held {
@@ -791,7 +791,8 @@ func releaseOf(s *fleetv1.Service, chart []byte) engine.Release {
 	return engine.Release{Name: s.GetName(), Namespace: s.GetNamespace(), Chart: chart, ValuesYAML: s.GetValuesYaml(),
 		Hash: s.GetValuesHash(), ChartDigest: s.GetChartDigest(),
 		Options: engine.Options{Timeout: time.Duration(max(o.GetTimeoutMs(), 0)) * time.Millisecond,
-			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()}}
+			SkipCRDs: o.GetSkipCrds(), DisableHooks: o.GetDisableHooks(), Atomic: o.GetAtomic()},
+		Drift: driftRulesOf(s)}
 }
 
 // dryRun reports what applying rel would change (syncMode DryRun).
@@ -1133,12 +1134,16 @@ func (r *Reconciler) ObjectChanged(service, object string, spec bool) {
 // triggered, and drift repairs made by those checks and by passes.
 type Stats struct {
 	WatchEvents, WatchChecks, WatchRepairs, PassRepairs uint64
+	// HealthChecks counts watch checks that read health alone (a status
+	// change of a Provisioning service); WatchChecksDone those of
+	// WatchChecks that have finished.
+	HealthChecks, WatchChecksDone uint64
 }
 
 // Stats returns the counters.
 func (r *Reconciler) Stats() Stats {
 	return Stats{WatchEvents: r.stats.watchEvents.Load(), WatchChecks: r.stats.watchChecks.Load(),
-		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load()}
+		WatchRepairs: r.stats.watchRepairs.Load(), PassRepairs: r.stats.passRepairs.Load(), HealthChecks: r.stats.healthChecks.Load(), WatchChecksDone: r.stats.checksDone.Load()}
 }
 
 // runChecks runs the checks watch events asked for, when due, on up to
@@ -1224,6 +1229,61 @@ func (r *Reconciler) check(ctx context.Context, k string, spec bool) {
 		return
 	}
 	r.stats.watchChecks.Add(1)
+	defer r.stats.checksDone.Add(1)
+	if !spec && state == StateProvisioning && r.healthOnly(ctx, k, s, st) {
+		r.report(ds)
+		return
+	}
 	r.runService(ctx, k, s, st, true)
 	r.report(ds)
+}
+
+// healthOnly answers a status-only event of a Provisioning service whose
+// desired version is the one last applied with its health alone: nothing
+// about the release or its objects' specs changed, so the apply check
+// and drift check of a full turn (a dozen reads of the API server per
+// event, and a rollout sends several) would find what the turn that
+// applied it found. It reports false, doing nothing, when a full turn is
+// needed.
+func (r *Reconciler) healthOnly(ctx context.Context, k string, s *fleetv1.Service, st *svcState) bool {
+	switch s.GetSyncMode() {
+	case "", SyncContinuousWithDriftDetection, SyncContinuous:
+	default:
+		return false
+	}
+	l := r.serviceLock(k)
+	l.Lock()
+	defer l.Unlock()
+	r.mu.Lock()
+	ok := st.state == StateProvisioning && st.applied != "" && st.applied == s.GetValuesHash() && st.failures == 0
+	r.mu.Unlock()
+	if !ok {
+		return false
+	}
+	r.cfg.observe(k)
+	r.stats.healthChecks.Add(1)
+	r.health(ctx, s, st, s.GetValuesHash(), "")
+	return true
+}
+
+// driftRulesOf is s's driftIgnore and driftExclusions.
+func driftRulesOf(s *fleetv1.Service) engine.DriftRules {
+	var r engine.DriftRules
+	for _, sel := range s.GetDriftIgnore() {
+		r.Ignore = append(r.Ignore, selectorOf(sel))
+	}
+	for _, x := range s.GetDriftExclusions() {
+		ex := engine.DriftExclusion{Paths: x.GetPaths()}
+		if t := x.GetTarget(); t != nil {
+			sel := selectorOf(t)
+			ex.Target = &sel
+		}
+		r.Exclude = append(r.Exclude, ex)
+	}
+	return r
+}
+
+func selectorOf(s *fleetv1.ObjectSelector) engine.ObjectSelector {
+	return engine.ObjectSelector{Group: s.GetGroup(), Version: s.GetVersion(), Kind: s.GetKind(), Name: s.GetName(),
+		Namespace: s.GetNamespace(), LabelSelector: s.GetLabelSelector(), AnnotationSelector: s.GetAnnotationSelector()}
 }

@@ -19,7 +19,7 @@ type Reader interface {
 	Get(ctx context.Context, name, namespace string) (engine.ReleaseInfo, error)
 	List(ctx context.Context) ([]engine.ReleaseInfo, error)
 	Health(ctx context.Context, name, namespace string) (engine.Health, error)
-	Drift(ctx context.Context, name, namespace string) (engine.Drift, error)
+	Drift(ctx context.Context, name, namespace string, rules engine.DriftRules) (engine.Drift, error)
 }
 
 // Engine is the agent's engine (reconcile.Engine). What the release
@@ -146,13 +146,19 @@ func (e *Engine) Health(ctx context.Context, name, namespace string) (engine.Hea
 
 // Drift answers from the record and the cluster, or from the worker when
 // the record cannot tell.
-func (e *Engine) Drift(ctx context.Context, name, namespace string) (engine.Drift, error) {
-	d, err := e.reader.Drift(ctx, name, namespace)
+func (e *Engine) Drift(ctx context.Context, name, namespace string, rules engine.DriftRules) (engine.Drift, error) {
+	d, err := e.reader.Drift(ctx, name, namespace, rules)
 	if !errors.Is(err, engine.ErrUnknown) {
 		return d, err
 	}
+	ref := &workerv1.ReleaseRef{Name: name, Namespace: namespace}
+	if !rules.Empty() {
+		if ref.DriftRulesJson, err = json.Marshal(rules); err != nil {
+			return engine.Drift{}, fmt.Errorf("drift %s/%s: encode drift rules: %w", namespace, name, err)
+		}
+	}
 	resp, err := call(ctx, e, "drift "+namespace+"/"+name, func(ctx context.Context, c workerv1.EngineClient) (*workerv1.DriftResponse, error) {
-		return c.Drift(ctx, &workerv1.ReleaseRef{Name: name, Namespace: namespace})
+		return c.Drift(ctx, ref)
 	})
 	if err != nil {
 		return engine.Drift{}, err
@@ -201,6 +207,13 @@ func requestOf(r engine.Release, force bool) (*workerv1.ApplyRequest, error) {
 			return nil, fmt.Errorf("%w: release %s/%s: values: %v", engine.ErrInvalidRelease, r.Namespace, r.Name, err)
 		}
 		p.ValuesJson = b
+	}
+	if !r.Drift.Empty() {
+		b, err := json.Marshal(r.Drift)
+		if err != nil {
+			return nil, fmt.Errorf("%w: release %s/%s: drift rules: %v", engine.ErrInvalidRelease, r.Namespace, r.Name, err)
+		}
+		p.DriftRulesJson = b
 	}
 	return &workerv1.ApplyRequest{Release: p, Force: force}, nil
 }

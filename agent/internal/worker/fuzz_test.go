@@ -3,10 +3,12 @@ package worker
 import (
 	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
+	"github.com/tetherfleet/tether/agent/internal/engine"
 	workerv1 "github.com/tetherfleet/tether/protocol/worker/v1"
 )
 
@@ -46,4 +48,21 @@ func FuzzRecordFromWorker(f *testing.F) {
 			t.Fatalf("stored record %s/%s does not read back: %v", rec.Namespace, rec.Name, err)
 		}
 	})
+}
+
+// TestRequestOfCarriesDriftRules: an apply sent to the worker carries
+// the release's drift rules.
+func TestRequestOfCarriesDriftRules(t *testing.T) {
+	want := engine.DriftRules{Ignore: []engine.ObjectSelector{{Kind: "Secret"}}}
+	req, err := requestOf(engine.Release{Name: "web", Namespace: "shop", Drift: want}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got engine.DriftRules
+	if err := json.Unmarshal(req.GetRelease().GetDriftRulesJson(), &got); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("drift rules %+v (%v), want %+v", got, err, want)
+	}
+	if req, _ := requestOf(engine.Release{Name: "web", Namespace: "shop"}, false); req.GetRelease().GetDriftRulesJson() != nil {
+		t.Fatal("empty rules sent")
+	}
 }

@@ -112,6 +112,8 @@ type Service struct {
 	// SyncMode and Helm: see fleetv1.Service's sync_mode and helm_options.
 	SyncMode string       `json:"syncMode,omitempty"`
 	Helm     *HelmOptions `json:"helmOptions,omitempty"`
+	// Drift: see fleetv1.Service's drift_ignore and drift_exclusions.
+	Drift *objects.DriftRules `json:"drift,omitempty"`
 	// Source is the object the service came from.
 	Source Ref `json:"source"`
 	// Revision is the desired-state revision in which the service last
@@ -801,7 +803,7 @@ func equalService(a, b *Service) bool {
 		a.ChartName == b.ChartName && a.ChartVersion == b.ChartVersion && a.ChartDigest == b.ChartDigest &&
 		bytes.Equal(a.Values, b.Values) && a.ValuesHash == b.ValuesHash && a.Priority == b.Priority &&
 		slices.Equal(a.DependsOn, b.DependsOn) && a.Source == b.Source &&
-		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm) && equalStaged(a.Staged, b.Staged)
+		a.SyncMode == b.SyncMode && equalHelm(a.Helm, b.Helm) && equalDrift(a.Drift, b.Drift) && equalStaged(a.Staged, b.Staged)
 }
 
 func equalStaged(a, b *Staged) bool {

@@ -657,7 +657,7 @@ func (c *Compiler) Delta(ctx context.Context, cluster string, have uint64, haveE
 }
 
 func wireService(s *Service) *fleetv1.Service {
-	return &fleetv1.Service{
+	out := &fleetv1.Service{
 		Name:         s.Name,
 		Namespace:    s.Namespace,
 		Template:     s.Template,
@@ -672,6 +672,8 @@ func wireService(s *Service) *fleetv1.Service {
 		HelmOptions:  wireHelm(s.Helm),
 		Staged:       wireStaged(s.Staged),
 	}
+	wireDrift(s.Drift, out)
+	return out
 }
 
 func wireStaged(st *Staged) *fleetv1.StagedService {

@@ -41,6 +41,14 @@ func knobs(svc *Service, w candidate) *Problem {
 	if err != nil {
 		return fail(fmt.Errorf("template %s or service: %w", w.p.svc.Template, err))
 	}
+	drift, err := objects.DriftRulesOf(w.src.spec)
+	if err != nil {
+		return fail(err)
+	}
+	svc.Drift = nil
+	if len(drift.Ignore) > 0 || len(drift.Exclude) > 0 {
+		svc.Drift = &drift
+	}
 	svc.SyncMode = mode
 	h := HelmOptions{TimeoutMS: o.Timeout.Milliseconds(), SkipCRDs: o.SkipCRDs, DisableHooks: o.DisableHooks, Atomic: o.Atomic, NoWait: o.NoWait}
 	svc.Helm = nil
@@ -62,4 +70,33 @@ func wireHelm(h *HelmOptions) *fleetv1.HelmOptions {
 		return nil
 	}
 	return &fleetv1.HelmOptions{TimeoutMs: h.TimeoutMS, SkipCrds: h.SkipCRDs, DisableHooks: h.DisableHooks, Atomic: h.Atomic, SkipWait: h.NoWait}
+}
+
+func equalDrift(a, b *objects.DriftRules) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func wireDrift(d *objects.DriftRules, out *fleetv1.Service) {
+	if d == nil {
+		return
+	}
+	sel := func(s objects.DriftSelector) *fleetv1.ObjectSelector {
+		return &fleetv1.ObjectSelector{Group: s.Group, Version: s.Version, Kind: s.Kind, Name: s.Name, Namespace: s.Namespace,
+			LabelSelector: s.LabelSelector, AnnotationSelector: s.AnnotationSelector}
+	}
+	for _, s := range d.Ignore {
+		out.DriftIgnore = append(out.DriftIgnore, sel(s))
+	}
+	for _, x := range d.Exclude {
+		ex := &fleetv1.DriftExclusion{Paths: x.Paths}
+		if x.Target != nil {
+			ex.Target = sel(*x.Target)
+		}
+		out.DriftExclusions = append(out.DriftExclusions, ex)
+	}
 }

@@ -48,7 +48,6 @@ func TestKnobWarningsNameOnlyWhatIsNotActedOn(t *testing.T) {
 		},
 	})
 	want := []string{
-		`spec.serviceSpec.provider.config.driftIgnore: not supported yet; accepted and kept`,
 		`spec.serviceSpec.provider.config.interval: no effect in Tether yet`,
 		`spec.serviceSpec.provider.config.priority: "high" is not an integer in [1, 2147483646]; ignored`,
 		`spec.serviceSpec.services[1].helmOptions: waitForJobs not applied yet (timeout, skipCRDs, disableHooks, atomic and wait are)`,

@@ -94,6 +94,10 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 	if _, err := SyncModeOf(ss); err != nil {
 		w.add(p+"."+strings.SplitN(err.Error(), ":", 2)[0], "%s; the services are not deployed", strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1]))
 	}
+	if _, err := DriftRulesOf(ss); err != nil {
+		field, why, _ := strings.Cut(err.Error(), ": ")
+		w.add(p+"."+field, "%s; the services are not deployed", why)
+	}
 	if ss.Provider != nil {
 		if ss.Provider.Name != "" || ss.Provider.SelfManagement {
 			w.add(p+".provider", "name and selfManagement have no effect: Tether's agents deploy services themselves (no state management provider)")
@@ -114,7 +118,7 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 					w.add(p+".provider.config."+k, "%v; ignored", err)
 				}
 			case "driftIgnore", "driftExclusions":
-				w.add(p+".provider.config."+k, "not supported yet; accepted and kept")
+				// Acted on; DriftRulesOf's error is warned below.
 			default:
 				w.add(p+".provider.config."+k, "no effect in Tether yet")
 			}
@@ -125,8 +129,6 @@ func serviceSpecWarnings(w *warnings, p string, ss *ServiceSpec) {
 		name string
 	}{
 		{len(ss.PolicyRefs) > 0, "policyRefs"},
-		{len(ss.DriftIgnore) > 0, "driftIgnore"},
-		{len(ss.DriftExclusions) > 0, "driftExclusions"},
 		{ss.Reload, "reload"},
 	} {
 		if f.set {

@@ -1740,9 +1740,18 @@ type Service struct {
 	// the first window with start <= hub time < end, link or not, and keeps
 	// it. Absent: nothing staged. An agent that does not know the field
 	// ignores it and takes the next version when the hub admits it.
-	Staged        *StagedService `protobuf:"bytes,13,opt,name=staged,proto3" json:"staged,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Staged *StagedService `protobuf:"bytes,13,opt,name=staged,proto3" json:"staged,omitempty"`
+	// k0rdent's driftIgnore (Sveltos PatchSelectors): objects of the release
+	// that match any of these are not checked for drift. An agent that does
+	// not know the field checks every object.
+	DriftIgnore []*ObjectSelector `protobuf:"bytes,14,rep,name=drift_ignore,json=driftIgnore,proto3" json:"drift_ignore,omitempty"`
+	// k0rdent's driftExclusions: fields of matching objects that drift
+	// detection does not compare and that upgrades and repairs leave as the
+	// cluster has them (an HPA's spec.replicas). An agent that does not know
+	// the field compares and resets every field the chart sets.
+	DriftExclusions []*DriftExclusion `protobuf:"bytes,15,rep,name=drift_exclusions,json=driftExclusions,proto3" json:"drift_exclusions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
@@ -1866,6 +1875,172 @@ func (x *Service) GetStaged() *StagedService {
 	return nil
 }
 
+func (x *Service) GetDriftIgnore() []*ObjectSelector {
+	if x != nil {
+		return x.DriftIgnore
+	}
+	return nil
+}
+
+func (x *Service) GetDriftExclusions() []*DriftExclusion {
+	if x != nil {
+		return x.DriftExclusions
+	}
+	return nil
+}
+
+// ObjectSelector selects objects of a release (Sveltos' PatchSelector).
+// Empty fields match anything; name and namespace are anchored regular
+// expressions; label_selector and annotation_selector are Kubernetes
+// label selector expressions over the object's labels and annotations.
+type ObjectSelector struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Group              string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version            string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Kind               string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name               string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace          string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	LabelSelector      string                 `protobuf:"bytes,6,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	AnnotationSelector string                 `protobuf:"bytes,7,opt,name=annotation_selector,json=annotationSelector,proto3" json:"annotation_selector,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ObjectSelector) Reset() {
+	*x = ObjectSelector{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectSelector) ProtoMessage() {}
+
+func (x *ObjectSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectSelector.ProtoReflect.Descriptor instead.
+func (*ObjectSelector) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ObjectSelector) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *ObjectSelector) GetAnnotationSelector() string {
+	if x != nil {
+		return x.AnnotationSelector
+	}
+	return ""
+}
+
+// DriftExclusion is one Sveltos DriftExclusion: JSON 6902 paths
+// ("/spec/replicas", "/spec/template/spec/containers/0/image"; a "*"
+// segment matches any key or index) of the objects target selects; no
+// target: every object of the release.
+type DriftExclusion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	Target        *ObjectSelector        `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftExclusion) Reset() {
+	*x = DriftExclusion{}
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftExclusion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftExclusion) ProtoMessage() {}
+
+func (x *DriftExclusion) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftExclusion.ProtoReflect.Descriptor instead.
+func (*DriftExclusion) Descriptor() ([]byte, []int) {
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DriftExclusion) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *DriftExclusion) GetTarget() *ObjectSelector {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
 // StagedService is a service's next version and when it may be activated.
 type StagedService struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1879,7 +2054,7 @@ type StagedService struct {
 
 func (x *StagedService) Reset() {
 	*x = StagedService{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2066,7 @@ func (x *StagedService) String() string {
 func (*StagedService) ProtoMessage() {}
 
 func (x *StagedService) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2079,7 @@ func (x *StagedService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedService.ProtoReflect.Descriptor instead.
 func (*StagedService) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StagedService) GetNext() *Service {
@@ -1932,7 +2107,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2119,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2132,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Window) GetStart() *timestamppb.Timestamp {
@@ -1996,7 +2171,7 @@ type HelmOptions struct {
 
 func (x *HelmOptions) Reset() {
 	*x = HelmOptions{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2183,7 @@ func (x *HelmOptions) String() string {
 func (*HelmOptions) ProtoMessage() {}
 
 func (x *HelmOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2196,7 @@ func (x *HelmOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelmOptions.ProtoReflect.Descriptor instead.
 func (*HelmOptions) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HelmOptions) GetTimeoutMs() int64 {
@@ -2073,7 +2248,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2260,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2273,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Tombstone) GetName() string {
@@ -2138,7 +2313,7 @@ type FetchChartRequest struct {
 
 func (x *FetchChartRequest) Reset() {
 	*x = FetchChartRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2325,7 @@ func (x *FetchChartRequest) String() string {
 func (*FetchChartRequest) ProtoMessage() {}
 
 func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2338,7 @@ func (x *FetchChartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChartRequest.ProtoReflect.Descriptor instead.
 func (*FetchChartRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FetchChartRequest) GetDigest() string {
@@ -2185,7 +2360,7 @@ type ChartChunk struct {
 
 func (x *ChartChunk) Reset() {
 	*x = ChartChunk{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2372,7 @@ func (x *ChartChunk) String() string {
 func (*ChartChunk) ProtoMessage() {}
 
 func (x *ChartChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2385,7 @@ func (x *ChartChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChartChunk.ProtoReflect.Descriptor instead.
 func (*ChartChunk) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ChartChunk) GetData() []byte {
@@ -2235,7 +2410,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2422,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2435,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 type DiagnoseResponse struct {
@@ -2277,7 +2452,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2464,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_protocol_fleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2477,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_protocol_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DiagnoseResponse) GetAgentVersion() string {
@@ -2471,7 +2646,7 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\amodulus\x18\x04 \x01(\x04R\amodulus\x12!\n" +
 	"\ftarget_label\x18\x05 \x01(\tR\vtargetLabel\x12 \n" +
 	"\vreplacement\x18\x06 \x01(\tR\vreplacement\x12\x16\n" +
-	"\x06action\x18\a \x01(\tR\x06action\"\xd1\x03\n" +
+	"\x06action\x18\a \x01(\tR\x06action\"\xe1\x04\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -2490,7 +2665,20 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"valuesHash\x12?\n" +
 	"\fhelm_options\x18\v \x01(\v2\x1c.tether.fleet.v1.HelmOptionsR\vhelmOptions\x12\x1b\n" +
 	"\tsync_mode\x18\f \x01(\tR\bsyncMode\x126\n" +
-	"\x06staged\x18\r \x01(\v2\x1e.tether.fleet.v1.StagedServiceR\x06staged\"p\n" +
+	"\x06staged\x18\r \x01(\v2\x1e.tether.fleet.v1.StagedServiceR\x06staged\x12B\n" +
+	"\fdrift_ignore\x18\x0e \x03(\v2\x1f.tether.fleet.v1.ObjectSelectorR\vdriftIgnore\x12J\n" +
+	"\x10drift_exclusions\x18\x0f \x03(\v2\x1f.tether.fleet.v1.DriftExclusionR\x0fdriftExclusions\"\xde\x01\n" +
+	"\x0eObjectSelector\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12%\n" +
+	"\x0elabel_selector\x18\x06 \x01(\tR\rlabelSelector\x12/\n" +
+	"\x13annotation_selector\x18\a \x01(\tR\x12annotationSelector\"_\n" +
+	"\x0eDriftExclusion\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\x127\n" +
+	"\x06target\x18\x02 \x01(\v2\x1f.tether.fleet.v1.ObjectSelectorR\x06target\"p\n" +
 	"\rStagedService\x12,\n" +
 	"\x04next\x18\x01 \x01(\v2\x18.tether.fleet.v1.ServiceR\x04next\x121\n" +
 	"\awindows\x18\x02 \x03(\v2\x17.tether.fleet.v1.WindowR\awindows\"h\n" +
@@ -2548,7 +2736,7 @@ func file_protocol_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_protocol_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_protocol_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*EnrollRequest)(nil),         // 0: tether.fleet.v1.EnrollRequest
 	(*EnrollResponse)(nil),        // 1: tether.fleet.v1.EnrollResponse
@@ -2572,64 +2760,69 @@ var file_protocol_fleet_v1_fleet_proto_goTypes = []any{
 	(*ScrapeTarget)(nil),          // 19: tether.fleet.v1.ScrapeTarget
 	(*RelabelConfig)(nil),         // 20: tether.fleet.v1.RelabelConfig
 	(*Service)(nil),               // 21: tether.fleet.v1.Service
-	(*StagedService)(nil),         // 22: tether.fleet.v1.StagedService
-	(*Window)(nil),                // 23: tether.fleet.v1.Window
-	(*HelmOptions)(nil),           // 24: tether.fleet.v1.HelmOptions
-	(*Tombstone)(nil),             // 25: tether.fleet.v1.Tombstone
-	(*FetchChartRequest)(nil),     // 26: tether.fleet.v1.FetchChartRequest
-	(*ChartChunk)(nil),            // 27: tether.fleet.v1.ChartChunk
-	(*DiagnoseRequest)(nil),       // 28: tether.fleet.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 29: tether.fleet.v1.DiagnoseResponse
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*ObjectSelector)(nil),        // 22: tether.fleet.v1.ObjectSelector
+	(*DriftExclusion)(nil),        // 23: tether.fleet.v1.DriftExclusion
+	(*StagedService)(nil),         // 24: tether.fleet.v1.StagedService
+	(*Window)(nil),                // 25: tether.fleet.v1.Window
+	(*HelmOptions)(nil),           // 26: tether.fleet.v1.HelmOptions
+	(*Tombstone)(nil),             // 27: tether.fleet.v1.Tombstone
+	(*FetchChartRequest)(nil),     // 28: tether.fleet.v1.FetchChartRequest
+	(*ChartChunk)(nil),            // 29: tether.fleet.v1.ChartChunk
+	(*DiagnoseRequest)(nil),       // 30: tether.fleet.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 31: tether.fleet.v1.DiagnoseResponse
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_protocol_fleet_v1_fleet_proto_depIdxs = []int32{
-	30, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
-	30, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
+	32, // 0: tether.fleet.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	32, // 1: tether.fleet.v1.RenewResponse.not_after:type_name -> google.protobuf.Timestamp
 	6,  // 2: tether.fleet.v1.AgentMessage.hello:type_name -> tether.fleet.v1.Hello
 	7,  // 3: tether.fleet.v1.AgentMessage.heartbeat:type_name -> tether.fleet.v1.Heartbeat
 	9,  // 4: tether.fleet.v1.AgentMessage.ack:type_name -> tether.fleet.v1.Ack
 	10, // 5: tether.fleet.v1.AgentMessage.status:type_name -> tether.fleet.v1.StatusReport
 	5,  // 6: tether.fleet.v1.AgentMessage.payload:type_name -> tether.fleet.v1.Payload
-	30, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
+	32, // 7: tether.fleet.v1.Heartbeat.sent:type_name -> google.protobuf.Timestamp
 	8,  // 8: tether.fleet.v1.Heartbeat.outbox_kinds:type_name -> tether.fleet.v1.OutboxKindStats
 	11, // 9: tether.fleet.v1.StatusReport.services:type_name -> tether.fleet.v1.ServiceStatus
-	30, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
-	30, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
+	32, // 10: tether.fleet.v1.StatusReport.observed:type_name -> google.protobuf.Timestamp
+	32, // 11: tether.fleet.v1.ServiceStatus.time:type_name -> google.protobuf.Timestamp
 	15, // 12: tether.fleet.v1.HubMessage.welcome:type_name -> tether.fleet.v1.Welcome
 	16, // 13: tether.fleet.v1.HubMessage.desired:type_name -> tether.fleet.v1.DesiredState
 	14, // 14: tether.fleet.v1.HubMessage.status_ack:type_name -> tether.fleet.v1.StatusAck
 	13, // 15: tether.fleet.v1.HubMessage.payload_ack:type_name -> tether.fleet.v1.PayloadAck
-	30, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	32, // 16: tether.fleet.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
 	21, // 17: tether.fleet.v1.DesiredState.services:type_name -> tether.fleet.v1.Service
-	25, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
+	27, // 18: tether.fleet.v1.DesiredState.tombstones:type_name -> tether.fleet.v1.Tombstone
 	17, // 19: tether.fleet.v1.DesiredState.telemetry:type_name -> tether.fleet.v1.Telemetry
 	18, // 20: tether.fleet.v1.Telemetry.scrape_configs:type_name -> tether.fleet.v1.ScrapeConfig
 	19, // 21: tether.fleet.v1.ScrapeConfig.targets:type_name -> tether.fleet.v1.ScrapeTarget
 	20, // 22: tether.fleet.v1.ScrapeConfig.relabel_configs:type_name -> tether.fleet.v1.RelabelConfig
 	20, // 23: tether.fleet.v1.ScrapeConfig.metric_relabel_configs:type_name -> tether.fleet.v1.RelabelConfig
-	24, // 24: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
-	22, // 25: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
-	21, // 26: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
-	23, // 27: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
-	30, // 28: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
-	30, // 29: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
-	30, // 30: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
-	30, // 31: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
-	0,  // 32: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
-	2,  // 33: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
-	4,  // 34: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
-	26, // 35: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
-	28, // 36: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
-	1,  // 37: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
-	3,  // 38: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
-	12, // 39: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
-	27, // 40: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
-	29, // 41: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
-	37, // [37:42] is the sub-list for method output_type
-	32, // [32:37] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	26, // 24: tether.fleet.v1.Service.helm_options:type_name -> tether.fleet.v1.HelmOptions
+	24, // 25: tether.fleet.v1.Service.staged:type_name -> tether.fleet.v1.StagedService
+	22, // 26: tether.fleet.v1.Service.drift_ignore:type_name -> tether.fleet.v1.ObjectSelector
+	23, // 27: tether.fleet.v1.Service.drift_exclusions:type_name -> tether.fleet.v1.DriftExclusion
+	22, // 28: tether.fleet.v1.DriftExclusion.target:type_name -> tether.fleet.v1.ObjectSelector
+	21, // 29: tether.fleet.v1.StagedService.next:type_name -> tether.fleet.v1.Service
+	25, // 30: tether.fleet.v1.StagedService.windows:type_name -> tether.fleet.v1.Window
+	32, // 31: tether.fleet.v1.Window.start:type_name -> google.protobuf.Timestamp
+	32, // 32: tether.fleet.v1.Window.end:type_name -> google.protobuf.Timestamp
+	32, // 33: tether.fleet.v1.Tombstone.deleted_at:type_name -> google.protobuf.Timestamp
+	32, // 34: tether.fleet.v1.DiagnoseResponse.now:type_name -> google.protobuf.Timestamp
+	0,  // 35: tether.fleet.v1.Enrollment.Enroll:input_type -> tether.fleet.v1.EnrollRequest
+	2,  // 36: tether.fleet.v1.Fleet.Renew:input_type -> tether.fleet.v1.RenewRequest
+	4,  // 37: tether.fleet.v1.Fleet.Sync:input_type -> tether.fleet.v1.AgentMessage
+	28, // 38: tether.fleet.v1.Fleet.FetchChart:input_type -> tether.fleet.v1.FetchChartRequest
+	30, // 39: tether.fleet.v1.Agent.Diagnose:input_type -> tether.fleet.v1.DiagnoseRequest
+	1,  // 40: tether.fleet.v1.Enrollment.Enroll:output_type -> tether.fleet.v1.EnrollResponse
+	3,  // 41: tether.fleet.v1.Fleet.Renew:output_type -> tether.fleet.v1.RenewResponse
+	12, // 42: tether.fleet.v1.Fleet.Sync:output_type -> tether.fleet.v1.HubMessage
+	29, // 43: tether.fleet.v1.Fleet.FetchChart:output_type -> tether.fleet.v1.ChartChunk
+	31, // 44: tether.fleet.v1.Agent.Diagnose:output_type -> tether.fleet.v1.DiagnoseResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_protocol_fleet_v1_fleet_proto_init() }
@@ -2656,7 +2849,7 @@ func file_protocol_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_fleet_v1_fleet_proto_rawDesc), len(file_protocol_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -272,11 +272,13 @@ func (x *HelloResponse) GetError() *Error {
 }
 
 type ReleaseRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// engine.DriftRules as JSON (Drift only): what drift detection skips.
+	DriftRulesJson []byte `protobuf:"bytes,3,opt,name=drift_rules_json,json=driftRulesJson,proto3" json:"drift_rules_json,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReleaseRef) Reset() {
@@ -321,6 +323,13 @@ func (x *ReleaseRef) GetNamespace() string {
 		return x.Namespace
 	}
 	return ""
+}
+
+func (x *ReleaseRef) GetDriftRulesJson() []byte {
+	if x != nil {
+		return x.DriftRulesJson
+	}
+	return nil
 }
 
 type Options struct {
@@ -399,12 +408,14 @@ type Release struct {
 	Chart      []byte `protobuf:"bytes,3,opt,name=chart,proto3" json:"chart,omitempty"`
 	ValuesYaml []byte `protobuf:"bytes,4,opt,name=values_yaml,json=valuesYaml,proto3" json:"values_yaml,omitempty"`
 	// Values as JSON, when given as a map instead of YAML.
-	ValuesJson    []byte   `protobuf:"bytes,5,opt,name=values_json,json=valuesJson,proto3" json:"values_json,omitempty"`
-	Hash          string   `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
-	ChartDigest   string   `protobuf:"bytes,7,opt,name=chart_digest,json=chartDigest,proto3" json:"chart_digest,omitempty"`
-	Options       *Options `protobuf:"bytes,8,opt,name=options,proto3" json:"options,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ValuesJson  []byte   `protobuf:"bytes,5,opt,name=values_json,json=valuesJson,proto3" json:"values_json,omitempty"`
+	Hash        string   `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
+	ChartDigest string   `protobuf:"bytes,7,opt,name=chart_digest,json=chartDigest,proto3" json:"chart_digest,omitempty"`
+	Options     *Options `protobuf:"bytes,8,opt,name=options,proto3" json:"options,omitempty"`
+	// engine.DriftRules as JSON: excluded paths keep their live values.
+	DriftRulesJson []byte `protobuf:"bytes,9,opt,name=drift_rules_json,json=driftRulesJson,proto3" json:"drift_rules_json,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Release) Reset() {
@@ -489,6 +500,13 @@ func (x *Release) GetChartDigest() string {
 func (x *Release) GetOptions() *Options {
 	if x != nil {
 		return x.Options
+	}
+	return nil
+}
+
+func (x *Release) GetDriftRulesJson() []byte {
+	if x != nil {
+		return x.DriftRulesJson
 	}
 	return nil
 }
@@ -1396,17 +1414,18 @@ const file_protocol_worker_v1_worker_proto_rawDesc = "" +
 	"\rHelloResponse\x12%\n" +
 	"\x0eworker_version\x18\x01 \x01(\tR\rworkerVersion\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12-\n" +
-	"\x05error\x18\x03 \x01(\v2\x17.tether.worker.v1.ErrorR\x05error\">\n" +
+	"\x05error\x18\x03 \x01(\v2\x17.tether.worker.v1.ErrorR\x05error\"h\n" +
 	"\n" +
 	"ReleaseRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x82\x01\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12(\n" +
+	"\x10drift_rules_json\x18\x03 \x01(\fR\x0edriftRulesJson\"\x82\x01\n" +
 	"\aOptions\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x01 \x01(\x03R\ttimeoutMs\x12\x1b\n" +
 	"\tskip_crds\x18\x02 \x01(\bR\bskipCrds\x12#\n" +
 	"\rdisable_hooks\x18\x03 \x01(\bR\fdisableHooks\x12\x16\n" +
-	"\x06atomic\x18\x04 \x01(\bR\x06atomic\"\xff\x01\n" +
+	"\x06atomic\x18\x04 \x01(\bR\x06atomic\"\xa9\x02\n" +
 	"\aRelease\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n" +
@@ -1417,7 +1436,8 @@ const file_protocol_worker_v1_worker_proto_rawDesc = "" +
 	"valuesJson\x12\x12\n" +
 	"\x04hash\x18\x06 \x01(\tR\x04hash\x12!\n" +
 	"\fchart_digest\x18\a \x01(\tR\vchartDigest\x123\n" +
-	"\aoptions\x18\b \x01(\v2\x19.tether.worker.v1.OptionsR\aoptions\"Y\n" +
+	"\aoptions\x18\b \x01(\v2\x19.tether.worker.v1.OptionsR\aoptions\x12(\n" +
+	"\x10drift_rules_json\x18\t \x01(\fR\x0edriftRulesJson\"Y\n" +
 	"\fApplyRequest\x123\n" +
 	"\arelease\x18\x01 \x01(\v2\x19.tether.worker.v1.ReleaseR\arelease\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\xa2\x01\n" +
