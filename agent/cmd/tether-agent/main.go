@@ -256,6 +256,17 @@ func printStatus(w io.Writer, st assemble.Status, format string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(st.Targets) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "SCRAPE JOB\tTARGET\tHEALTH\tLAST SCRAPE\tSAMPLES\tERROR")
+		for _, t := range st.Targets {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", t.Job, t.URL, t.Health, ts(t.LastScrape), t.Samples, t.LastError)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	if len(st.Services) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)

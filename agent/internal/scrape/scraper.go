@@ -96,17 +96,17 @@ func (c *Config) Validate() error {
 // TargetStatus is one target's last scrape, or a scrape config that
 // cannot run (URL empty, Health unknown, LastError says why).
 type TargetStatus struct {
-	Job          string
-	URL          string
-	Labels       map[string]string
-	Health       string
-	LastError    string
-	LastScrape   time.Time
-	LastDuration time.Duration
+	Job          string            `json:"job"`
+	URL          string            `json:"url"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Health       string            `json:"health"`
+	LastError    string            `json:"lastError,omitempty"`
+	LastScrape   time.Time         `json:"lastScrape,omitzero"`
+	LastDuration time.Duration     `json:"lastDuration,omitempty"`
 	// Samples kept by the last scrape; Invalid: series it dropped because
 	// their names or labels are not legal on the wire.
-	Samples int
-	Invalid int
+	Samples int `json:"samples"`
+	Invalid int `json:"invalid,omitempty"`
 }
 
 // Stats are the scraper's counters since it started.
