@@ -119,6 +119,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newChartCmd(g),
 		newUserCmd(g),
 		newRolloutCmd(g),
+		newWaitCmd(g),
 	)
 	return root
 }

@@ -203,12 +203,8 @@ func registerProvisioning(r *Registry) {
 func provisioningKind[T Object](kind, plural string, short []string, spec, status func(T) any, validate func(T) FieldErrors) KindDef[T] {
 	warn := func(T) []string { return []string{"spec: " + noProvisioning} }
 	switch kind {
-	case KindClusterTemplate, KindCredential:
+	case KindClusterTemplate, KindCredential, KindClusterTemplateChain:
 		warn = nil // used by hub/internal/provision
-	case KindClusterTemplateChain:
-		warn = func(T) []string {
-			return []string{"spec: stored; upgrades along a chain are not checked yet"}
-		}
 	}
 	return KindDef[T]{
 		Kind: kind, New: func() T { return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T) },
@@ -443,6 +439,30 @@ type ClusterDeploymentStatus struct {
 	// Template is the ClusterTemplate last applied; moving spec.template
 	// away from it is an upgrade a ClusterTemplateChain must allow.
 	Template string `json:"template,omitempty"`
+	// Events are what the provisioning controller saw happen, oldest
+	// first, at most MaxProvisioningEvents (the oldest are dropped).
+	Events []ProvisioningEvent `json:"events,omitempty"`
+}
+
+// MaxProvisioningEvents bounds ClusterDeploymentStatus.Events.
+const MaxProvisioningEvents = 30
+
+// ProvisioningEvent is one thing that happened to a provisioned cluster:
+// a phase change, a condition that changed, the objects applied, the agent
+// installed or enrolled.
+type ProvisioningEvent struct {
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+}
+
+// RecordEvent appends an event to st, dropping the oldest past
+// MaxProvisioningEvents.
+func (st *ClusterDeploymentStatus) RecordEvent(now time.Time, reason, message string) {
+	st.Events = append(st.Events, ProvisioningEvent{Time: now.UTC().Truncate(time.Second), Reason: reason, Message: message})
+	if n := len(st.Events) - MaxProvisioningEvents; n > 0 {
+		st.Events = append([]ProvisioningEvent(nil), st.Events[n:]...)
+	}
 }
 
 // CredentialStatus says whether the Credential's identity exists on the
@@ -505,5 +525,9 @@ func describeProvisioning(o *ClusterDeployment) []Section {
 		}
 		conds.Items = append(conds.Items, Item{c.Type, v})
 	}
-	return []Section{sum, conds}
+	events := Section{Title: "Events"}
+	for _, e := range st.Events {
+		events.Items = append(events.Items, Item{e.Time.UTC().Format(time.RFC3339) + " " + e.Reason, strings.ReplaceAll(e.Message, "\n", " ")})
+	}
+	return []Section{sum, conds, events}
 }

@@ -211,7 +211,15 @@ func (o *outcome) set(typ string, ok bool, reason, msg string) {
 	o.conds = append(o.conds, objects.Condition{Type: typ, Status: s, Reason: reason, Message: msg})
 }
 
+// apply sets the outcome into st and records an event for each change
+// it makes: the objects applied, a condition whose status or reason
+// changed, the phase, the agent's state.
 func (o *outcome) apply(st *objects.ClusterDeploymentStatus, now time.Time) {
+	oldPhase, oldAgent, oldHash := st.Phase, st.Agent, st.AppliedHash
+	old := make(map[string]objects.Condition, len(st.Conditions))
+	for _, c := range st.Conditions {
+		old[c.Type] = c
+	}
 	for _, c := range o.conds {
 		objects.SetCondition(&st.Conditions, c, now)
 	}
@@ -221,6 +229,47 @@ func (o *outcome) apply(st *objects.ClusterDeploymentStatus, now time.Time) {
 	if o.fields != nil {
 		o.fields(st)
 	}
+	if st.AppliedHash != oldHash {
+		st.RecordEvent(now, "Applied", "Cluster API objects server-side applied ("+st.AppliedHash+")")
+	}
+	for _, c := range o.conds {
+		if p, ok := old[c.Type]; ok && p.Status == c.Status && p.Reason == c.Reason {
+			continue
+		}
+		msg := c.Type + " " + c.Status
+		if c.Reason != "" {
+			msg += " (" + c.Reason + ")"
+		}
+		if c.Status != "True" && c.Message != "" {
+			msg += ": " + truncate(c.Message, 200)
+		}
+		st.RecordEvent(now, "ConditionChanged", msg)
+	}
+	if st.Phase != oldPhase {
+		st.RecordEvent(now, "PhaseChanged", orNone(oldPhase)+" -> "+st.Phase)
+	}
+	if st.Agent != oldAgent {
+		switch st.Agent {
+		case AgentEnrolled:
+			st.RecordEvent(now, "Enrolled", "the cluster's agent connected to the hub")
+		default:
+			st.RecordEvent(now, "Agent"+st.Agent, "agent manifests (bundles/agent) created in the new cluster")
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
 }
 
 // fail is bad input: the condition names it, nothing was applied.
