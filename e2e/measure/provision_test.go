@@ -118,7 +118,7 @@ func provisionN(b *testing.B, bins *e2etest.Bins, mgmt *cluster.Cluster, n int, 
 	started := map[string]bool{}
 	e2etest.Eventually(b, fmt.Sprintf("%d clusters Ready and Enrolled", n), 20*time.Minute, func() (bool, string) {
 		var list []struct {
-			Metadata struct{ Name string } `json:"metadata"`
+			Metadata struct{ Name string }         `json:"metadata"`
 			Status   struct{ Phase, Agent string } `json:"status"`
 		}
 		bins.JSON(b, hub.Env, &list, "tether", "get", "clusterdeployments", "-n", ns, "-o", "json")
