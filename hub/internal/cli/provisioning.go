@@ -193,7 +193,7 @@ func printProgress(w io.Writer, last *waitProgress, p waitProgress, elapsed time
 		if last != nil && last.conds[t] == p.conds[t] {
 			continue
 		}
-		fmt.Fprintf(w, "%s   %-24s %s\n", at, t, p.conds[t])
+		fmt.Fprintf(w, "%s   %-28s %s\n", at, t, p.conds[t])
 	}
 }
 
