@@ -182,6 +182,10 @@ func startAgent(b *testing.B, bins *e2etest.Bins, hub *e2etest.Hub, mgmt *cluste
 	}
 	token := string(tok.Data["token"])
 	if token == "" {
+		// CAPD's in-memory API server keeps stringData as written.
+		token = tok.StringData["token"]
+	}
+	if token == "" {
 		b.Fatalf("%s: Secret tether-system/tether-agent-token has no token", name)
 	}
 	bins.Start(b, "agent-"+ns+"-"+name, nil, "tether-agent", "run", "--data-dir", b.TempDir(), "--hub", hub.AgentAddr,

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,54 +202,28 @@ func TestRealProviderTemplatesRefuseBadConfig(t *testing.T) {
 	}
 }
 
-// crdCluster starts a bare harness API server, installs the CAPI core and
-// kubeadm CRDs and every provider's CRDs, and creates the namespace.
+// shared is one bare harness API server for the package's tests; the
+// CRDs go in once (crdsOnce).
+var (
+	shared   = cluster.Shared{Options: cluster.Options{Name: "dryrun"}}
+	crdsOnce sync.Once
+	crdsErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	shared.Stop()
+	os.Exit(code)
+}
+
+// crdCluster returns the shared API server with the CAPI core and kubeadm
+// CRDs, every provider's CRDs and the namespace installed.
 func crdCluster(t *testing.T) (*cluster.Cluster, *dynamic.DynamicClient) {
 	t.Helper()
-	binDir, err := cluster.BinDir("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := cluster.Start(t, cluster.Options{BinDir: binDir})
-	var dirs []string
-	for _, d := range capiCRDs {
-		dirs = append(dirs, filepath.Join(binDir, "capi-manifests", d, "crd"))
-	}
-	for _, tc := range templates {
-		dirs = append(dirs, filepath.Join(binDir, "provider-crds", tc.crds))
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	var names []string
-	for _, d := range dirs {
-		files, err := filepath.Glob(filepath.Join(d, "*.yaml"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("no CRDs in %s: %v (run `make e2e-bins`: capi-manifests, provider-crds)", d, err)
-		}
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			objs, err := cluster.DecodeObjects(bytes.NewReader(b))
-			if err != nil {
-				t.Fatalf("CRD %s: %v", f, err)
-			}
-			for _, u := range objs {
-				if u.GetKind() == "CustomResourceDefinition" {
-					names = append(names, u.GetName())
-				}
-			}
-			if err := c.ApplyObjects(ctx, objs...); err != nil {
-				t.Fatalf("apply %s: %v", f, err)
-			}
-		}
-	}
-	for _, name := range names {
-		waitEstablished(ctx, t, c, name)
-	}
-	if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
+	c := shared.Get(t)
+	crdsOnce.Do(func() { crdsErr = installCRDs(c) })
+	if crdsErr != nil {
+		t.Fatal(crdsErr)
 	}
 	dyn, err := dynamic.NewForConfig(c.RESTConfig)
 	if err != nil {
@@ -257,21 +232,67 @@ func crdCluster(t *testing.T) (*cluster.Cluster, *dynamic.DynamicClient) {
 	return c, dyn
 }
 
-func waitEstablished(ctx context.Context, t *testing.T, c *cluster.Cluster, name string) {
-	t.Helper()
+func installCRDs(c *cluster.Cluster) error {
+	binDir, err := cluster.BinDir("")
+	if err != nil {
+		return err
+	}
+	var dirs []string
+	for _, d := range capiCRDs {
+		dirs = append(dirs, filepath.Join(binDir, "capi-manifests", d, "crd"))
+	}
+	for _, tc := range templates {
+		dirs = append(dirs, filepath.Join(binDir, "provider-crds", tc.crds))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var names []string
+	for _, d := range dirs {
+		files, err := filepath.Glob(filepath.Join(d, "*.yaml"))
+		if err != nil || len(files) == 0 {
+			return fmt.Errorf("no CRDs in %s: %v (run `make e2e-bins`: capi-manifests, provider-crds)", d, err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			objs, err := cluster.DecodeObjects(bytes.NewReader(b))
+			if err != nil {
+				return fmt.Errorf("CRD %s: %w", f, err)
+			}
+			for _, u := range objs {
+				if u.GetKind() == "CustomResourceDefinition" {
+					names = append(names, u.GetName())
+				}
+			}
+			if err := c.ApplyObjects(ctx, objs...); err != nil {
+				return fmt.Errorf("apply %s: %w", f, err)
+			}
+		}
+	}
+	for _, name := range names {
+		if err := waitEstablished(ctx, c, name); err != nil {
+			return err
+		}
+	}
+	return c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+}
+
+func waitEstablished(ctx context.Context, c *cluster.Cluster, name string) error {
 	for {
 		var crd apiextensionsv1.CustomResourceDefinition
 		err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &crd)
 		if err == nil {
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return
+					return nil
 				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("CRD %s not Established: %v (last error %v)", name, ctx.Err(), err)
+			return fmt.Errorf("CRD %s not Established: %w (last error %v)", name, ctx.Err(), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
