@@ -178,7 +178,11 @@ func up(dir, binDir string, nodes int, mgmt bool) error {
 			break
 		}
 	}
-	fmt.Fprintf(os.Stderr, "dev cluster ready: %d kwok nodes; stop it with `make dev-cluster-down`\n", nodes)
+	if mgmt {
+		fmt.Fprintln(os.Stderr, "dev management cluster ready (CAPI core, kubeadm, CAPD in-memory); stop it with `make dev-mgmt-down`")
+	} else {
+		fmt.Fprintf(os.Stderr, "dev cluster ready: %d kwok nodes; stop it with `make dev-cluster-down`\n", nodes)
+	}
 	fmt.Printf("export KUBECONFIG=%s\n", kc)
 	return nil
 }

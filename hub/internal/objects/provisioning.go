@@ -456,12 +456,25 @@ type ProvisioningEvent struct {
 	Message string    `json:"message,omitempty"`
 }
 
-// RecordEvent appends an event to st, dropping the oldest past
-// MaxProvisioningEvents.
+// EventConditionChanged is the reason of the events that record a
+// condition's change; past the bound they go first.
+const EventConditionChanged = "ConditionChanged"
+
+// RecordEvent appends an event to st. Past MaxProvisioningEvents it drops
+// the oldest condition change (CAPI reports a score of conditions, which
+// would otherwise push out the milestones: applied, phase, agent), or the
+// oldest event when only milestones are left.
 func (st *ClusterDeploymentStatus) RecordEvent(now time.Time, reason, message string) {
 	st.Events = append(st.Events, ProvisioningEvent{Time: now.UTC().Truncate(time.Second), Reason: reason, Message: message})
-	if n := len(st.Events) - MaxProvisioningEvents; n > 0 {
-		st.Events = append([]ProvisioningEvent(nil), st.Events[n:]...)
+	for len(st.Events) > MaxProvisioningEvents {
+		drop := 0
+		for i, e := range st.Events[:len(st.Events)-1] {
+			if e.Reason == EventConditionChanged {
+				drop = i
+				break
+			}
+		}
+		st.Events = append(st.Events[:drop:drop], st.Events[drop+1:]...)
 	}
 }
 

@@ -45,6 +45,24 @@ func TestOutcomeRecordsEvents(t *testing.T) {
 	if e := st.Events[4]; e.Message != "Provisioning -> Ready" {
 		t.Errorf("phase event %q, want Provisioning -> Ready", e.Message)
 	}
+	// Many condition changes push out older condition changes, not the
+	// milestones.
+	for i := range 2 * objects.MaxProvisioningEvents {
+		status := []string{"True", "False"}[i%2]
+		pass(objects.PhaseReady, AgentEnrolled, "sha256:1", objects.Condition{Type: "WorkersAvailable", Status: status})
+	}
+	if n := len(st.Events); n != objects.MaxProvisioningEvents {
+		t.Errorf("%d events after many condition changes, want the bound %d", n, objects.MaxProvisioningEvents)
+	}
+	milestones := 0
+	for _, e := range st.Events {
+		if e.Reason != objects.EventConditionChanged {
+			milestones++
+		}
+	}
+	if milestones != 5 {
+		t.Errorf("%d milestones (Applied, PhaseChanged x2, AgentInstalled, Enrolled) kept, want 5: %s", milestones, reasons())
+	}
 	for i := range 2 * objects.MaxProvisioningEvents {
 		pass(objects.PhaseReady, AgentEnrolled, fmt.Sprintf("sha256:%d", i+2))
 	}

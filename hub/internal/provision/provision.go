@@ -243,7 +243,7 @@ func (o *outcome) apply(st *objects.ClusterDeploymentStatus, now time.Time) {
 		if c.Status != "True" && c.Message != "" {
 			msg += ": " + truncate(c.Message, 200)
 		}
-		st.RecordEvent(now, "ConditionChanged", msg)
+		st.RecordEvent(now, objects.EventConditionChanged, msg)
 	}
 	if st.Phase != oldPhase {
 		st.RecordEvent(now, "PhaseChanged", orNone(oldPhase)+" -> "+st.Phase)
