@@ -290,9 +290,13 @@ spec:
 		status, _, _ := s.cond("TemplateReady")
 		return status == "True" && s.Status.Template == "capd-in-memory-0-1-1"
 	})
-	tmpls := bins.MustRun(t, hub.Env, "tether", "get", "clustertemplates", "-n", ns)
+	tmpls := bins.MustRun(t, hub.Env, "tether", "get", "clustertemplates", "-n", ns, "-o", "wide")
 	if !strings.Contains(tmpls, "UPGRADES") || !regexp.MustCompile(`capd-in-memory-0-1-0\s+.*capd-in-memory-0-1-1`).MatchString(tmpls) {
 		t.Errorf("tether get clustertemplates lacks the chain's upgrade 0-1-0 -> 0-1-1:\n%s", tmpls)
+	}
+	// The rendered chart's annotations went into the template's status.
+	if !regexp.MustCompile(`capd-in-memory-0-1-0\s+.*v1\.37\.0\s+infrastructure-docker, control-plane-kubeadm, bootstrap-kubeadm`).MatchString(tmpls) {
+		t.Errorf("tether get clustertemplates -o wide lacks the chart's Kubernetes version and providers:\n%s", tmpls)
 	}
 
 	out := bins.MustRun(t, hub.Env, "tether", "get", "clusterdeployments", "-n", ns, "-o", "wide")

@@ -248,8 +248,16 @@ func clusterTemplateTable(k *objects.Kind, objs, chains []objects.Object, now ti
 	for i, o := range objs {
 		ct := o.(*objects.ClusterTemplate)
 		up := upgradesOf(ct.Metadata.Namespace, ct.Metadata.Name, chains)
-		providers := slices.Clone(ct.Spec.Providers)
-		t.rows[i] = append(t.rows[i], orNone(strings.Join(up, ", ")), orNone(ct.Spec.KubernetesVersion), orNone(strings.Join(providers, ", ")))
+		// The spec wins; the status has what the chart's annotations said
+		// when the hub last rendered it.
+		k8s, providers := ct.Spec.KubernetesVersion, ct.Spec.Providers
+		if k8s == "" {
+			k8s = ct.Status.KubernetesVersion
+		}
+		if len(providers) == 0 {
+			providers = ct.Status.Providers
+		}
+		t.rows[i] = append(t.rows[i], orNone(strings.Join(up, ", ")), orNone(k8s), orNone(strings.Join(providers, ", ")))
 	}
 	return t
 }

@@ -60,8 +60,21 @@ type ObjectReference struct {
 // ClusterTemplate is a chart that renders one provider's CAPI objects.
 type ClusterTemplate struct {
 	Header `json:",inline"`
-	Spec   ClusterTemplateSpec `json:"spec"`
-	Status WarningsStatus      `json:"status,omitzero"`
+	Spec   ClusterTemplateSpec   `json:"spec"`
+	Status ClusterTemplateStatus `json:"status,omitzero"`
+}
+
+// ClusterTemplateStatus has k0rdent's metadata fields, filled by the
+// provisioning controller from the chart's annotations when it renders
+// the chart (cluster.x-k8s.io/provider, cluster.x-k8s.io/<provider>,
+// tether.dev/k8s-version).
+type ClusterTemplateStatus struct {
+	WarningsStatus    `json:",inline"`
+	KubernetesVersion string            `json:"k8sVersion,omitempty"`
+	Providers         []string          `json:"providers,omitempty"`
+	ProviderContracts map[string]string `json:"providerContracts,omitempty"`
+	// ChartDigest is the chart those came from.
+	ChartDigest string `json:"chartDigest,omitempty"`
 }
 
 // ClusterTemplateSpec is k0rdent's ClusterTemplateSpec.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -321,6 +323,7 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 		return fail(o, objects.CondTemplateReady, reason, fmt.Errorf("%s: template %q: %w", cd.Key(), cd.Spec.Template, err))
 	}
 	o.set(objects.CondTemplateReady, true, "Rendered", fmt.Sprintf("chart %s, %d objects", digest, len(r.Objects)))
+	c.templateStatus(ctx, tmpl, digest, r)
 	k8s := tmpl.Spec.KubernetesVersion
 	if k8s == "" {
 		k8s = r.KubernetesVersion
@@ -586,4 +589,23 @@ func clusterNameOf(cd *objects.ClusterDeployment, r Rendered) string {
 		}
 	}
 	return cd.Metadata.Name
+}
+
+// templateStatus records the chart's metadata in the ClusterTemplate's
+// status (k0rdent's k8sVersion, providers, providerContracts) when it
+// changed. A failure is only logged: it is informational.
+func (c *Controller) templateStatus(ctx context.Context, t *objects.ClusterTemplate, digest string, r Rendered) {
+	st := &t.Status
+	if st.ChartDigest == digest && st.KubernetesVersion == r.KubernetesVersion &&
+		slices.Equal(st.Providers, r.Providers) && maps.Equal(st.ProviderContracts, r.ProviderContracts) {
+		return
+	}
+	_, err := c.cfg.Repo.UpdateStatus(ctx, objects.KindClusterTemplate, t.Metadata.Namespace, t.Metadata.Name, func(o objects.Object) error {
+		cur := &o.(*objects.ClusterTemplate).Status
+		cur.ChartDigest, cur.KubernetesVersion, cur.Providers, cur.ProviderContracts = digest, r.KubernetesVersion, r.Providers, r.ProviderContracts
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		c.log.Warn("record ClusterTemplate metadata", "template", t.Metadata.Namespace+"/"+t.Metadata.Name, "err", err)
+	}
 }

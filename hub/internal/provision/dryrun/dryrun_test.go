@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +124,10 @@ func TestRealProviderTemplatesDryRun(t *testing.T) {
 			}
 			if !strings.HasPrefix(r.KubernetesVersion, "v1.") {
 				t.Errorf("KubernetesVersion = %q, want the chart's tether.dev/k8s-version annotation", r.KubernetesVersion)
+			}
+			infra := "infrastructure-" + tc.crds
+			if !slices.Contains(r.Providers, infra) || r.ProviderContracts[infra] != "v1beta1" || r.ProviderContracts["control-plane-kubeadm"] != "v1beta2" {
+				t.Errorf("providers %v contracts %v, want %s (v1beta1) and the kubeadm providers (v1beta2)", r.Providers, r.ProviderContracts, infra)
 			}
 			kinds := map[string]bool{}
 			for _, u := range r.Objects {
