@@ -33,7 +33,7 @@ test: e2e-bins ## Run every test with -race, real components included (builds e2
 	TETHER_E2E_BIN_DIR=$(CURDIR)/e2e/.bin $(GO) test $(TEST_FLAGS) $(TEST_PKGS)
 
 test-short: ## Run the tests that need no cluster (everything but e2e/ and the Helm engine)
-	$(GO) test -race $$($(GO) list ./hub/... ./agent/... ./protocol/... | grep -v /agent/internal/apply)
+	$(GO) test -race $$($(GO) list ./hub/... ./agent/... ./protocol/... | grep -v -e /agent/internal/apply -e /hub/internal/provision/dryrun)
 
 check: fmt vet lint proto-check tidy-check deps-check ## fmt, vet, staticcheck, generated code and go.mod up to date, agent dependency check
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,11 +214,21 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	uid := cl.UID
+	// Nothing starts an agent yet, so waiting for Enrolled times out.
+	if out, errOut, code := bins.Run(t, hub.Env, "tether", "wait", "clusterdeployment", "edge-1", "-n", ns, "--for", "Enrolled", "--timeout", "2s", "--interval", "200ms"); code != 1 || !strings.Contains(errOut, "timed out") || !strings.Contains(out, "phase") {
+		t.Errorf("tether wait --for Enrolled before any agent runs: exit %d, stdout %q, stderr %q; want 1, timed out, progress lines", code, out, errOut)
+	}
 	must(t, syscall.Kill(hub.Proc.PID(), syscall.SIGKILL))
 	hub.Proc.Stop(t) // waits for the exit
 	hub.Restart(t)
 
-	st := waitCD(t, hub, "edge-1", "Ready", 5*time.Minute, func(s cdStatus) bool { return s.Status.Phase == "Ready" })
+	// The console's progress view follows it to Ready.
+	waitOut, waitErr, code := bins.Run(t, hub.Env, "tether", "wait", "clusterdeployment", "edge-1", "-n", ns, "--for", "Ready", "--timeout", "5m", "--interval", "500ms")
+	if code != 0 || !strings.Contains(waitOut, "phase Ready") || !strings.Contains(waitOut, clusterv1.AvailableCondition) {
+		t.Fatalf("tether wait clusterdeployment edge-1 --for Ready: exit %d, stderr %q, stdout:\n%s", code, waitErr, waitOut)
+	}
+	t.Logf("tether wait clusterdeployment edge-1 --for Ready:\n%s", waitOut)
+	st := getCD(t, hub, "edge-1")
 	if st.Status.K8sVersion != "v1.37.0" || st.Status.ControlPlane != "1/1" || st.Status.Workers != "1/1" {
 		t.Errorf("edge-1 status: k8s %q control plane %q workers %q, want v1.37.0, 1/1, 1/1", st.Status.K8sVersion, st.Status.ControlPlane, st.Status.Workers)
 	}
@@ -246,6 +257,7 @@ func TestProvisionInMemoryCluster(t *testing.T) {
 	}
 
 	enrolAgent(t, hub, mgmt, "edge-1")
+	bins.MustRun(t, hub.Env, "tether", "wait", "clusterdeployment", "edge-1", "-n", ns, "--for", "Enrolled", "--timeout", "1m")
 
 	// Scale workers 1 -> 2 through values.
 	apply(t, hub, deployment("edge-1", "capd-in-memory-0-1-0", `{"workersNumber": 2}`)+helloServiceSpec)
@@ -278,6 +290,14 @@ spec:
 		status, _, _ := s.cond("TemplateReady")
 		return status == "True" && s.Status.Template == "capd-in-memory-0-1-1"
 	})
+	tmpls := bins.MustRun(t, hub.Env, "tether", "get", "clustertemplates", "-n", ns, "-o", "wide")
+	if !strings.Contains(tmpls, "UPGRADES") || !regexp.MustCompile(`capd-in-memory-0-1-0\s+.*capd-in-memory-0-1-1`).MatchString(tmpls) {
+		t.Errorf("tether get clustertemplates lacks the chain's upgrade 0-1-0 -> 0-1-1:\n%s", tmpls)
+	}
+	// The rendered chart's annotations went into the template's status.
+	if !regexp.MustCompile(`capd-in-memory-0-1-0\s+.*v1\.37\.0\s+infrastructure-docker, control-plane-kubeadm, bootstrap-kubeadm`).MatchString(tmpls) {
+		t.Errorf("tether get clustertemplates -o wide lacks the chart's Kubernetes version and providers:\n%s", tmpls)
+	}
 
 	out := bins.MustRun(t, hub.Env, "tether", "get", "clusterdeployments", "-n", ns, "-o", "wide")
 	for _, want := range []string{"PHASE", "K8S", "CONTROLPLANE", "WORKERS", "AGENT", "edge-1"} {
@@ -287,7 +307,7 @@ spec:
 	}
 	t.Logf("tether get clusterdeployments -o wide:\n%s", out)
 	desc := bins.MustRun(t, hub.Env, "tether", "describe", "clusterdeployment", "edge-1", "-n", ns)
-	for _, want := range []string{"Provisioning", "Conditions", "ControlPlaneAvailable", "Enrolled"} {
+	for _, want := range []string{"Provisioning", "Conditions", "ControlPlaneAvailable", "Enrolled", "Events:", "Applied:", "Provisioning -> Ready", "AgentInstalled", "the cluster's agent connected"} {
 		if !strings.Contains(desc, want) {
 			t.Errorf("tether describe clusterdeployment edge-1 lacks %q:\n%s", want, desc)
 		}

@@ -3,7 +3,9 @@
 # kube-controller-manager, kube-scheduler, kwok, the Cluster API managers,
 # Prometheus and promtool, Mailpit)
 # from the tools modules under e2e/tools, and copies the upstream YAML they
-# need at run time (kwok stages, CAPI CRDs and webhook manifests).
+# need at run time (kwok stages, CAPI CRDs and webhook manifests, and the
+# CRDs of the AWS, Azure, vSphere and OpenStack infrastructure providers
+# that the real-provider ClusterTemplates are dry-run against).
 #
 # Each artifact is cached outside the clone, in
 #   ${TETHER_CACHE:-$HOME/.cache/tether}/bins/<name>-<hash>
@@ -53,6 +55,7 @@ targets=(
 	"mailpit|mailpit|github.com/axllent/mailpit|plain|~2 min"
 	"kwok-stages|kwok|(assets)|-|seconds"
 	"capi-manifests|capi|(assets)|-|seconds"
+	"provider-crds|providers|(assets)|-|seconds"
 )
 
 want=("$@")
@@ -103,6 +106,30 @@ build_assets() { # name module dest
 			mkdir -p "$dest/${p%%:*}/crd"
 			cp "$src"/config/crd/bases/*.yaml "$dest/${p%%:*}/crd/"
 			cp "$src/config/webhook/manifests.yaml" "$dest/${p%%:*}/webhooks.yaml"
+		done
+		chmod -R u+w "$dest"
+		;;
+	provider-crds)
+		# Only the module zips are needed (nothing is built), so
+		# `go mod download` rather than `go list`, which would load the
+		# providers' whole dependency graphs. The OpenStack provider's
+		# version is served by the module proxy but unknown to the
+		# checksum database; go.sum still pins its hash.
+		local m d sub
+		for p in aws:sigs.k8s.io/cluster-api-provider-aws/v2:config/crd/bases \
+			azure:sigs.k8s.io/cluster-api-provider-azure:config/crd/bases \
+			vsphere:sigs.k8s.io/cluster-api-provider-vsphere:config/default/crd/bases \
+			openstack:sigs.k8s.io/cluster-api-provider-openstack:config/crd/bases; do
+			IFS=: read -r d m sub <<<"$p"
+			local dir
+			dir="$(cd "$here/$mod" && GONOSUMDB=sigs.k8s.io/cluster-api-provider-openstack go mod download -json "$m" |
+				sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+			if [[ -z "$dir" || ! -d "$dir/$sub" ]]; then
+				echo "provider-crds: no $sub in module $m" >&2
+				return 1
+			fi
+			mkdir -p "$dest/$d"
+			cp "$dir/$sub"/*.yaml "$dest/$d/"
 		done
 		chmod -R u+w "$dest"
 		;;

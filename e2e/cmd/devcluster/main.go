@@ -45,6 +45,7 @@ func main() {
 	stateDir := fs.String("state-dir", ".cache/dev-cluster", "folder for the pid file, kubeconfig, logs and cluster data")
 	binDir := fs.String("bin-dir", "", "folder with the e2e binaries (default $"+cluster.BinDirEnv+" or e2e/.bin)")
 	nodes := fs.Int("nodes", 3, "number of simulated (kwok) nodes")
+	mgmt := fs.Bool("management", false, "make it a Cluster API management cluster (CAPI core, kubeadm and CAPD in-memory managers), for `tether serve --management-kubeconfig`")
 	addr := fs.String("addr", "127.0.0.1:0", "helm-repo: address to serve on")
 	_ = fs.Parse(args)
 	dir, err := filepath.Abs(*stateDir)
@@ -54,11 +55,11 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	switch cmd {
 	case "up":
-		err = up(dir, *binDir, *nodes)
+		err = up(dir, *binDir, *nodes, *mgmt)
 	case "down":
 		err = down(dir)
 	case "run":
-		err = run(log, dir, *binDir, *nodes)
+		err = run(log, dir, *binDir, *nodes, *mgmt)
 	case "helm-repo":
 		err = helmRepo(log, dir, *addr, fs.Args())
 	default:
@@ -70,7 +71,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: devcluster up|down|run -state-dir DIR [-nodes N] [-bin-dir DIR]\n       devcluster helm-repo -state-dir DIR [-addr HOST:PORT] CHARTDIR...")
+	fmt.Fprintln(os.Stderr, "usage: devcluster up|down|run -state-dir DIR [-nodes N] [-management] [-bin-dir DIR]\n       devcluster helm-repo -state-dir DIR [-addr HOST:PORT] CHARTDIR...")
 	os.Exit(2)
 }
 
@@ -80,7 +81,7 @@ func fatal(err error) {
 }
 
 // run launches the cluster and keeps it up until SIGINT or SIGTERM.
-func run(log *slog.Logger, dir, binDir string, nodes int) error {
+func run(log *slog.Logger, dir, binDir string, nodes int, mgmt bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	_ = os.Remove(filepath.Join(dir, readyFile))
@@ -88,7 +89,7 @@ func run(log *slog.Logger, dir, binDir string, nodes int) error {
 	if err := os.RemoveAll(data); err != nil { // always a fresh etcd
 		return fmt.Errorf("clean %s: %w", data, err)
 	}
-	c, err := cluster.Launch(ctx, cluster.Options{Name: "dev", Dir: data, BinDir: binDir, NodeCount: nodes, Logger: log})
+	c, err := cluster.Launch(ctx, cluster.Options{Name: "dev", Dir: data, BinDir: binDir, NodeCount: nodes, Management: mgmt, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func run(log *slog.Logger, dir, binDir string, nodes int) error {
 
 // up starts `devcluster run` detached, waits until it is ready and prints
 // how to use it.
-func up(dir, binDir string, nodes int) error {
+func up(dir, binDir string, nodes int, mgmt bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -140,6 +141,9 @@ func up(dir, binDir string, nodes int) error {
 	args := []string{"run", "-state-dir", dir, "-nodes", strconv.Itoa(nodes)}
 	if binDir != "" {
 		args = append(args, "-bin-dir", binDir)
+	}
+	if mgmt {
+		args = append(args, "-management")
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
@@ -174,7 +178,11 @@ func up(dir, binDir string, nodes int) error {
 			break
 		}
 	}
-	fmt.Fprintf(os.Stderr, "dev cluster ready: %d kwok nodes; stop it with `make dev-cluster-down`\n", nodes)
+	if mgmt {
+		fmt.Fprintln(os.Stderr, "dev management cluster ready (CAPI core, kubeadm, CAPD in-memory); stop it with `make dev-mgmt-down`")
+	} else {
+		fmt.Fprintf(os.Stderr, "dev cluster ready: %d kwok nodes; stop it with `make dev-cluster-down`\n", nodes)
+	}
 	fmt.Printf("export KUBECONFIG=%s\n", kc)
 	return nil
 }

@@ -121,6 +121,7 @@ console config from --config, else $TETHER_CONFIG, else
 		newRolloutCmd(g),
 		newQueryCmd(g), newQueryRangeCmd(g), newTopCmd(g),
 		newSilenceCmd(g),
+		newWaitCmd(g),
 	)
 	return root
 }

@@ -101,6 +101,13 @@ func newGetCmd(g *globals) *cobra.Command {
 				}
 				return out.print(g.stdout, as, func() table { return alertTable(as, now) })
 			}
+			if k.obj.Name() == objects.KindClusterTemplate {
+				where := ns.list()
+				if len(args) == 2 {
+					where = ns.namespace
+				}
+				return getClusterTemplates(ctx, g, c, &out, k.obj, where, args[1:])
+			}
 			if len(args) == 2 {
 				raw, err := c.Object(ctx, k.obj.Name(), ns.namespace, args[1])
 				if err != nil {

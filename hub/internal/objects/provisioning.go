@@ -60,8 +60,21 @@ type ObjectReference struct {
 // ClusterTemplate is a chart that renders one provider's CAPI objects.
 type ClusterTemplate struct {
 	Header `json:",inline"`
-	Spec   ClusterTemplateSpec `json:"spec"`
-	Status WarningsStatus      `json:"status,omitzero"`
+	Spec   ClusterTemplateSpec   `json:"spec"`
+	Status ClusterTemplateStatus `json:"status,omitzero"`
+}
+
+// ClusterTemplateStatus has k0rdent's metadata fields, filled by the
+// provisioning controller from the chart's annotations when it renders
+// the chart (cluster.x-k8s.io/provider, cluster.x-k8s.io/<provider>,
+// tether.dev/k8s-version).
+type ClusterTemplateStatus struct {
+	WarningsStatus    `json:",inline"`
+	KubernetesVersion string            `json:"k8sVersion,omitempty"`
+	Providers         []string          `json:"providers,omitempty"`
+	ProviderContracts map[string]string `json:"providerContracts,omitempty"`
+	// ChartDigest is the chart those came from.
+	ChartDigest string `json:"chartDigest,omitempty"`
 }
 
 // ClusterTemplateSpec is k0rdent's ClusterTemplateSpec.
@@ -203,12 +216,8 @@ func registerProvisioning(r *Registry) {
 func provisioningKind[T Object](kind, plural string, short []string, spec, status func(T) any, validate func(T) FieldErrors) KindDef[T] {
 	warn := func(T) []string { return []string{"spec: " + noProvisioning} }
 	switch kind {
-	case KindClusterTemplate, KindCredential:
+	case KindClusterTemplate, KindCredential, KindClusterTemplateChain:
 		warn = nil // used by hub/internal/provision
-	case KindClusterTemplateChain:
-		warn = func(T) []string {
-			return []string{"spec: stored; upgrades along a chain are not checked yet"}
-		}
 	}
 	return KindDef[T]{
 		Kind: kind, New: func() T { return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T) },
@@ -443,6 +452,43 @@ type ClusterDeploymentStatus struct {
 	// Template is the ClusterTemplate last applied; moving spec.template
 	// away from it is an upgrade a ClusterTemplateChain must allow.
 	Template string `json:"template,omitempty"`
+	// Events are what the provisioning controller saw happen, oldest
+	// first, at most MaxProvisioningEvents (the oldest are dropped).
+	Events []ProvisioningEvent `json:"events,omitempty"`
+}
+
+// MaxProvisioningEvents bounds ClusterDeploymentStatus.Events.
+const MaxProvisioningEvents = 30
+
+// ProvisioningEvent is one thing that happened to a provisioned cluster:
+// a phase change, a condition that changed, the objects applied, the agent
+// installed or enrolled.
+type ProvisioningEvent struct {
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+}
+
+// EventConditionChanged is the reason of the events that record a
+// condition's change; past the bound they go first.
+const EventConditionChanged = "ConditionChanged"
+
+// RecordEvent appends an event to st. Past MaxProvisioningEvents it drops
+// the oldest condition change (CAPI reports a score of conditions, which
+// would otherwise push out the milestones: applied, phase, agent), or the
+// oldest event when only milestones are left.
+func (st *ClusterDeploymentStatus) RecordEvent(now time.Time, reason, message string) {
+	st.Events = append(st.Events, ProvisioningEvent{Time: now.UTC().Truncate(time.Second), Reason: reason, Message: message})
+	for len(st.Events) > MaxProvisioningEvents {
+		drop := 0
+		for i, e := range st.Events[:len(st.Events)-1] {
+			if e.Reason == EventConditionChanged {
+				drop = i
+				break
+			}
+		}
+		st.Events = append(st.Events[:drop:drop], st.Events[drop+1:]...)
+	}
 }
 
 // CredentialStatus says whether the Credential's identity exists on the
@@ -505,5 +551,9 @@ func describeProvisioning(o *ClusterDeployment) []Section {
 		}
 		conds.Items = append(conds.Items, Item{c.Type, v})
 	}
-	return []Section{sum, conds}
+	events := Section{Title: "Events"}
+	for _, e := range st.Events {
+		events.Items = append(events.Items, Item{e.Time.UTC().Format(time.RFC3339) + " " + e.Reason, strings.ReplaceAll(e.Message, "\n", " ")})
+	}
+	return []Section{sum, conds, events}
 }

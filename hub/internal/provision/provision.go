@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -211,7 +213,15 @@ func (o *outcome) set(typ string, ok bool, reason, msg string) {
 	o.conds = append(o.conds, objects.Condition{Type: typ, Status: s, Reason: reason, Message: msg})
 }
 
+// apply sets the outcome into st and records an event for each change
+// it makes: the objects applied, a condition whose status or reason
+// changed, the phase, the agent's state.
 func (o *outcome) apply(st *objects.ClusterDeploymentStatus, now time.Time) {
+	oldPhase, oldAgent, oldHash := st.Phase, st.Agent, st.AppliedHash
+	old := make(map[string]objects.Condition, len(st.Conditions))
+	for _, c := range st.Conditions {
+		old[c.Type] = c
+	}
 	for _, c := range o.conds {
 		objects.SetCondition(&st.Conditions, c, now)
 	}
@@ -221,6 +231,47 @@ func (o *outcome) apply(st *objects.ClusterDeploymentStatus, now time.Time) {
 	if o.fields != nil {
 		o.fields(st)
 	}
+	if st.AppliedHash != oldHash {
+		st.RecordEvent(now, "Applied", "Cluster API objects server-side applied ("+st.AppliedHash+")")
+	}
+	for _, c := range o.conds {
+		if p, ok := old[c.Type]; ok && p.Status == c.Status && p.Reason == c.Reason {
+			continue
+		}
+		msg := c.Type + " " + c.Status
+		if c.Reason != "" {
+			msg += " (" + c.Reason + ")"
+		}
+		if c.Status != "True" && c.Message != "" {
+			msg += ": " + truncate(c.Message, 200)
+		}
+		st.RecordEvent(now, objects.EventConditionChanged, msg)
+	}
+	if st.Phase != oldPhase {
+		st.RecordEvent(now, "PhaseChanged", orNone(oldPhase)+" -> "+st.Phase)
+	}
+	if st.Agent != oldAgent {
+		switch st.Agent {
+		case AgentEnrolled:
+			st.RecordEvent(now, "Enrolled", "the cluster's agent connected to the hub")
+		default:
+			st.RecordEvent(now, "Agent"+st.Agent, "agent manifests (bundles/agent) created in the new cluster")
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
 }
 
 // fail is bad input: the condition names it, nothing was applied.
@@ -272,6 +323,7 @@ func (c *Controller) reconcileOne(ctx context.Context, cd *objects.ClusterDeploy
 		return fail(o, objects.CondTemplateReady, reason, fmt.Errorf("%s: template %q: %w", cd.Key(), cd.Spec.Template, err))
 	}
 	o.set(objects.CondTemplateReady, true, "Rendered", fmt.Sprintf("chart %s, %d objects", digest, len(r.Objects)))
+	c.templateStatus(ctx, tmpl, digest, r)
 	k8s := tmpl.Spec.KubernetesVersion
 	if k8s == "" {
 		k8s = r.KubernetesVersion
@@ -537,4 +589,23 @@ func clusterNameOf(cd *objects.ClusterDeployment, r Rendered) string {
 		}
 	}
 	return cd.Metadata.Name
+}
+
+// templateStatus records the chart's metadata in the ClusterTemplate's
+// status (k0rdent's k8sVersion, providers, providerContracts) when it
+// changed. A failure is only logged: it is informational.
+func (c *Controller) templateStatus(ctx context.Context, t *objects.ClusterTemplate, digest string, r Rendered) {
+	st := &t.Status
+	if st.ChartDigest == digest && st.KubernetesVersion == r.KubernetesVersion &&
+		slices.Equal(st.Providers, r.Providers) && maps.Equal(st.ProviderContracts, r.ProviderContracts) {
+		return
+	}
+	_, err := c.cfg.Repo.UpdateStatus(ctx, objects.KindClusterTemplate, t.Metadata.Namespace, t.Metadata.Name, func(o objects.Object) error {
+		cur := &o.(*objects.ClusterTemplate).Status
+		cur.ChartDigest, cur.KubernetesVersion, cur.Providers, cur.ProviderContracts = digest, r.KubernetesVersion, r.Providers, r.ProviderContracts
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		c.log.Warn("record ClusterTemplate metadata", "template", t.Metadata.Namespace+"/"+t.Metadata.Name, "err", err)
+	}
 }

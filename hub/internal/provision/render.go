@@ -34,6 +34,12 @@ type Rendered struct {
 	Hash string
 	// KubernetesVersion is the chart's tether.dev/k8s-version annotation.
 	KubernetesVersion string
+	// Providers and ProviderContracts are the chart's
+	// cluster.x-k8s.io/provider annotation (a comma-separated list) and
+	// each provider's cluster.x-k8s.io/<provider> contract, k0rdent's
+	// form.
+	Providers         []string
+	ProviderContracts map[string]string
 }
 
 // Render renders a ClusterTemplate chart archive as release name in
@@ -76,7 +82,32 @@ func Render(archive []byte, name, namespace string, config json.RawMessage) (Ren
 		}
 		h.Write(b)
 	}
-	return Rendered{Objects: objs, Hash: "sha256:" + hex.EncodeToString(h.Sum(nil)), KubernetesVersion: kubernetesVersion(ch)}, nil
+	providers, contracts := providerAnnotations(ch)
+	return Rendered{Objects: objs, Hash: "sha256:" + hex.EncodeToString(h.Sum(nil)), KubernetesVersion: kubernetesVersion(ch),
+		Providers: providers, ProviderContracts: contracts}, nil
+}
+
+// providerAnnotations reads the chart's provider annotations.
+func providerAnnotations(ch *chart.Chart) ([]string, map[string]string) {
+	if ch.Metadata == nil {
+		return nil, nil
+	}
+	var providers []string
+	contracts := map[string]string{}
+	for _, p := range strings.Split(ch.Metadata.Annotations["cluster.x-k8s.io/provider"], ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		providers = append(providers, p)
+		if c := strings.TrimSpace(ch.Metadata.Annotations["cluster.x-k8s.io/"+p]); c != "" {
+			contracts[p] = c
+		}
+	}
+	if len(contracts) == 0 {
+		contracts = nil
+	}
+	return providers, contracts
 }
 
 // renderChart renders ch as release name in namespace with vals, which

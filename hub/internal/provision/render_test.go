@@ -46,6 +46,9 @@ func TestRenderInMemoryTemplate(t *testing.T) {
 	if r.KubernetesVersion != "v1.37.0" {
 		t.Errorf("KubernetesVersion = %q, want v1.37.0", r.KubernetesVersion)
 	}
+	if strings.Join(r.Providers, ",") != "infrastructure-docker,control-plane-kubeadm,bootstrap-kubeadm" || r.ProviderContracts["infrastructure-docker"] != "v1beta2" || len(r.ProviderContracts) != 3 {
+		t.Errorf("Providers %v contracts %v, want the chart's cluster.x-k8s.io annotations", r.Providers, r.ProviderContracts)
+	}
 	again, err := Render(archive, "edge-1", "fleet", []byte(`{"workersNumber": 2}`))
 	if err != nil || again.Hash != r.Hash {
 		t.Errorf("second render: hash %s err %v, want the same hash %s", again.Hash, err, r.Hash)
