@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherfleet/tether/e2e/e2etest"
 )
@@ -28,7 +29,8 @@ type dashboard struct {
 type panel struct {
 	Title   string `json:"title"`
 	Targets []struct {
-		Expr string `json:"expr"`
+		Expr    string `json:"expr"`
+		Instant bool   `json:"instant"`
 	} `json:"targets"`
 	Panels []panel `json:"panels"` // a collapsed row's
 }
@@ -112,7 +114,15 @@ func grafanaDashboards(t *testing.T, api *hubAPI) {
 							t.Errorf("panel %q: %s: a variable the test does not substitute", p.Title, tg.Expr)
 							continue
 						}
-						if res := api.query(t, expr); len(res) == 0 {
+						// As Grafana asks: a range query over the last hour
+						// at $__interval, or an instant query.
+						var res []e2etest.PromSeries
+						if tg.Instant {
+							res = api.query(t, expr)
+						} else {
+							res = api.queryRange(t, expr, time.Hour, 15*time.Second)
+						}
+						if len(res) == 0 {
 							t.Errorf("panel %q: %s: no data", p.Title, expr)
 						}
 					}
@@ -125,4 +135,3 @@ func grafanaDashboards(t *testing.T, api *hubAPI) {
 		})
 	}
 }
-
