@@ -414,12 +414,28 @@ spec:
 			t.Errorf("tether query count by cluster:\n%s", out)
 		}
 		t.Logf("tether query 'count by (cluster) (kube_node_info)':\n%s", out)
-		var top []map[string]any
+		// top clusters: the nodes' usage (kwok's nodes use what their pods
+		// use: api-0's 250m and 64Mi, 1m and 1Mi per other container) and
+		// capacity (2 x 4 CPUs, 16Gi).
+		podsMemAll, _, _ := api.one(t, `sum(container_memory_working_set_bytes{`+sel+`})`)
+		var top []struct {
+			Cluster             string
+			CPUCores            *float64
+			CPUCapacityCores    *float64
+			MemoryBytes         *float64
+			MemoryCapacityBytes *float64
+		}
 		e2etest.Eventually(t, "tether top clusters", time.Minute, func() (bool, string) {
-			bins.JSON(t, hub.Env, &top, "tether", "top", "clusters", "-o", "json")
-			return len(top) == 1, fmt.Sprint(top)
+			bins.JSON(t, hub.Env, &top, "tether", "top", "clusters", "--window", "1m", "-o", "json")
+			if len(top) != 1 || top[0].CPUCores == nil || top[0].CPUCapacityCores == nil || top[0].MemoryBytes == nil || top[0].MemoryCapacityBytes == nil {
+				return false, fmt.Sprintf("%+v", top)
+			}
+			r := top[0]
+			return r.Cluster == clusterName && *r.CPUCores > 0.2 && *r.CPUCores < 0.35 && *r.CPUCapacityCores == 8 &&
+					*r.MemoryBytes == podsMemAll && *r.MemoryCapacityBytes == 32<<30,
+				fmt.Sprintf("%s cpu %v of %v, memory %v of %v; containers' memory %v", r.Cluster, *r.CPUCores, *r.CPUCapacityCores, *r.MemoryBytes, *r.MemoryCapacityBytes, podsMemAll)
 		})
-		t.Logf("tether top clusters:\n%s", bins.MustRun(t, hub.Env, "tether", "top", "clusters"))
+		t.Logf("tether top clusters --window 1m:\n%s", bins.MustRun(t, hub.Env, "tether", "top", "clusters", "--window", "1m"))
 	})
 
 	t.Run("scraped exporter", func(t *testing.T) {
