@@ -128,6 +128,12 @@ func (h *hubAPI) queryRange(t *testing.T, expr string, span, step time.Duration)
 	return d.Result
 }
 
+// numAny is a JSON number (a sample's timestamp).
+func numAny(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
 func value(t *testing.T, s e2etest.PromSeries) float64 {
 	t.Helper()
 	return num(t, s.Value[1])
@@ -378,8 +384,22 @@ spec:
 		// resource metrics the agent reads over the node proxy.
 		api.waitValue(t, `container_memory_working_set_bytes{`+sel+`,namespace="shop",pod="api-0",container="app"}`, 2*time.Minute,
 			func(v float64) bool { return v == 64<<20 })
+		// The CPU counter's raw samples rise at 250m: the slope from the
+		// first to the last. rate() agrees once the series is older than
+		// its window (before, it does not extrapolate past the counter's
+		// start at 0 and reads low).
+		e2etest.Eventually(t, "api-0's CPU counter rising at 0.25 core-seconds per second", 2*time.Minute, func() (bool, string) {
+			res := api.query(t, `container_cpu_usage_seconds_total{`+sel+`,namespace="shop",pod="api-0",container="app"}[1m]`)
+			if len(res) != 1 || len(res[0].Values) < 6 {
+				return false, fmt.Sprint(res)
+			}
+			vs := res[0].Values
+			first, last := vs[0], vs[len(vs)-1]
+			slope := (num(t, last[1]) - num(t, first[1])) / (numAny(last[0]) - numAny(first[0]))
+			return math.Abs(slope-0.25) < 0.005, fmt.Sprintf("slope %.4f of %v", slope, vs)
+		})
 		api.waitValue(t, `rate(container_cpu_usage_seconds_total{`+sel+`,namespace="shop",pod="api-0",container="app"}[1m])`, 2*time.Minute,
-			func(v float64) bool { return math.Abs(v-0.25) < 0.025 })
+			func(v float64) bool { return math.Abs(v-0.25) < 0.01 })
 		api.waitValue(t, `count(node_cpu_usage_seconds_total{`+sel+`})`, time.Minute, func(v float64) bool { return v == float64(len(kube.Nodes)) })
 
 		// Every series at the hub has cluster="edge-tel", but the hub's own
@@ -597,7 +617,7 @@ func hubOutage(t *testing.T, hub *e2etest.Hub, api *hubAPI, agentDir, node strin
 		}
 		ts = ts[:0]
 		for _, p := range res[0].Values {
-			ms := int64(math.Round(num(t, fmt.Sprint(p[0])) * 1000))
+			ms := int64(math.Round(numAny(p[0]) * 1000))
 			if ms > from.UnixMilli() && ms <= to.UnixMilli() {
 				ts = append(ts, ms)
 			}
