@@ -563,14 +563,17 @@ spec:
 	hub.WaitServices(t, 5*time.Minute, map[string]string{clusterName + "/web/podinfo": "Deployed"})
 	t.Run("grafana dashboards", func(t *testing.T) { grafanaDashboards(t, api) })
 
-	t.Run("hub outage loses no sample", func(t *testing.T) { hubOutage(t, hub, api, agentDir, kube.Nodes[0]) })
+	t.Run("hub outage loses no sample", func(t *testing.T) {
+		hubOutage(t, hub, []*hubAPI{api, {server: prom.URL, hc: &http.Client{Timeout: time.Minute}}}, agentDir, kube.Nodes[0])
+	})
 }
 
 // hubOutage stops the hub, lets the agent collect into its outbox for
 // several intervals, restarts the hub and checks every collection of the
 // outage arrived: one sample per collection of an inventory series, no
-// gap, no duplicate.
-func hubOutage(t *testing.T, hub *e2etest.Hub, api *hubAPI, agentDir, node string) {
+// gap, no duplicate; at the hub (apis[0]) and at the remote-write
+// Prometheus (apis[1]), which gets the backlog behind newer samples.
+func hubOutage(t *testing.T, hub *e2etest.Hub, apis []*hubAPI, agentDir, node string) {
 	sel := fmt.Sprintf(`kube_node_info{cluster=%q,node=%q}`, clusterName, node)
 	var before agentStatus
 	e2etest.Eventually(t, "the agent connected, nothing pending", time.Minute, func() (bool, string) {
@@ -607,48 +610,51 @@ func hubOutage(t *testing.T, hub *e2etest.Hub, api *hubAPI, agentDir, node strin
 	t.Logf("outage: hub stopped at %s for %s; the agent made %d collections from %s to %s",
 		stopped.Format(time.RFC3339), time.Since(stopped).Round(time.Second), collections, from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
 
-	// Raw samples: a range selector in an instant query.
-	window := int(time.Since(from).Seconds()) + 30
-	var ts []int64
-	e2etest.Eventually(t, "one sample of "+sel+" per collection", time.Minute, func() (bool, string) {
-		res := api.query(t, fmt.Sprintf(`%s[%ds]`, sel, window))
-		if len(res) != 1 {
-			return false, fmt.Sprintf("%d series: %v", len(res), res)
+	for i, api := range apis {
+		where := []string{"hub", "remote-write Prometheus"}[i]
+		// Raw samples: a range selector in an instant query.
+		window := int(time.Since(from).Seconds()) + 30
+		var ts []int64
+		e2etest.Eventually(t, where+": one sample of "+sel+" per collection", time.Minute, func() (bool, string) {
+			res := api.query(t, fmt.Sprintf(`%s[%ds]`, sel, window))
+			if len(res) != 1 {
+				return false, fmt.Sprintf("%d series: %v", len(res), res)
+			}
+			ts = ts[:0]
+			for _, p := range res[0].Values {
+				ms := int64(math.Round(numAny(p[0]) * 1000))
+				if ms > from.UnixMilli() && ms <= to.UnixMilli() {
+					ts = append(ts, ms)
+				}
+			}
+			return len(ts) == collections, fmt.Sprintf("%d samples in (%s, %s], want %d: %v", len(ts), from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), collections, ts)
+		})
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+		distinct := map[int64]bool{}
+		prev := from.UnixMilli()
+		maxGap := int64(0)
+		for _, ms := range ts {
+			distinct[ms] = true
+			maxGap = max(maxGap, ms-prev)
+			prev = ms
 		}
-		ts = ts[:0]
-		for _, p := range res[0].Values {
-			ms := int64(math.Round(numAny(p[0]) * 1000))
-			if ms > from.UnixMilli() && ms <= to.UnixMilli() {
-				ts = append(ts, ms)
+		if len(distinct) != len(ts) {
+			t.Errorf("%s: %d samples but %d distinct timestamps", where, len(ts), len(distinct))
+		}
+		if limit := interval.Milliseconds() * 3 / 2; maxGap > limit {
+			t.Errorf("%s: largest gap between samples across the outage: %dms, want at most %dms (1.5 x the interval): %v", where, maxGap, limit, ts)
+		}
+		during := 0
+		for _, ms := range ts {
+			if ms > stopped.UnixMilli() && ms < restarted.UnixMilli() {
+				during++
 			}
 		}
-		return len(ts) == collections, fmt.Sprintf("%d samples in (%s, %s], want %d: %v", len(ts), from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), collections, ts)
-	})
-	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
-	distinct := map[int64]bool{}
-	prev := from.UnixMilli()
-	maxGap := int64(0)
-	for _, ms := range ts {
-		distinct[ms] = true
-		maxGap = max(maxGap, ms-prev)
-		prev = ms
-	}
-	if len(distinct) != len(ts) {
-		t.Errorf("%d samples but %d distinct timestamps", len(ts), len(distinct))
-	}
-	if limit := interval.Milliseconds() * 3 / 2; maxGap > limit {
-		t.Errorf("largest gap between samples across the outage: %dms, want at most %dms (1.5 x the interval): %v", maxGap, limit, ts)
-	}
-	during := 0
-	for _, ms := range ts {
-		if ms > stopped.UnixMilli() && ms < restarted.UnixMilli() {
-			during++
+		if during < 3 {
+			t.Errorf("%s: %d samples between the hub's stop and its restart, want at least 3: %v", where, during, ts)
 		}
+		t.Logf("outage at the %s: %d samples (%d while the hub was down), %d collections, largest gap %dms", where, len(ts), during, collections, maxGap)
 	}
-	if during < 3 {
-		t.Errorf("%d samples between the hub's stop and its restart, want at least 3: %v", during, ts)
-	}
-	t.Logf("outage: %d samples (%d while the hub was down), %d collections, largest gap %dms", len(ts), during, collections, maxGap)
 }
 
 // freePort is a free TCP port on ip.
