@@ -3,7 +3,8 @@
 
 The dashboards are data: this script is only how they were first laid out,
 kept so that a panel added here lands in the right grid place. Every panel
-query is run against a real hub by e2e/telemetry (TestGrafanaDashboards).
+query is run against a real hub by e2e/telemetry
+(TestTelemetryEndToEnd/grafana_dashboards).
 """
 import json, os
 

@@ -1,8 +1,10 @@
-// Package telemetry runs promtool, built from the Prometheus module, as an
-// operator would against a Prometheus-compatible API behind a bearer token
-// and TLS: today against a real Prometheus fronted that way; once the
-// hub serves the Prometheus HTTP API, the same queries go to the hub
-// (queryAll takes the server URL and the http.config.file).
+// Package telemetry is the end-to-end scenario of a site's metrics: a
+// real hub and a real agent on a harness cluster (hub_test.go:
+// inventory, usage, a scraped exporter, promtool, an alert to a webhook
+// and mail, remote write, every Grafana dashboard query, a hub outage),
+// and promtool against a Prometheus-compatible API behind a bearer token
+// and TLS (this file: a real Prometheus fronted that way, with backfilled
+// data).
 package telemetry
 
 import (
