@@ -452,6 +452,25 @@ func (a *API) series(r *http.Request) (any, annotations.Annotations, *apiError) 
 }
 
 func (a *API) labelNames(r *http.Request) (any, annotations.Annotations, *apiError) {
+	return a.labelStrings(r, func(q storage.Querier, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelNames(r.Context(), &storage.LabelHints{}, ms...)
+	})
+}
+
+func (a *API) labelValues(r *http.Request) (any, annotations.Annotations, *apiError) {
+	name := r.PathValue("name")
+	if !model.LegacyValidation.IsValidLabelName(name) {
+		return nil, nil, badData("invalid label name: %q", name)
+	}
+	return a.labelStrings(r, func(q storage.Querier, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelValues(r.Context(), name, &storage.LabelHints{}, ms...)
+	})
+}
+
+// labelStrings answers /labels and /label/NAME/values: fetch runs once per
+// match[] selector (once with none), and the union is sorted, deduplicated
+// and cut to limit.
+func (a *API) labelStrings(r *http.Request, fetch func(storage.Querier, []*labels.Matcher) ([]string, annotations.Annotations, error)) (any, annotations.Annotations, *apiError) {
 	limit, err := parseLimit(r.Form.Get("limit"))
 	if err != nil {
 		return nil, nil, badData("%v", err)
@@ -465,20 +484,20 @@ func (a *API) labelNames(r *http.Request) (any, annotations.Annotations, *apiErr
 		return nil, nil, aerr
 	}
 	defer q.Close()
-	var names []string
+	var out []string
 	var warns annotations.Annotations
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}
 	}
 	for _, ms := range sets {
-		ns, w, err := q.LabelNames(r.Context(), &storage.LabelHints{}, ms...)
+		ss, w, err := fetch(q, ms)
 		warns = warns.Merge(w)
 		if err != nil {
 			return nil, warns, &apiError{errorExec, err}
 		}
-		names = append(names, ns...)
+		out = append(out, ss...)
 	}
-	return limitStrings(names, limit, &warns), warns, nil
+	return limitStrings(out, limit, &warns), warns, nil
 }
 
 // limitStrings sorts and deduplicates ss, then cuts it to limit.
@@ -493,40 +512,6 @@ func limitStrings(ss []string, limit int, warns *annotations.Annotations) []stri
 		*warns = warns.Merge(truncated)
 	}
 	return ss
-}
-
-func (a *API) labelValues(r *http.Request) (any, annotations.Annotations, *apiError) {
-	name := r.PathValue("name")
-	if !model.LegacyValidation.IsValidLabelName(name) {
-		return nil, nil, badData("invalid label name: %q", name)
-	}
-	limit, err := parseLimit(r.Form.Get("limit"))
-	if err != nil {
-		return nil, nil, badData("%v", err)
-	}
-	sets, err := parseMatchers(a.parser, r.Form["match[]"])
-	if err != nil {
-		return nil, nil, badData("%v", err)
-	}
-	q, aerr := a.querier(r)
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	defer q.Close()
-	var vals []string
-	var warns annotations.Annotations
-	if len(sets) == 0 {
-		sets = [][]*labels.Matcher{nil}
-	}
-	for _, ms := range sets {
-		vs, w, err := q.LabelValues(r.Context(), name, &storage.LabelHints{}, ms...)
-		warns = warns.Merge(w)
-		if err != nil {
-			return nil, warns, &apiError{errorExec, err}
-		}
-		vals = append(vals, vs...)
-	}
-	return limitStrings(vals, limit, &warns), warns, nil
 }
 
 func (a *API) metadata(r *http.Request) (any, annotations.Annotations, *apiError) {
