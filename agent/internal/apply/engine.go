@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
@@ -133,6 +134,7 @@ type Engine struct {
 	disc   discovery.CachedDiscoveryInterface
 	mapper meta.ResettableRESTMapper
 	obs    *observe.Observer
+	server *apiServer
 
 	mu     sync.Mutex
 	closed bool
@@ -165,7 +167,12 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
-	disc := memory.NewMemCacheClient(dc)
+	kc, err := kubernetes.NewForConfigAndClient(rc, hc)
+	if err != nil {
+		return nil, fmt.Errorf("apply: clientset: %w", err)
+	}
+	server := newAPIServer(cfg.Logger, dc, kc)
+	disc := versionedDiscovery{CachedDiscoveryInterface: memory.NewMemCacheClient(dc), server: server}
 	return &Engine{
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -173,6 +180,7 @@ func New(cfg Config) (*Engine, error) {
 		disc:   disc,
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(disc),
 		obs:    obs,
+		server: server,
 		locks:  map[releaseKey]chan struct{}{},
 	}, nil
 }
@@ -279,6 +287,7 @@ func (e *Engine) rawHelmConfig(namespace string) (*action.Configuration, error) 
 	}
 	if kc, ok := hc.KubeClient.(*kube.Client); ok {
 		kc.Namespace = namespace
+		hc.KubeClient = &kubeClient{Client: kc, server: e.server}
 	}
 	return hc, nil
 }
