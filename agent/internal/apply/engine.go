@@ -10,6 +10,8 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/kube"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -135,6 +137,7 @@ type Engine struct {
 	mapper meta.ResettableRESTMapper
 	obs    *observe.Observer
 	server *apiServer
+	kube   kubernetes.Interface
 
 	mu     sync.Mutex
 	closed bool
@@ -181,6 +184,7 @@ func New(cfg Config) (*Engine, error) {
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(disc),
 		obs:    obs,
 		server: server,
+		kube:   kc,
 		locks:  map[releaseKey]chan struct{}{},
 	}, nil
 }
@@ -285,6 +289,11 @@ func (e *Engine) rawHelmConfig(namespace string) (*action.Configuration, error) 
 	if err := hc.Init(g, namespace, "secret", helmLog); err != nil {
 		return nil, fmt.Errorf("helm init for namespace %s: %w", namespace, err)
 	}
+	// Helm's Secrets driver, over a client that also works where the API
+	// server refuses unconditional updates (see unconditionalSecrets).
+	d := driver.NewSecrets(unconditionalSecrets{SecretInterface: e.kube.CoreV1().Secrets(namespace)})
+	d.Log = helmLog
+	hc.Releases = storage.Init(d)
 	if kc, ok := hc.KubeClient.(*kube.Client); ok {
 		kc.Namespace = namespace
 		hc.KubeClient = &kubeClient{Client: kc, server: e.server}

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/kube"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
 // ErrNoServerVersion: the API server serves no /version and the engine
@@ -169,4 +171,32 @@ func (c *kubeClient) IsReachable() error {
 // has a schema to validate against.
 func (c *kubeClient) Build(r io.Reader, validate bool) (kube.ResourceList, error) {
 	return c.Client.Build(r, validate && c.server.validate())
+}
+
+// unconditionalSecrets is the Secrets client of Helm's release storage.
+// Helm updates a release Secret without a resourceVersion (it writes a
+// new object from the release): an unconditional update, which
+// conformant API servers allow for Secrets and CAPD's in-memory one
+// refuses as a conflict. Helm logs that and goes on, so the release
+// stays pending-install in storage though its objects are created. An
+// update without a resourceVersion that gets a conflict is therefore
+// made once more with the Secret's current resourceVersion: what the API
+// server does for an unconditional update. The engine holds the
+// release's lock meanwhile, so this agent has no other writer to race.
+type unconditionalSecrets struct {
+	corev1client.SecretInterface
+}
+
+func (s unconditionalSecrets) Update(ctx context.Context, secret *corev1.Secret, opts metav1.UpdateOptions) (*corev1.Secret, error) {
+	out, err := s.SecretInterface.Update(ctx, secret, opts)
+	if err == nil || secret.ResourceVersion != "" || !apierrors.IsConflict(err) {
+		return out, err
+	}
+	cur, getErr := s.Get(ctx, secret.Name, metav1.GetOptions{})
+	if getErr != nil {
+		return nil, fmt.Errorf("%w (and reading its resourceVersion to update it unconditionally: %v)", err, getErr)
+	}
+	retry := secret.DeepCopy()
+	retry.ResourceVersion = cur.ResourceVersion
+	return s.SecretInterface.Update(ctx, retry, opts)
 }

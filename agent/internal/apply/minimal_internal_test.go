@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +14,13 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	"github.com/tetherfleet/tether/agent/internal/cache"
@@ -199,5 +205,74 @@ func TestValidateOnlyWithOpenAPI(t *testing.T) {
 				t.Errorf("log has %d lines about the missing OpenAPI:\n%s", n, logs)
 			}
 		})
+	}
+}
+
+// strictSecrets is a real HTTP server that, like CAPD's in-memory API
+// server, refuses an update whose resourceVersion is not the stored one
+// (also an empty one) with 409 Conflict.
+func strictSecrets(t *testing.T) (url string, puts *atomic.Int32) {
+	t.Helper()
+	puts = new(atomic.Int32)
+	const stored = "7"
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/namespaces/ns/secrets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Name: r.PathValue("name"), Namespace: "ns", ResourceVersion: stored}})
+	})
+	mux.HandleFunc("PUT /api/v1/namespaces/ns/secrets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		puts.Add(1)
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, nil) // JSON or protobuf
+		s, ok := obj.(*corev1.Secret)
+		if err != nil || !ok {
+			http.Error(w, fmt.Sprintf("decode a Secret: %T %v", obj, err), http.StatusBadRequest)
+			return
+		}
+		if s.ResourceVersion != stored {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusConflict)
+			writeJSON(w, metav1.Status{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"}, Status: metav1.StatusFailure,
+				Code: http.StatusConflict, Reason: metav1.StatusReasonConflict, Message: "object has been modified"})
+			return
+		}
+		s.ResourceVersion = "8"
+		writeJSON(w, s)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL, puts
+}
+
+// TestReleaseUpdateWithoutUnconditionalUpdates: Helm's Secrets driver,
+// as the engine builds it, stores a release update (pending-install ->
+// deployed) on a server that refuses updates without the current
+// resourceVersion; an update that carries a stale resourceVersion still
+// gets its conflict.
+func TestReleaseUpdateWithoutUnconditionalUpdates(t *testing.T) {
+	url, puts := strictSecrets(t)
+	e, _ := testEngine(t, url)
+	hc, err := e.rawHelmConfig("ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := &release.Release{Name: "hello", Namespace: "ns", Version: 1, Info: &release.Info{Status: release.StatusDeployed},
+		Chart: &chart.Chart{Metadata: &chart.Metadata{APIVersion: "v2", Name: "hello", Version: "0.1.0"}}}
+	if err := hc.Releases.Update(rel); err != nil {
+		t.Fatalf("release update on a server without unconditional updates: %v", err)
+	}
+	if n := puts.Load(); n != 2 {
+		t.Errorf("PUTs = %d, want 2 (refused without resourceVersion, then with the current one)", n)
+	}
+
+	puts.Store(0)
+	stale := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "ns", ResourceVersion: "3"}}
+	_, err = unconditionalSecrets{SecretInterface: e.kube.CoreV1().Secrets("ns")}.Update(t.Context(), stale, metav1.UpdateOptions{})
+	if !apierrors.IsConflict(err) || puts.Load() != 1 {
+		t.Errorf("update with a stale resourceVersion: %v after %d PUTs, want the conflict after 1", err, puts.Load())
 	}
 }
