@@ -432,7 +432,7 @@ func enrolAgent(t *testing.T, hub *e2etest.Hub, mgmt *cluster.Cluster, name stri
 	if token == "" {
 		t.Fatalf("Secret tether-system/tether-agent-token has no token: %v", tok.Data)
 	}
-	bins.Start(t, "agent-"+name, nil, "tether-agent", "run", "--data-dir", t.TempDir(), "--hub", hub.AgentAddr,
+	agent := bins.Start(t, "agent-"+name, nil, "tether-agent", "run", "--data-dir", t.TempDir(), "--hub", hub.AgentAddr,
 		"--kubeconfig", kcPath, "--token", token, "--max-backoff", "2s")
 	waitCD(t, hub, name, "agent Enrolled", 2*time.Minute, func(s cdStatus) bool { return s.Status.Agent == "Enrolled" })
 	// The hub compiles serviceSpec for the enrolled cluster and the agent
@@ -455,6 +455,13 @@ func enrolAgent(t *testing.T, hub *e2etest.Hub, mgmt *cluster.Cluster, name stri
 	must(t, wl.Get(t.Context(), client.ObjectKey{Namespace: "hello", Name: "hello"}, &cm))
 	if cm.Data["greeting"] != "hi" {
 		t.Errorf("ConfigMap hello/hello in %s: data %v, want greeting=hi", name, cm.Data)
+	}
+	// The worker said which version it assumed, from the Nodes (the
+	// Machines' spec.version, the template's k8sVersion).
+	agentLog, err := os.ReadFile(agent.Log)
+	must(t, err)
+	if !regexp.MustCompile(`serves no /version; assuming the highest kubelet version of its Nodes.* version=v1\.37\.0`).Match(agentLog) {
+		t.Errorf("agent log %s does not say it assumed v1.37.0 for want of /version", agent.Log)
 	}
 	var rel corev1.SecretList
 	must(t, wl.List(t.Context(), &rel, client.InNamespace("hello"), client.MatchingLabels{"owner": "helm", "name": "hello"}))
