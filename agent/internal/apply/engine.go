@@ -10,9 +10,12 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/kube"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
@@ -133,6 +136,8 @@ type Engine struct {
 	disc   discovery.CachedDiscoveryInterface
 	mapper meta.ResettableRESTMapper
 	obs    *observe.Observer
+	server *apiServer
+	kube   kubernetes.Interface
 
 	mu     sync.Mutex
 	closed bool
@@ -165,7 +170,12 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
-	disc := memory.NewMemCacheClient(dc)
+	kc, err := kubernetes.NewForConfigAndClient(rc, hc)
+	if err != nil {
+		return nil, fmt.Errorf("apply: clientset: %w", err)
+	}
+	server := newAPIServer(cfg.Logger, dc, kc)
+	disc := versionedDiscovery{CachedDiscoveryInterface: memory.NewMemCacheClient(dc), server: server}
 	return &Engine{
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -173,6 +183,8 @@ func New(cfg Config) (*Engine, error) {
 		disc:   disc,
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(disc),
 		obs:    obs,
+		server: server,
+		kube:   kc,
 		locks:  map[releaseKey]chan struct{}{},
 	}, nil
 }
@@ -277,8 +289,14 @@ func (e *Engine) rawHelmConfig(namespace string) (*action.Configuration, error) 
 	if err := hc.Init(g, namespace, "secret", helmLog); err != nil {
 		return nil, fmt.Errorf("helm init for namespace %s: %w", namespace, err)
 	}
+	// Helm's Secrets driver, over a client that also works where the API
+	// server refuses unconditional updates (see unconditionalSecrets).
+	d := driver.NewSecrets(unconditionalSecrets{SecretInterface: e.kube.CoreV1().Secrets(namespace)})
+	d.Log = helmLog
+	hc.Releases = storage.Init(d)
 	if kc, ok := hc.KubeClient.(*kube.Client); ok {
 		kc.Namespace = namespace
+		hc.KubeClient = &kubeClient{Client: kc, server: e.server}
 	}
 	return hc, nil
 }
