@@ -131,10 +131,10 @@ type Session struct {
 	acceptStopped bool // Close ran: start none
 	synPending    int  // SYNs the gate let through, not yet accepted (hub)
 	acceptOnce    sync.Once
-	transport  sync.WaitGroup // accepted streams not yet closed by gRPC
-	active     atomic.Int32   // accepted streams open now
-	refused    atomic.Uint64  // streams the peer opened that were reset
-	data       any
+	transport     sync.WaitGroup // accepted streams not yet closed by gRPC
+	active        atomic.Int32   // accepted streams open now
+	refused       atomic.Uint64  // streams the peer opened that were reset
+	data          any
 
 	closedLocally atomic.Bool
 	closeOnce     sync.Once
