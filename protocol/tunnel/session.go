@@ -641,17 +641,20 @@ type streamConn struct {
 	s         *Session
 	accepted  bool
 	closeOnce sync.Once
+	err       error
 }
 
 func (c *streamConn) Close() error {
-	err := c.Stream.Close()
+	// The slot is given back before the stream closes: once the peer sees
+	// the stream gone, a new transport it opens must find the slot free.
 	c.closeOnce.Do(func() {
 		if c.accepted {
 			c.s.active.Add(-1)
-			c.s.transport.Done()
+			defer c.s.transport.Done()
 		}
+		c.err = c.Stream.Close()
 	})
-	return err
+	return c.err
 }
 
 // CountingConn counts the bytes read from and written to a net.Conn.

@@ -86,6 +86,14 @@ type Config struct {
 	CertTTL time.Duration
 	// Heartbeat is how often agents send a heartbeat on their sync stream.
 	Heartbeat time.Duration
+	// HeartbeatTimeout closes a connection with a client certificate when
+	// nothing came from its agent (a call, or a message on its sync
+	// stream: heartbeats are the idle case) for this long. It is the hub's
+	// liveness check on agents, so the hub's end of the tunnel sends no
+	// keepalive pings of its own (DefaultConfig sets Tunnel.NoKeepAlive);
+	// a dead agent whose TCP connection stays open is dropped after it.
+	// 0 means 3 × Heartbeat.
+	HeartbeatTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake of a new connection.
 	HandshakeTimeout time.Duration
 	// SeenInterval bounds how often heartbeats are written to the store.
@@ -128,8 +136,25 @@ func DefaultConfig() Config {
 		MaxConnsPerAddr:  DefaultMaxConnsPerAddr,
 		ConnRatePerAddr:  DefaultConnRatePerAddr,
 		ConnBurstPerAddr: DefaultConnBurstPerAddr,
-		Tunnel:           tunnel.DefaultConfig(),
+		Tunnel:           hubTunnelConfig(),
 	}
+}
+
+// hubTunnelConfig is the tunnel configuration of agent sessions: the
+// hub's liveness check is HeartbeatTimeout, so yamux keepalive is off on
+// its end (a goroutine per agent saved); agents keep theirs.
+func hubTunnelConfig() tunnel.Config {
+	c := tunnel.DefaultConfig()
+	c.NoKeepAlive = true
+	return c
+}
+
+// heartbeatTimeout is HeartbeatTimeout, or its default.
+func (c *Config) heartbeatTimeout() time.Duration {
+	if c.HeartbeatTimeout > 0 {
+		return c.HeartbeatTimeout
+	}
+	return 3 * c.Heartbeat
 }
 
 // Validate reports the first missing or wrong setting.
@@ -158,6 +183,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
 	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0 || c.SeenFlush <= 0:
 		return errors.New("gateway: Heartbeat, HandshakeTimeout, SetupTimeout and SeenFlush must be positive")
+	case c.HeartbeatTimeout < 0 || (c.HeartbeatTimeout > 0 && c.HeartbeatTimeout <= c.Heartbeat):
+		return fmt.Errorf("gateway: HeartbeatTimeout %s must be 0 (3 × Heartbeat) or longer than Heartbeat %s", c.HeartbeatTimeout, c.Heartbeat)
 	case c.MaxConns < 1 || c.MaxConnsPerAddr < 1 || c.MaxConnsPerAddr > c.MaxConns:
 		return fmt.Errorf("gateway: MaxConns %d and MaxConnsPerAddr %d must be at least 1, and MaxConnsPerAddr at most MaxConns", c.MaxConns, c.MaxConnsPerAddr)
 	case !(c.ConnRatePerAddr > 0) || c.ConnBurstPerAddr < 1:
@@ -219,14 +246,24 @@ type connState struct {
 	sess    *tunnel.Session
 	cluster string
 	// setup closes the connection if no call was accepted in time; expiry
-	// when the client certificate expires.
+	// when the client certificate expires; alive when its agent has sent
+	// nothing for HeartbeatTimeout (reset by alive, so read without lock).
 	setup, expiry *time.Timer
+	alive         *time.Timer
 
 	// writes is held (read) by every store write made for the session;
 	// revoke takes it to wait for those in flight, and sets revoked so no
 	// later one is made.
 	writes  sync.RWMutex
 	revoked atomic.Bool
+}
+
+// heard restarts the liveness timer of a connection whose agent just sent
+// something.
+func (g *Gateway) heard(cs *connState) {
+	if cs != nil && cs.alive != nil {
+		cs.alive.Reset(g.cfg.heartbeatTimeout())
+	}
 }
 
 func connOf(sess *tunnel.Session) *connState {
@@ -450,9 +487,26 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	var leaf *x509.Certificate
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		srv, leaf = g.tunnel, certs[0]
+		// The liveness check: the hub's end of the tunnel sends no pings,
+		// so an agent gone silent, its TCP connection still open, is
+		// dropped here. Before its first call the setup timer rules. Made
+		// before the session serves, so calls may reset it without a lock.
+		timeout := g.cfg.heartbeatTimeout()
+		cs.alive = time.AfterFunc(max(timeout, g.cfg.SetupTimeout), func() {
+			g.mu.Lock()
+			sess := cs.sess
+			g.mu.Unlock()
+			if sess != nil {
+				g.log.Info("closing agent connection: nothing from its agent", "remote", remote, "for", timeout)
+				sess.Close()
+			}
+		})
 	}
 	sess, err := srv.ServeConnWith(ctx, tc, tunnel.SessionOptions{OnEnd: g.sessionEnded, Data: cs})
 	if err != nil {
+		if cs.alive != nil {
+			cs.alive.Stop()
+		}
 		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
 		tc.Close()
 		release()
@@ -503,6 +557,9 @@ func (g *Gateway) sessionEnded(sess *tunnel.Session) {
 		}
 		if cs.expiry != nil {
 			cs.expiry.Stop()
+		}
+		if cs.alive != nil {
+			cs.alive.Stop()
 		}
 	}
 	g.mu.Unlock()
@@ -765,6 +822,7 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 	if cs != nil {
 		cs.cluster = cluster
 		cs.active.Store(true)
+		g.heard(cs)
 	}
 	return context.WithValue(ctx, identityKey{}, id), nil
 }
