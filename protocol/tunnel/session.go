@@ -273,6 +273,8 @@ func (s *Session) armAccept() {
 
 func (s *Session) acceptLoop() {
 	defer s.acceptWG.Done()
+	// The peer's first SYN may come before yamux.Server has returned.
+	<-s.muxReady
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {

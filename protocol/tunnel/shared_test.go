@@ -137,3 +137,38 @@ func TestSessionEndsWhenServerStoppedFirst(t *testing.T) {
 		t.Fatal("OnEnd not called for a session on a stopped server")
 	}
 }
+
+// TestStreamOpenedBeforeServeConn checks a hub session whose peer opened
+// its gRPC transport before ServeConn returned (the SYN already waiting on
+// the connection): the accept it arms must wait for the session to be set
+// up, and the call is served.
+func TestStreamOpenedBeforeServeConn(t *testing.T) {
+	checkLeaks(t)
+	hubConn, agentConn := tcpPair(t)
+	hubGRPC := grpc.NewServer(ServerOptions(testConfig())...)
+	fleetv1.RegisterFleetServer(hubGRPC, &hubService{})
+	t.Cleanup(hubGRPC.Stop)
+	srv, err := NewServer(testConfig(), hubGRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := Dial(context.Background(), agentConn, testConfig(), nil)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { agent.Close() })
+	errc := make(chan error, 1)
+	go func() {
+		_, err := fleetClient(t, agent).Renew(callCtx(t), &fleetv1.RenewRequest{})
+		errc <- err
+	}()
+	waitFor(t, 10*time.Second, "the agent to open its transport", func() bool { return agent.NumStreams() == 1 })
+	hub, err := srv.ServeConn(context.Background(), hubConn)
+	if err != nil {
+		t.Fatalf("ServeConn: %v", err)
+	}
+	t.Cleanup(func() { hub.Close() })
+	if err := <-errc; err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+}
