@@ -201,6 +201,11 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 		s.mux, err = yamux.Client(rw, ycfg)
 	}
 	if err != nil {
+		s.mux = nil
+		close(s.muxReady)
+		if added {
+			lis.remove(s)
+		}
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: %s session with %s: start yamux: %w", role, addrString(s.remote), err)
 	}
@@ -575,7 +580,11 @@ func (l *sharedListener) Close() error {
 		for _, s := range sessions {
 			// Not Session.Close: that waits for gRPC to drop the
 			// session's transports, which the stopping server does next.
-			s.mux.Close()
+			// A session registered but still starting is waited for.
+			<-s.muxReady
+			if s.mux != nil {
+				s.mux.Close()
+			}
 		}
 	})
 	return nil
