@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -146,6 +147,9 @@ func DefaultConfig() Config {
 func hubTunnelConfig() tunnel.Config {
 	c := tunnel.DefaultConfig()
 	c.NoKeepAlive = true
+	// Streams beyond MaxTransports are reset unserved anyway; a backlog
+	// of 32 cost each session a 256-byte queue.
+	c.AcceptBacklog = c.MaxTransports
 	return c
 }
 
@@ -245,11 +249,18 @@ type connState struct {
 	// once a call was authorised.
 	sess    *tunnel.Session
 	cluster string
-	// setup closes the connection if no call was accepted in time; expiry
-	// when the client certificate expires; alive when its agent has sent
-	// nothing for HeartbeatTimeout (reset by alive, so read without lock).
-	setup, expiry *time.Timer
-	alive         *time.Timer
+	// setup closes a connection without a client certificate at
+	// SetupTimeout. watch is the one timer of a connection with one: it
+	// closes it if no call was accepted by SetupTimeout, when its agent
+	// has sent nothing for HeartbeatTimeout, or when the certificate
+	// expires.
+	setup, watch *time.Timer
+	// start is when the handshake ended (monotonic); heard, when the agent
+	// last sent something, and expires, when the certificate expires, are
+	// durations since start.
+	start   time.Time
+	heard   atomic.Int64
+	expires time.Duration
 
 	// writes is held (read) by every store write made for the session;
 	// revoke takes it to wait for those in flight, and sets revoked so no
@@ -258,12 +269,39 @@ type connState struct {
 	revoked atomic.Bool
 }
 
-// heard restarts the liveness timer of a connection whose agent just sent
-// something.
+// heard notes that the agent of a connection just sent something.
 func (g *Gateway) heard(cs *connState) {
-	if cs != nil && cs.alive != nil {
-		cs.alive.Reset(g.cfg.heartbeatTimeout())
+	if cs != nil && cs.watch != nil {
+		cs.heard.Store(int64(time.Since(cs.start)))
 	}
+}
+
+// watch runs when the timer of a connection with a certificate fires:
+// it closes the connection, or sets the timer for the next check.
+func (g *Gateway) watch(cs *connState, remote string, notAfter time.Time) {
+	g.mu.Lock()
+	sess := cs.sess
+	g.mu.Unlock()
+	if sess == nil {
+		// Not registered yet (SetupTimeout is far longer than that takes).
+		cs.watch.Reset(time.Second)
+		return
+	}
+	now := time.Since(cs.start)
+	timeout := g.cfg.heartbeatTimeout()
+	idle := now - time.Duration(cs.heard.Load())
+	switch {
+	case !cs.active.Load():
+		g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
+	case now >= cs.expires:
+		g.log.Info("closing agent connection: its certificate expired", "remote", remote, "not_after", notAfter)
+	case idle >= timeout:
+		g.log.Info("closing agent connection: nothing from its agent", "remote", remote, "for", idle.Round(time.Millisecond))
+	default:
+		cs.watch.Reset(min(timeout-idle, cs.expires-now))
+		return
+	}
+	sess.Close()
 }
 
 func connOf(sess *tunnel.Session) *connState {
@@ -487,25 +525,20 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	var leaf *x509.Certificate
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		srv, leaf = g.tunnel, certs[0]
-		// The liveness check: the hub's end of the tunnel sends no pings,
-		// so an agent gone silent, its TCP connection still open, is
-		// dropped here. Before its first call the setup timer rules. Made
-		// before the session serves, so calls may reset it without a lock.
-		timeout := g.cfg.heartbeatTimeout()
-		cs.alive = time.AfterFunc(max(timeout, g.cfg.SetupTimeout), func() {
-			g.mu.Lock()
-			sess := cs.sess
-			g.mu.Unlock()
-			if sess != nil {
-				g.log.Info("closing agent connection: nothing from its agent", "remote", remote, "for", timeout)
-				sess.Close()
-			}
-		})
+		// The certificate was checked once, at the handshake: the session
+		// must not outlive it. And the hub's end of the tunnel sends no
+		// pings, so an agent gone silent, its TCP connection still open,
+		// is dropped by the same timer. Made before the session serves.
+		cs.start = time.Now()
+		cs.expires = leaf.NotAfter.Sub(g.cfg.Now())
+		notAfter := leaf.NotAfter
+		cs.watch = time.AfterFunc(time.Duration(math.MaxInt64), func() { g.watch(cs, remote, notAfter) })
+		cs.watch.Reset(min(g.cfg.SetupTimeout, cs.expires))
 	}
 	sess, err := srv.ServeConnWith(ctx, tc, tunnel.SessionOptions{OnEnd: g.sessionEnded, Data: cs})
 	if err != nil {
-		if cs.alive != nil {
-			cs.alive.Stop()
+		if cs.watch != nil {
+			cs.watch.Stop()
 		}
 		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
 		tc.Close()
@@ -516,17 +549,9 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	// agent waits for it to end (that cost ~4 KB per connected agent).
 	g.mu.Lock()
 	cs.sess = sess
-	cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
-		if !cs.active.Load() {
+	if leaf == nil {
+		cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
 			g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
-			sess.Close()
-		}
-	})
-	if leaf != nil {
-		// The certificate was checked once, at the handshake: the session
-		// must not outlive it.
-		cs.expiry = time.AfterFunc(leaf.NotAfter.Sub(g.cfg.Now()), func() {
-			g.log.Info("closing agent connection: its certificate expired", "remote", remote, "not_after", leaf.NotAfter)
 			sess.Close()
 		})
 	}
@@ -555,11 +580,8 @@ func (g *Gateway) sessionEnded(sess *tunnel.Session) {
 		if cs.setup != nil {
 			cs.setup.Stop()
 		}
-		if cs.expiry != nil {
-			cs.expiry.Stop()
-		}
-		if cs.alive != nil {
-			cs.alive.Stop()
+		if cs.watch != nil {
+			cs.watch.Stop()
 		}
 	}
 	g.mu.Unlock()
