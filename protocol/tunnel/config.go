@@ -20,7 +20,7 @@ import (
 // receiving end.
 type Config struct {
 	// KeepAliveInterval is how often yamux pings the peer when the session
-	// is idle. It is the only liveness check on the tunnel.
+	// is idle. It is the tunnel's only liveness check, unless NoKeepAlive.
 	KeepAliveInterval time.Duration
 	// NoKeepAlive turns this end's keepalive pings off (the peer's are
 	// still answered), saving a goroutine per session. Liveness is then
