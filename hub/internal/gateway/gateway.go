@@ -93,7 +93,8 @@ type Config struct {
 	// liveness check on agents, so the hub's end of the tunnel sends no
 	// keepalive pings of its own (DefaultConfig sets Tunnel.NoKeepAlive);
 	// a dead agent whose TCP connection stays open is dropped after it.
-	// 0 means 3 × Heartbeat.
+	// 0 means 3 × Heartbeat (as agents are told it, in whole seconds; an
+	// agent told 0 beats every 30 s).
 	HeartbeatTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake of a new connection.
 	HandshakeTimeout time.Duration
@@ -158,7 +159,12 @@ func (c *Config) heartbeatTimeout() time.Duration {
 	if c.HeartbeatTimeout > 0 {
 		return c.HeartbeatTimeout
 	}
-	return 3 * c.Heartbeat
+	beat := c.Heartbeat.Truncate(time.Second)
+	if beat <= 0 {
+		// Welcome carries whole seconds; an agent told 0 beats every 30 s.
+		beat = 30 * time.Second
+	}
+	return 3 * beat
 }
 
 // Validate reports the first missing or wrong setting.
