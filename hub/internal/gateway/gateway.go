@@ -94,7 +94,7 @@ type Config struct {
 	// keepalive pings of its own (DefaultConfig sets Tunnel.NoKeepAlive);
 	// a dead agent whose TCP connection stays open is dropped after it.
 	// 0 means 3 × Heartbeat (as agents are told it, in whole seconds; an
-	// agent told 0 beats every 30 s).
+	// agent told 0 beats every 30 s), and at least 10 s.
 	HeartbeatTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake of a new connection.
 	HandshakeTimeout time.Duration
@@ -164,8 +164,13 @@ func (c *Config) heartbeatTimeout() time.Duration {
 		// Welcome carries whole seconds; an agent told 0 beats every 30 s.
 		beat = 30 * time.Second
 	}
-	return 3 * beat
+	// With a short heartbeat (tests use 1 s), a busy agent must not be
+	// dropped for a few seconds' stall.
+	return max(3*beat, minHeartbeatTimeout)
 }
+
+// minHeartbeatTimeout is the least default HeartbeatTimeout.
+const minHeartbeatTimeout = 10 * time.Second
 
 // Validate reports the first missing or wrong setting.
 func (c *Config) Validate() error {
