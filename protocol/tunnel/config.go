@@ -20,8 +20,13 @@ import (
 // receiving end.
 type Config struct {
 	// KeepAliveInterval is how often yamux pings the peer when the session
-	// is idle. It is the only liveness check on the tunnel.
+	// is idle. It is the tunnel's only liveness check, unless NoKeepAlive.
 	KeepAliveInterval time.Duration
+	// NoKeepAlive turns this end's keepalive pings off (the peer's are
+	// still answered), saving a goroutine per session. Liveness is then
+	// the caller's job: the hub closes a session whose agent stops sending
+	// heartbeats. ConnectionWriteTimeout still bounds every write.
+	NoKeepAlive bool
 	// ConnectionWriteTimeout bounds a write of a frame to the connection and
 	// the wait for a keepalive reply; a keepalive without reply ends the
 	// session.
@@ -192,7 +197,7 @@ func (c *Config) logger() *slog.Logger {
 func (c *Config) yamux(log *slog.Logger) *yamux.Config {
 	return &yamux.Config{
 		AcceptBacklog:          c.AcceptBacklog,
-		EnableKeepAlive:        true,
+		EnableKeepAlive:        !c.NoKeepAlive,
 		KeepAliveInterval:      c.KeepAliveInterval,
 		ConnectionWriteTimeout: c.ConnectionWriteTimeout,
 		MaxStreamWindowSize:    c.StreamWindowSize,

@@ -28,16 +28,24 @@
 //
 // # Liveness and bounds
 //
-// yamux keepalive pings are the one liveness check (gRPC keepalive pings
-// are off): a peer that stops answering within ConnectionWriteTimeout ends
-// the session, which resets every stream on it, so long-lived RPCs such as
-// Fleet.Sync need no deadline of their own. Message sizes, header sizes,
+// yamux keepalive pings are the tunnel's liveness check (gRPC keepalive
+// pings are off): a peer that stops answering within
+// ConnectionWriteTimeout ends the session, which resets every stream on
+// it, so long-lived RPCs such as Fleet.Sync need no deadline of their own.
+// With Config.NoKeepAlive an end sends no pings (it still answers the
+// peer's) and liveness is the caller's: the hub's gateway closes a session
+// whose agent heartbeats stop, the agent keeps its pings. Message sizes, header sizes,
 // concurrent gRPC streams, and concurrent gRPC transports per session are
 // bounded by [Config].
 //
 // # Memory
 //
-// An idle agent costs goroutines and buffers on the hub, so the
+// An idle agent costs goroutines and buffers on the hub. The hub runs no
+// goroutine per session of its own: one grpc.Server.Serve serves every
+// session of a [Server], a stream the peer opens is accepted by a
+// goroutine that lives only until it is handed over, and the end of a
+// session is noticed when yamux closes its connection. The hub reads a
+// *tls.Conn without a buffer of its own (TLS holds a record). The
 // hub→agent ClientConn is created only when first asked for and its
 // transport is dropped after ClientIdleTimeout without RPCs; gRPC read
 // buffers are off and write buffers are shared from a pool. Receive

@@ -73,7 +73,7 @@ func FuzzStreamGate(f *testing.F) {
 		a, b := net.Pipe()
 		defer a.Close()
 		defer b.Close()
-		g := newStreamGate(bytes.NewReader(in), &coalescingConn{Conn: b}, 1<<30, nil)
+		g := newStreamGate(bytes.NewReader(in), &coalescingConn{Conn: b}, 1<<30, true, nil)
 		var out bytes.Buffer
 		buf := make([]byte, 7) // small reads: headers split across calls
 		for {

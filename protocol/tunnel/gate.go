@@ -34,11 +34,13 @@ const (
 // so yamux has registered a SYN before the gate reads the next frame and
 // NumStreams is exact when the gate decides.
 type streamGate struct {
-	r        *bufio.Reader
+	r        io.Reader
 	out      *coalescingConn
 	max      int
 	mux      atomic.Pointer[yamux.Session]
 	onRefuse func(id uint32)
+	// onSYN, if set, is called for each SYN passed on to yamux.
+	onSYN func()
 
 	hdr    [yamuxHeaderSize]byte
 	hdrOff int    // next byte of hdr to hand to yamux; len(hdr) when none
@@ -56,13 +58,17 @@ type streamGate struct {
 // for streams it does not know.
 const maxResetIDs = 256
 
-func newStreamGate(in io.Reader, out *coalescingConn, max int, onRefuse func(uint32)) *streamGate {
+// newStreamGate reads frames from in, through a 4 KiB buffer when
+// buffer is set (in is not a *tls.Conn, which buffers a record itself).
+func newStreamGate(in io.Reader, out *coalescingConn, max int, buffer bool, onRefuse func(uint32)) *streamGate {
 	g := &streamGate{
-		r:        bufio.NewReaderSize(in, 4096),
+		r:        in,
 		out:      out,
 		max:      max,
 		onRefuse: onRefuse,
-		reset:    map[uint32]struct{}{},
+	}
+	if buffer {
+		g.r = bufio.NewReaderSize(in, 4096)
 	}
 	g.hdrOff = len(g.hdr)
 	return g
@@ -122,6 +128,9 @@ func (g *streamGate) Read(p []byte) (int, error) {
 		if typ == yamuxTypeData {
 			g.body = length
 		}
+		if flags&yamuxFlagSYN != 0 && g.onSYN != nil {
+			g.onSYN()
+		}
 	}
 }
 
@@ -158,6 +167,9 @@ func (g *streamGate) remember(id uint32) {
 	defer g.mu.Unlock()
 	if _, ok := g.reset[id]; ok {
 		return
+	}
+	if g.reset == nil {
+		g.reset = map[uint32]struct{}{} // most sessions never reset a stream
 	}
 	if len(g.order) >= maxResetIDs {
 		delete(g.reset, g.order[0])

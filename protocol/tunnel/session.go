@@ -22,6 +22,11 @@ type Server struct {
 	cfg  Config
 	grpc *grpc.Server
 	log  *slog.Logger
+	// lis feeds the streams of every session to one grpc.Server.Serve,
+	// started with the first session: no goroutine per session waits in
+	// Accept (that cost one goroutine stack per connected agent).
+	lis       *sharedListener
+	serveOnce sync.Once
 }
 
 // NewServer returns a Server that serves srv on every session. srv must
@@ -36,7 +41,20 @@ func NewServer(cfg Config, srv *grpc.Server) (*Server, error) {
 	if srv == nil {
 		return nil, fmt.Errorf("tunnel: NewServer: nil grpc.Server")
 	}
-	return &Server{cfg: cfg, grpc: srv, log: cfg.logger()}, nil
+	return &Server{cfg: cfg, grpc: srv, log: cfg.logger(), lis: newSharedListener()}, nil
+}
+
+// start runs the shared Serve once. It returns when srv stops; Serve then
+// closes the listener, which closes every session.
+func (s *Server) start() {
+	s.serveOnce.Do(func() {
+		go func() {
+			if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("tunnel: stopped serving gRPC", "err", err)
+			}
+			s.lis.Close()
+		}()
+	})
 }
 
 // ServeConn starts a hub-side session on conn, normally a *tls.Conn after
@@ -45,7 +63,8 @@ func NewServer(cfg Config, srv *grpc.Server) (*Server, error) {
 // net.Dialer.DialContext: the session lives until Close, or until the
 // peer goes away. The session owns conn. On error conn is closed.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true, SessionOptions{})
+	s.start()
+	return newSession(ctx, conn, s.cfg, s.grpc, s.lis, SessionOptions{})
 }
 
 // ServeConnFunc is ServeConn with a function called once when the session
@@ -54,7 +73,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) (*Session, error)
 // caller tracking thousands of sessions needs no goroutine per session to
 // wait for them. onEnd may call Close.
 func (s *Server) ServeConnFunc(ctx context.Context, conn net.Conn, onEnd func(*Session)) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true, SessionOptions{OnEnd: onEnd})
+	s.start()
+	return newSession(ctx, conn, s.cfg, s.grpc, s.lis, SessionOptions{OnEnd: onEnd})
 }
 
 // SessionOptions are per-session settings for ServeConnWith.
@@ -69,7 +89,8 @@ type SessionOptions struct {
 
 // ServeConnWith is ServeConn with per-session options.
 func (s *Server) ServeConnWith(ctx context.Context, conn net.Conn, opts SessionOptions) (*Session, error) {
-	return newSession(ctx, conn, s.cfg, s.grpc, true, opts)
+	s.start()
+	return newSession(ctx, conn, s.cfg, s.grpc, s.lis, opts)
 }
 
 // Dial starts the agent side of a tunnel on conn, normally a *tls.Conn to
@@ -81,7 +102,7 @@ func Dial(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server) (*Se
 		conn.Close()
 		return nil, err
 	}
-	return newSession(ctx, conn, cfg, srv, false, SessionOptions{})
+	return newSession(ctx, conn, cfg, srv, nil, SessionOptions{})
 }
 
 // Session is one tunnel: one connection, one yamux session, gRPC both ways.
@@ -96,13 +117,24 @@ type Session struct {
 	tls    *tls.ConnectionState
 	remote net.Addr
 
-	serveDone  chan struct{} // closed when the Serve (or refuse) goroutine returns
-	acceptDone chan struct{} // closed when the listener's Accept has failed for good
-	acceptOnce sync.Once
-	transport  sync.WaitGroup // accepted streams not yet closed by gRPC
-	active     atomic.Int32   // accepted streams open now
-	refused    atomic.Uint64  // streams the peer opened that were reset
-	data       any
+	serveDone chan struct{} // closed when the session stopped serving (before OnEnd)
+	muxReady  chan struct{} // closed once mux is set
+	onEnd     func(*Session)
+	endOnce   sync.Once
+	// lis is the Server's shared listener (hub sessions only).
+	lis *sharedListener
+	// acceptWG counts goroutines accepting the peer's streams: on the hub
+	// the short-lived accepts, on the agent its Serve or refuse loop.
+	acceptWG      sync.WaitGroup
+	acceptMu      sync.Mutex
+	accepting     bool // an accept goroutine runs (hub)
+	acceptStopped bool // Close ran: start none
+	synPending    int  // SYNs the gate let through, not yet accepted (hub)
+	acceptOnce    sync.Once
+	transport     sync.WaitGroup // accepted streams not yet closed by gRPC
+	active        atomic.Int32   // accepted streams open now
+	refused       atomic.Uint64  // streams the peer opened that were reset
+	data          any
 
 	closedLocally atomic.Bool
 	closeOnce     sync.Once
@@ -124,7 +156,8 @@ type Stats struct {
 	BytesIn, BytesOut uint64
 }
 
-func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, hub bool, opts SessionOptions) (*Session, error) {
+func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server, lis *sharedListener, opts SessionOptions) (*Session, error) {
+	hub := lis != nil
 	role := roleName(hub)
 	state, err := tlsState(ctx, conn, cfg)
 	if err != nil {
@@ -139,31 +172,61 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 		tls:    state,
 		remote: conn.RemoteAddr(),
 		data:   opts.Data,
+		lis:    lis,
+		onEnd:  opts.OnEnd,
 	}
 	s.log = cfg.logger().With("tunnel", role, "remote", addrString(s.remote))
-	s.gate = newStreamGate(s.conn, out, cfg.MaxStreams, func(id uint32) {
+	// On the hub, a *tls.Conn's record buffer is enough in front of
+	// yamux's own: a third would hold 4 KiB per idle agent. The agent,
+	// which receives the bulk transfers (a 1 KiB-message stream ran about
+	// 10% slower unbuffered), keeps it.
+	_, isTLS := conn.(*tls.Conn)
+	s.gate = newStreamGate(s.conn, out, cfg.MaxStreams, !hub || !isTLS, func(id uint32) {
 		s.refused.Add(1)
 		s.log.Debug("tunnel: reset a stream the peer opened: too many on this session", "stream", id, "max_streams", cfg.MaxStreams)
 	})
 	ycfg := cfg.yamux(s.log)
 	rw := gatedConn{CountingConn: s.conn, gate: s.gate}
+	s.serveDone = make(chan struct{})
+	s.muxReady = make(chan struct{})
+	// Registered before yamux runs, so that the end of the session, which
+	// unregisters it, comes after.
+	added := hub && lis.add(s)
 	if hub {
+		// The hub runs no goroutine per session of its own: a peer's SYN
+		// starts a short-lived accept, and yamux closing the connection
+		// (its every way of ending) starts the end of the session.
+		s.gate.onSYN = s.armAccept
+		rw.onClose = s.connClosed
 		s.mux, err = yamux.Server(rw, ycfg)
 	} else {
 		s.mux, err = yamux.Client(rw, ycfg)
 	}
 	if err != nil {
+		s.mux = nil
+		close(s.muxReady)
+		if added {
+			lis.remove(s)
+		}
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: %s session with %s: start yamux: %w", role, addrString(s.remote), err)
 	}
 	s.gate.mux.Store(s.mux)
-	s.serveDone = make(chan struct{})
-	s.acceptDone = make(chan struct{})
+	close(s.muxReady)
+	if hub {
+		if !added {
+			// The grpc.Server stopped: nothing will serve this session.
+			s.mux.Close()
+		}
+		s.log.Debug("tunnel: session started")
+		return s, nil
+	}
 	ended := func() {
 		if opts.OnEnd != nil {
 			opts.OnEnd(s)
 		}
 	}
+	s.acceptWG.Add(1)
 	if srv != nil {
 		lis := &listener{s: s}
 		go func() {
@@ -193,6 +256,89 @@ func newSession(ctx context.Context, conn net.Conn, cfg Config, srv *grpc.Server
 	}
 	s.log.Debug("tunnel: session started")
 	return s, nil
+}
+
+// armAccept is called by the gate (on yamux's receive goroutine) for each
+// SYN it lets through on a hub session: it makes sure one goroutine
+// accepts, until every stream announced so far was accepted. A SYN yamux
+// then refuses (its accept backlog full) leaves that goroutine waiting
+// for the next stream or the end of the session: one goroutine at most.
+func (s *Session) armAccept() {
+	s.acceptMu.Lock()
+	defer s.acceptMu.Unlock()
+	if s.acceptStopped {
+		return
+	}
+	s.synPending++
+	if s.accepting {
+		return
+	}
+	s.accepting = true
+	s.acceptWG.Add(1)
+	go s.acceptLoop()
+}
+
+func (s *Session) acceptLoop() {
+	defer s.acceptWG.Done()
+	// The peer's first SYN may come before yamux.Server has returned.
+	<-s.muxReady
+	for {
+		st, err := s.mux.AcceptStream()
+		if err != nil {
+			s.acceptMu.Lock()
+			s.accepting = false
+			s.acceptMu.Unlock()
+			return
+		}
+		s.serveStream(st)
+		s.acceptMu.Lock()
+		s.synPending--
+		if s.synPending <= 0 {
+			s.synPending = 0
+			s.accepting = false
+			s.acceptMu.Unlock()
+			return
+		}
+		s.acceptMu.Unlock()
+	}
+}
+
+// serveStream hands a stream the peer opened to the shared Serve, or
+// resets it when the session already serves MaxTransports.
+func (s *Session) serveStream(st *yamux.Stream) {
+	if int(s.active.Load()) >= s.cfg.MaxTransports {
+		s.log.Debug("tunnel: reset a gRPC connection: too many on this session", "max_transports", s.cfg.MaxTransports)
+		s.refused.Add(1)
+		s.gate.resetStream(st.StreamID())
+		return
+	}
+	s.active.Add(1)
+	s.transport.Add(1)
+	c := &streamConn{Stream: st, s: s, accepted: true}
+	select {
+	case s.lis.conns <- c:
+	case <-s.lis.done:
+		c.Close()
+	case <-s.mux.CloseChan():
+		c.Close()
+	}
+}
+
+// connClosed is called when yamux closes the connection, which it does
+// however the session ends; the end runs on a goroutine of its own since
+// yamux holds its shutdown lock here.
+func (s *Session) connClosed() {
+	s.endOnce.Do(func() {
+		go func() {
+			<-s.muxReady
+			<-s.mux.CloseChan()
+			s.lis.remove(s)
+			close(s.serveDone)
+			if s.onEnd != nil {
+				s.onEnd(s)
+			}
+		}()
+	})
 }
 
 // tlsState returns the connection's TLS state, running the handshake if it
@@ -242,7 +388,7 @@ func (s *Session) ClientConn() (*grpc.ClientConn, error) {
 // after its listener failed; see Close.
 const serveExitGrace = time.Second
 
-func (s *Session) acceptFinished() { s.acceptOnce.Do(func() { close(s.acceptDone) }) }
+func (s *Session) acceptFinished() { s.acceptOnce.Do(s.acceptWG.Done) }
 
 func (s *Session) dialStream(context.Context, string) (net.Conn, error) {
 	st, err := s.mux.OpenStream()
@@ -267,7 +413,10 @@ func (s *Session) Close() error {
 			cc.Close()
 		}
 		s.mux.Close()
-		<-s.acceptDone
+		s.acceptMu.Lock()
+		s.acceptStopped = true
+		s.acceptMu.Unlock()
+		s.acceptWG.Wait()
 		// After its Accept fails, Serve returns at once, unless the
 		// grpc.Server is stopping: then it waits for the stop to finish, and
 		// GracefulStop waits for handlers, one of which may be calling this
@@ -366,9 +515,19 @@ func (s *Session) Data() any { return s.data }
 type gatedConn struct {
 	*CountingConn
 	gate *streamGate
+	// onClose, if set, is called after the connection is closed.
+	onClose func()
 }
 
 func (c gatedConn) Read(p []byte) (int, error) { return c.gate.Read(p) }
+
+func (c gatedConn) Close() error {
+	err := c.CountingConn.Close()
+	if c.onClose != nil {
+		c.onClose()
+	}
+	return err
+}
 
 func roleName(hub bool) string {
 	if hub {
@@ -383,6 +542,79 @@ func addrString(a net.Addr) string {
 	}
 	return a.String()
 }
+
+// sharedListener hands the streams every hub session accepted to one
+// grpc.Server.Serve. Closing it (grpc.Server.Stop does) closes every
+// session it serves.
+type sharedListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*Session]struct{}
+}
+
+func newSharedListener() *sharedListener {
+	return &sharedListener{conns: make(chan net.Conn), done: make(chan struct{}), sessions: map[*Session]struct{}{}}
+}
+
+func (l *sharedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *sharedListener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.mu.Lock()
+		l.closed = true
+		sessions := make([]*Session, 0, len(l.sessions))
+		for s := range l.sessions {
+			sessions = append(sessions, s)
+		}
+		l.mu.Unlock()
+		for _, s := range sessions {
+			// Not Session.Close: that waits for gRPC to drop the
+			// session's transports, which the stopping server does next.
+			// A session registered but still starting is waited for.
+			<-s.muxReady
+			if s.mux != nil {
+				s.mux.Close()
+			}
+		}
+	})
+	return nil
+}
+
+func (l *sharedListener) Addr() net.Addr { return tunnelAddr{} }
+
+// add registers a session; false when the listener is closed.
+func (l *sharedListener) add(s *Session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.sessions[s] = struct{}{}
+	return true
+}
+
+func (l *sharedListener) remove(s *Session) {
+	l.mu.Lock()
+	delete(l.sessions, s)
+	l.mu.Unlock()
+}
+
+type tunnelAddr struct{}
+
+func (tunnelAddr) Network() string { return "tunnel" }
+func (tunnelAddr) String() string  { return "tether-tunnel" }
 
 // listener hands the streams the peer opens to grpc.Server.Serve.
 type listener struct{ s *Session }
@@ -422,17 +654,20 @@ type streamConn struct {
 	s         *Session
 	accepted  bool
 	closeOnce sync.Once
+	err       error
 }
 
 func (c *streamConn) Close() error {
-	err := c.Stream.Close()
+	// The slot is given back before the stream closes: once the peer sees
+	// the stream gone, a new transport it opens must find the slot free.
 	c.closeOnce.Do(func() {
 		if c.accepted {
 			c.s.active.Add(-1)
-			c.s.transport.Done()
+			defer c.s.transport.Done()
 		}
+		c.err = c.Stream.Close()
 	})
-	return err
+	return c.err
 }
 
 // CountingConn counts the bytes read from and written to a net.Conn.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -86,6 +87,15 @@ type Config struct {
 	CertTTL time.Duration
 	// Heartbeat is how often agents send a heartbeat on their sync stream.
 	Heartbeat time.Duration
+	// HeartbeatTimeout closes a connection with a client certificate when
+	// nothing came from its agent (a call, or a message on its sync
+	// stream: heartbeats are the idle case) for this long. It is the hub's
+	// liveness check on agents, so the hub's end of the tunnel sends no
+	// keepalive pings of its own (DefaultConfig sets Tunnel.NoKeepAlive);
+	// a dead agent whose TCP connection stays open is dropped after it.
+	// 0 means 3 × Heartbeat (as agents are told it, in whole seconds; an
+	// agent told 0 beats every 30 s), and at least 10 s.
+	HeartbeatTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake of a new connection.
 	HandshakeTimeout time.Duration
 	// SeenInterval bounds how often heartbeats are written to the store.
@@ -128,9 +138,39 @@ func DefaultConfig() Config {
 		MaxConnsPerAddr:  DefaultMaxConnsPerAddr,
 		ConnRatePerAddr:  DefaultConnRatePerAddr,
 		ConnBurstPerAddr: DefaultConnBurstPerAddr,
-		Tunnel:           tunnel.DefaultConfig(),
+		Tunnel:           hubTunnelConfig(),
 	}
 }
+
+// hubTunnelConfig is the tunnel configuration of agent sessions: the
+// hub's liveness check is HeartbeatTimeout, so yamux keepalive is off on
+// its end (a goroutine per agent saved); agents keep theirs.
+func hubTunnelConfig() tunnel.Config {
+	c := tunnel.DefaultConfig()
+	c.NoKeepAlive = true
+	// Streams beyond MaxTransports are reset unserved anyway; a backlog
+	// of 32 cost each session a 256-byte queue.
+	c.AcceptBacklog = c.MaxTransports
+	return c
+}
+
+// heartbeatTimeout is HeartbeatTimeout, or its default.
+func (c *Config) heartbeatTimeout() time.Duration {
+	if c.HeartbeatTimeout > 0 {
+		return c.HeartbeatTimeout
+	}
+	beat := c.Heartbeat.Truncate(time.Second)
+	if beat <= 0 {
+		// Welcome carries whole seconds; an agent told 0 beats every 30 s.
+		beat = 30 * time.Second
+	}
+	// With a short heartbeat (tests use 1 s), a busy agent must not be
+	// dropped for a few seconds' stall.
+	return max(3*beat, minHeartbeatTimeout)
+}
+
+// minHeartbeatTimeout is the least default HeartbeatTimeout.
+const minHeartbeatTimeout = 10 * time.Second
 
 // Validate reports the first missing or wrong setting.
 func (c *Config) Validate() error {
@@ -158,6 +198,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: CertTTL %s is shorter than a minute", c.CertTTL)
 	case c.Heartbeat <= 0 || c.HandshakeTimeout <= 0 || c.SetupTimeout <= 0 || c.SeenFlush <= 0:
 		return errors.New("gateway: Heartbeat, HandshakeTimeout, SetupTimeout and SeenFlush must be positive")
+	case c.HeartbeatTimeout < 0 || (c.HeartbeatTimeout > 0 && c.HeartbeatTimeout <= c.Heartbeat):
+		return fmt.Errorf("gateway: HeartbeatTimeout %s must be 0 (3 × Heartbeat) or longer than Heartbeat %s", c.HeartbeatTimeout, c.Heartbeat)
 	case c.MaxConns < 1 || c.MaxConnsPerAddr < 1 || c.MaxConnsPerAddr > c.MaxConns:
 		return fmt.Errorf("gateway: MaxConns %d and MaxConnsPerAddr %d must be at least 1, and MaxConnsPerAddr at most MaxConns", c.MaxConns, c.MaxConnsPerAddr)
 	case !(c.ConnRatePerAddr > 0) || c.ConnBurstPerAddr < 1:
@@ -218,15 +260,59 @@ type connState struct {
 	// once a call was authorised.
 	sess    *tunnel.Session
 	cluster string
-	// setup closes the connection if no call was accepted in time; expiry
-	// when the client certificate expires.
-	setup, expiry *time.Timer
+	// setup closes a connection without a client certificate at
+	// SetupTimeout. watch is the one timer of a connection with one: it
+	// closes it if no call was accepted by SetupTimeout, when its agent
+	// has sent nothing for HeartbeatTimeout, or when the certificate
+	// expires.
+	setup, watch *time.Timer
+	// start is when the handshake ended (monotonic); heard, when the agent
+	// last sent something, and expires, when the certificate expires, are
+	// durations since start.
+	start   time.Time
+	heard   atomic.Int64
+	expires time.Duration
 
 	// writes is held (read) by every store write made for the session;
 	// revoke takes it to wait for those in flight, and sets revoked so no
 	// later one is made.
 	writes  sync.RWMutex
 	revoked atomic.Bool
+}
+
+// heard notes that the agent of a connection just sent something.
+func (g *Gateway) heard(cs *connState) {
+	if cs != nil && cs.watch != nil {
+		cs.heard.Store(int64(time.Since(cs.start)))
+	}
+}
+
+// watch runs when the timer of a connection with a certificate fires:
+// it closes the connection, or sets the timer for the next check.
+func (g *Gateway) watch(cs *connState, remote string, notAfter time.Time) {
+	g.mu.Lock()
+	sess := cs.sess
+	g.mu.Unlock()
+	if sess == nil {
+		// Not registered yet (SetupTimeout is far longer than that takes).
+		cs.watch.Reset(time.Second)
+		return
+	}
+	now := time.Since(cs.start)
+	timeout := g.cfg.heartbeatTimeout()
+	idle := now - time.Duration(cs.heard.Load())
+	switch {
+	case !cs.active.Load():
+		g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
+	case now >= cs.expires:
+		g.log.Info("closing agent connection: its certificate expired", "remote", remote, "not_after", notAfter)
+	case idle >= timeout:
+		g.log.Info("closing agent connection: nothing from its agent", "remote", remote, "for", idle.Round(time.Millisecond))
+	default:
+		cs.watch.Reset(min(timeout-idle, cs.expires-now))
+		return
+	}
+	sess.Close()
 }
 
 func connOf(sess *tunnel.Session) *connState {
@@ -450,9 +536,21 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	var leaf *x509.Certificate
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		srv, leaf = g.tunnel, certs[0]
+		// The certificate was checked once, at the handshake: the session
+		// must not outlive it. And the hub's end of the tunnel sends no
+		// pings, so an agent gone silent, its TCP connection still open,
+		// is dropped by the same timer. Made before the session serves.
+		cs.start = time.Now()
+		cs.expires = leaf.NotAfter.Sub(g.cfg.Now())
+		notAfter := leaf.NotAfter
+		cs.watch = time.AfterFunc(time.Duration(math.MaxInt64), func() { g.watch(cs, remote, notAfter) })
+		cs.watch.Reset(min(g.cfg.SetupTimeout, cs.expires))
 	}
 	sess, err := srv.ServeConnWith(ctx, tc, tunnel.SessionOptions{OnEnd: g.sessionEnded, Data: cs})
 	if err != nil {
+		if cs.watch != nil {
+			cs.watch.Stop()
+		}
 		g.log.Info("agent tunnel setup failed", "remote", remote, "err", err)
 		tc.Close()
 		release()
@@ -462,17 +560,9 @@ func (g *Gateway) handle(ctx context.Context, conn net.Conn, release func()) {
 	// agent waits for it to end (that cost ~4 KB per connected agent).
 	g.mu.Lock()
 	cs.sess = sess
-	cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
-		if !cs.active.Load() {
+	if leaf == nil {
+		cs.setup = time.AfterFunc(g.cfg.SetupTimeout, func() {
 			g.log.Info("closing agent connection that made no accepted call", "remote", remote, "after", g.cfg.SetupTimeout)
-			sess.Close()
-		}
-	})
-	if leaf != nil {
-		// The certificate was checked once, at the handshake: the session
-		// must not outlive it.
-		cs.expiry = time.AfterFunc(leaf.NotAfter.Sub(g.cfg.Now()), func() {
-			g.log.Info("closing agent connection: its certificate expired", "remote", remote, "not_after", leaf.NotAfter)
 			sess.Close()
 		})
 	}
@@ -501,8 +591,8 @@ func (g *Gateway) sessionEnded(sess *tunnel.Session) {
 		if cs.setup != nil {
 			cs.setup.Stop()
 		}
-		if cs.expiry != nil {
-			cs.expiry.Stop()
+		if cs.watch != nil {
+			cs.watch.Stop()
 		}
 	}
 	g.mu.Unlock()
@@ -765,6 +855,7 @@ func (g *Gateway) authorize(ctx context.Context, method string) (context.Context
 	if cs != nil {
 		cs.cluster = cluster
 		cs.active.Store(true)
+		g.heard(cs)
 	}
 	return context.WithValue(ctx, identityKey{}, id), nil
 }

@@ -296,6 +296,7 @@ func (p *pusher) stop() {
 
 // receive handles what the agent sends on its sync stream until it ends.
 func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, out *hubSender, s *agentSession) error {
+	cs := connOf(s.sess)
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -304,6 +305,7 @@ func (g *Gateway) receive(ctx context.Context, stream fleetv1.Fleet_SyncServer, 
 		if err != nil {
 			return err
 		}
+		g.heard(cs)
 		switch m := msg.GetMsg().(type) {
 		case *fleetv1.AgentMessage_Heartbeat:
 			g.mu.Lock()

@@ -34,6 +34,7 @@ var (
 	fleetParallel  = flag.Int("fleet.parallel", 32, "BenchmarkFleetConnect: agents the simulator connects at once")
 	fleetTunnel    = flag.String("fleet.tunnel", "", "BenchmarkFleetConnect: hub tunnel.Config tweaks, e.g. keepalive=60s,writebuf=0,window=65536,connwindow=65536,idle=1m")
 	fleetProfiles  = flag.String("fleet.profiles", "", "BenchmarkFleetConnect: directory for the hub's heap and goroutine profiles once all agents are connected")
+	fleetMemRate   = flag.Int("fleet.memprofilerate", 0, "BenchmarkFleetConnect: runtime.MemProfileRate while running (e.g. 1024 for a heap profile exact to a few hundred bytes per agent; slows the connect); 0 keeps the default")
 )
 
 // defaultHeartbeat is the hub's default agent heartbeat, which the CPU
@@ -69,6 +70,9 @@ func BenchmarkFleetConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 	raiseFileLimit(b, slices.Max(sizes))
+	if *fleetMemRate > 0 {
+		runtime.MemProfileRate = *fleetMemRate
+	}
 	sim := buildFleetsim(b)
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
