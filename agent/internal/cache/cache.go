@@ -288,6 +288,14 @@ type Cache struct {
 
 	mu     sync.Mutex
 	closed bool
+	// inflight are the outbox entries Batch handed to the drain that are
+	// not removed yet: EnqueueMerge never rewrites one (its ack would
+	// remove what was merged into it unsent).
+	inflight map[uint64]struct{}
+	// handout serialises Batch (read and mark in flight) with
+	// EnqueueMerge, so no entry is rewritten between being read for the
+	// drain and being marked.
+	handout sync.Mutex
 }
 
 // Open opens or creates the cache file at path, upgrading an older schema.

@@ -104,6 +104,18 @@ func addUint(b *bolt.Bucket, key string, delta int64) error {
 // the kind's MaxBytes on its own fails with ErrTooLarge and changes
 // nothing.
 func (c *Cache) Enqueue(kind string, payload []byte) error {
+	return c.EnqueueMerge(kind, payload, nil)
+}
+
+// EnqueueMerge is Enqueue, but first offers the kind's newest pending
+// entry to merge, unless the drain holds it (Batch returned it and it is
+// not acknowledged yet): merge returns the entry's new payload, which
+// replaces it in place (same sequence number, same time: drain and
+// eviction order are kept), or false to append payload as a new entry.
+// merge runs inside the write transaction; it must not use the cache.
+// The kind's bounds hold for the merged entry as for a new one; the
+// merged entry itself is never evicted.
+func (c *Cache) EnqueueMerge(kind string, payload []byte, merge func(tail []byte) ([]byte, bool)) error {
 	if err := validKind(kind); err != nil {
 		return fmt.Errorf("cache: enqueue: %w", err)
 	}
@@ -114,7 +126,14 @@ func (c *Cache) Enqueue(kind string, payload []byte) error {
 		return fmt.Errorf("cache: %s: %w: %d bytes, the %s quota holds at most %d", op, ErrTooLarge, size, kind, k.MaxBytes)
 	}
 	at := c.opts.Now()
+	if merge != nil {
+		c.handout.Lock()
+		defer c.handout.Unlock()
+	}
+	var evicted []uint64
+	defer func() { c.forgetInflight(evicted...) }()
 	return c.update(op, func(tx *bolt.Tx) error {
+		evicted = evicted[:0]
 		entries, err := bucket(tx, bucketOutbox).CreateBucketIfNotExists([]byte(kind))
 		if err != nil {
 			return err
@@ -124,12 +143,18 @@ func (c *Cache) Enqueue(kind string, payload []byte) error {
 			return err
 		}
 		count, total := readUint(ctr, keyCount), readUint(ctr, keyBytes)
+		if merge != nil {
+			if done, err := c.mergeTail(entries, ctr, k, count, total, merge, &evicted); done || err != nil {
+				return err
+			}
+		}
 		var dropped uint64
 		for count > 0 && (count+1 > uint64(k.MaxEntries) || total+size > uint64(k.MaxBytes)) {
 			key, v := entries.Cursor().First()
 			if key == nil {
 				return fmt.Errorf("cache: %s: counters say %d entries, bucket is empty", op, count)
 			}
+			evicted = append(evicted, binary.BigEndian.Uint64(key))
 			if err := entries.Delete(key); err != nil {
 				return err
 			}
@@ -157,9 +182,53 @@ func (c *Cache) Enqueue(kind string, payload []byte) error {
 	})
 }
 
+// mergeTail offers the newest entry of a kind to merge (see
+// EnqueueMerge) and, when merged, evicts older entries over the kind's
+// bounds. It reports whether it merged.
+func (c *Cache) mergeTail(entries, ctr *bolt.Bucket, k OutboxKind, count, total uint64, merge func([]byte) ([]byte, bool), evicted *[]uint64) (bool, error) {
+	key, v := entries.Cursor().Last()
+	if key == nil || len(v) < entryHeader || c.isInflight(binary.BigEndian.Uint64(key)) {
+		return false, nil
+	}
+	tail := v[entryHeader:]
+	merged, ok := merge(slices.Clone(tail))
+	if !ok || uint64(len(merged)) > uint64(k.MaxBytes) {
+		return false, nil
+	}
+	keep := slices.Clone(key)
+	at := slices.Clone(v[:entryHeader])
+	total = total - uint64(len(tail)) + uint64(len(merged))
+	var dropped uint64
+	for total > uint64(k.MaxBytes) && count > 1 {
+		first, fv := entries.Cursor().First()
+		if first == nil || bytes.Equal(first, keep) {
+			break
+		}
+		*evicted = append(*evicted, binary.BigEndian.Uint64(first))
+		if err := entries.Delete(first); err != nil {
+			return false, err
+		}
+		count--
+		total -= uint64(max(len(fv)-entryHeader, 0))
+		dropped++
+	}
+	if err := entries.Put(keep, append(at, merged...)); err != nil {
+		return false, err
+	}
+	if dropped > 0 {
+		if err := addUint(ctr, keyDropped, int64(dropped)); err != nil {
+			return false, err
+		}
+	}
+	if err := putUint(ctr, keyCount, count); err != nil {
+		return false, err
+	}
+	return true, putUint(ctr, keyBytes, total)
+}
+
 // Peek returns up to n pending entries of every kind in drain order (see
 // Batch) without removing them.
-func (c *Cache) Peek(n int) ([]OutboxEntry, error) { return c.Batch(n, nil) }
+func (c *Cache) Peek(n int) ([]OutboxEntry, error) { return c.batch(n, nil) }
 
 // Batch returns up to n pending entries of the kinds for which sendable
 // returns true (every kind when it is nil), without removing them, in
@@ -169,6 +238,38 @@ func (c *Cache) Peek(n int) ([]OutboxEntry, error) { return c.Batch(n, nil) }
 // priority order), so a large backlog of a high-priority kind never
 // starves a low one; the rest of the batch is filled by priority.
 func (c *Cache) Batch(n int, sendable func(kind string) bool) ([]OutboxEntry, error) {
+	c.handout.Lock()
+	defer c.handout.Unlock()
+	out, err := c.batch(n, sendable)
+	if err == nil && len(out) > 0 {
+		c.mu.Lock()
+		if c.inflight == nil {
+			c.inflight = map[uint64]struct{}{}
+		}
+		for _, e := range out {
+			c.inflight[e.Seq] = struct{}{}
+		}
+		c.mu.Unlock()
+	}
+	return out, err
+}
+
+func (c *Cache) isInflight(seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.inflight[seq]
+	return ok
+}
+
+func (c *Cache) forgetInflight(seqs ...uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range seqs {
+		delete(c.inflight, s)
+	}
+}
+
+func (c *Cache) batch(n int, sendable func(kind string) bool) ([]OutboxEntry, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("cache: peek: %w: n must be positive, got %d", ErrInvalid, n)
 	}
@@ -302,6 +403,9 @@ func (c *Cache) remove(op string, seqs []uint64, dead bool) (removedKinds []stri
 		}
 		return nil
 	})
+	if err == nil {
+		c.forgetInflight(seqs...)
+	}
 	return removedKinds, err
 }
 

@@ -151,7 +151,7 @@ func one(t *testing.T, all []sample, metric string, want map[string]string) floa
 // clusterName is what the shipper labels with in these tests.
 const clusterName = "edge-7"
 
-func newShipper(t testing.TB, c *cache.Cache, maxSeries int) *telemetry.Shipper {
+func newShipper(t testing.TB, c telemetry.Outbox, maxSeries int) *telemetry.Shipper {
 	t.Helper()
 	s, err := telemetry.NewShipper(telemetry.ShipperConfig{Cluster: func() string { return clusterName }, Outbox: c, MaxSeries: maxSeries})
 	if err != nil {

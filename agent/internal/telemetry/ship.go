@@ -74,6 +74,10 @@ func (s *Shipper) Emit(b *telemetryv1.MetricBatch) error {
 	}
 	parts := cut(b, s.cfg.MaxSeries)
 	var encoded [][]byte
+	var single *telemetryv1.MetricBatch
+	if len(parts) == 1 {
+		single = parts[0]
+	}
 	for len(parts) > 0 {
 		p := parts[0]
 		parts = parts[1:]
@@ -92,8 +96,17 @@ func (s *Shipper) Emit(b *telemetryv1.MetricBatch) error {
 		}
 		encoded = append(encoded, data)
 	}
+	mo, canMerge := s.cfg.Outbox.(mergingOutbox)
 	for i, data := range encoded {
-		if err := s.cfg.Outbox.Enqueue(telemetryv1.PayloadKind, data); err != nil {
+		var err error
+		if canMerge && single != nil && len(encoded) == 1 {
+			err = mo.EnqueueMerge(telemetryv1.PayloadKind, data, func(tail []byte) ([]byte, bool) {
+				return mergeInto(tail, single, s.cfg.MaxSeries)
+			})
+		} else {
+			err = s.cfg.Outbox.Enqueue(telemetryv1.PayloadKind, data)
+		}
+		if err != nil {
 			return fmt.Errorf("telemetry: emit: enqueue batch %d of %d (%d bytes): %w", i+1, len(encoded), len(data), err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tetherfleet/tether/agent/internal/cache"
 	"github.com/tetherfleet/tether/agent/internal/link"
 	"github.com/tetherfleet/tether/agent/internal/telemetry"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
@@ -87,7 +88,9 @@ func TestOutboxQuotaEvictsOldestMetrics(t *testing.T) {
 	if err := ob.Enqueue(link.KindStatus, []byte("status report")); err != nil {
 		t.Fatal(err)
 	}
-	s := newShipper(t, ob, 0)
+	// Only Enqueue: this test is about eviction, one entry per batch
+	// (merging is TestEmitMergesIntoTheNewestPendingEntry's).
+	s := newShipper(t, enqueueOnly{ob}, 0)
 	const emitted = 10
 	for i := range emitted {
 		if err := s.Emit(synthetic("kube_pod_info", 500, int64(i+1)*15000)); err != nil {
@@ -111,3 +114,79 @@ func TestOutboxQuotaEvictsOldestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestEmitMergesIntoTheNewestPendingEntry: while nothing drains, each
+// collection is merged into the newest outbox entry until it holds
+// MaxMergedCollections samples per series; every sample is kept, in
+// order. An entry the drain holds is never rewritten: the next
+// collection starts a new entry, and the held one is sent as it was.
+func TestEmitMergesIntoTheNewestPendingEntry(t *testing.T) {
+	ob := openCache(t, 0)
+	s := newShipper(t, ob, 100)
+	const n = 25
+	for k := range n {
+		if err := s.Emit(synthetic("kube_pod_info", 3, int64(1000*(k+1)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := ob.OutboxStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64((n + telemetry.MaxMergedCollections - 1) / telemetry.MaxMergedCollections); st.Kinds[link.KindMetrics].Pending != want {
+		t.Fatalf("%d collections left %d outbox entries; want %d (merged %d at a time)", n, st.Kinds[link.KindMetrics].Pending, want, telemetry.MaxMergedCollections)
+	}
+	// The drain takes the newest entry (3 collections so far): it is in
+	// flight, so the next collection must not be merged into it.
+	held, err := ob.Batch(64, func(k string) bool { return k == link.KindMetrics })
+	if err != nil || len(held) != 3 {
+		t.Fatalf("Batch: %d entries, %v; want 3", len(held), err)
+	}
+	tail := held[len(held)-1]
+	if err := s.Emit(synthetic("kube_pod_info", 3, int64(1000*(n+1)))); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ob.Peek(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 4 || string(again[2].Payload) != string(tail.Payload) {
+		t.Fatalf("after an emit while the newest entry was in flight: %d entries (want 4), held entry rewritten: %v", len(again), len(again) > 2 && string(again[2].Payload) != string(tail.Payload))
+	}
+	if err := ob.Ack(held[0].Seq, held[1].Seq, held[2].Seq); err != nil {
+		t.Fatal(err)
+	}
+	// Once acknowledged, the new entry merges again.
+	if err := s.Emit(synthetic("kube_pod_info", 3, int64(1000*(n+2)))); err != nil {
+		t.Fatal(err)
+	}
+	batches := drainMetrics(t, ob)
+	var all []sample
+	for _, e := range held {
+		b, err := telemetryv1.Decode(e.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, samples([]*telemetryv1.MetricBatch{b})...)
+	}
+	all = append(all, samples(batches)...)
+	if len(batches) != 1 {
+		t.Fatalf("after the ack, %d entries; want the two later collections merged into 1", len(batches))
+	}
+	for i := range 3 {
+		got := find(all, "kube_pod_info", map[string]string{"i": fmt.Sprint(i)})
+		if len(got) != n+2 {
+			t.Fatalf("series i=%d: %d samples; want %d", i, len(got), n+2)
+		}
+		for k, smp := range got {
+			if smp.ts != int64(1000*(k+1)) {
+				t.Fatalf("series i=%d sample %d at %d; want %d (in order, none lost)", i, k, smp.ts, 1000*(k+1))
+			}
+		}
+	}
+}
+
+// enqueueOnly hides the cache's EnqueueMerge from a Shipper.
+type enqueueOnly struct{ c *cache.Cache }
+
+func (o enqueueOnly) Enqueue(kind string, payload []byte) error { return o.c.Enqueue(kind, payload) }
