@@ -22,7 +22,6 @@ import (
 // once the agent has an identity; until then (and without configs) it
 // holds nothing.
 type scrapes struct {
-	rc   *rest.Config
 	rec  *reconcile.Reconciler
 	a    *Agent
 	mu   sync.Mutex
@@ -35,7 +34,7 @@ func newScrapes(a *Agent, rc *rest.Config, rec *reconcile.Reconciler) (*scrapes,
 	if err != nil {
 		return nil, fmt.Errorf("scrape: client of the local kube-apiserver: %w", err)
 	}
-	return &scrapes{rc: rc, rec: rec, a: a, kube: kube}, nil
+	return &scrapes{rec: rec, a: a, kube: kube}, nil
 }
 
 // handler is the link's desired-state handler: the reconciler, then the
