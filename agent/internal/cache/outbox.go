@@ -148,19 +148,11 @@ func (c *Cache) EnqueueMerge(kind string, payload []byte, merge func(tail []byte
 				return err
 			}
 		}
-		var dropped uint64
-		for count > 0 && (count+1 > uint64(k.MaxEntries) || total+size > uint64(k.MaxBytes)) {
-			key, v := entries.Cursor().First()
-			if key == nil {
-				return fmt.Errorf("cache: %s: counters say %d entries, bucket is empty", op, count)
-			}
-			evicted = append(evicted, binary.BigEndian.Uint64(key))
-			if err := entries.Delete(key); err != nil {
-				return err
-			}
-			count--
-			total -= uint64(max(len(v)-entryHeader, 0))
-			dropped++
+		count, total, err = evictOldest(op, entries, ctr, count, total, func(count, total uint64) bool {
+			return count > 0 && (count+1 > uint64(k.MaxEntries) || total+size > uint64(k.MaxBytes))
+		}, &evicted)
+		if err != nil {
+			return err
 		}
 		meta := bucket(tx, bucketOutboxMeta)
 		seq := max(readUint(meta, keyNextSeq), 1)
@@ -170,16 +162,37 @@ func (c *Cache) EnqueueMerge(kind string, payload []byte, merge func(tail []byte
 		if err := putUint(meta, keyNextSeq, seq+1); err != nil {
 			return err
 		}
-		if dropped > 0 {
-			if err := addUint(ctr, keyDropped, int64(dropped)); err != nil {
-				return err
-			}
-		}
 		if err := putUint(ctr, keyCount, count+1); err != nil {
 			return err
 		}
 		return putUint(ctr, keyBytes, total+size)
 	})
+}
+
+// evictOldest deletes a kind's oldest entries while over(count, total)
+// holds, counts them as dropped and notes their sequence numbers in
+// evicted; it returns the count and payload bytes left.
+func evictOldest(op string, entries, ctr *bolt.Bucket, count, total uint64, over func(count, total uint64) bool, evicted *[]uint64) (uint64, uint64, error) {
+	var dropped uint64
+	for over(count, total) {
+		key, v := entries.Cursor().First()
+		if key == nil {
+			return 0, 0, fmt.Errorf("cache: %s: counters say %d entries, bucket is empty", op, count)
+		}
+		*evicted = append(*evicted, binary.BigEndian.Uint64(key))
+		if err := entries.Delete(key); err != nil {
+			return 0, 0, err
+		}
+		count--
+		total -= uint64(max(len(v)-entryHeader, 0))
+		dropped++
+	}
+	if dropped > 0 {
+		if err := addUint(ctr, keyDropped, int64(dropped)); err != nil {
+			return 0, 0, err
+		}
+	}
+	return count, total, nil
 }
 
 // mergeTail offers the newest entry of a kind to merge (see
@@ -198,27 +211,16 @@ func (c *Cache) mergeTail(entries, ctr *bolt.Bucket, k OutboxKind, count, total 
 	keep := slices.Clone(key)
 	at := slices.Clone(v[:entryHeader])
 	total = total - uint64(len(tail)) + uint64(len(merged))
-	var dropped uint64
-	for total > uint64(k.MaxBytes) && count > 1 {
-		first, fv := entries.Cursor().First()
-		if first == nil || bytes.Equal(first, keep) {
-			break
-		}
-		*evicted = append(*evicted, binary.BigEndian.Uint64(first))
-		if err := entries.Delete(first); err != nil {
-			return false, err
-		}
-		count--
-		total -= uint64(max(len(fv)-entryHeader, 0))
-		dropped++
+	// The merged entry is the newest: with more than one entry the
+	// oldest is another.
+	count, total, err := evictOldest("merge", entries, ctr, count, total, func(count, total uint64) bool {
+		return count > 1 && total > uint64(k.MaxBytes)
+	}, evicted)
+	if err != nil {
+		return false, err
 	}
 	if err := entries.Put(keep, append(at, merged...)); err != nil {
 		return false, err
-	}
-	if dropped > 0 {
-		if err := addUint(ctr, keyDropped, int64(dropped)); err != nil {
-			return false, err
-		}
 	}
 	if err := putUint(ctr, keyCount, count); err != nil {
 		return false, err
