@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/tetherfleet/tether/deploy/grafana"
 )
 
 var (
@@ -27,52 +27,6 @@ var (
 
 // dashboardsDir is deploy/grafana/dashboards, from this package.
 const dashboardsDir = "../../../deploy/grafana/dashboards"
-
-// panelQuery is one panel target of a shipped dashboard.
-type panelQuery struct {
-	dashboard, panel, expr string
-	instant                bool
-}
-
-// dashboardQueries reads every panel target of the shipped dashboards.
-func dashboardQueries(tb testing.TB) []panelQuery {
-	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(dashboardsDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no dashboards in %s: %v", dashboardsDir, err)
-	}
-	var out []panelQuery
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var d struct {
-			Panels []struct {
-				Title   string `json:"title"`
-				Targets []struct {
-					Expr    string `json:"expr"`
-					Instant bool   `json:"instant"`
-				} `json:"targets"`
-			} `json:"panels"`
-		}
-		if err := json.Unmarshal(raw, &d); err != nil {
-			tb.Fatalf("%s: %v", f, err)
-		}
-		for _, p := range d.Panels {
-			for _, t := range p.Targets {
-				out = append(out, panelQuery{dashboard: filepath.Base(f), panel: p.Title, expr: t.Expr, instant: t.Instant})
-			}
-		}
-	}
-	return out
-}
-
-// grafanaVars substitutes what Grafana would for one cluster.
-func grafanaVars(expr, cluster string) string {
-	return strings.NewReplacer("${cluster}", cluster, "$cluster", cluster,
-		"$__rate_interval", "2m", "$__interval", "30s", "$__range", "1h").Replace(expr)
-}
 
 // loadFleet appends hours of 30 s samples for n clusters of kube-state-
 // metrics, kubelet and hub fleet series (3 nodes, 50 pods, 10 services
@@ -160,7 +114,10 @@ func loadFleet(tb testing.TB, db storage.Appendable, n int, hours float64, end t
 // one for every cluster). It reports the slowest panel and each
 // dashboard's total.
 func BenchmarkDashboardQueries(b *testing.B) {
-	queries := dashboardQueries(b)
+	dashboards, err := grafana.Load(dashboardsDir)
+	if err != nil {
+		b.Fatal(err)
+	}
 	db := openTestDB(b)
 	end := time.Now().Truncate(30 * time.Second)
 	series := loadFleet(b, db, *dashClusters, *dashHours, end)
@@ -171,15 +128,15 @@ func BenchmarkDashboardQueries(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer a.Close()
-	run := func(q panelQuery) (time.Duration, int) {
-		cluster := fmt.Sprintf("edge-%03d", *dashClusters/2)
-		if q.dashboard == "tether-services.json" {
-			cluster = ".*" // its cluster variable is multi-value: All
+	run := func(d grafana.Dashboard, q grafana.Query) (time.Duration, int) {
+		vars := grafana.Vars{Cluster: fmt.Sprintf("edge-%03d", *dashClusters/2), RateInterval: "2m", Interval: "30s", Range: "1h"}
+		if d.File == "tether-services.json" {
+			vars.Cluster = ".*" // its cluster variable is multi-value: All
 		}
-		expr := grafanaVars(q.expr, cluster)
+		expr := vars.Replace(q.Expr)
 		v := url.Values{"query": {expr}}
 		path := "/api/v1/query"
-		if q.instant {
+		if q.Instant {
 			v.Set("time", strconv.FormatInt(end.Unix(), 10))
 		} else {
 			path = "/api/v1/query_range"
@@ -191,9 +148,9 @@ func BenchmarkDashboardQueries(b *testing.B) {
 		rec := httptest.NewRecorder()
 		t0 := time.Now()
 		a.ServeHTTP(rec, req)
-		d := time.Since(t0)
+		took := time.Since(t0)
 		if rec.Code != http.StatusOK {
-			b.Fatalf("%s / %s: %s: HTTP %d: %s", q.dashboard, q.panel, expr, rec.Code, rec.Body.String())
+			b.Fatalf("%s / %s: %s: HTTP %d: %s", d.File, q.Panel, expr, rec.Code, rec.Body.String())
 		}
 		var resp struct {
 			Data struct {
@@ -203,25 +160,31 @@ func BenchmarkDashboardQueries(b *testing.B) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 			b.Fatal(err)
 		}
-		return d, len(resp.Data.Result)
+		return took, len(resp.Data.Result)
 	}
 	totals := map[string]time.Duration{}
 	var panelTimes []time.Duration
+	panels := 0
+	for _, d := range dashboards {
+		panels += len(d.Queries)
+	}
 	b.ResetTimer()
 	for b.Loop() {
-		for _, q := range queries {
-			d, n := run(q)
-			if n == 0 {
-				b.Fatalf("%s / %s returned no data: %s", q.dashboard, q.panel, q.expr)
+		for _, d := range dashboards {
+			for _, q := range d.Queries {
+				took, n := run(d, q)
+				if n == 0 {
+					b.Fatalf("%s / %s returned no data: %s", d.File, q.Panel, q.Expr)
+				}
+				totals[d.File] += took
+				panelTimes = append(panelTimes, took)
 			}
-			totals[q.dashboard] += d
-			panelTimes = append(panelTimes, d)
 		}
 	}
 	b.StopTimer()
 	slices.Sort(panelTimes)
 	b.ReportMetric(float64(series), "series")
-	b.ReportMetric(float64(len(queries)), "panels")
+	b.ReportMetric(float64(panels), "panels")
 	b.ReportMetric(float64(panelTimes[len(panelTimes)/2].Microseconds())/1000, "panel-p50-ms")
 	b.ReportMetric(float64(panelTimes[len(panelTimes)-1].Microseconds())/1000, "panel-max-ms")
 	for name, d := range totals {
