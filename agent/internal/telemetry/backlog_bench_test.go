@@ -38,7 +38,13 @@ var (
 	backlogInterval = flag.Duration("backlog.interval", 15*time.Second, "BenchmarkBacklog: collection interval")
 	backlogPerBatch = flag.Int("backlog.per-batch", 1, "BenchmarkBacklog: collections per Emit (1: one batch per collection, as the collector does; more: an agent that coalesces its backlog)")
 	backlogRate     = flag.Int64("backlog.drain-rate", 0, "BenchmarkBacklog: the link's metrics drain bound in bytes/s (0 unbounded; the agent's default is 262144)")
+	backlogHubFlags = flag.String("backlog.hub-flags", "", "BenchmarkBacklog: more flags for `tether serve`, space-separated (e.g. --tsdb-series-cache -1)")
+	backlogMerge    = flag.Bool("backlog.merge", true, "BenchmarkBacklog: merge collections into the newest pending outbox entry, as the agent does while nothing drains (false: one entry per collection, as a connected agent ships them)")
 )
+
+// plainOutbox hides the cache's EnqueueMerge from the Shipper: one outbox
+// entry per collection, as while the link drains each one at once.
+type plainOutbox struct{ telemetry.Outbox }
 
 // backlogCluster is the cluster the benchmark's agent enrols as.
 const backlogCluster = "edge-backlog"
@@ -93,7 +99,7 @@ func backlog(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(bins.Remove)
-	hub := bins.StartHub(b, "--tsdb-out-of-order-window", "48h")
+	hub := bins.StartHub(b, append([]string{"--tsdb-out-of-order-window", "48h"}, strings.Fields(*backlogHubFlags)...)...)
 	token := hub.Token(b, backlogCluster)
 
 	dbPath := filepath.Join(b.TempDir(), "agent.db")
@@ -143,6 +149,10 @@ func backlog(b *testing.B) {
 	stop()
 
 	// 2. Fill the outbox through the Shipper.
+	var outbox telemetry.Outbox = ob
+	if !*backlogMerge {
+		outbox = plainOutbox{ob}
+	}
 	ship, err := telemetry.NewShipper(telemetry.ShipperConfig{
 		Cluster: func() string {
 			id, err := ob.Identity()
@@ -151,7 +161,7 @@ func backlog(b *testing.B) {
 			}
 			return id.Cluster
 		},
-		Outbox: ob,
+		Outbox: outbox,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -264,7 +274,7 @@ func backlog(b *testing.B) {
 
 	// 4. The raw TSDB, same samples and batches.
 	sets := gen.labelSets(backlogCluster)
-	raw := func(name string, ahead bool) (rate, perCPU float64) {
+	raw := func(name string, ahead, keepRefs bool) (rate, perCPU float64) {
 		opts := tsdb.DefaultOptions()
 		opts.OutOfOrderTimeWindow = (48 * time.Hour).Milliseconds()
 		db, err := tsdb.Open(b.TempDir(), slog.New(slog.DiscardHandler), nil, opts, nil)
@@ -281,17 +291,22 @@ func backlog(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		refs := make([]storage.SeriesRef, len(sets))
 		cpu0, t0 := selfCPU(b), time.Now()
 		for i := 0; i < steps; i += perBatch {
 			app := db.Appender(context.Background())
 			for s := range sets {
 				var ref storage.SeriesRef
+				if keepRefs {
+					ref = refs[s]
+				}
 				for j := i; j < min(i+perBatch, steps); j++ {
 					var err error
 					if ref, err = app.Append(ref, sets[s], ts(j), gen.value(s, j)); err != nil {
 						b.Fatalf("raw %s: append collection %d series %d: %v", name, j, s, err)
 					}
 				}
+				refs[s] = ref
 			}
 			if err := app.Commit(); err != nil {
 				b.Fatal(err)
@@ -302,11 +317,12 @@ func backlog(b *testing.B) {
 		b.Logf("raw TSDB %s: %d samples in %v (%.0f samples/s), CPU %v (%.0f samples/cpu-s)", name, total, wall.Round(time.Millisecond), rate, cpu.Round(time.Millisecond), perCPU)
 		return rate, perCPU
 	}
-	rawIn, rawInCPU := raw("in order (fresh head)", false)
-	rawOOO, rawOOOCPU := raw("out of order (head at now, as at the hub)", true)
+	rawIn, rawInCPU := raw("in order (fresh head)", false, false)
+	rawRefs, rawRefsCPU := raw("in order (fresh head), series refs kept between batches as Prometheus' scrape cache does", false, true)
+	rawOOO, rawOOOCPU := raw("out of order (head at now, as at the hub)", true, false)
 	e2eCPU := float64(total) / hubCPU.Seconds()
-	b.Logf("end-to-end / raw: wall %.2fx (in order) %.2fx (out of order); hub CPU vs raw CPU %.2fx (in order) %.2fx (out of order)",
-		e2eRate/rawIn, e2eRate/rawOOO, e2eCPU/rawInCPU, e2eCPU/rawOOOCPU)
+	b.Logf("end-to-end / raw: wall %.2fx (in order) %.2fx (in order, refs kept) %.2fx (out of order); hub CPU vs raw CPU %.2fx (in order) %.2fx (in order, refs kept) %.2fx (out of order)",
+		e2eRate/rawIn, e2eRate/rawRefs, e2eRate/rawOOO, e2eCPU/rawInCPU, e2eCPU/rawRefsCPU, e2eCPU/rawOOOCPU)
 
 	b.ReportMetric(float64(total), "samples")
 	b.ReportMetric(float64(m.Bytes), "outbox-B")
@@ -315,10 +331,13 @@ func backlog(b *testing.B) {
 	b.ReportMetric(e2eRate, "e2e-samples/s")
 	b.ReportMetric(e2eCPU, "e2e-samples/hub-cpu-s")
 	b.ReportMetric(rawIn, "raw-samples/s")
+	b.ReportMetric(rawRefs, "raw-refs-samples/s")
 	b.ReportMetric(rawOOO, "raw-ooo-samples/s")
 	b.ReportMetric(e2eRate/rawIn, "ratio-wall")
+	b.ReportMetric(e2eRate/rawRefs, "ratio-wall-refs")
 	b.ReportMetric(e2eRate/rawOOO, "ratio-wall-ooo")
 	b.ReportMetric(e2eCPU/rawInCPU, "ratio-cpu")
+	b.ReportMetric(e2eCPU/rawRefsCPU, "ratio-cpu-refs")
 	b.ReportMetric(e2eCPU/rawOOOCPU, "ratio-cpu-ooo")
 }
 

@@ -84,6 +84,7 @@ be enrolled again with a new join token.`,
 	f.DurationVar(&cfg.TSDB.Retention, "tsdb-retention", cfg.TSDB.Retention, "how long the metrics store (DATA-DIR/tsdb) keeps samples")
 	f.Var(byteSize{&cfg.TSDB.RetentionBytes}, "tsdb-retention-size", "bytes the metrics store's blocks may take on disk before the oldest are deleted (512MB, 10GiB; 0: no bound)")
 	f.DurationVar(&cfg.TSDB.OutOfOrderWindow, "tsdb-out-of-order-window", cfg.TSDB.OutOfOrderWindow, "how far behind a series' newest sample an older one is still stored: the longest agent outage whose backlog is kept")
+	f.IntVar(&cfg.TSDB.SeriesCache, "tsdb-series-cache", cfg.TSDB.SeriesCache, "series whose decoded labels and store refs the hub keeps in memory so a series an agent sent before is not decoded again (about 100 bytes each; at most 100000 of one cluster; -1 turns it off)")
 	f.BoolVar(&resetAdmin, "reset-admin", false, "on a stopped hub: give the admin user a new token, write a new admin.yaml into --data-dir, and exit")
 	f.BoolVar(&cfg.NewCA, "new-ca", false, "create a new CA although the pki directory is missing and clusters are enrolled; every agent must then enrol again")
 	f.DurationVar(&cfg.Console.ReadHeaderTimeout, "api-read-header-timeout", cfg.Console.ReadHeaderTimeout, "console API: time allowed for the TLS handshake and request headers")

@@ -158,7 +158,7 @@ func DefaultConfig() Config {
 		AgentConnRate:        gateway.DefaultConnRatePerAddr,
 		AgentConnBurst:       gateway.DefaultConnBurstPerAddr,
 		Console:              DefaultConsoleLimits(),
-		TSDB:                 TSDBConfig{Retention: telemetry.DefaultRetention, OutOfOrderWindow: telemetry.DefaultOutOfOrderWindow},
+		TSDB:                 TSDBConfig{Retention: telemetry.DefaultRetention, OutOfOrderWindow: telemetry.DefaultOutOfOrderWindow, SeriesCache: telemetry.DefaultMaxCachedSeries},
 	}
 }
 

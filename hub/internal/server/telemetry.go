@@ -22,6 +22,10 @@ type TSDBConfig struct {
 	// OutOfOrderWindow is how old a sample an agent's backlog may still
 	// bring in, behind the newest sample of its series.
 	OutOfOrderWindow time.Duration
+	// SeriesCache bounds the series whose decoded label sets and TSDB
+	// refs the receiver keeps (telemetry.ReceiverConfig.MaxCachedSeries);
+	// negative turns the cache off.
+	SeriesCache int
 }
 
 func tsdbPath(dataDir string) string { return filepath.Join(dataDir, "tsdb") }
@@ -53,6 +57,13 @@ func (h *Hub) openTelemetry(gcfg *gateway.Config) error {
 	}
 	rcfg := telemetry.DefaultReceiverConfig()
 	rcfg.DB, rcfg.Logger = h.forward, h.log
+	switch n := h.cfg.TSDB.SeriesCache; {
+	case n < 0:
+		rcfg.MaxCachedSeries = 0
+	case n > 0:
+		rcfg.MaxCachedSeries = n
+		rcfg.MaxCachedSeriesPerCluster = min(n, rcfg.MaxCachedSeriesPerCluster)
+	}
 	if h.metrics, err = telemetry.NewReceiver(rcfg); err != nil {
 		return err
 	}

@@ -39,6 +39,9 @@ type decodedSeries struct {
 	lset labels.Labels
 	// samples index decoded.samples.
 	from, to int
+	// cached is the series' entry in the cluster's series cache (nil if
+	// not cached): its ref is the TSDB's.
+	cached *cachedSeries
 }
 
 type decoded struct {
@@ -51,6 +54,8 @@ type decoded struct {
 	sb  labels.ScratchBuilder
 	// restBuf collects the metadata and target fields for proto.Unmarshal.
 	restBuf []byte
+	// cache is the cluster's series cache, locked by the caller; nil: none.
+	cache *clusterSeries
 }
 
 var decodedPool = sync.Pool{New: func() any { return new(decoded) }}
@@ -63,6 +68,7 @@ func (d *decoded) reset() {
 	d.rest.Reset()
 	d.raw.Reset()
 	d.restBuf = d.restBuf[:0]
+	d.cache = nil
 }
 
 // release returns d to the pool unless it grew past what a typical batch
@@ -102,9 +108,13 @@ func (d *decoded) gunzip(data []byte) error {
 
 var errBadWire = errors.New("metric batch does not decode")
 
-// decodeBatch decodes and validates one payload of cluster.
-func decodeBatch(data []byte, cluster string) (*decoded, error) {
+// decodeBatch decodes and validates one payload of cluster, with cache
+// the cluster's series cache (locked by the caller) or nil.
+func decodeBatch(data []byte, cluster string, cache *clusterSeries) (*decoded, error) {
 	d := decodedPool.Get().(*decoded)
+	if cache != nil && cache.caches != nil {
+		d.cache = cache
+	}
 	if err := d.decode(data, cluster); err != nil {
 		d.release()
 		return nil, err
@@ -162,10 +172,11 @@ func (d *decoded) decode(data []byte, cluster string) error {
 type wireLabel struct{ name, value []byte }
 
 // decodeSeries decodes and checks one Series message, as
-// telemetryv1.Validate checks it.
+// telemetryv1.Validate checks it. The labels of a series the cluster's
+// cache knows are not decoded again (see seriescache.go).
 func (d *decoded) decodeSeries(b []byte, cluster string) error {
-	var lbuf [telemetryv1.MaxLabels]wireLabel
-	ls := lbuf[:0]
+	var rbuf [telemetryv1.MaxLabels][]byte
+	raw := rbuf[:0]
 	from := len(d.samples)
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
@@ -180,14 +191,10 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 			}
 			b = b[n:]
 			if num == 1 {
-				if len(ls) == telemetryv1.MaxLabels {
+				if len(raw) == telemetryv1.MaxLabels {
 					return fmt.Errorf("over %d labels", telemetryv1.MaxLabels)
 				}
-				l, err := decodeLabel(v)
-				if err != nil {
-					return err
-				}
-				ls = append(ls, l)
+				raw = append(raw, v)
 				continue
 			}
 			s, err := decodeSample(v)
@@ -206,8 +213,51 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 		}
 		b = b[n:]
 	}
+	var (
+		key    seriesKey
+		cached *cachedSeries
+		lset   labels.Labels
+	)
+	if d.cache != nil {
+		key = d.cache.key(raw)
+		cached = d.cache.get(key)
+	}
+	if cached != nil {
+		lset = cached.lset
+	} else {
+		var err error
+		if lset, err = d.decodeLabels(raw, cluster); err != nil {
+			return err
+		}
+	}
 	if len(d.samples) == from {
 		return errors.New("no samples")
+	}
+	last := int64(math.MinInt64)
+	for k, s := range d.samples[from:] {
+		if s.t <= last {
+			return fmt.Errorf("%s: sample %d at %d is not after the one before (%d)", trunc(lset.Get(telemetryv1.MetricNameLabel)), k, s.t, last)
+		}
+		last = s.t
+	}
+	if cached == nil && d.cache != nil {
+		cached = d.cache.add(key, lset)
+	}
+	d.series = append(d.series, decodedSeries{lset: lset, from: from, to: len(d.samples), cached: cached})
+	return nil
+}
+
+// decodeLabels decodes and checks the Label fields of one series and
+// returns its label set with cluster="<cluster>".
+func (d *decoded) decodeLabels(raw [][]byte, cluster string) (labels.Labels, error) {
+	var lbuf [telemetryv1.MaxLabels]wireLabel
+	ls := lbuf[:0]
+	for _, v := range raw {
+		l, err := decodeLabel(v)
+		if err != nil {
+			return labels.EmptyLabels(), err
+		}
+		ls = append(ls, l)
 	}
 	name := ""
 	d.sb.Reset()
@@ -217,20 +267,20 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 	d.sb.SetUnsafeAdd(true)
 	for j, l := range ls {
 		if !validLabelName(l.name) && string(l.name) != telemetryv1.MetricNameLabel {
-			return fmt.Errorf("label %d: %q is not a Prometheus label name", j, trunc(string(l.name)))
+			return labels.EmptyLabels(), fmt.Errorf("label %d: %q is not a Prometheus label name", j, trunc(string(l.name)))
 		}
 		if len(l.value) > telemetryv1.MaxLabelValueBytes {
-			return fmt.Errorf("label %s: value is %d bytes, limit %d", l.name, len(l.value), telemetryv1.MaxLabelValueBytes)
+			return labels.EmptyLabels(), fmt.Errorf("label %s: value is %d bytes, limit %d", l.name, len(l.value), telemetryv1.MaxLabelValueBytes)
 		}
 		if !utf8.Valid(l.value) {
-			return fmt.Errorf("label %s: value is not UTF-8", l.name)
+			return labels.EmptyLabels(), fmt.Errorf("label %s: value is not UTF-8", l.name)
 		}
 		if len(l.value) == 0 {
-			return fmt.Errorf("label %s: empty value (Prometheus drops such labels; leave it out)", l.name)
+			return labels.EmptyLabels(), fmt.Errorf("label %s: empty value (Prometheus drops such labels; leave it out)", l.name)
 		}
 		for _, k := range ls[:j] {
 			if bytes.Equal(k.name, l.name) {
-				return fmt.Errorf("label %s appears twice", l.name)
+				return labels.EmptyLabels(), fmt.Errorf("label %s appears twice", l.name)
 			}
 		}
 		switch string(l.name) {
@@ -238,29 +288,21 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 			name = yolo(l.value)
 		case telemetryv1.ClusterLabel:
 			if string(l.value) != cluster {
-				return fmt.Errorf("%w: names cluster %q; this agent is cluster %q and may only send its own series", errOtherCluster, trunc(string(l.value)), cluster)
+				return labels.EmptyLabels(), fmt.Errorf("%w: names cluster %q; this agent is cluster %q and may only send its own series", errOtherCluster, trunc(string(l.value)), cluster)
 			}
 			continue
 		}
 		d.sb.Add(yolo(l.name), yolo(l.value))
 	}
 	if name == "" {
-		return errors.New("no __name__ label")
+		return labels.EmptyLabels(), errors.New("no __name__ label")
 	}
 	if !telemetryv1.ValidMetricName(name) {
-		return fmt.Errorf("metric name %q is not a Prometheus metric name", trunc(name))
-	}
-	last := int64(math.MinInt64)
-	for k, s := range d.samples[from:] {
-		if s.t <= last {
-			return fmt.Errorf("%s: sample %d at %d is not after the one before (%d)", trunc(name), k, s.t, last)
-		}
-		last = s.t
+		return labels.EmptyLabels(), fmt.Errorf("metric name %q is not a Prometheus metric name", trunc(name))
 	}
 	d.sb.Add(telemetryv1.ClusterLabel, cluster)
 	d.sb.Sort()
-	d.series = append(d.series, decodedSeries{lset: d.sb.Labels(), from: from, to: len(d.samples)})
-	return nil
+	return d.sb.Labels(), nil
 }
 
 // yolo is b as a string without a copy; the caller keeps it no longer

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -69,61 +70,73 @@ func FuzzDecodeBatchMatchesDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		data := gz(t, raw)
 		want, werr := telemetryv1.Decode(data)
-		got, gerr := decodeBatch(data, "edge-1")
-		if gerr == nil {
-			defer got.release()
-		}
-		if werr != nil {
-			if gerr == nil {
-				t.Fatalf("Decode refuses (%v), decodeBatch accepts", werr)
-			}
-			return
-		}
-		other := false
-		for _, s := range want.Series {
-			for _, l := range s.Labels {
-				if l.Name == telemetryv1.ClusterLabel && l.Value != "edge-1" {
-					other = true
-				}
-			}
-		}
-		if other {
-			if !errors.Is(gerr, errOtherCluster) {
-				t.Fatalf("a series names another cluster: decodeBatch err = %v", gerr)
-			}
-			return
-		}
-		if gerr != nil {
-			t.Fatalf("Decode accepts, decodeBatch refuses: %v", gerr)
-		}
-		if len(got.series) != len(want.Series) {
-			t.Fatalf("%d series, Decode has %d", len(got.series), len(want.Series))
-		}
-		for i, s := range want.Series {
-			var sb labels.ScratchBuilder
-			for _, l := range s.Labels {
-				if l.Name != telemetryv1.ClusterLabel {
-					sb.Add(l.Name, l.Value)
-				}
-			}
-			sb.Add(telemetryv1.ClusterLabel, "edge-1")
-			sb.Sort()
-			g := got.series[i]
-			if !labels.Equal(g.lset, sb.Labels()) {
-				t.Fatalf("series %d: labels %s, Decode has %s", i, g.lset, sb.Labels())
-			}
-			gs := got.samples[g.from:g.to]
-			if len(gs) != len(s.Samples) {
-				t.Fatalf("series %d: %d samples, Decode has %d", i, len(gs), len(s.Samples))
-			}
-			for k, smp := range s.Samples {
-				if gs[k].t != smp.TimestampMs || math.Float64bits(gs[k].v) != math.Float64bits(smp.Value) {
-					t.Fatalf("series %d sample %d: %v, Decode has %v", i, k, gs[k], smp)
-				}
-			}
-		}
-		if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets}) {
-			t.Fatalf("metadata and targets differ:\n%v\n%v", &got.rest, want)
+		// Without the series cache, filling one, then hitting it: the
+		// same answer each time.
+		caches := newSeriesCaches(1000, 1000, time.Hour)
+		cs := caches.lock("edge-1", testNow)
+		defer cs.mu.Unlock()
+		for _, cache := range []*clusterSeries{nil, cs, cs} {
+			checkDecodeBatch(t, data, want, werr, cache)
 		}
 	})
+}
+
+func checkDecodeBatch(t *testing.T, data []byte, want *telemetryv1.MetricBatch, werr error, cache *clusterSeries) {
+	t.Helper()
+	got, gerr := decodeBatch(data, "edge-1", cache)
+	if gerr == nil {
+		defer got.release()
+	}
+	if werr != nil {
+		if gerr == nil {
+			t.Fatalf("Decode refuses (%v), decodeBatch accepts", werr)
+		}
+		return
+	}
+	other := false
+	for _, s := range want.Series {
+		for _, l := range s.Labels {
+			if l.Name == telemetryv1.ClusterLabel && l.Value != "edge-1" {
+				other = true
+			}
+		}
+	}
+	if other {
+		if !errors.Is(gerr, errOtherCluster) {
+			t.Fatalf("a series names another cluster: decodeBatch err = %v", gerr)
+		}
+		return
+	}
+	if gerr != nil {
+		t.Fatalf("Decode accepts, decodeBatch refuses: %v", gerr)
+	}
+	if len(got.series) != len(want.Series) {
+		t.Fatalf("%d series, Decode has %d", len(got.series), len(want.Series))
+	}
+	for i, s := range want.Series {
+		var sb labels.ScratchBuilder
+		for _, l := range s.Labels {
+			if l.Name != telemetryv1.ClusterLabel {
+				sb.Add(l.Name, l.Value)
+			}
+		}
+		sb.Add(telemetryv1.ClusterLabel, "edge-1")
+		sb.Sort()
+		g := got.series[i]
+		if !labels.Equal(g.lset, sb.Labels()) {
+			t.Fatalf("series %d: labels %s, Decode has %s", i, g.lset, sb.Labels())
+		}
+		gs := got.samples[g.from:g.to]
+		if len(gs) != len(s.Samples) {
+			t.Fatalf("series %d: %d samples, Decode has %d", i, len(gs), len(s.Samples))
+		}
+		for k, smp := range s.Samples {
+			if gs[k].t != smp.TimestampMs || math.Float64bits(gs[k].v) != math.Float64bits(smp.Value) {
+				t.Fatalf("series %d sample %d: %v, Decode has %v", i, k, gs[k], smp)
+			}
+		}
+	}
+	if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets}) {
+		t.Fatalf("metadata and targets differ:\n%v\n%v", &got.rest, want)
+	}
 }

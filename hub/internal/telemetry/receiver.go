@@ -38,7 +38,13 @@ type ReceiverConfig struct {
 	// kept; MaxMetadataPerFamily bounds the distinct descriptions of one.
 	MaxMetadataFamilies  int
 	MaxMetadataPerFamily int
-	Logger               *slog.Logger
+	// MaxCachedSeries bounds the series cache (seriescache.go) over all
+	// clusters, MaxCachedSeriesPerCluster per cluster; 0 turns it off.
+	// CachedSeriesTTL drops an entry a cluster stopped sending.
+	MaxCachedSeries           int
+	MaxCachedSeriesPerCluster int
+	CachedSeriesTTL           time.Duration
+	Logger                    *slog.Logger
 }
 
 // Receiver defaults.
@@ -47,6 +53,11 @@ const (
 	DefaultMaxClusters          = 10000
 	DefaultMaxMetadataFamilies  = 20000
 	DefaultMaxMetadataPerFamily = 4
+	// A cached series costs about 100 bytes besides its label set, which
+	// it shares with the TSDB's head when the series was new.
+	DefaultMaxCachedSeries           = 1 << 20
+	DefaultMaxCachedSeriesPerCluster = 100000
+	DefaultCachedSeriesTTL           = 15 * time.Minute
 )
 
 // DefaultReceiverConfig returns the defaults; DB must still be set.
@@ -56,6 +67,10 @@ func DefaultReceiverConfig() ReceiverConfig {
 		MaxClusters:          DefaultMaxClusters,
 		MaxMetadataFamilies:  DefaultMaxMetadataFamilies,
 		MaxMetadataPerFamily: DefaultMaxMetadataPerFamily,
+
+		MaxCachedSeries:           DefaultMaxCachedSeries,
+		MaxCachedSeriesPerCluster: DefaultMaxCachedSeriesPerCluster,
+		CachedSeriesTTL:           DefaultCachedSeriesTTL,
 	}
 }
 
@@ -69,6 +84,10 @@ func (c *ReceiverConfig) Validate() error {
 	case c.MaxClusters <= 0 || c.MaxMetadataFamilies <= 0 || c.MaxMetadataPerFamily <= 0:
 		return fmt.Errorf("telemetry: ReceiverConfig: MaxClusters %d, MaxMetadataFamilies %d and MaxMetadataPerFamily %d must be positive",
 			c.MaxClusters, c.MaxMetadataFamilies, c.MaxMetadataPerFamily)
+	case c.MaxCachedSeries < 0 || c.MaxCachedSeriesPerCluster < 0:
+		return fmt.Errorf("telemetry: ReceiverConfig: MaxCachedSeries %d and MaxCachedSeriesPerCluster %d must not be negative", c.MaxCachedSeries, c.MaxCachedSeriesPerCluster)
+	case c.MaxCachedSeries > 0 && (c.MaxCachedSeriesPerCluster == 0 || c.CachedSeriesTTL <= 0):
+		return fmt.Errorf("telemetry: ReceiverConfig: with MaxCachedSeries %d, MaxCachedSeriesPerCluster (%d) and CachedSeriesTTL (%s) must be positive", c.MaxCachedSeries, c.MaxCachedSeriesPerCluster, c.CachedSeriesTTL)
 	}
 	return nil
 }
@@ -112,8 +131,9 @@ type IngestStats struct {
 // telemetryv1.PayloadKind) in the TSDB. It implements
 // gateway.PayloadReceiver.
 type Receiver struct {
-	cfg ReceiverConfig
-	log *slog.Logger
+	cfg    ReceiverConfig
+	log    *slog.Logger
+	series *seriesCaches
 
 	mu       sync.Mutex
 	stats    map[string]*IngestStats
@@ -134,7 +154,8 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	}
 	return &Receiver{
 		cfg: cfg, log: cfg.Logger,
-		stats: map[string]*IngestStats{}, targets: map[string][]Target{}, metadata: map[string][]Metadata{},
+		series: newSeriesCaches(cfg.MaxCachedSeries, cfg.MaxCachedSeriesPerCluster, cfg.CachedSeriesTTL),
+		stats:  map[string]*IngestStats{}, targets: map[string][]Target{}, metadata: map[string][]Metadata{},
 	}, nil
 }
 
@@ -149,7 +170,11 @@ func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint6
 	if cluster == "" {
 		return r.refuse(cluster, fmt.Errorf("%w: metrics batch %d: no cluster identity", gateway.ErrPayloadRefused, seq))
 	}
-	d, err := decodeBatch(data, cluster)
+	cache := r.series.lock(cluster, r.cfg.Now())
+	if cache != nil {
+		defer cache.mu.Unlock()
+	}
+	d, err := decodeBatch(data, cluster, cache)
 	if err != nil {
 		return r.refuse(cluster, fmt.Errorf("%w: metrics batch %d of %q: %v", gateway.ErrPayloadRefused, seq, cluster, err))
 	}
@@ -161,6 +186,9 @@ func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint6
 	app := r.cfg.DB.Appender(ctx)
 	for _, s := range d.series {
 		var ref storage.SeriesRef
+		if s.cached != nil {
+			ref = s.cached.ref
+		}
 		for _, smp := range d.samples[s.from:s.to] {
 			nref, err := app.Append(ref, s.lset, smp.t, smp.v)
 			switch {
@@ -175,6 +203,9 @@ func (r *Receiver) ReceivePayload(ctx context.Context, cluster string, seq uint6
 				_ = app.Rollback()
 				return fmt.Errorf("telemetry: append metrics batch %d of %q, series %s: %w", seq, cluster, s.lset, err)
 			}
+		}
+		if s.cached != nil && ref != 0 {
+			s.cached.ref = ref
 		}
 	}
 	if err := app.Commit(); err != nil {
@@ -305,9 +336,11 @@ func (r *Receiver) Stats(cluster string) IngestStats {
 // Forget drops what the receiver keeps in memory about a deleted cluster.
 func (r *Receiver) Forget(cluster string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	delete(r.stats, cluster)
 	delete(r.targets, cluster)
+	r.mu.Unlock()
+	// Not under r.mu: a batch holds its cluster's cache, then r.mu.
+	r.series.forget(cluster)
 }
 
 // Metadata returns the metadata of the metric families that match metric
