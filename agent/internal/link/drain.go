@@ -147,10 +147,23 @@ func (l *Link) deadLetter(seq uint64, kind, reason string) {
 const defaultAckTimeout = time.Minute
 
 // awaitAcks waits until the hub answered every payload in inflight, and
-// removes each from the outbox as its answer arrives.
-func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool) error {
+// removes the acknowledged ones from the outbox in one transaction once
+// all are in (or the wait ends): one fsync per batch instead of one per
+// entry, which bounded a backlog's drain at the disk's sync rate. An
+// acknowledgement lost to a crash before that commit only means the entry
+// is sent again, which the hub stores once.
+func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool) (err error) {
 	t := time.NewTimer(l.ackTimeout)
 	defer t.Stop()
+	acked := make([]uint64, 0, len(inflight))
+	defer func() {
+		if len(acked) == 0 {
+			return
+		}
+		if aerr := l.cfg.Outbox.Ack(acked...); aerr != nil && err == nil {
+			err = fmt.Errorf("ack outbox entries %d..%d: %w", acked[0], acked[len(acked)-1], aerr)
+		}
+	}()
 	for len(inflight) > 0 {
 		select {
 		case <-ctx.Done():
@@ -167,9 +180,7 @@ func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight m
 				l.deadLetter(a.seq, "", "refused by the hub: "+a.reason)
 				continue
 			}
-			if err := l.cfg.Outbox.Ack(a.seq); err != nil {
-				return fmt.Errorf("ack outbox entry %d: %w", a.seq, err)
-			}
+			acked = append(acked, a.seq)
 		}
 	}
 	return nil

@@ -18,19 +18,18 @@ import (
 )
 
 // Benchmark batches look like an agent's: benchSeries series of
-// kube-state-metrics and kubelet shape, benchSteps samples each, 15 s
-// apart (2000 series × 10 samples = 20,000 samples, about 2.5 min of one
-// cluster's collection).
+// kube-state-metrics and kubelet shape, steps samples each, 15 s apart:
+// 1 is a connected agent's batch (one collection), 10 a backlog's (the
+// agent merges up to 10 collections into an outbox entry).
 const (
 	benchSeries = 2000
-	benchSteps  = 10
 	benchStep   = 15 * time.Second
 )
 
 var benchT0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
 // benchBatch is batch i of the run: the next benchSteps steps.
-func benchBatch(i int) *telemetryv1.MetricBatch {
+func benchBatch(i, benchSteps int) *telemetryv1.MetricBatch {
 	b := &telemetryv1.MetricBatch{Series: make([]*telemetryv1.Series, benchSeries)}
 	t0 := benchT0.Add(time.Duration(i*benchSteps) * benchStep)
 	for s := range benchSeries {
@@ -53,17 +52,25 @@ func benchBatch(i int) *telemetryv1.MetricBatch {
 
 // rawAppend appends the samples of benchBatch(i) to db with the labels
 // already built: one appender, one commit.
-func rawAppend(db storage.Appendable, sets []labels.Labels, i int) error {
+// With refs (nil: none) it keeps each series' ref between batches, as
+// Prometheus' scrape loop does.
+func rawAppend(db storage.Appendable, sets []labels.Labels, refs []storage.SeriesRef, i, benchSteps int) error {
 	app := db.Appender(context.Background())
 	t0 := benchT0.Add(time.Duration(i*benchSteps) * benchStep)
 	for s := range sets {
 		var ref storage.SeriesRef
+		if refs != nil {
+			ref = refs[s]
+		}
 		for k := range benchSteps {
 			var err error
 			if ref, err = app.Append(ref, sets[s], t0.Add(time.Duration(k)*benchStep).UnixMilli(), float64(s*7+i*benchSteps+k)/100); err != nil {
 				_ = app.Rollback()
 				return err
 			}
+		}
+		if refs != nil {
+			refs[s] = ref
 		}
 	}
 	return app.Commit()
@@ -72,56 +79,80 @@ func rawAppend(db storage.Appendable, sets []labels.Labels, i int) error {
 // BenchmarkIngest compares a metrics payload through Receiver.ReceivePayload
 // (gunzip, unmarshal, validate, label checks, append, commit) with the raw
 // TSDB appender appending the same samples (labels built beforehand, one
-// appender and one commit per batch), in the same run. Batches are built
-// before the timer starts; each iteration brings the next 10 steps of the
-// same 2000 series, as an agent's batches do.
+// appender and one commit per batch), in the same run: without and with
+// the series refs kept between batches. Batches are built before the
+// timer starts; each iteration brings the next steps of the same 2000
+// series, as an agent's batches do. "cache-off" is the receiver without
+// its series cache.
 func BenchmarkIngest(b *testing.B) {
-	b.Run("receiver", func(b *testing.B) {
-		db := openTestDB(b)
-		r := newTestReceiver(b, db)
-		r.cfg.Now = func() time.Time { return benchT0.Add(time.Duration(b.N*benchSteps+1) * benchStep) }
-		payloads := make([][]byte, b.N)
-		for i := range payloads {
-			payloads[i] = encode(b, benchBatch(i))
-		}
-		b.ReportAllocs()
-		runtime.GC()
-		cpu0 := cpuTime(b)
-		b.ResetTimer()
-		for i := range b.N {
-			if err := r.ReceivePayload(context.Background(), "edge-1", uint64(i+1), payloads[i]); err != nil {
-				b.Fatal(err)
+	for _, steps := range []int{1, 10} {
+		receiver := func(cache bool) func(b *testing.B) {
+			return func(b *testing.B) {
+				db := openTestDB(b)
+				cfg := DefaultReceiverConfig()
+				cfg.DB = db
+				cfg.Now = func() time.Time { return benchT0.Add(time.Duration(b.N*steps+1) * benchStep) }
+				if !cache {
+					cfg.MaxCachedSeries = 0
+				}
+				r, err := NewReceiver(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				payloads := make([][]byte, b.N)
+				for i := range payloads {
+					payloads[i] = encode(b, benchBatch(i, steps))
+				}
+				b.ReportAllocs()
+				runtime.GC()
+				cpu0 := cpuTime(b)
+				b.ResetTimer()
+				for i := range b.N {
+					if err := r.ReceivePayload(context.Background(), "edge-1", uint64(i+1), payloads[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				reportRates(b, cpuTime(b)-cpu0, steps)
+				b.ReportMetric(float64(len(payloads[0])), "payload-B")
 			}
 		}
-		b.StopTimer()
-		reportRates(b, cpuTime(b)-cpu0)
-		b.ReportMetric(float64(len(payloads[0])), "payload-B")
-	})
-	b.Run("raw-appender", func(b *testing.B) {
-		db := openTestDB(b)
-		first := benchBatch(0)
-		sets := make([]labels.Labels, benchSeries)
-		for i, s := range first.Series {
-			var sb labels.ScratchBuilder
-			for _, l := range s.Labels {
-				sb.Add(l.Name, l.Value)
+		raw := func(keepRefs bool) func(b *testing.B) {
+			return func(b *testing.B) {
+				db := openTestDB(b)
+				first := benchBatch(0, steps)
+				sets := make([]labels.Labels, benchSeries)
+				for i, s := range first.Series {
+					var sb labels.ScratchBuilder
+					for _, l := range s.Labels {
+						sb.Add(l.Name, l.Value)
+					}
+					sb.Add("cluster", "edge-1")
+					sb.Sort()
+					sets[i] = sb.Labels()
+				}
+				var refs []storage.SeriesRef
+				if keepRefs {
+					refs = make([]storage.SeriesRef, len(sets))
+				}
+				b.ReportAllocs()
+				runtime.GC()
+				cpu0 := cpuTime(b)
+				b.ResetTimer()
+				for i := range b.N {
+					if err := rawAppend(db, sets, refs, i, steps); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				reportRates(b, cpuTime(b)-cpu0, steps)
 			}
-			sb.Add("cluster", "edge-1")
-			sb.Sort()
-			sets[i] = sb.Labels()
 		}
-		b.ReportAllocs()
-		runtime.GC()
-		cpu0 := cpuTime(b)
-		b.ResetTimer()
-		for i := range b.N {
-			if err := rawAppend(db, sets, i); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.StopTimer()
-		reportRates(b, cpuTime(b)-cpu0)
-	})
+		b.Run(fmt.Sprintf("steps=%d/receiver", steps), receiver(true))
+		b.Run(fmt.Sprintf("steps=%d/receiver-cache-off", steps), receiver(false))
+		b.Run(fmt.Sprintf("steps=%d/raw-appender", steps), raw(false))
+		b.Run(fmt.Sprintf("steps=%d/raw-appender-refs", steps), raw(true))
+	}
 }
 
 // cpuTime is the process' user+system CPU time. On a shared machine
@@ -136,8 +167,8 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func reportRates(b *testing.B, cpu time.Duration) {
-	n := float64(b.N * benchSeries * benchSteps)
+func reportRates(b *testing.B, cpu time.Duration, steps int) {
+	n := float64(b.N * benchSeries * steps)
 	b.ReportMetric(n/b.Elapsed().Seconds(), "samples/s")
 	b.ReportMetric(n/cpu.Seconds(), "samples/cpu-s")
 }

@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,10 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	// The standard library's format with a faster inflate: a third of
+	// the receiver's decoding (FuzzGunzipMatchesStdlib holds it to the
+	// standard library's answers).
+	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -81,27 +84,35 @@ func (d *decoded) release() {
 	decodedPool.Put(d)
 }
 
-// gunzip decompresses data into d.raw with telemetryv1.Decode's limits.
+// gunzip decompresses data into d.raw as telemetryv1.Gunzip does.
 func (d *decoded) gunzip(data []byte) error {
 	if len(data) > telemetryv1.MaxEncodedBytes {
 		return fmt.Errorf("%w: %d compressed bytes, limit %d", telemetryv1.ErrTooLarge, len(data), telemetryv1.MaxEncodedBytes)
 	}
+	if err := telemetryv1.CheckGzipHeader(data); err != nil {
+		return err
+	}
+	br := bytes.NewReader(data)
 	zr, _ := gzipPool.Get().(*gzip.Reader)
 	var err error
 	if zr == nil {
-		zr, err = gzip.NewReader(bytes.NewReader(data))
+		zr, err = gzip.NewReader(br)
 	} else {
-		err = zr.Reset(bytes.NewReader(data))
+		err = zr.Reset(br)
 	}
 	if err != nil {
 		return fmt.Errorf("metric batch is not gzip: %w", err)
 	}
 	defer gzipPool.Put(zr)
+	zr.Multistream(false)
 	if _, err := d.raw.ReadFrom(io.LimitReader(zr, telemetryv1.MaxDecodedBytes+1)); err != nil {
 		return fmt.Errorf("decompress metric batch: %w", err)
 	}
 	if d.raw.Len() > telemetryv1.MaxDecodedBytes {
 		return fmt.Errorf("%w: over %d bytes decompressed", telemetryv1.ErrTooLarge, telemetryv1.MaxDecodedBytes)
+	}
+	if br.Len() > 0 {
+		return telemetryv1.TrailingBytesError(br.Len())
 	}
 	return nil
 }
@@ -178,7 +189,12 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 	var rbuf [telemetryv1.MaxLabels][]byte
 	raw := rbuf[:0]
 	from := len(d.samples)
+	// The Label fields' span in the message, for the cache key, while
+	// nothing else lies between them (as every encoder writes them).
+	whole := b
+	lstart, lend, contiguous := 0, 0, true
 	for len(b) > 0 {
+		at := len(whole) - len(b)
 		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
@@ -194,6 +210,13 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 				if len(raw) == telemetryv1.MaxLabels {
 					return fmt.Errorf("over %d labels", telemetryv1.MaxLabels)
 				}
+				switch {
+				case len(raw) == 0:
+					lstart = at
+				case at != lend:
+					contiguous = false
+				}
+				lend = len(whole) - len(b)
 				raw = append(raw, v)
 				continue
 			}
@@ -219,7 +242,11 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 		lset   labels.Labels
 	)
 	if d.cache != nil {
-		key = d.cache.key(raw)
+		if contiguous {
+			key = d.cache.spanKey(whole[lstart:lend])
+		} else {
+			key = d.cache.key(raw)
+		}
 		cached = d.cache.get(key)
 	}
 	if cached != nil {

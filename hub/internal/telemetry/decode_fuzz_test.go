@@ -2,9 +2,10 @@ package telemetry
 
 import (
 	"bytes"
-	"compress/gzip"
+	stdgzip "compress/gzip"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 func gz(t testing.TB, raw []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw := stdgzip.NewWriter(&buf)
 	if _, err := zw.Write(raw); err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +140,37 @@ func checkDecodeBatch(t *testing.T, data []byte, want *telemetryv1.MetricBatch, 
 	if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets}) {
 		t.Fatalf("metadata and targets differ:\n%v\n%v", &got.rest, want)
 	}
+}
+
+// FuzzGunzipMatchesStdlib: the receiver's gunzip (klauspost/compress)
+// accepts exactly the streams telemetryv1.Gunzip (the standard library)
+// does, with the same bytes out: its input is the
+// compressed payload itself (multi-member streams, trailing bytes, bad
+// checksums, header fields).
+func FuzzGunzipMatchesStdlib(f *testing.F) {
+	one := gz(f, []byte("series bytes"))
+	f.Add(one)
+	f.Add(append(slices.Clone(one), gz(f, []byte("second member"))...))
+	f.Add(append(slices.Clone(one), 0, 1, 2))
+	f.Add(one[:len(one)-3])
+	bad := slices.Clone(one)
+	bad[len(bad)-6] ^= 0xff
+	f.Add(bad)
+	var named bytes.Buffer
+	zw := stdgzip.NewWriter(&named)
+	zw.Name, zw.Comment, zw.Extra = "batch", "c", []byte{1, 2, 3, 4}
+	_, _ = zw.Write(bytes.Repeat([]byte("ab"), 1000))
+	_ = zw.Close()
+	f.Add(named.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, werr := telemetryv1.Gunzip(data)
+		d := new(decoded)
+		gerr := d.gunzip(data)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("standard library: %v; receiver: %v", werr, gerr)
+		}
+		if werr == nil && !bytes.Equal(want, d.raw.Bytes()) {
+			t.Fatalf("decompressed %d bytes, the standard library %d", d.raw.Len(), len(want))
+		}
+	})
 }

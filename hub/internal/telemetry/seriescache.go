@@ -21,7 +21,9 @@ import (
 // holds one sample of each series and the labels are most of the work.
 //
 // Trust: the key is two 64-bit maphash sums with random seeds of this
-// process over the length-prefixed bytes of the series' Label fields, so
+// process over the bytes of the series' Label fields (their span on the
+// wire, or each field after its length when other fields lie between
+// them, with other seeds), so
 // an agent cannot aim at a collision (it cannot see the seeds), and a
 // chance collision among a million series has a probability near 1e-27.
 // A cache is per cluster and its label sets carry that cluster's name, so
@@ -59,11 +61,13 @@ type clusterSeries struct {
 }
 
 type seriesCaches struct {
-	seedA, seedB  maphash.Seed
-	maxTotal      int64
-	maxPerCluster int
-	ttl           time.Duration
-	total         atomic.Int64
+	// seedA and seedB key a span of label fields, seedC and seedD the
+	// fields one by one.
+	seedA, seedB, seedC, seedD maphash.Seed
+	maxTotal                   int64
+	maxPerCluster              int
+	ttl                        time.Duration
+	total                      atomic.Int64
 
 	mu        sync.Mutex
 	clusters  map[string]*clusterSeries
@@ -72,7 +76,7 @@ type seriesCaches struct {
 
 func newSeriesCaches(maxTotal, maxPerCluster int, ttl time.Duration) *seriesCaches {
 	return &seriesCaches{
-		seedA: maphash.MakeSeed(), seedB: maphash.MakeSeed(),
+		seedA: maphash.MakeSeed(), seedB: maphash.MakeSeed(), seedC: maphash.MakeSeed(), seedD: maphash.MakeSeed(),
 		maxTotal: int64(maxTotal), maxPerCluster: maxPerCluster, ttl: ttl,
 		clusters: map[string]*clusterSeries{},
 	}
@@ -168,11 +172,20 @@ func (cs *clusterSeries) sweep(ms int64) {
 	cs.caches.total.Add(-int64(n))
 }
 
-// key hashes the Label fields of one series as they are on the wire.
+// spanKey hashes the Label fields of one series as they lie on the wire,
+// one after the other (tags and lengths included, so the span decodes to
+// one list of labels only).
+func (cs *clusterSeries) spanKey(span []byte) seriesKey {
+	return seriesKey{maphash.Bytes(cs.caches.seedA, span), maphash.Bytes(cs.caches.seedB, span)}
+}
+
+// key hashes the Label fields of one series given one by one (when other
+// fields lie between them), each after its length; other seeds than
+// spanKey's keep the two forms apart.
 func (cs *clusterSeries) key(raw [][]byte) seriesKey {
 	var ha, hb maphash.Hash
-	ha.SetSeed(cs.caches.seedA)
-	hb.SetSeed(cs.caches.seedB)
+	ha.SetSeed(cs.caches.seedC)
+	hb.SetSeed(cs.caches.seedD)
 	var n [binary.MaxVarintLen64]byte
 	for _, l := range raw {
 		p := binary.AppendUvarint(n[:0], uint64(len(l)))

@@ -83,24 +83,61 @@ func Encode(b *MetricBatch) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// ErrTooLarge is wrapped by Decode's errors for a batch over a size limit.
-var ErrTooLarge = errors.New("metric batch too large")
-
-// Decode decompresses, unmarshals and validates one batch.
-func Decode(data []byte) (*MetricBatch, error) {
+// Gunzip decompresses one batch: a single gzip member (RFC 1952, its
+// reserved flag bits clear) of at most MaxEncodedBytes with nothing after
+// it, at most MaxDecodedBytes once decompressed.
+func Gunzip(data []byte) ([]byte, error) {
 	if len(data) > MaxEncodedBytes {
 		return nil, fmt.Errorf("%w: %d compressed bytes, limit %d", ErrTooLarge, len(data), MaxEncodedBytes)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err := CheckGzipHeader(data); err != nil {
+		return nil, err
+	}
+	br := bytes.NewReader(data)
+	zr, err := gzip.NewReader(br)
 	if err != nil {
 		return nil, fmt.Errorf("metric batch is not gzip: %w", err)
 	}
+	zr.Multistream(false)
 	raw, err := io.ReadAll(io.LimitReader(zr, MaxDecodedBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompress metric batch: %w", err)
 	}
 	if len(raw) > MaxDecodedBytes {
 		return nil, fmt.Errorf("%w: over %d bytes decompressed", ErrTooLarge, MaxDecodedBytes)
+	}
+	if br.Len() > 0 {
+		return nil, TrailingBytesError(br.Len())
+	}
+	return raw, nil
+}
+
+// CheckGzipHeader refuses a gzip header with reserved flag bits set,
+// which RFC 1952 says a reader must refuse (Go's reader does not check;
+// others do, and every decoder of a batch must agree).
+func CheckGzipHeader(data []byte) error {
+	if len(data) >= 4 && data[3]&0xe0 != 0 {
+		return fmt.Errorf("metric batch is not gzip: reserved header flags %#x set", data[3]&0xe0)
+	}
+	return nil
+}
+
+// ErrTooLarge is wrapped by Decode's errors for a batch over a size limit.
+var ErrTooLarge = errors.New("metric batch too large")
+
+// TrailingBytesError is Decode's error for bytes after the gzip member: a
+// batch is exactly one member, as Encode writes it.
+type TrailingBytesError int
+
+func (e TrailingBytesError) Error() string {
+	return fmt.Sprintf("metric batch has %d bytes after its gzip stream (a batch is one gzip member)", int(e))
+}
+
+// Decode decompresses, unmarshals and validates one batch.
+func Decode(data []byte) (*MetricBatch, error) {
+	raw, err := Gunzip(data)
+	if err != nil {
+		return nil, err
 	}
 	var b MetricBatch
 	if err := proto.Unmarshal(raw, &b); err != nil {
