@@ -73,8 +73,9 @@ func mergeInto(tail []byte, next *telemetryv1.MetricBatch, maxSeries int) ([]byt
 			b.Metadata = append(b.Metadata, m)
 		}
 	}
-	if len(next.Targets) > 0 {
+	if len(next.Targets) > 0 || next.TargetsReported {
 		b.Targets = next.Targets
+		b.TargetsReported = b.TargetsReported || next.TargetsReported
 	}
 	data, err := telemetryv1.Encode(b)
 	if err != nil {

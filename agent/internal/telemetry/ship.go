@@ -86,7 +86,7 @@ func (s *Shipper) Emit(b *telemetryv1.MetricBatch) error {
 			// Over the compressed limit: halve and try again.
 			h := len(p.Series) / 2
 			parts = append([]*telemetryv1.MetricBatch{
-				{Series: p.Series[:h], Metadata: p.Metadata, Targets: p.Targets},
+				{Series: p.Series[:h], Metadata: p.Metadata, Targets: p.Targets, TargetsReported: p.TargetsReported},
 				{Series: p.Series[h:]},
 			}, parts...)
 			continue
@@ -120,7 +120,7 @@ func (s *Shipper) Emit(b *telemetryv1.MetricBatch) error {
 // metadata and targets go with the first.
 func cut(b *telemetryv1.MetricBatch, max int) []*telemetryv1.MetricBatch {
 	var out []*telemetryv1.MetricBatch
-	cur := &telemetryv1.MetricBatch{Metadata: b.Metadata, Targets: b.Targets}
+	cur := &telemetryv1.MetricBatch{Metadata: b.Metadata, Targets: b.Targets, TargetsReported: b.TargetsReported}
 	samples := 0
 	for _, ser := range b.Series {
 		if len(cur.Series) >= max || samples+len(ser.Samples) > telemetryv1.MaxSamples {
@@ -130,7 +130,7 @@ func cut(b *telemetryv1.MetricBatch, max int) []*telemetryv1.MetricBatch {
 		cur.Series = append(cur.Series, ser)
 		samples += len(ser.Samples)
 	}
-	if len(cur.Series) > 0 || len(cur.Metadata) > 0 || len(cur.Targets) > 0 {
+	if len(cur.Series) > 0 || len(cur.Metadata) > 0 || len(cur.Targets) > 0 || cur.TargetsReported {
 		out = append(out, cur)
 	}
 	return out

@@ -55,7 +55,8 @@ type decoded struct {
 	// raw is the decompressed batch.
 	raw bytes.Buffer
 	sb  labels.ScratchBuilder
-	// restBuf collects the metadata and target fields for proto.Unmarshal.
+	// restBuf collects the metadata, target and targets_reported fields
+	// for proto.Unmarshal.
 	restBuf []byte
 	// cache is the cluster's series cache, locked by the caller; nil: none.
 	cache *clusterSeries
@@ -163,7 +164,7 @@ func (d *decoded) decode(data []byte, cluster string) error {
 		if n < 0 {
 			return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
 		}
-		if (num == 2 || num == 3) && typ == protowire.BytesType {
+		if (num == 2 || num == 3) && typ == protowire.BytesType || num == 4 && typ == protowire.VarintType {
 			d.restBuf = append(append(d.restBuf, tag...), b[:n]...)
 		}
 		b = b[n:]

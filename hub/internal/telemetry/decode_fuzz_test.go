@@ -137,7 +137,7 @@ func checkDecodeBatch(t *testing.T, data []byte, want *telemetryv1.MetricBatch, 
 			}
 		}
 	}
-	if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets}) {
+	if !proto.Equal(&got.rest, &telemetryv1.MetricBatch{Metadata: want.Metadata, Targets: want.Targets, TargetsReported: want.TargetsReported}) {
 		t.Fatalf("metadata and targets differ:\n%v\n%v", &got.rest, want)
 	}
 }

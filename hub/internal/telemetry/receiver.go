@@ -272,7 +272,7 @@ func (r *Receiver) record(cluster string, seq uint64, b *telemetryv1.MetricBatch
 		st.TooOld += tooOld
 		st.Duplicates += dups
 	}
-	if len(b.Targets) > 0 {
+	if len(b.Targets) > 0 || b.TargetsReported {
 		if _, ok := r.targets[cluster]; ok || len(r.targets) < r.cfg.MaxClusters {
 			ts := make([]Target, 0, len(b.Targets))
 			for _, t := range b.Targets {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -294,3 +295,32 @@ func TestReceiverStorageFailureNotAcknowledged(t *testing.T) {
 }
 
 var _ storage.Appendable = (*DB)(nil)
+
+func TestReceiverTargetList(t *testing.T) {
+	r := newTestReceiver(t, openTestDB(t))
+	up := func(i int) []*telemetryv1.Series {
+		return []*telemetryv1.Series{series("up", testNow.Add(time.Duration(i)*time.Second), 1, 1)}
+	}
+	batches := []struct {
+		name string
+		b    *telemetryv1.MetricBatch
+		want []string // URLs
+	}{
+		{"a scrape flush", &telemetryv1.MetricBatch{Series: up(0), Targets: []*telemetryv1.TargetHealth{{Job: "j", Url: "http://a"}, {Job: "j", Url: "http://b"}}, TargetsReported: true}, []string{"http://a", "http://b"}},
+		{"an inventory batch says nothing of targets", &telemetryv1.MetricBatch{Series: up(1)}, []string{"http://a", "http://b"}},
+		{"an older agent's batch with targets", &telemetryv1.MetricBatch{Series: up(2), Targets: []*telemetryv1.TargetHealth{{Job: "j", Url: "http://c"}}}, []string{"http://c"}},
+		{"the last scrape config removed", &telemetryv1.MetricBatch{Series: up(3), TargetsReported: true}, nil},
+	}
+	for i, c := range batches {
+		if err := r.ReceivePayload(context.Background(), "edge-1", uint64(i+1), encode(t, c.b)); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var got []string
+		for _, tg := range r.Targets("edge-1") {
+			got = append(got, tg.URL)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("after %s: targets %v, want %v", c.name, got, c.want)
+		}
+	}
+}

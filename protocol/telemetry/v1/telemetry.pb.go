@@ -38,9 +38,14 @@ type MetricBatch struct {
 	// entry per family; a family may be described in an earlier batch only).
 	Metadata []*MetricMetadata `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty"`
 	// Health of the scrape targets as of the newest collection in the batch.
-	Targets       []*TargetHealth `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Targets []*TargetHealth `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	// targets is the agent's whole list of scrape targets, even empty (its
+	// last scrape config was removed): the hub replaces what it shows. An
+	// older agent does not set it; the hub then replaces its list only
+	// with a non-empty one.
+	TargetsReported bool `protobuf:"varint,4,opt,name=targets_reported,json=targetsReported,proto3" json:"targets_reported,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MetricBatch) Reset() {
@@ -92,6 +97,13 @@ func (x *MetricBatch) GetTargets() []*TargetHealth {
 		return x.Targets
 	}
 	return nil
+}
+
+func (x *MetricBatch) GetTargetsReported() bool {
+	if x != nil {
+		return x.TargetsReported
+	}
+	return false
 }
 
 // Series is one time series: its labels (with __name__) and its samples in
@@ -425,11 +437,12 @@ var File_protocol_telemetry_v1_telemetry_proto protoreflect.FileDescriptor
 
 const file_protocol_telemetry_v1_telemetry_proto_rawDesc = "" +
 	"\n" +
-	"%protocol/telemetry/v1/telemetry.proto\x12\x13tether.telemetry.v1\"\xc0\x01\n" +
+	"%protocol/telemetry/v1/telemetry.proto\x12\x13tether.telemetry.v1\"\xeb\x01\n" +
 	"\vMetricBatch\x123\n" +
 	"\x06series\x18\x01 \x03(\v2\x1b.tether.telemetry.v1.SeriesR\x06series\x12?\n" +
 	"\bmetadata\x18\x02 \x03(\v2#.tether.telemetry.v1.MetricMetadataR\bmetadata\x12;\n" +
-	"\atargets\x18\x03 \x03(\v2!.tether.telemetry.v1.TargetHealthR\atargets\"s\n" +
+	"\atargets\x18\x03 \x03(\v2!.tether.telemetry.v1.TargetHealthR\atargets\x12)\n" +
+	"\x10targets_reported\x18\x04 \x01(\bR\x0ftargetsReported\"s\n" +
 	"\x06Series\x122\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.tether.telemetry.v1.LabelR\x06labels\x125\n" +
 	"\asamples\x18\x02 \x03(\v2\x1b.tether.telemetry.v1.SampleR\asamples\"1\n" +
