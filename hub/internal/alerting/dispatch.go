@@ -202,7 +202,15 @@ type DispatcherConfig struct {
 	// MaxAlerts bounds the alerts held. Default 10000.
 	MaxAlerts   int
 	ExternalURL string
-	Logger      *slog.Logger
+	// ExternalLabels are the hub's external labels (Prometheus'
+	// global.external_labels). Routes, grouping and silences see each
+	// alert with them, and notifications carry them, as an Alertmanager
+	// would get them from Prometheus; an alert's own value for a name
+	// wins. The alerts held keep the rules' labels, so fingerprints
+	// (deliveries, the console's join with the rules' alerts) do not
+	// change.
+	ExternalLabels labels.Labels
+	Logger         *slog.Logger
 }
 
 // Dispatcher routes alerts into groups and hands their notifications to
@@ -328,11 +336,26 @@ func (d *Dispatcher) Put(alerts ...*Alert) {
 	}
 }
 
+// external returns ls with the external labels it does not have.
+func (d *Dispatcher) external(ls labels.Labels) labels.Labels {
+	if d.cfg.ExternalLabels.IsEmpty() {
+		return ls
+	}
+	b := labels.NewBuilder(ls)
+	d.cfg.ExternalLabels.Range(func(l labels.Label) {
+		if !ls.Has(l.Name) {
+			b.Set(l.Name, l.Value)
+		}
+	})
+	return b.Labels()
+}
+
 func (d *Dispatcher) insertLocked(a *Alert, now time.Time) {
 	fp := a.fingerprint()
+	ls := d.external(a.Labels)
 	for _, p := range d.policies {
-		for _, r := range p.root.match(a.Labels) {
-			gl := r.groupLabels(a.Labels)
+		for _, r := range p.root.match(ls) {
+			gl := r.groupLabels(ls)
 			key := p.key + ":" + r.id + ":" + gl.String()
 			g, ok := d.groups[key]
 			if !ok {
@@ -360,7 +383,7 @@ func (d *Dispatcher) flush(now time.Time) {
 			switch {
 			case a.Resolved(now):
 				resolved = append(resolved, a)
-			case d.silencedLocked(a.Labels, now) != "":
+			case d.silencedLocked(d.external(a.Labels), now) != "":
 			default:
 				firing = append(firing, a)
 			}
@@ -427,13 +450,18 @@ func alertsKey(as []*Alert) string {
 
 func (d *Dispatcher) notification(g *group, firing, resolved []*Alert) *Notification {
 	n := &Notification{Receiver: g.route.receiver, Policy: g.policy.key, GroupKey: g.key, GroupLabels: g.labels, ExternalURL: d.cfg.ExternalURL}
-	all := append(slices.Clone(firing), resolved...)
-	for _, a := range all {
+	all := make([]*Alert, 0, len(firing)+len(resolved))
+	for _, a := range append(slices.Clone(firing), resolved...) {
 		st := "firing"
 		if a.Resolved(d.cfg.Now()) {
 			st = "resolved"
 		}
-		n.Alerts = append(n.Alerts, NotifiedAlert{Alert: *a, Status: st, Fingerprint: fmt.Sprintf("%016x", a.fingerprint())})
+		// The fingerprint stays the held alert's: deliveries are
+		// recorded under it.
+		na := NotifiedAlert{Alert: *a, Status: st, Fingerprint: fmt.Sprintf("%016x", a.fingerprint())}
+		na.Labels = d.external(a.Labels)
+		n.Alerts = append(n.Alerts, na)
+		all = append(all, &na.Alert)
 	}
 	n.CommonLabels = common(all, func(a *Alert) labels.Labels { return a.Labels })
 	n.CommonAnnotations = common(all, func(a *Alert) labels.Labels { return a.Annotations })
@@ -479,7 +507,7 @@ func (d *Dispatcher) Alerts() []AlertStatus {
 	out := make([]AlertStatus, 0, len(d.alerts))
 	for fp, a := range d.alerts {
 		s := AlertStatus{Fingerprint: fmt.Sprintf("%016x", fp), Alert: *a, Receivers: slices.Compact(slices.Sorted(slices.Values(recv[fp])))}
-		if id := d.silencedLocked(a.Labels, now); id != "" {
+		if id := d.silencedLocked(d.external(a.Labels), now); id != "" {
 			s.SilencedBy = []string{id}
 		}
 		s.Deliveries = d.deliv.of(s.Fingerprint)

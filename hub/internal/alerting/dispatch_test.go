@@ -3,6 +3,8 @@ package alerting
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -260,4 +262,63 @@ func FuzzParseMatcher(f *testing.F) {
 			t.Fatalf("%q -> %s -> %v, %v", s, m, m2, err)
 		}
 	})
+}
+
+// TestExternalLabels: a webhook gets each alert with the hub's external
+// labels, and an alert's own value for one keeps it; routes see the
+// labels (the alert with its own region goes to the child route); the
+// held alerts, and so their fingerprints, keep the rules' labels.
+func TestExternalLabels(t *testing.T) {
+	got := make(chan WebhookMessage, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m WebhookMessage
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		got <- m
+	}))
+	defer srv.Close()
+	clk := &clock{t: t0}
+	d := NewDispatcher(DispatcherConfig{Now: clk.Now, Tick: time.Hour, ExternalURL: "https://hub-eu:7443",
+		ExternalLabels: labels.FromStrings("hub", "eu-1", "region", "eu")})
+	d.SetPolicies([]*policy{testPolicy(t, objects.AlertRoute{Receiver: "team", GroupBy: []string{"alertname", "region"}, GroupWait: "1s",
+		Routes: []objects.AlertRoute{{Receiver: "db", Matchers: []string{`region="us"`}}}}, srv.URL)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "Run to start", func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.ctx != nil })
+	plain := alert(t0, "alertname", "Offline", "cluster", "a")
+	own := alert(t0, "alertname", "Offline", "cluster", "b", "region", "us")
+	d.Put(plain, own)
+	clk.Set(t0.Add(time.Second))
+	d.flush(t0.Add(time.Second))
+
+	byReceiver := map[string]WebhookMessage{}
+	for range 2 {
+		select {
+		case m := <-got:
+			byReceiver[m.Receiver] = m
+		case <-time.After(30 * time.Second):
+			t.Fatalf("webhooks received: %v; want one for team and one for db", byReceiver)
+		}
+	}
+	team, db := byReceiver["team"], byReceiver["db"]
+	if len(team.Alerts) != 1 || !maps.Equal(team.Alerts[0].Labels, map[string]string{"alertname": "Offline", "cluster": "a", "hub": "eu-1", "region": "eu"}) {
+		t.Errorf("team webhook alerts %+v: want cluster a with hub=eu-1, region=eu", team.Alerts)
+	}
+	if team.CommonLabels["region"] != "eu" || !maps.Equal(team.GroupLabels, map[string]string{"alertname": "Offline", "region": "eu"}) || team.ExternalURL != "https://hub-eu:7443" {
+		t.Errorf("team webhook: common labels %v, group labels %v, externalURL %q", team.CommonLabels, team.GroupLabels, team.ExternalURL)
+	}
+	if len(db.Alerts) != 1 || !maps.Equal(db.Alerts[0].Labels, map[string]string{"alertname": "Offline", "cluster": "b", "hub": "eu-1", "region": "us"}) {
+		t.Errorf("db webhook alerts %+v: want cluster b keeping region=us, with hub=eu-1", db.Alerts)
+	}
+	for _, s := range d.Alerts() {
+		if s.Labels.Has("hub") || s.Fingerprint != fmt.Sprintf("%016x", s.Labels.Hash()) {
+			t.Errorf("held alert %s (fingerprint %s): want the rules' labels and their fingerprint", s.Labels, s.Fingerprint)
+		}
+	}
+	if want := fmt.Sprintf("%016x", plain.Labels.Hash()); team.Alerts[0].Fingerprint != want {
+		t.Errorf("webhook fingerprint %s, want the held alert's %s", team.Alerts[0].Fingerprint, want)
+	}
 }

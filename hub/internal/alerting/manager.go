@@ -67,6 +67,11 @@ type Config struct {
 	ResendDelay time.Duration
 	// ExternalURL is the hub's console URL, for alerts' generatorURL.
 	ExternalURL string
+	// ExternalLabels are the hub's external labels: notifications carry
+	// them (DispatcherConfig.ExternalLabels) and rule templates see them
+	// as $externalLabels, as in Prometheus. Rule queries do not: the
+	// TSDB's series do not have them.
+	ExternalLabels labels.Labels
 	// Engine evaluates rules; nil makes one.
 	Engine promql.QueryEngine
 	// HTTPClient sends webhooks; nil means one with a 30s timeout.
@@ -149,6 +154,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if dc.ExternalURL == "" {
 		dc.ExternalURL = cfg.ExternalURL
+	}
+	if dc.ExternalLabels.IsEmpty() {
+		dc.ExternalLabels = cfg.ExternalLabels
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, loader: &loader{files: map[string]*rulefmt.RuleGroups{}},
 		disp: NewDispatcher(dc), silences: &Silences{Store: cfg.Store, Now: cfg.Now},
@@ -327,7 +335,7 @@ func (m *Manager) reconcile(ctx context.Context) (controller.Result, error) {
 			}
 		}
 	})
-	if err := m.rules.Update(m.cfg.EvalInterval, ids, labels.EmptyLabels(), m.cfg.ExternalURL, nil); err != nil {
+	if err := m.rules.Update(m.cfg.EvalInterval, ids, m.cfg.ExternalLabels, m.cfg.ExternalURL, nil); err != nil {
 		return controller.Result{}, fmt.Errorf("load rules: %w", err)
 	}
 

@@ -15,6 +15,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		logs       logFlags
 		resetAdmin bool
 		rw         remoteWriteFlags
+		extLabels  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -41,6 +42,9 @@ be enrolled again with a new join token.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(g.stderr)
 			if err != nil {
+				return err
+			}
+			if cfg.ExternalLabels, err = parseExternalLabels(extLabels); err != nil {
 				return err
 			}
 			cfg.Logger = log
@@ -76,6 +80,7 @@ be enrolled again with a new join token.`,
 	f.StringSliceVar(&cfg.AdvertiseAgentAddrs, "advertise-agent-addr", nil, "agent address HOST:PORT that clusters the hub provisions dial, written into their agent chart (repeatable; default --agent-addr)")
 	f.StringVar(&cfg.ClusterDeploymentRollout, "cluster-deployment-rollout", "", "YAML file with the hub-wide rollout policy ClusterDeployment service changes take (spec.rollout's fields; see tether rollout status clusterdeployments); default: they apply at once")
 	rw.register(f, &cfg.RemoteWriteMaxQueueBytes)
+	f.StringArrayVar(&extLabels, "external-label", nil, "NAME=VALUE label telling this hub apart downstream, as Prometheus' external_labels (repeatable): added to every series sent by remote write and to every alert notified, unless it has its own value for NAME; not stored, not seen by rules' queries. NAME may not be cluster or start with __")
 	alerts := server.DefaultAlertingConfig()
 	cfg.Alerting = &alerts
 	alerts.Builtin.RegisterFlags(f)
@@ -93,6 +98,26 @@ be enrolled again with a new join token.`,
 	f.DurationVar(&cfg.Console.IdleTimeout, "api-idle-timeout", cfg.Console.IdleTimeout, "console API: an idle keep-alive connection is closed after this long")
 	logs.register(cmd)
 	return cmd
+}
+
+// parseExternalLabels parses the --external-label values; a bad or
+// repeated one is refused before the hub opens anything.
+func parseExternalLabels(vals []string) (map[string]string, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(vals))
+	for _, v := range vals {
+		name, value, err := server.ParseExternalLabel(v)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--external-label %q: %w", v, err)}
+		}
+		if _, dup := m[name]; dup {
+			return nil, usageError{fmt.Errorf("--external-label %q: label %s given twice", v, name)}
+		}
+		m[name] = value
+	}
+	return m, nil
 }
 
 // logFlags selects the slog handler.

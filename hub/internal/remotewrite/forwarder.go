@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang/snappy"
 	config_util "github.com/prometheus/common/config"
@@ -21,6 +22,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
+
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
 
 // Endpoint is one store the hub writes to.
@@ -64,6 +67,13 @@ type Config struct {
 	Logger         *slog.Logger
 	// Now is the clock of the status series; nil means time.Now.
 	Now func() time.Time
+	// ExternalLabels are added to every series sent that does not have
+	// the label already (Prometheus' global.external_labels: the
+	// series' own value wins). They are added when a request is built,
+	// not when samples are queued, so the queue and the TSDB hold series
+	// as agents sent them and a changed set applies to what is still
+	// queued.
+	ExternalLabels labels.Labels
 }
 
 // DefaultConfig returns the defaults: 5,000 samples a request, 64 MiB
@@ -89,6 +99,15 @@ func (c *Config) Validate() error {
 	if c.MaxSamplesPerSend <= 0 || c.SegmentBytes <= 0 || c.MaxQueueBytes < 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.StatusInterval < 0 {
 		return fmt.Errorf("remote write: bad limits: max samples per send %d, segment bytes %d, max queue bytes %d, backoff %s..%s, status interval %s",
 			c.MaxSamplesPerSend, c.SegmentBytes, c.MaxQueueBytes, c.MinBackoff, c.MaxBackoff, c.StatusInterval)
+	}
+	var bad error
+	c.ExternalLabels.Range(func(l labels.Label) {
+		if bad == nil && (!telemetryv1.ValidLabelName(l.Name) || l.Value == "" || !utf8.ValidString(l.Value)) {
+			bad = fmt.Errorf("remote write: external label %s=%q: want a label name not starting with __ and a non-empty UTF-8 value", l.Name, l.Value)
+		}
+	})
+	if bad != nil {
+		return bad
 	}
 	seen := map[string]bool{}
 	for i := range c.Endpoints {
@@ -130,6 +149,7 @@ func (c *Config) Validate() error {
 // storage.AppendableV2 to give the metrics receiver instead of the DB.
 type Forwarder struct {
 	cfg     Config
+	ext     []prompb.Label // cfg.ExternalLabels, sorted by name
 	next    Next
 	log     *slog.Logger
 	q       *queue
@@ -158,6 +178,9 @@ func New(cfg Config, next Next) (*Forwarder, error) {
 		cfg.Now = time.Now
 	}
 	f := &Forwarder{cfg: cfg, next: next, log: cfg.Logger}
+	if !cfg.ExternalLabels.IsEmpty() {
+		f.ext = prompb.FromLabels(cfg.ExternalLabels, nil)
+	}
 	if len(cfg.Endpoints) == 0 {
 		return f, nil
 	}

@@ -109,7 +109,7 @@ func (s *sender) run(ctx context.Context) {
 			}
 			continue
 		}
-		body, samples, err := merge(recs)
+		body, samples, err := merge(recs, s.f.ext)
 		last := recs[len(recs)-1].next
 		if err != nil {
 			s.fail(samples, err)
@@ -183,13 +183,14 @@ func (s *sender) advance(p position) {
 	s.f.q.release(ps)
 }
 
-// merge joins records into one snappy-compressed WriteRequest.
-func merge(recs []record) ([]byte, int, error) {
+// merge joins records into one snappy-compressed WriteRequest, with the
+// external labels ext (sorted by name) added to every series.
+func merge(recs []record, ext []prompb.Label) ([]byte, int, error) {
 	samples := 0
 	for _, r := range recs {
 		samples += int(r.count)
 	}
-	if len(recs) == 1 {
+	if len(recs) == 1 && len(ext) == 0 {
 		return recs[0].payload, samples, nil
 	}
 	var all prompb.WriteRequest
@@ -200,11 +201,40 @@ func merge(recs []record) ([]byte, int, error) {
 		}
 		all.Timeseries = append(all.Timeseries, req.Timeseries...)
 	}
+	if len(ext) > 0 {
+		for i := range all.Timeseries {
+			all.Timeseries[i].Labels = withExternal(all.Timeseries[i].Labels, ext)
+		}
+	}
 	raw, err := all.Marshal()
 	if err != nil {
 		return nil, samples, err
 	}
 	return snappy.Encode(nil, raw), samples, nil
+}
+
+// withExternal merges the external labels ext into a series' labels ls,
+// both sorted by name (the queue's series come from labels.Labels), and
+// keeps the result sorted, as remote write requires. A name the series
+// has keeps the series' value.
+func withExternal(ls, ext []prompb.Label) []prompb.Label {
+	out := make([]prompb.Label, 0, len(ls)+len(ext))
+	i, j := 0, 0
+	for i < len(ls) && j < len(ext) {
+		switch {
+		case ls[i].Name < ext[j].Name:
+			out = append(out, ls[i])
+			i++
+		case ls[i].Name > ext[j].Name:
+			out = append(out, ext[j])
+			j++
+		default:
+			out = append(out, ls[i])
+			i, j = i+1, j+1
+		}
+	}
+	out = append(out, ls[i:]...)
+	return append(out, ext[j:]...)
 }
 
 // decodePayload decodes a queue record's payload.

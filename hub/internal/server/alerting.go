@@ -44,6 +44,7 @@ func (h *Hub) newAlerting(externalURL string) error {
 	acfg.TSDB, acfg.Objects, acfg.Store = h.tsdb, h.objects, h.store
 	acfg.Fleet, acfg.Reports, acfg.Sessions = h.fleet, h.reports, h.gw
 	acfg.ExternalURL, acfg.Logger = externalURL, h.log.With("component", "alerting")
+	acfg.ExternalLabels = externalLabels(h.cfg.ExternalLabels)
 	var err error
 	h.alerts, err = alerting.New(acfg)
 	return err

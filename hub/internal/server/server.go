@@ -78,6 +78,12 @@ type Config struct {
 	// remotewrite default).
 	RemoteWrite              []remotewrite.Endpoint
 	RemoteWriteMaxQueueBytes int64
+	// ExternalLabels tell this hub apart downstream, as Prometheus'
+	// global.external_labels do: every series remote write sends and
+	// every alert notifications carry gets them, unless it has a value
+	// of its own for the name. The TSDB and rule queries never see them.
+	// CheckExternalLabel says what is allowed.
+	ExternalLabels map[string]string
 	// TSDB configures the metrics store under DataDir/tsdb.
 	TSDB TSDBConfig
 	// Alerting configures alert rules; nil means DefaultAlertingConfig.
@@ -226,6 +232,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	cdPolicy, err := loadRolloutPolicy(cfg.ClusterDeploymentRollout)
 	if err != nil {
 		return nil, err // before anything is opened: a bad file changes nothing
+	}
+	if err := checkExternalLabels(cfg.ExternalLabels); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub: create data dir: %w", err)

@@ -46,6 +46,7 @@ func (h *Hub) openTelemetry(gcfg *gateway.Config) error {
 	h.tsdb = db
 	rw := remotewrite.DefaultConfig()
 	rw.Dir, rw.Endpoints, rw.Logger = remotewrite.Dir(h.cfg.DataDir), h.cfg.RemoteWrite, h.log
+	rw.ExternalLabels = externalLabels(h.cfg.ExternalLabels)
 	if h.cfg.RemoteWriteMaxQueueBytes != 0 {
 		rw.MaxQueueBytes = h.cfg.RemoteWriteMaxQueueBytes
 	}
