@@ -76,6 +76,27 @@ type Config struct {
 	ExternalLabels labels.Labels
 }
 
+// CheckExternalLabel reports why name=value cannot be one of the hub's
+// external labels (Config.ExternalLabels; the hub's alerts carry the same
+// set), or nil.
+func CheckExternalLabel(name, value string) error {
+	switch {
+	case strings.HasPrefix(name, "__"):
+		return fmt.Errorf("label name %q: names starting with __ are reserved", name)
+	case !telemetryv1.ValidLabelName(name):
+		return fmt.Errorf("label name %q: want [a-zA-Z_][a-zA-Z0-9_]*, at most %d bytes", name, telemetryv1.MaxLabelNameBytes)
+	case name == telemetryv1.ClusterLabel:
+		// Every agent series has its own; an external one would never
+		// show, or name the hub where a cluster is expected.
+		return fmt.Errorf("label name %q: it is the per-cluster label agents' series carry; pick another name for the hub (e.g. region or hub)", name)
+	case value == "":
+		return fmt.Errorf("label %s: the value is empty", name)
+	case !utf8.ValidString(value):
+		return fmt.Errorf("label %s: the value is not valid UTF-8", name)
+	}
+	return nil
+}
+
 // DefaultConfig returns the defaults: 5,000 samples a request, 64 MiB
 // segments, a 10 GiB queue, retries from 100ms to 30s, status every 15s.
 func DefaultConfig() Config {
@@ -102,8 +123,8 @@ func (c *Config) Validate() error {
 	}
 	var bad error
 	c.ExternalLabels.Range(func(l labels.Label) {
-		if bad == nil && (!telemetryv1.ValidLabelName(l.Name) || l.Value == "" || !utf8.ValidString(l.Value)) {
-			bad = fmt.Errorf("remote write: external label %s=%q: want a label name not starting with __ and a non-empty UTF-8 value", l.Name, l.Value)
+		if err := CheckExternalLabel(l.Name, l.Value); bad == nil && err != nil {
+			bad = fmt.Errorf("remote write: external label: %w", err)
 		}
 	})
 	if bad != nil {

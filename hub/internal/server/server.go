@@ -82,7 +82,7 @@ type Config struct {
 	// global.external_labels do: every series remote write sends and
 	// every alert notifications carry gets them, unless it has a value
 	// of its own for the name. The TSDB and rule queries never see them.
-	// CheckExternalLabel says what is allowed.
+	// remotewrite.CheckExternalLabel says what is allowed.
 	ExternalLabels map[string]string
 	// TSDB configures the metrics store under DataDir/tsdb.
 	TSDB TSDBConfig
