@@ -421,3 +421,63 @@ func TestMetricRelabellingCannotChangeCluster(t *testing.T) {
 		t.Fatalf("labels %v", got)
 	}
 }
+
+// TestScraperResendsMetadata: a family's metadata goes out with the first
+// batch after it is scraped, not again while it is unchanged, and again
+// once MetadataResendInterval has passed (a restarted hub has lost it).
+// Every batch says its target list is whole.
+func TestScraperResendsMetadata(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, sk := newScraper(t, Config{Now: clock, MetadataResendInterval: 10 * time.Minute})
+	cfg := wireConfig("web")
+	s.Update(&fleetv1.Telemetry{ScrapeConfigs: []*fleetv1.ScrapeConfig{cfg}})
+	tg := targetFor(t, cfg, exporter(t, promhttp.HandlerFor(registry(t), promhttp.HandlerOpts{})))
+	l := &loop{t: tg, status: TargetStatus{Job: tg.job.name, URL: tg.url, Health: HealthUnknown}}
+	s.mu.Lock()
+	s.loops["test"] = l
+	s.mu.Unlock()
+
+	metaOf := func(b *telemetryv1.MetricBatch) string {
+		for _, m := range b.GetMetadata() {
+			if m.GetMetric() == "http_requests_total" {
+				return m.GetHelp()
+			}
+		}
+		return ""
+	}
+	round := func(advance time.Duration) *telemetryv1.MetricBatch {
+		t.Helper()
+		mu.Lock()
+		now = now.Add(advance)
+		mu.Unlock()
+		n := len(sk.all())
+		s.scrapeAndBuffer(t.Context(), l)
+		s.flush()
+		bs := sk.all()
+		if len(bs) != n+1 {
+			t.Fatalf("flush emitted %d batches, want 1", len(bs)-n)
+		}
+		b := bs[len(bs)-1]
+		if !b.GetTargetsReported() || len(b.GetTargets()) != 1 {
+			t.Fatalf("batch targets %v reported %v, want the one target, reported", b.GetTargets(), b.GetTargetsReported())
+		}
+		return b
+	}
+	if got := metaOf(round(0)); got != "Requests served." {
+		t.Fatalf("first batch metadata help %q", got)
+	}
+	if got := metaOf(round(time.Minute)); got != "" {
+		t.Fatalf("unchanged metadata sent again after a minute: %q", got)
+	}
+	// The interval passes: the next flush forgets what was sent, and the
+	// scrape after it carries the metadata again.
+	round(10 * time.Minute)
+	if got := metaOf(round(time.Second)); got != "Requests served." {
+		t.Fatalf("metadata not sent again after the resend interval: %q", got)
+	}
+	if got := metaOf(round(time.Second)); got != "" {
+		t.Fatalf("metadata sent twice after the resend interval: %q", got)
+	}
+}

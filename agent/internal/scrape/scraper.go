@@ -66,12 +66,17 @@ type Config struct {
 	// MaxBufferedSeries bounds the series waiting for a flush; a scrape
 	// that does not fit is dropped and counted. Default 100000.
 	MaxBufferedSeries int
+	// MetadataResendInterval: how often the metadata of every scraped
+	// family is sent again though unchanged, so a hub that lost it (a
+	// restart: the hub keeps metadata in memory) has it back. Default
+	// 10m, as often as a family's HELP can matter to a dashboard.
+	MetadataResendInterval time.Duration
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
 	return Config{DiscoveryInterval: 30 * time.Second, FlushInterval: 10 * time.Second, MaxBodyBytes: 16 << 20,
-		MaxTargetsPerConfig: 1000, MaxBatchSeries: 5000, MaxBufferedSeries: 100000}
+		MaxTargetsPerConfig: 1000, MaxBatchSeries: 5000, MaxBufferedSeries: 100000, MetadataResendInterval: 10 * time.Minute}
 }
 
 // Validate reports a configuration that cannot work.
@@ -83,7 +88,7 @@ func (c *Config) Validate() error {
 		return errors.New("scrape: Config.Kube is required")
 	case c.Emit == nil:
 		return errors.New("scrape: Config.Emit is required")
-	case c.DiscoveryInterval < 0, c.FlushInterval < 0:
+	case c.DiscoveryInterval < 0, c.FlushInterval < 0, c.MetadataResendInterval < 0:
 		return errors.New("scrape: Config intervals must not be negative")
 	case c.MaxBodyBytes < 0, c.MaxTargetsPerConfig < 0, c.MaxBufferedSeries < 0:
 		return errors.New("scrape: Config bounds must not be negative")
@@ -135,6 +140,7 @@ type Scraper struct {
 	buffer   []*telemetryv1.Series
 	metadata map[string]*telemetryv1.MetricMetadata // to send
 	sentMeta map[string]string                      // family -> what was sent
+	metaFrom time.Time                              // when sentMeta was last emptied
 	dirty    bool                                   // health changed since the last flush
 	stats    Stats
 	wg       sync.WaitGroup
@@ -179,6 +185,9 @@ func New(cfg Config) (*Scraper, error) {
 	}
 	if cfg.MaxBufferedSeries == 0 {
 		cfg.MaxBufferedSeries = d.MaxBufferedSeries
+	}
+	if cfg.MetadataResendInterval == 0 {
+		cfg.MetadataResendInterval = d.MetadataResendInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -468,12 +477,18 @@ func (s *Scraper) flush() {
 		}
 	}
 	s.metadata = map[string]*telemetryv1.MetricMetadata{}
+	if now := s.cfg.Now(); now.Sub(s.metaFrom) >= s.cfg.MetadataResendInterval {
+		// The next scrapes find every family unsent and send it again.
+		s.sentMeta, s.metaFrom = map[string]string{}, now
+	}
 	s.mu.Unlock()
 
 	sent := 0
 	for first := true; first || len(buf) > 0; first = false {
 		n := min(len(buf), s.cfg.MaxBatchSeries)
-		b := &telemetryv1.MetricBatch{Series: buf[:n], Targets: health}
+		// The scraper's health list is the whole of it, empty or not:
+		// the hub replaces the cluster's targets with it.
+		b := &telemetryv1.MetricBatch{Series: buf[:n], Targets: health, TargetsReported: true}
 		if first {
 			b.Metadata = meta
 		}
