@@ -1171,7 +1171,11 @@ type Welcome struct {
 	// agent offered in Hello.payload_kinds. Empty: a hub older than payload
 	// kinds (send status as StatusReport, hold every other kind), or an
 	// agent that offered none.
-	PayloadKinds  []string `protobuf:"bytes,5,rep,name=payload_kinds,json=payloadKinds,proto3" json:"payload_kinds,omitempty"`
+	PayloadKinds []string `protobuf:"bytes,5,rep,name=payload_kinds,json=payloadKinds,proto3" json:"payload_kinds,omitempty"`
+	// Optional wire features this hub understands (at most MaxFeatures, each
+	// at most MaxFeatureBytes), such as FeatureMetricSymbols. An agent uses a
+	// feature only when the hub names it, and otherwise sends the older form.
+	Features      []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1237,6 +1241,13 @@ func (x *Welcome) GetEpoch() string {
 func (x *Welcome) GetPayloadKinds() []string {
 	if x != nil {
 		return x.PayloadKinds
+	}
+	return nil
+}
+
+func (x *Welcome) GetFeatures() []string {
+	if x != nil {
+		return x.Features
 	}
 	return nil
 }
@@ -2597,14 +2608,15 @@ const file_protocol_fleet_v1_fleet_proto_rawDesc = "" +
 	"\arefused\x18\x02 \x01(\bR\arefused\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x1d\n" +
 	"\tStatusAck\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xc8\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xe4\x01\n" +
 	"\aWelcome\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12+\n" +
 	"\x11heartbeat_seconds\x18\x03 \x01(\rR\x10heartbeatSeconds\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x12#\n" +
-	"\rpayload_kinds\x18\x05 \x03(\tR\fpayloadKinds\"\x9a\x02\n" +
+	"\rpayload_kinds\x18\x05 \x03(\tR\fpayloadKinds\x12\x1a\n" +
+	"\bfeatures\x18\x06 \x03(\tR\bfeatures\"\x9a\x02\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x12\n" +

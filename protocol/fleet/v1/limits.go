@@ -23,6 +23,10 @@ const (
 	MaxPayloadKinds = 32
 	// MaxPayloadKindBytes bounds one payload kind name.
 	MaxPayloadKindBytes = 64
+	// MaxFeatures bounds Welcome.features; an agent ignores the features
+	// after the first MaxFeatures and any longer than MaxFeatureBytes.
+	MaxFeatures     = 32
+	MaxFeatureBytes = 64
 	// MaxStagedWindows bounds StagedService.windows; an agent ignores a
 	// staged version with more (or with none).
 	MaxStagedWindows = 16
@@ -57,3 +61,11 @@ func ValidPayloadKind(kind string) bool {
 	}
 	return true
 }
+
+// Wire features a hub names in Welcome.features.
+const (
+	// FeatureMetricSymbols: the hub decodes metric batches in the symbol
+	// form (telemetryv1.MetricBatch.symbol_series). To a hub that does not
+	// name it an agent sends the series form (telemetryv1.EncodeSeriesForm).
+	FeatureMetricSymbols = "metrics.symbols"
+)

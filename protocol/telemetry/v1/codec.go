@@ -56,6 +56,12 @@ const ClusterLabel = "cluster"
 
 // Encode marshals and compresses b. It refuses a batch Decode would refuse.
 func Encode(b *MetricBatch) ([]byte, error) {
+	return EncodeSeriesForm(b)
+}
+
+// EncodeSeriesForm is Encode writing the series as Series messages (field
+// 1), as hubs without fleetv1.FeatureMetricSymbols read them.
+func EncodeSeriesForm(b *MetricBatch) ([]byte, error) {
 	if err := Validate(b); err != nil {
 		return nil, err
 	}

@@ -44,8 +44,16 @@ type MetricBatch struct {
 	// older agent does not set it; the hub then replaces its list only
 	// with a non-empty one.
 	TargetsReported bool `protobuf:"varint,4,opt,name=targets_reported,json=targetsReported,proto3" json:"targets_reported,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The symbol form of series, which Encode writes for a hub that names
+	// FeatureMetricSymbols in its Welcome: each string once in symbols, each
+	// series' labels as indexes into it. A connected agent's batch holds one
+	// sample per series, so the label strings were most of the batch, and
+	// inflating and walking them most of the hub's work per sample.
+	// Decoders turn symbol_series into series, after those of field 1.
+	Symbols       []string        `protobuf:"bytes,5,rep,name=symbols,proto3" json:"symbols,omitempty"`
+	SymbolSeries  []*SymbolSeries `protobuf:"bytes,6,rep,name=symbol_series,json=symbolSeries,proto3" json:"symbol_series,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MetricBatch) Reset() {
@@ -106,6 +114,83 @@ func (x *MetricBatch) GetTargetsReported() bool {
 	return false
 }
 
+func (x *MetricBatch) GetSymbols() []string {
+	if x != nil {
+		return x.Symbols
+	}
+	return nil
+}
+
+func (x *MetricBatch) GetSymbolSeries() []*SymbolSeries {
+	if x != nil {
+		return x.SymbolSeries
+	}
+	return nil
+}
+
+// SymbolSeries is one Series in the symbol form: label_refs holds a
+// (name, value) pair of indexes into MetricBatch.symbols per label, and
+// the samples are timestamps_ms[i] with values[i] (as many of each).
+type SymbolSeries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LabelRefs     []uint32               `protobuf:"varint,1,rep,packed,name=label_refs,json=labelRefs,proto3" json:"label_refs,omitempty"`
+	TimestampsMs  []int64                `protobuf:"varint,2,rep,packed,name=timestamps_ms,json=timestampsMs,proto3" json:"timestamps_ms,omitempty"`
+	Values        []float64              `protobuf:"fixed64,3,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SymbolSeries) Reset() {
+	*x = SymbolSeries{}
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SymbolSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SymbolSeries) ProtoMessage() {}
+
+func (x *SymbolSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SymbolSeries.ProtoReflect.Descriptor instead.
+func (*SymbolSeries) Descriptor() ([]byte, []int) {
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SymbolSeries) GetLabelRefs() []uint32 {
+	if x != nil {
+		return x.LabelRefs
+	}
+	return nil
+}
+
+func (x *SymbolSeries) GetTimestampsMs() []int64 {
+	if x != nil {
+		return x.TimestampsMs
+	}
+	return nil
+}
+
+func (x *SymbolSeries) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 // Series is one time series: its labels (with __name__) and its samples in
 // increasing timestamp order. The agent sets cluster="<its cluster>"; the
 // hub refuses a batch naming another cluster.
@@ -119,7 +204,7 @@ type Series struct {
 
 func (x *Series) Reset() {
 	*x = Series{}
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[1]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +216,7 @@ func (x *Series) String() string {
 func (*Series) ProtoMessage() {}
 
 func (x *Series) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[1]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +229,7 @@ func (x *Series) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Series.ProtoReflect.Descriptor instead.
 func (*Series) Descriptor() ([]byte, []int) {
-	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{1}
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Series) GetLabels() []*Label {
@@ -171,7 +256,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[2]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +268,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[2]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +281,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{2}
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Label) GetName() string {
@@ -224,7 +309,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[3]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +321,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[3]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +334,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{3}
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Sample) GetTimestampMs() int64 {
@@ -280,7 +365,7 @@ type MetricMetadata struct {
 
 func (x *MetricMetadata) Reset() {
 	*x = MetricMetadata{}
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[4]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +377,7 @@ func (x *MetricMetadata) String() string {
 func (*MetricMetadata) ProtoMessage() {}
 
 func (x *MetricMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[4]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +390,7 @@ func (x *MetricMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricMetadata.ProtoReflect.Descriptor instead.
 func (*MetricMetadata) Descriptor() ([]byte, []int) {
-	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{4}
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MetricMetadata) GetMetric() string {
@@ -356,7 +441,7 @@ type TargetHealth struct {
 
 func (x *TargetHealth) Reset() {
 	*x = TargetHealth{}
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[5]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +453,7 @@ func (x *TargetHealth) String() string {
 func (*TargetHealth) ProtoMessage() {}
 
 func (x *TargetHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[5]
+	mi := &file_protocol_telemetry_v1_telemetry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +466,7 @@ func (x *TargetHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetHealth.ProtoReflect.Descriptor instead.
 func (*TargetHealth) Descriptor() ([]byte, []int) {
-	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{5}
+	return file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TargetHealth) GetJob() string {
@@ -437,12 +522,19 @@ var File_protocol_telemetry_v1_telemetry_proto protoreflect.FileDescriptor
 
 const file_protocol_telemetry_v1_telemetry_proto_rawDesc = "" +
 	"\n" +
-	"%protocol/telemetry/v1/telemetry.proto\x12\x13tether.telemetry.v1\"\xeb\x01\n" +
+	"%protocol/telemetry/v1/telemetry.proto\x12\x13tether.telemetry.v1\"\xcd\x02\n" +
 	"\vMetricBatch\x123\n" +
 	"\x06series\x18\x01 \x03(\v2\x1b.tether.telemetry.v1.SeriesR\x06series\x12?\n" +
 	"\bmetadata\x18\x02 \x03(\v2#.tether.telemetry.v1.MetricMetadataR\bmetadata\x12;\n" +
 	"\atargets\x18\x03 \x03(\v2!.tether.telemetry.v1.TargetHealthR\atargets\x12)\n" +
-	"\x10targets_reported\x18\x04 \x01(\bR\x0ftargetsReported\"s\n" +
+	"\x10targets_reported\x18\x04 \x01(\bR\x0ftargetsReported\x12\x18\n" +
+	"\asymbols\x18\x05 \x03(\tR\asymbols\x12F\n" +
+	"\rsymbol_series\x18\x06 \x03(\v2!.tether.telemetry.v1.SymbolSeriesR\fsymbolSeries\"j\n" +
+	"\fSymbolSeries\x12\x1d\n" +
+	"\n" +
+	"label_refs\x18\x01 \x03(\rR\tlabelRefs\x12#\n" +
+	"\rtimestamps_ms\x18\x02 \x03(\x03R\ftimestampsMs\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\x01R\x06values\"s\n" +
 	"\x06Series\x122\n" +
 	"\x06labels\x18\x01 \x03(\v2\x1a.tether.telemetry.v1.LabelR\x06labels\x125\n" +
 	"\asamples\x18\x02 \x03(\v2\x1b.tether.telemetry.v1.SampleR\asamples\"1\n" +
@@ -479,26 +571,28 @@ func file_protocol_telemetry_v1_telemetry_proto_rawDescGZIP() []byte {
 	return file_protocol_telemetry_v1_telemetry_proto_rawDescData
 }
 
-var file_protocol_telemetry_v1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_protocol_telemetry_v1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_protocol_telemetry_v1_telemetry_proto_goTypes = []any{
 	(*MetricBatch)(nil),    // 0: tether.telemetry.v1.MetricBatch
-	(*Series)(nil),         // 1: tether.telemetry.v1.Series
-	(*Label)(nil),          // 2: tether.telemetry.v1.Label
-	(*Sample)(nil),         // 3: tether.telemetry.v1.Sample
-	(*MetricMetadata)(nil), // 4: tether.telemetry.v1.MetricMetadata
-	(*TargetHealth)(nil),   // 5: tether.telemetry.v1.TargetHealth
+	(*SymbolSeries)(nil),   // 1: tether.telemetry.v1.SymbolSeries
+	(*Series)(nil),         // 2: tether.telemetry.v1.Series
+	(*Label)(nil),          // 3: tether.telemetry.v1.Label
+	(*Sample)(nil),         // 4: tether.telemetry.v1.Sample
+	(*MetricMetadata)(nil), // 5: tether.telemetry.v1.MetricMetadata
+	(*TargetHealth)(nil),   // 6: tether.telemetry.v1.TargetHealth
 }
 var file_protocol_telemetry_v1_telemetry_proto_depIdxs = []int32{
-	1, // 0: tether.telemetry.v1.MetricBatch.series:type_name -> tether.telemetry.v1.Series
-	4, // 1: tether.telemetry.v1.MetricBatch.metadata:type_name -> tether.telemetry.v1.MetricMetadata
-	5, // 2: tether.telemetry.v1.MetricBatch.targets:type_name -> tether.telemetry.v1.TargetHealth
-	2, // 3: tether.telemetry.v1.Series.labels:type_name -> tether.telemetry.v1.Label
-	3, // 4: tether.telemetry.v1.Series.samples:type_name -> tether.telemetry.v1.Sample
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2, // 0: tether.telemetry.v1.MetricBatch.series:type_name -> tether.telemetry.v1.Series
+	5, // 1: tether.telemetry.v1.MetricBatch.metadata:type_name -> tether.telemetry.v1.MetricMetadata
+	6, // 2: tether.telemetry.v1.MetricBatch.targets:type_name -> tether.telemetry.v1.TargetHealth
+	1, // 3: tether.telemetry.v1.MetricBatch.symbol_series:type_name -> tether.telemetry.v1.SymbolSeries
+	3, // 4: tether.telemetry.v1.Series.labels:type_name -> tether.telemetry.v1.Label
+	4, // 5: tether.telemetry.v1.Series.samples:type_name -> tether.telemetry.v1.Sample
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_protocol_telemetry_v1_telemetry_proto_init() }
@@ -512,7 +606,7 @@ func file_protocol_telemetry_v1_telemetry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_telemetry_v1_telemetry_proto_rawDesc), len(file_protocol_telemetry_v1_telemetry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
