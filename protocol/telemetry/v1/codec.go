@@ -45,6 +45,10 @@ const (
 	MaxTargets  = 1024
 	// MaxHelpBytes bounds MetricMetadata.help and TargetHealth.last_error.
 	MaxHelpBytes = 1024
+	// MaxSymbols bounds MetricBatch.symbols; each symbol is at most
+	// MaxLabelValueBytes. Encode writes a batch with more distinct label
+	// strings in the series form.
+	MaxSymbols = 1 << 18
 )
 
 // MetricNameLabel is the label that holds a series' metric name.
@@ -54,9 +58,18 @@ const MetricNameLabel = "__name__"
 // it comes from. The hub sets it from the agent's identity.
 const ClusterLabel = "cluster"
 
-// Encode marshals and compresses b. It refuses a batch Decode would refuse.
+// Encode marshals and compresses b, its series in the symbol form
+// (MetricBatch.symbol_series; hubs that name fleetv1.FeatureMetricSymbols
+// read it). It refuses a batch Decode would refuse. b is not changed.
 func Encode(b *MetricBatch) ([]byte, error) {
-	return EncodeSeriesForm(b)
+	if err := Validate(b); err != nil {
+		return nil, err
+	}
+	w, ok := symbolForm(b)
+	if !ok {
+		return encode(b)
+	}
+	return encode(w)
 }
 
 // EncodeSeriesForm is Encode writing the series as Series messages (field
@@ -65,6 +78,51 @@ func EncodeSeriesForm(b *MetricBatch) ([]byte, error) {
 	if err := Validate(b); err != nil {
 		return nil, err
 	}
+	return encode(b)
+}
+
+// symbolForm returns b with its series in the symbol form, or false if
+// they have more distinct strings than MaxSymbols.
+func symbolForm(b *MetricBatch) (*MetricBatch, bool) {
+	w := &MetricBatch{Metadata: b.Metadata, Targets: b.Targets, TargetsReported: b.TargetsReported,
+		SymbolSeries: make([]*SymbolSeries, len(b.Series))}
+	index := make(map[string]uint32, 2*len(b.Series))
+	ref := func(s string) uint32 {
+		r, ok := index[s]
+		if !ok {
+			r = uint32(len(w.Symbols))
+			index[s] = r
+			w.Symbols = append(w.Symbols, s)
+		}
+		return r
+	}
+	nrefs, nsamples := 0, 0
+	for _, s := range b.Series {
+		nrefs += 2 * len(s.Labels)
+		nsamples += len(s.Samples)
+	}
+	refs := make([]uint32, 0, nrefs)
+	ts := make([]int64, 0, nsamples)
+	vs := make([]float64, 0, nsamples)
+	for i, s := range b.Series {
+		from := len(refs)
+		for _, l := range s.Labels {
+			refs = append(refs, ref(l.Name), ref(l.Value))
+		}
+		if len(w.Symbols) > MaxSymbols {
+			return nil, false
+		}
+		tfrom := len(ts)
+		for _, smp := range s.Samples {
+			ts = append(ts, smp.TimestampMs)
+			vs = append(vs, smp.Value)
+		}
+		w.SymbolSeries[i] = &SymbolSeries{LabelRefs: refs[from:len(refs):len(refs)], TimestampsMs: ts[tfrom:len(ts):len(ts)], Values: vs[tfrom:len(vs):len(vs)]}
+	}
+	return w, true
+}
+
+func encode(b *MetricBatch) ([]byte, error) {
 	raw, err := proto.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("marshal metric batch: %w", err)
@@ -149,10 +207,62 @@ func Decode(data []byte) (*MetricBatch, error) {
 	if err := proto.Unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("metric batch does not decode: %w", err)
 	}
+	if err := fromSymbols(&b); err != nil {
+		return nil, err
+	}
 	if err := Validate(&b); err != nil {
 		return nil, err
 	}
 	return &b, nil
+}
+
+// fromSymbols turns b's symbol_series into series after those b has,
+// and clears the symbol fields.
+func fromSymbols(b *MetricBatch) error {
+	if len(b.Series)+len(b.SymbolSeries) > MaxSeries {
+		return fmt.Errorf("%w: %d series, limit %d", ErrTooLarge, len(b.Series)+len(b.SymbolSeries), MaxSeries)
+	}
+	if len(b.Symbols) > MaxSymbols {
+		return fmt.Errorf("%w: %d symbols, limit %d", ErrTooLarge, len(b.Symbols), MaxSymbols)
+	}
+	for i, s := range b.Symbols {
+		if len(s) > MaxLabelValueBytes {
+			return fmt.Errorf("symbol %d is %d bytes, limit %d", i, len(s), MaxLabelValueBytes)
+		}
+	}
+	samples := 0
+	for _, s := range b.Series {
+		samples += len(s.Samples)
+	}
+	for i, ss := range b.SymbolSeries {
+		at := len(b.Series)
+		refs := ss.LabelRefs
+		switch {
+		case len(refs)%2 != 0:
+			return fmt.Errorf("series %d: %d label refs, not (name, value) pairs", at, len(refs))
+		case len(refs) > 2*MaxLabels:
+			return fmt.Errorf("series %d: %d labels, limit %d", at, len(refs)/2, MaxLabels)
+		case len(ss.TimestampsMs) != len(ss.Values):
+			return fmt.Errorf("series %d: %d timestamps and %d values", at, len(ss.TimestampsMs), len(ss.Values))
+		}
+		if samples += len(ss.TimestampsMs); samples > MaxSamples {
+			return fmt.Errorf("%w: over %d samples", ErrTooLarge, MaxSamples)
+		}
+		s := &Series{Labels: make([]*Label, len(refs)/2), Samples: make([]*Sample, len(ss.TimestampsMs))}
+		for j := 0; j < len(refs); j += 2 {
+			if max(refs[j], refs[j+1]) >= uint32(len(b.Symbols)) {
+				return fmt.Errorf("series %d: label %d refers to symbol %d of %d", at, j/2, max(refs[j], refs[j+1]), len(b.Symbols))
+			}
+			s.Labels[j/2] = &Label{Name: b.Symbols[refs[j]], Value: b.Symbols[refs[j+1]]}
+		}
+		for k, t := range ss.TimestampsMs {
+			s.Samples[k] = &Sample{TimestampMs: t, Value: ss.Values[k]}
+		}
+		b.Series = append(b.Series, s)
+		b.SymbolSeries[i] = nil
+	}
+	b.Symbols, b.SymbolSeries = nil, nil
+	return nil
 }
 
 // Validate checks b against the limits and Prometheus' rules for names:
@@ -161,6 +271,9 @@ func Decode(data []byte) (*MetricBatch, error) {
 // __name__), appear once, values are UTF-8, and samples are in strictly
 // increasing time order. Errors name the series and label at fault.
 func Validate(b *MetricBatch) error {
+	if len(b.Symbols) > 0 || len(b.SymbolSeries) > 0 {
+		return errors.New("metric batch holds symbol_series: Encode writes them, Decode turns them into series")
+	}
 	if len(b.Series) > MaxSeries {
 		return fmt.Errorf("%w: %d series, limit %d", ErrTooLarge, len(b.Series), MaxSeries)
 	}

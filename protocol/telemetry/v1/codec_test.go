@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -35,6 +36,97 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 	if !proto.Equal(b, got) {
 		t.Fatalf("round trip changed the batch:\n%v\n%v", b, got)
+	}
+}
+
+// TestEncodeForms: Encode writes the symbol form, EncodeSeriesForm the
+// series form, and both decode to the batch encoded. A batch of more
+// distinct strings than MaxSymbols goes in the series form.
+func TestEncodeForms(t *testing.T) {
+	b := &MetricBatch{Series: []*Series{
+		series("kube_pod_info", "cluster", "edge-1", "pod", "web-0"),
+		series("kube_pod_info", "cluster", "edge-1", "pod", "web-1"),
+	}, TargetsReported: true}
+	unzip := func(data []byte) *MetricBatch {
+		t.Helper()
+		raw, err := Gunzip(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w MetricBatch
+		if err := proto.Unmarshal(raw, &w); err != nil {
+			t.Fatal(err)
+		}
+		return &w
+	}
+	sym, err := Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := unzip(sym)
+	if len(w.Series) != 0 || len(w.SymbolSeries) != 2 || len(w.Symbols) != 7 {
+		t.Fatalf("Encode wrote %d series, %d symbol series, symbols %q; want 0, 2 and 7 distinct strings", len(w.Series), len(w.SymbolSeries), w.Symbols)
+	}
+	old, err := EncodeSeriesForm(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := unzip(old); len(w.Series) != 2 || len(w.SymbolSeries) != 0 {
+		t.Fatalf("EncodeSeriesForm wrote %d series and %d symbol series", len(w.Series), len(w.SymbolSeries))
+	}
+	for _, data := range [][]byte{sym, old} {
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(b, got) {
+			t.Fatalf("decoded batch differs:\n%v\n%v", b, got)
+		}
+	}
+	if _, err := Encode(w); err == nil {
+		t.Fatal("Encode accepted a batch that already holds symbol_series")
+	}
+
+	// More distinct strings than MaxSymbols: the series form.
+	many := &MetricBatch{}
+	for i := 0; len(many.Series)*20 <= MaxSymbols; i++ {
+		s := series("m")
+		for k := range 20 {
+			s.Labels = append(s.Labels, &Label{Name: "l" + strconv.Itoa(k), Value: strconv.Itoa(i*20 + k)})
+		}
+		s.Samples = s.Samples[:1]
+		many.Series = append(many.Series, s)
+	}
+	data, err := Encode(many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := unzip(data); len(w.Series) != len(many.Series) || len(w.SymbolSeries) != 0 {
+		t.Fatalf("%d distinct strings: Encode wrote %d series, %d symbol series; want the series form", len(many.Series)*20, len(w.Series), len(w.SymbolSeries))
+	}
+}
+
+// TestDecodeMixedForms: series of field 1 come first, then the symbol
+// series, in order.
+func TestDecodeMixedForms(t *testing.T) {
+	w := &MetricBatch{
+		Series:       []*Series{series("a")},
+		Symbols:      []string{MetricNameLabel, "b", "c"},
+		SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 1}, TimestampsMs: []int64{5}, Values: []float64{1}}, {LabelRefs: []uint32{0, 2}, TimestampsMs: []int64{6, 7}, Values: []float64{2, 3}}},
+	}
+	raw, err := proto.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(gz(t, raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &MetricBatch{Series: []*Series{series("a"),
+		{Labels: []*Label{{Name: MetricNameLabel, Value: "b"}}, Samples: []*Sample{{TimestampMs: 5, Value: 1}}},
+		{Labels: []*Label{{Name: MetricNameLabel, Value: "c"}}, Samples: []*Sample{{TimestampMs: 6, Value: 2}, {TimestampMs: 7, Value: 3}}}}}
+	if !proto.Equal(want, got) {
+		t.Fatalf("decoded:\n%v\nwant:\n%v", got, want)
 	}
 }
 
@@ -80,6 +172,14 @@ func TestDecodeRefuses(t *testing.T) {
 		{name: "no samples", raw: marshal(&MetricBatch{Series: []*Series{noSamples}}), want: "no samples"},
 		{name: "bad type", raw: marshal(&MetricBatch{Metadata: []*MetricMetadata{{Metric: "up", Type: "weird"}}}), want: "unknown metric type"},
 		{name: "too big", raw: make([]byte, MaxEncodedBytes+1), want: "too large"},
+		{name: "odd label refs", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up"}, SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 1, 1}, TimestampsMs: []int64{1}, Values: []float64{1}}}}), want: "series 0: 3 label refs, not (name, value) pairs"},
+		{name: "ref past the symbols", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up"}, SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 2}, TimestampsMs: []int64{1}, Values: []float64{1}}}}), want: "series 0: label 0 refers to symbol 2 of 2"},
+		{name: "timestamps without values", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up"}, SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 1}, TimestampsMs: []int64{1, 2}, Values: []float64{1}}}}), want: "series 0: 2 timestamps and 1 values"},
+		{name: "symbol series without samples", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up"}, SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 1}}}}), want: "no samples"},
+		{name: "symbol series bad label", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up", "bad-name"}, SymbolSeries: []*SymbolSeries{{LabelRefs: []uint32{0, 1, 2, 1}, TimestampsMs: []int64{1}, Values: []float64{1}}}}), want: `"bad-name" is not a Prometheus label name`},
+		{name: "too many labels by refs", raw: marshal(&MetricBatch{Symbols: []string{MetricNameLabel, "up"}, SymbolSeries: []*SymbolSeries{{LabelRefs: make([]uint32, 2*MaxLabels+2), TimestampsMs: []int64{1}, Values: []float64{1}}}}), want: "65 labels, limit 64"},
+		{name: "symbol too long", raw: marshal(&MetricBatch{Symbols: []string{strings.Repeat("x", MaxLabelValueBytes+1)}}), want: "symbol 0 is 4097 bytes"},
+		{name: "too many series over both forms", raw: marshal(&MetricBatch{Series: make([]*Series, MaxSeries), Symbols: []string{"x"}, SymbolSeries: []*SymbolSeries{{}}}), want: "too large"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -120,11 +220,13 @@ func FuzzDecode(f *testing.F) {
 		{Series: []*Series{series("up", "cluster", "a")}},
 		{Metadata: []*MetricMetadata{{Metric: "up", Type: "gauge"}}, Targets: []*TargetHealth{{Job: "j"}}},
 	} {
-		data, err := Encode(b)
-		if err != nil {
-			f.Fatal(err)
+		for _, enc := range []func(*MetricBatch) ([]byte, error){Encode, EncodeSeriesForm} {
+			data, err := enc(b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
 		}
-		f.Add(data)
 	}
 	f.Add([]byte("not gzip"))
 	f.Fuzz(func(t *testing.T, data []byte) {
