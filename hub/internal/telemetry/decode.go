@@ -60,6 +60,12 @@ type decoded struct {
 	restBuf []byte
 	// cache is the cluster's series cache, locked by the caller; nil: none.
 	cache *clusterSeries
+	// symbols and symSeries are the batch's symbol form (fields 5 and 6),
+	// decoded once every field is read; symKeys are the symbols' hashes
+	// (with a cache).
+	symbols   [][]byte
+	symSeries [][]byte
+	symKeys   []seriesKey
 }
 
 var decodedPool = sync.Pool{New: func() any { return new(decoded) }}
@@ -73,12 +79,15 @@ func (d *decoded) reset() {
 	d.raw.Reset()
 	d.restBuf = d.restBuf[:0]
 	d.cache = nil
+	clear(d.symbols)
+	clear(d.symSeries)
+	d.symbols, d.symSeries, d.symKeys = d.symbols[:0], d.symSeries[:0], d.symKeys[:0]
 }
 
 // release returns d to the pool unless it grew past what a typical batch
 // needs (a rare huge batch should not pin its memory).
 func (d *decoded) release() {
-	if d.raw.Cap() > 4<<20 || cap(d.samples) > 1<<18 {
+	if d.raw.Cap() > 4<<20 || cap(d.samples) > 1<<18 || cap(d.symbols) > 1<<16 {
 		return
 	}
 	d.reset()
@@ -146,14 +155,25 @@ func (d *decoded) decode(data []byte, cluster string) error {
 		}
 		tag := b[:n]
 		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
+		if (num == 1 || num == 5 || num == 6) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if len(d.series) == telemetryv1.MaxSeries {
+			if num == 5 {
+				if err := d.addSymbol(v); err != nil {
+					return err
+				}
+				continue
+			}
+			if len(d.series)+len(d.symSeries) == telemetryv1.MaxSeries {
 				return fmt.Errorf("%w: over %d series", telemetryv1.ErrTooLarge, telemetryv1.MaxSeries)
+			}
+			if num == 6 {
+				// Decoded once the symbols are all read.
+				d.symSeries = append(d.symSeries, v)
+				continue
 			}
 			if err := d.decodeSeries(v, cluster); err != nil {
 				return fmt.Errorf("series %d: %w", len(d.series), err)
@@ -168,6 +188,9 @@ func (d *decoded) decode(data []byte, cluster string) error {
 			d.restBuf = append(append(d.restBuf, tag...), b[:n]...)
 		}
 		b = b[n:]
+	}
+	if err := d.decodeSymbolSeries(cluster); err != nil {
+		return err
 	}
 	if len(d.restBuf) > 0 {
 		if err := proto.Unmarshal(d.restBuf, &d.rest); err != nil {
@@ -258,20 +281,29 @@ func (d *decoded) decodeSeries(b []byte, cluster string) error {
 			return err
 		}
 	}
-	if len(d.samples) == from {
-		return errors.New("no samples")
-	}
-	last := int64(math.MinInt64)
-	for k, s := range d.samples[from:] {
-		if s.t <= last {
-			return fmt.Errorf("%s: sample %d at %d is not after the one before (%d)", trunc(lset.Get(telemetryv1.MetricNameLabel)), k, s.t, last)
-		}
-		last = s.t
+	if err := checkSamples(d.samples[from:], lset); err != nil {
+		return err
 	}
 	if cached == nil && d.cache != nil {
 		cached = d.cache.add(key, lset)
 	}
 	d.series = append(d.series, decodedSeries{lset: lset, from: from, to: len(d.samples), cached: cached})
+	return nil
+}
+
+// checkSamples checks the samples of one series: at least one, in
+// strictly increasing time order.
+func checkSamples(ss []sample, lset labels.Labels) error {
+	if len(ss) == 0 {
+		return errors.New("no samples")
+	}
+	last := int64(math.MinInt64)
+	for k, s := range ss {
+		if s.t <= last {
+			return fmt.Errorf("%s: sample %d at %d is not after the one before (%d)", trunc(lset.Get(telemetryv1.MetricNameLabel)), k, s.t, last)
+		}
+		last = s.t
+	}
 	return nil
 }
 
@@ -287,6 +319,13 @@ func (d *decoded) decodeLabels(raw [][]byte, cluster string) (labels.Labels, err
 		}
 		ls = append(ls, l)
 	}
+	return d.checkLabels(ls, cluster)
+}
+
+// checkLabels checks the labels of one series, as telemetryv1.Validate
+// does, and returns its label set with cluster="<cluster>". Their
+// strings are UTF-8 already.
+func (d *decoded) checkLabels(ls []wireLabel, cluster string) (labels.Labels, error) {
 	name := ""
 	d.sb.Reset()
 	// The strings point into d.raw, which is reused: every build of the

@@ -49,7 +49,34 @@ func FuzzDecodeBatchMatchesDecode(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(raw)
+		// The same in the symbol form, where Encode takes it.
+		if data, err := telemetryv1.Encode(b); err == nil {
+			raw, err := telemetryv1.Gunzip(data)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(raw)
+		}
 	}
+	// The symbol form as proto allows it but Encode does not write it:
+	// refs one by one (one of them past 32 bits: proto keeps the low
+	// ones), values before timestamps, a packed field in two parts, and
+	// the symbols after the series.
+	var sym []byte
+	sym = protowire.AppendTag(sym, 3, protowire.Fixed64Type)
+	sym = protowire.AppendFixed64(sym, math.Float64bits(1.5))
+	for _, r := range []uint64{0, 1, 2, 1<<32 | 3} {
+		sym = protowire.AppendVarint(protowire.AppendTag(sym, 1, protowire.VarintType), r)
+	}
+	sym = protowire.AppendBytes(protowire.AppendTag(sym, 2, protowire.BytesType), protowire.AppendVarint(nil, 1000))
+	sym = protowire.AppendBytes(protowire.AppendTag(sym, 3, protowire.BytesType), protowire.AppendFixed64(nil, math.Float64bits(2)))
+	sym = protowire.AppendBytes(protowire.AppendTag(sym, 2, protowire.BytesType), protowire.AppendVarint(nil, 2000))
+	var symBatch []byte
+	symBatch = protowire.AppendBytes(protowire.AppendTag(symBatch, 6, protowire.BytesType), sym)
+	for _, s := range []string{"__name__", "up", "job", "a"} {
+		symBatch = protowire.AppendString(protowire.AppendTag(symBatch, 5, protowire.BytesType), s)
+	}
+	f.Add(symBatch)
 	// Wire oddities: a label as a varint, an unknown field, a group, a
 	// repeated timestamp (the last wins), a truncated message.
 	odd := protowire.AppendTag(nil, 1, protowire.BytesType)

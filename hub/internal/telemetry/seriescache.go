@@ -62,12 +62,13 @@ type clusterSeries struct {
 
 type seriesCaches struct {
 	// seedA and seedB key a span of label fields, seedC and seedD the
-	// fields one by one.
-	seedA, seedB, seedC, seedD maphash.Seed
-	maxTotal                   int64
-	maxPerCluster              int
-	ttl                        time.Duration
-	total                      atomic.Int64
+	// fields one by one; seedE and seedF hash a symbol, seedG and seedH a
+	// series' sequence of symbol hashes (symbols.go).
+	seedA, seedB, seedC, seedD, seedE, seedF, seedG, seedH maphash.Seed
+	maxTotal                                               int64
+	maxPerCluster                                          int
+	ttl                                                    time.Duration
+	total                                                  atomic.Int64
 
 	mu        sync.Mutex
 	clusters  map[string]*clusterSeries
@@ -77,6 +78,7 @@ type seriesCaches struct {
 func newSeriesCaches(maxTotal, maxPerCluster int, ttl time.Duration) *seriesCaches {
 	return &seriesCaches{
 		seedA: maphash.MakeSeed(), seedB: maphash.MakeSeed(), seedC: maphash.MakeSeed(), seedD: maphash.MakeSeed(),
+		seedE: maphash.MakeSeed(), seedF: maphash.MakeSeed(), seedG: maphash.MakeSeed(), seedH: maphash.MakeSeed(),
 		maxTotal: int64(maxTotal), maxPerCluster: maxPerCluster, ttl: ttl,
 		clusters: map[string]*clusterSeries{},
 	}

@@ -1,0 +1,219 @@
+package telemetry
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
+)
+
+// The symbol form of a batch (MetricBatch.symbols and symbol_series) is
+// decoded after every field of the batch is read, since a peer may send
+// the fields in any order. Each symbol is checked once (its length and
+// UTF-8); a series is a list of symbol indexes, so a known series costs a
+// hash over its symbols' hashes, which are made once per batch: the key
+// does not depend on where the agent put a string in this batch's table.
+
+// addSymbol records one symbol, checked as proto.Unmarshal and
+// telemetryv1.Decode check it.
+func (d *decoded) addSymbol(v []byte) error {
+	if len(d.symbols) == telemetryv1.MaxSymbols {
+		return fmt.Errorf("%w: over %d symbols", telemetryv1.ErrTooLarge, telemetryv1.MaxSymbols)
+	}
+	if len(v) > telemetryv1.MaxLabelValueBytes {
+		return fmt.Errorf("symbol %d is %d bytes, limit %d", len(d.symbols), len(v), telemetryv1.MaxLabelValueBytes)
+	}
+	if !utf8.Valid(v) {
+		return fmt.Errorf("%w: symbol %d is not UTF-8", errBadWire, len(d.symbols))
+	}
+	d.symbols = append(d.symbols, v)
+	return nil
+}
+
+// decodeSymbolSeries decodes the batch's symbol series, after its series
+// of field 1.
+func (d *decoded) decodeSymbolSeries(cluster string) error {
+	if len(d.symSeries) == 0 {
+		return nil
+	}
+	if d.cache != nil {
+		c := d.cache.caches
+		for _, s := range d.symbols {
+			d.symKeys = append(d.symKeys, seriesKey{maphash.Bytes(c.seedE, s), maphash.Bytes(c.seedF, s)})
+		}
+	}
+	for _, v := range d.symSeries {
+		if err := d.decodeSymbolSeriesOne(v, cluster); err != nil {
+			return fmt.Errorf("series %d: %w", len(d.series), err)
+		}
+	}
+	return nil
+}
+
+// symState is one SymbolSeries while it is read.
+type symState struct {
+	refs       []uint32
+	from       int // its first sample in decoded.samples
+	nts, nvals int
+}
+
+// add records element v of field num of a SymbolSeries.
+func (d *decoded) add(st *symState, num protowire.Number, v uint64) error {
+	var i int
+	switch num {
+	case 1:
+		if len(st.refs) == cap(st.refs) {
+			return fmt.Errorf("over %d labels", telemetryv1.MaxLabels)
+		}
+		// proto keeps the low 32 bits of a uint32 field's varint.
+		st.refs = append(st.refs, uint32(v))
+		return nil
+	case 2:
+		i = st.from + st.nts
+		st.nts++
+	default:
+		i = st.from + st.nvals
+		st.nvals++
+	}
+	// Timestamps and values may come in any order: the sample exists once
+	// either did.
+	if i == len(d.samples) {
+		if len(d.samples) == telemetryv1.MaxSamples {
+			return fmt.Errorf("%w: over %d samples", telemetryv1.ErrTooLarge, telemetryv1.MaxSamples)
+		}
+		d.samples = append(d.samples, sample{})
+	}
+	if num == 2 {
+		d.samples[i].t = int64(v)
+	} else {
+		d.samples[i].v = math.Float64frombits(v)
+	}
+	return nil
+}
+
+// decodeSymbolSeriesOne decodes and checks one SymbolSeries message; its
+// repeated fields may come packed or one by one, as proto allows.
+func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
+	var rbuf [2 * telemetryv1.MaxLabels]uint32
+	st := symState{refs: rbuf[:0], from: len(d.samples)}
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case (num == 1 || num == 2) && typ == protowire.VarintType, num == 3 && typ == protowire.Fixed64Type:
+			var v uint64
+			if num == 3 {
+				v, n = protowire.ConsumeFixed64(b)
+			} else {
+				v, n = protowire.ConsumeVarint(b)
+			}
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+			}
+			b = b[n:]
+			if err := d.add(&st, num, v); err != nil {
+				return err
+			}
+		case (num == 1 || num == 2 || num == 3) && typ == protowire.BytesType:
+			packed, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+			}
+			b = b[n:]
+			for len(packed) > 0 {
+				var v uint64
+				if num == 3 {
+					v, n = protowire.ConsumeFixed64(packed)
+				} else {
+					v, n = protowire.ConsumeVarint(packed)
+				}
+				if n < 0 {
+					return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+				}
+				packed = packed[n:]
+				if err := d.add(&st, num, v); err != nil {
+					return err
+				}
+			}
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	refs := st.refs
+	if len(refs)%2 != 0 {
+		return fmt.Errorf("%d label refs, not (name, value) pairs", len(refs))
+	}
+	if st.nts != st.nvals {
+		return fmt.Errorf("%d timestamps and %d values", st.nts, st.nvals)
+	}
+	for j, r := range refs {
+		if int(r) >= len(d.symbols) {
+			return fmt.Errorf("label %d refers to symbol %d of %d", j/2, r, len(d.symbols))
+		}
+	}
+	var (
+		key    seriesKey
+		cached *cachedSeries
+		lset   labels.Labels
+	)
+	if d.cache != nil {
+		key = d.symbolKey(refs)
+		cached = d.cache.get(key)
+	}
+	if cached != nil {
+		lset = cached.lset
+	} else {
+		var lbuf [telemetryv1.MaxLabels]wireLabel
+		ls := lbuf[:0]
+		for j := 0; j < len(refs); j += 2 {
+			ls = append(ls, wireLabel{name: d.symbols[refs[j]], value: d.symbols[refs[j+1]]})
+		}
+		var err error
+		if lset, err = d.checkLabels(ls, cluster); err != nil {
+			return err
+		}
+	}
+	if err := checkSamples(d.samples[st.from:], lset); err != nil {
+		return err
+	}
+	if cached == nil && d.cache != nil {
+		cached = d.cache.add(key, lset)
+	}
+	d.series = append(d.series, decodedSeries{lset: lset, from: st.from, to: len(d.samples), cached: cached})
+	return nil
+}
+
+// symbolKey is the cache key of a series given as symbol refs: two
+// maphash sums (seeds of their own) over the sequence of its symbols'
+// hashes, so it names the strings in their order, not their indexes.
+func (d *decoded) symbolKey(refs []uint32) seriesKey {
+	var abuf, bbuf [2 * telemetryv1.MaxLabels]uint64
+	for j, r := range refs {
+		k := d.symKeys[r]
+		abuf[j], bbuf[j] = k.a, k.b
+	}
+	c := d.cache.caches
+	return seriesKey{maphash.Bytes(c.seedG, words(abuf[:len(refs)])), maphash.Bytes(c.seedH, words(bbuf[:len(refs)]))}
+}
+
+// words is w's memory as bytes (hashed in this process only, so the
+// byte order does not matter).
+func words(w []uint64) []byte {
+	if len(w) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), len(w)*8)
+}
