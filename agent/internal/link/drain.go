@@ -125,7 +125,7 @@ func (l *Link) encode(e cache.OutboxEntry, neg negotiated) (*fleetv1.AgentMessag
 	data := e.Payload
 	if k.prepare != nil {
 		var err error
-		if data, err = k.prepare(l, e.Seq, data); err != nil {
+		if data, err = k.prepare(l, neg, e.Seq, data); err != nil {
 			return nil, err
 		}
 	}

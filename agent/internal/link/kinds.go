@@ -18,8 +18,9 @@ type payloadKind struct {
 	outbox cache.OutboxKind
 	// prepare checks an entry's payload and returns the bytes to send; an
 	// error dead-letters the entry (it could never be sent). nil sends the
-	// payload as queued.
-	prepare func(l *Link, seq uint64, data []byte) ([]byte, error)
+	// payload as queued. neg is what the connected hub accepts and
+	// understands (its Welcome).
+	prepare func(l *Link, neg negotiated, seq uint64, data []byte) ([]byte, error)
 	// legacy, if set, is how the kind goes to a hub older than payload
 	// kinds (its Welcome names none). Without it the kind is held in the
 	// outbox while connected to such a hub.
@@ -57,12 +58,30 @@ func payloadKinds() []payloadKind {
 const DefaultMetricsOutboxBytes = 512 << 20
 
 // prepareMetrics bounds a metrics entry to the tunnel's limits; its
-// content is checked by the producer (telemetryv1.Encode) and the hub.
-func prepareMetrics(_ *Link, _ uint64, data []byte) ([]byte, error) {
+// content is checked by the producer (telemetryv1.Encode) and the hub. The
+// entry was written by telemetryv1.Encode, possibly in the symbol form; a
+// hub that does not name fleetv1.FeatureMetricSymbols gets it rewritten in
+// the series form every hub reads. The form cannot be told without
+// decoding, so an older hub (the rare case) always gets it transcoded.
+func prepareMetrics(_ *Link, neg negotiated, seq uint64, data []byte) ([]byte, error) {
 	if len(data) == 0 || len(data) > telemetryv1.MaxEncodedBytes {
 		return nil, fmt.Errorf("metric batch of %d bytes is outside 1..%d", len(data), telemetryv1.MaxEncodedBytes)
 	}
-	return data, nil
+	if neg.metricSymbols {
+		return data, nil
+	}
+	b, err := telemetryv1.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("metric batch %d: decode for a hub without %q (to rewrite it in the series form): %w", seq, fleetv1.FeatureMetricSymbols, err)
+	}
+	// Decode has turned the symbol series into Series; such a hub does not
+	// know the symbol fields, so they would only take room.
+	b.Symbols, b.SymbolSeries = nil, nil
+	out, err := telemetryv1.EncodeSeriesForm(b)
+	if err != nil {
+		return nil, fmt.Errorf("metric batch %d: encode in the series form for a hub without %q: %w", seq, fleetv1.FeatureMetricSymbols, err)
+	}
+	return out, nil
 }
 
 // OutboxKinds returns the outbox registrations of the kinds the link
@@ -77,7 +96,7 @@ func OutboxKinds() []cache.OutboxKind {
 
 // prepareStatus checks that a status entry is a StatusReport and bounds it
 // to the hub's limits (see fitReport), with its outbox seq set.
-func prepareStatus(l *Link, seq uint64, data []byte) ([]byte, error) {
+func prepareStatus(l *Link, _ negotiated, seq uint64, data []byte) ([]byte, error) {
 	var rep fleetv1.StatusReport
 	if err := proto.Unmarshal(data, &rep); err != nil {
 		return nil, fmt.Errorf("not a status report: %w", err)
@@ -107,10 +126,26 @@ type negotiated struct {
 	// legacy: the hub names no payload kinds (it predates them).
 	legacy   bool
 	accepted map[string]bool
+	// features are the wire features the hub names (Welcome.features),
+	// bounded by fleetv1.MaxFeatures and fleetv1.MaxFeatureBytes.
+	features map[string]bool
+	// metricSymbols: the hub reads metric batches in the symbol form
+	// (fleetv1.FeatureMetricSymbols).
+	metricSymbols bool
 }
 
 func negotiate(kinds []payloadKind, w *fleetv1.Welcome) negotiated {
-	n := negotiated{legacy: len(w.GetPayloadKinds()) == 0, accepted: map[string]bool{}}
+	n := negotiated{legacy: len(w.GetPayloadKinds()) == 0, accepted: map[string]bool{}, features: map[string]bool{}}
+	for i, f := range w.GetFeatures() {
+		if i >= fleetv1.MaxFeatures {
+			break
+		}
+		if f == "" || len(f) > fleetv1.MaxFeatureBytes {
+			continue
+		}
+		n.features[f] = true
+	}
+	n.metricSymbols = n.features[fleetv1.FeatureMetricSymbols]
 	for _, name := range w.GetPayloadKinds() {
 		for _, k := range kinds {
 			if k.outbox.Name == name {

@@ -7,7 +7,13 @@ import (
 	"time"
 
 	"github.com/tetherfleet/tether/agent/internal/link/linktest"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
+
+// symbolsFeature is the Welcome.features of a hub that takes metric
+// batches as queued, so tests of the drain may queue opaque bytes (a hub
+// without it gets each batch decoded and re-encoded; see prepareMetrics).
+var symbolsFeature = []string{fleetv1.FeatureMetricSymbols}
 
 // TestRateBound: a kind sends while it has tokens, may go one payload into
 // debt, and waits rate-proportionally to pay it back.
@@ -43,7 +49,7 @@ func TestRateBound(t *testing.T) {
 // bound the whole backlog goes in the first batch and status comes last.
 func TestStatusNotDelayedByMetricsBacklog(t *testing.T) {
 	ca := newTestCA(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
-	hub := linktest.Start(t, linktest.Config{CA: ca.CA, AcceptKinds: []string{KindMetrics}})
+	hub := linktest.Start(t, linktest.Config{CA: ca.CA, AcceptKinds: []string{KindMetrics}, Features: symbolsFeature})
 	ob := openOutbox(t, cacheOptions())
 	const backlog = 20
 	for i := range backlog {
@@ -95,7 +101,7 @@ func TestStatusNotDelayedByMetricsBacklog(t *testing.T) {
 func TestMetricsOfferedOnlyWhenOn(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		ca := newTestCA(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
-		hub := linktest.Start(t, linktest.Config{CA: ca.CA, AcceptKinds: []string{KindMetrics}})
+		hub := linktest.Start(t, linktest.Config{CA: ca.CA, AcceptKinds: []string{KindMetrics}, Features: symbolsFeature})
 		ob := openOutbox(t, cacheOptions())
 		if err := ob.Enqueue(KindMetrics, []byte("batch")); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,6 +79,12 @@ type Config struct {
 	// goes to Status), by kind; see docs/design/outbox.md. The hub offers
 	// agents these kinds and "status" in Welcome.payload_kinds.
 	Payloads map[string]PayloadReceiver
+	// Features are the wire features this hub understands, named to agents
+	// in Welcome.features (fleetv1.FeatureMetricSymbols, ...): at most
+	// fleetv1.MaxFeatures, each non-empty UTF-8 of at most
+	// fleetv1.MaxFeatureBytes, none twice. nil names none (an agent then
+	// sends only what every hub reads).
+	Features []string
 	// Certificate is the hub's serving certificate; its chain should include
 	// the CA so agents can pin it by fingerprint.
 	Certificate tls.Certificate
@@ -185,6 +192,9 @@ func (c *Config) Validate() error {
 	if len(c.Payloads)+1 > fleetv1.MaxPayloadKinds {
 		return fmt.Errorf("gateway: Config.Payloads: %d kinds, at most %d", len(c.Payloads), fleetv1.MaxPayloadKinds-1)
 	}
+	if err := validateFeatures(c.Features); err != nil {
+		return err
+	}
 	switch {
 	case c.Registry == nil:
 		return errors.New("gateway: Config.Registry is required")
@@ -206,6 +216,27 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: ConnRatePerAddr %v must be positive and ConnBurstPerAddr %d at least 1", c.ConnRatePerAddr, c.ConnBurstPerAddr)
 	}
 	return c.Tunnel.Validate()
+}
+
+// validateFeatures checks Config.Features against what an agent reads of
+// Welcome.features (it ignores the rest, so the hub must not rely on it).
+func validateFeatures(features []string) error {
+	if len(features) > fleetv1.MaxFeatures {
+		return fmt.Errorf("gateway: Config.Features: %d features, at most %d", len(features), fleetv1.MaxFeatures)
+	}
+	for i, f := range features {
+		switch {
+		case f == "":
+			return fmt.Errorf("gateway: Config.Features[%d] is empty", i)
+		case len(f) > fleetv1.MaxFeatureBytes:
+			return fmt.Errorf("gateway: Config.Features[%d] is %d bytes, at most %d", i, len(f), fleetv1.MaxFeatureBytes)
+		case !utf8.ValidString(f):
+			return fmt.Errorf("gateway: Config.Features[%d] %q is not UTF-8", i, f)
+		case slices.Contains(features[:i], f):
+			return fmt.Errorf("gateway: Config.Features: %q appears twice", f)
+		}
+	}
+	return nil
 }
 
 // maxTickets bounds the TLS session states kept for resumption (about 1.5
@@ -389,6 +420,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Features = slices.Clone(cfg.Features) // sent in every Welcome; the caller's slice may change
 	g := &Gateway{
 		cfg:      cfg,
 		log:      cfg.Logger,

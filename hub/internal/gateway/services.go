@@ -174,6 +174,7 @@ func (f *fleetService) Sync(stream fleetv1.Fleet_SyncServer) error {
 		HeartbeatSeconds: uint32(g.cfg.Heartbeat / time.Second),
 		Epoch:            epoch,
 		PayloadKinds:     kinds,
+		Features:         g.cfg.Features,
 	}}})
 	if err != nil {
 		return err

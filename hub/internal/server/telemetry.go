@@ -3,11 +3,13 @@ package server
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/tetherfleet/tether/hub/internal/gateway"
 	"github.com/tetherfleet/tether/hub/internal/remotewrite"
 	"github.com/tetherfleet/tether/hub/internal/telemetry"
+	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 	"github.com/tetherfleet/tether/protocol/version"
 )
@@ -77,6 +79,11 @@ func (h *Hub) openTelemetry(gcfg *gateway.Config) error {
 		gcfg.Payloads = map[string]gateway.PayloadReceiver{}
 	}
 	gcfg.Payloads[telemetryv1.PayloadKind] = h.metrics
+	// The receiver decodes metric batches in the symbol form as well as the
+	// series form, so agents may send the smaller one.
+	if !slices.Contains(gcfg.Features, fleetv1.FeatureMetricSymbols) {
+		gcfg.Features = append(gcfg.Features, fleetv1.FeatureMetricSymbols)
+	}
 	return nil
 }
 

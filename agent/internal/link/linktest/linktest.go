@@ -118,6 +118,9 @@ type Config struct {
 	// AcceptKinds are payload kinds besides status that DefaultSync
 	// accepts (when offered) and stores as they come (see Payloads).
 	AcceptKinds []string
+	// Features are the wire features its Welcome names
+	// (fleetv1.FeatureMetricSymbols, ...); nil names none, as an older hub.
+	Features []string
 }
 
 // Payload is one payload DefaultSync received, in arrival order.
@@ -353,9 +356,10 @@ func (h *Hub) Sync(s fleetv1.Fleet_SyncServer) error {
 }
 
 // Welcome is the hub's answer to hello: its clock, a 30 s heartbeat, and
-// of the offered payload kinds the status one.
+// of the offered payload kinds the status one and AcceptKinds, and
+// Config.Features.
 func (h *Hub) Welcome(hello *fleetv1.Hello) *fleetv1.Welcome {
-	w := &fleetv1.Welcome{Cluster: hello.GetCluster(), ServerTime: timestamppb.New(h.cfg.Now()), HeartbeatSeconds: 30}
+	w := &fleetv1.Welcome{Cluster: hello.GetCluster(), ServerTime: timestamppb.New(h.cfg.Now()), HeartbeatSeconds: 30, Features: slices.Clone(h.cfg.Features)}
 	for _, k := range append([]string{fleetv1.PayloadKindStatus}, h.cfg.AcceptKinds...) {
 		if slices.Contains(hello.GetPayloadKinds(), k) {
 			w.PayloadKinds = append(w.PayloadKinds, k)
