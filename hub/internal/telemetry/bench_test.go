@@ -86,7 +86,7 @@ func rawAppend(db storage.Appendable, sets []labels.Labels, refs []storage.Serie
 // its series cache.
 func BenchmarkIngest(b *testing.B) {
 	for _, steps := range []int{1, 10} {
-		receiver := func(cache bool) func(b *testing.B) {
+		receiver := func(cache bool, enc func(*telemetryv1.MetricBatch) ([]byte, error)) func(b *testing.B) {
 			return func(b *testing.B) {
 				db := openTestDB(b)
 				cfg := DefaultReceiverConfig()
@@ -101,7 +101,9 @@ func BenchmarkIngest(b *testing.B) {
 				}
 				payloads := make([][]byte, b.N)
 				for i := range payloads {
-					payloads[i] = encode(b, benchBatch(i, steps))
+					if payloads[i], err = enc(benchBatch(i, steps)); err != nil {
+						b.Fatal(err)
+					}
 				}
 				b.ReportAllocs()
 				runtime.GC()
@@ -148,8 +150,9 @@ func BenchmarkIngest(b *testing.B) {
 				reportRates(b, cpuTime(b)-cpu0, steps)
 			}
 		}
-		b.Run(fmt.Sprintf("steps=%d/receiver", steps), receiver(true))
-		b.Run(fmt.Sprintf("steps=%d/receiver-cache-off", steps), receiver(false))
+		b.Run(fmt.Sprintf("steps=%d/receiver", steps), receiver(true, telemetryv1.Encode))
+		b.Run(fmt.Sprintf("steps=%d/receiver-series-form", steps), receiver(true, telemetryv1.EncodeSeriesForm))
+		b.Run(fmt.Sprintf("steps=%d/receiver-cache-off", steps), receiver(false, telemetryv1.Encode))
 		b.Run(fmt.Sprintf("steps=%d/raw-appender", steps), raw(false))
 		b.Run(fmt.Sprintf("steps=%d/raw-appender-refs", steps), raw(true))
 	}

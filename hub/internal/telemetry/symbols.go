@@ -58,7 +58,8 @@ func (d *decoded) decodeSymbolSeries(cluster string) error {
 
 // symState is one SymbolSeries while it is read.
 type symState struct {
-	refs       []uint32
+	refs       [2 * telemetryv1.MaxLabels]uint32
+	nrefs      int
 	from       int // its first sample in decoded.samples
 	nts, nvals int
 }
@@ -68,11 +69,12 @@ func (d *decoded) add(st *symState, num protowire.Number, v uint64) error {
 	var i int
 	switch num {
 	case 1:
-		if len(st.refs) == cap(st.refs) {
+		if st.nrefs == len(st.refs) {
 			return fmt.Errorf("over %d labels", telemetryv1.MaxLabels)
 		}
 		// proto keeps the low 32 bits of a uint32 field's varint.
-		st.refs = append(st.refs, uint32(v))
+		st.refs[st.nrefs] = uint32(v)
+		st.nrefs++
 		return nil
 	case 2:
 		i = st.from + st.nts
@@ -100,8 +102,7 @@ func (d *decoded) add(st *symState, num protowire.Number, v uint64) error {
 // decodeSymbolSeriesOne decodes and checks one SymbolSeries message; its
 // repeated fields may come packed or one by one, as proto allows.
 func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
-	var rbuf [2 * telemetryv1.MaxLabels]uint32
-	st := symState{refs: rbuf[:0], from: len(d.samples)}
+	st := symState{from: len(d.samples)}
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -152,7 +153,7 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 			b = b[n:]
 		}
 	}
-	refs := st.refs
+	refs := st.refs[:st.nrefs]
 	if len(refs)%2 != 0 {
 		return fmt.Errorf("%d label refs, not (name, value) pairs", len(refs))
 	}
