@@ -3,6 +3,7 @@ package telemetry
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,13 +63,14 @@ type clusterSeries struct {
 
 type seriesCaches struct {
 	// seedA and seedB key a span of label fields, seedC and seedD the
-	// fields one by one; seedE and seedF hash a symbol, seedG and seedH a
-	// series' sequence of symbol hashes (symbols.go).
-	seedA, seedB, seedC, seedD, seedE, seedF, seedG, seedH maphash.Seed
-	maxTotal                                               int64
-	maxPerCluster                                          int
-	ttl                                                    time.Duration
-	total                                                  atomic.Int64
+	// fields one by one; seedE and seedF hash a symbol, and mulA and mulB
+	// (random, odd) chain a series' symbol hashes (symbols.go).
+	seedA, seedB, seedC, seedD, seedE, seedF maphash.Seed
+	mulA, mulB                               uint64
+	maxTotal                                 int64
+	maxPerCluster                            int
+	ttl                                      time.Duration
+	total                                    atomic.Int64
 
 	mu        sync.Mutex
 	clusters  map[string]*clusterSeries
@@ -78,7 +80,7 @@ type seriesCaches struct {
 func newSeriesCaches(maxTotal, maxPerCluster int, ttl time.Duration) *seriesCaches {
 	return &seriesCaches{
 		seedA: maphash.MakeSeed(), seedB: maphash.MakeSeed(), seedC: maphash.MakeSeed(), seedD: maphash.MakeSeed(),
-		seedE: maphash.MakeSeed(), seedF: maphash.MakeSeed(), seedG: maphash.MakeSeed(), seedH: maphash.MakeSeed(),
+		seedE: maphash.MakeSeed(), seedF: maphash.MakeSeed(), mulA: rand.Uint64() | 1, mulB: rand.Uint64() | 1,
 		maxTotal: int64(maxTotal), maxPerCluster: maxPerCluster, ttl: ttl,
 		clusters: map[string]*clusterSeries{},
 	}

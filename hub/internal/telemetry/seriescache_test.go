@@ -183,3 +183,49 @@ func TestSeriesCacheOff(t *testing.T) {
 		t.Errorf("stored %v", got)
 	}
 }
+
+// TestSeriesCacheKeysNameStrings: in both wire forms a known series is a
+// hit however the batch around it changed; in the symbol form a new
+// series first shifts every symbol index after it, and the known series
+// are still hits (one cache entry each), so the key names the strings.
+func TestSeriesCacheKeysNameStrings(t *testing.T) {
+	for _, form := range []struct {
+		name string
+		enc  func(*telemetryv1.MetricBatch) ([]byte, error)
+	}{{"symbol form", telemetryv1.Encode}, {"series form", telemetryv1.EncodeSeriesForm}} {
+		t.Run(form.name, func(t *testing.T) {
+			r, db, _ := cacheReceiver(t, 100, 100)
+			send := func(seq uint64, ss ...*telemetryv1.Series) {
+				t.Helper()
+				data, err := form.enc(&telemetryv1.MetricBatch{Series: ss})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := r.ReceivePayload(context.Background(), "edge-1", seq, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			at := func(i int) time.Time { return testNow.Add(time.Duration(i-10) * 15 * time.Second) }
+			a := func(i int) *telemetryv1.Series { return series("kube_pod_info", at(i), 1, 1, "pod", "web-0", "node", "n1") }
+			b := func(i int) *telemetryv1.Series { return series("kube_pod_info", at(i), 1, 1, "pod", "web-1", "node", "n1") }
+			send(1, a(0), b(0))
+			if n := len(cachedRefs(r, "edge-1")); n != 2 {
+				t.Fatalf("%d cached series after the first batch, want 2", n)
+			}
+			entries := func() int {
+				cs := r.series.clusters["edge-1"]
+				cs.mu.Lock()
+				defer cs.mu.Unlock()
+				return len(cs.m)
+			}
+			// New strings first: every index of a and b moves.
+			send(2, series("kube_node_info", at(1), 1, 1, "node", "n0", "kernel", "6.1"), b(1), a(1))
+			if n := entries(); n != 3 {
+				t.Fatalf("%d cache entries after a new series came first, want 3 (a and b hits, one new)", n)
+			}
+			if got := stored(t, db, anyName); len(got) != 3 || len(got[`{__name__="kube_pod_info", cluster="edge-1", node="n1", pod="web-0"}`]) != 2 {
+				t.Fatalf("TSDB has %v", got)
+			}
+		})
+	}
+}

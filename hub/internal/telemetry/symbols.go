@@ -5,7 +5,6 @@ import (
 	"hash/maphash"
 	"math"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -198,23 +197,19 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 }
 
 // symbolKey is the cache key of a series given as symbol refs: two
-// maphash sums (seeds of their own) over the sequence of its symbols'
-// hashes, so it names the strings in their order, not their indexes.
+// polynomial sums over the sequence of its symbols' hashes, each chain
+// with its own secret odd multiplier (seriesCaches.mulA, mulB). The
+// symbols' hashes are secret random values (maphash, seeds of this
+// process), so two different sequences of strings give one key with a
+// probability near 2^-126 and an agent cannot aim at it; the key names the
+// strings, not where this batch's table put them.
 func (d *decoded) symbolKey(refs []uint32) seriesKey {
-	var abuf, bbuf [2 * telemetryv1.MaxLabels]uint64
-	for j, r := range refs {
-		k := d.symKeys[r]
-		abuf[j], bbuf[j] = k.a, k.b
-	}
 	c := d.cache.caches
-	return seriesKey{maphash.Bytes(c.seedG, words(abuf[:len(refs)])), maphash.Bytes(c.seedH, words(bbuf[:len(refs)]))}
-}
-
-// words is w's memory as bytes (hashed in this process only, so the
-// byte order does not matter).
-func words(w []uint64) []byte {
-	if len(w) == 0 {
-		return nil
+	a, b := uint64(len(refs)), uint64(len(refs))
+	for _, r := range refs {
+		k := d.symKeys[r]
+		a = a*c.mulA + k.a
+		b = b*c.mulB + k.b
 	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), len(w)*8)
+	return seriesKey{a, b}
 }
