@@ -55,39 +55,63 @@ func (l *Link) drain(ctx context.Context, out *syncSender, acks <-chan payloadAc
 		b := bounds[kind]
 		return b == nil || b.ready(l.cfg.Now())
 	}
+	// inflight are the entries sent and not yet answered: at most
+	// drainBatch. The window slides: once half of it is answered, the
+	// answered ones are removed from the outbox (one transaction) and
+	// more go out, so the hub always has entries to work on while the
+	// agent commits and reads the next ones.
+	inflight := map[uint64]bool{}
 	for {
-		entries, err := l.cfg.Outbox.Batch(drainBatch, sendable)
-		if err != nil {
-			return fmt.Errorf("read outbox: %w", err)
-		}
-		inflight := map[uint64]bool{}
-		held := map[string]bool{}
-		progress := false
-		for _, e := range entries {
-			b := bounds[e.Kind]
-			if b != nil && (held[e.Kind] || !b.ready(l.cfg.Now())) {
-				// Keep the kind's order: nothing after a held entry goes.
-				held[e.Kind] = true
-				continue
-			}
-			progress = true
-			msg, err := l.encode(e, neg)
+		sent, progress := 0, false
+		if len(inflight) < drainBatch {
+			entries, err := l.cfg.Outbox.Batch(drainBatch, sendable)
 			if err != nil {
-				l.deadLetter(e.Seq, e.Kind, err.Error())
-				continue
+				return fmt.Errorf("read outbox: %w", err)
 			}
-			if err := out.send(msg); err != nil {
-				return fmt.Errorf("send outbox entry %d (%s): %w", e.Seq, e.Kind, err)
+			held := map[string]bool{}
+			for _, e := range entries {
+				if inflight[e.Seq] {
+					continue
+				}
+				if len(inflight) == drainBatch {
+					break
+				}
+				b := bounds[e.Kind]
+				if b != nil && (held[e.Kind] || !b.ready(l.cfg.Now())) {
+					// Keep the kind's order: nothing after a held entry goes.
+					held[e.Kind] = true
+					continue
+				}
+				progress = true
+				msg, err := l.encode(e, neg)
+				if err != nil {
+					l.deadLetter(e.Seq, e.Kind, err.Error())
+					continue
+				}
+				if err := out.send(msg); err != nil {
+					return fmt.Errorf("send outbox entry %d (%s): %w", e.Seq, e.Kind, err)
+				}
+				if b != nil {
+					b.take(len(e.Payload))
+				}
+				inflight[e.Seq] = true
+				sent++
 			}
-			if b != nil {
-				b.take(len(e.Payload))
-			}
-			inflight[e.Seq] = true
 		}
 		if len(inflight) > 0 {
-			if err := l.awaitAcks(ctx, acks, inflight); err != nil {
+			// Half the window free, or all of it when nothing more went out
+			// (the outbox may be empty: wait for every answer).
+			left := drainBatch / 2
+			if sent == 0 {
+				left = 0
+			}
+			if err := l.awaitAcks(ctx, acks, inflight, left); err != nil {
 				return err
 			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -146,13 +170,14 @@ func (l *Link) deadLetter(seq uint64, kind, reason string) {
 // defaultAckTimeout bounds the wait for the hub to acknowledge a batch.
 const defaultAckTimeout = time.Minute
 
-// awaitAcks waits until the hub answered every payload in inflight, and
-// removes the acknowledged ones from the outbox in one transaction once
-// all are in (or the wait ends): one fsync per batch instead of one per
-// entry, which bounded a backlog's drain at the disk's sync rate. An
+// awaitAcks waits until the hub answered all but left of the payloads in
+// inflight (removing the answered ones from it), and removes the
+// acknowledged ones from the outbox in one transaction once they are in
+// (or the wait ends): one fsync per half window instead of one per entry,
+// which bounded a backlog's drain at the disk's sync rate. An
 // acknowledgement lost to a crash before that commit only means the entry
 // is sent again, which the hub stores once.
-func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool) (err error) {
+func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight map[uint64]bool, left int) (err error) {
 	t := time.NewTimer(l.ackTimeout)
 	defer t.Stop()
 	acked := make([]uint64, 0, len(inflight))
@@ -164,7 +189,7 @@ func (l *Link) awaitAcks(ctx context.Context, acks <-chan payloadAck, inflight m
 			err = fmt.Errorf("ack outbox entries %d..%d: %w", acked[0], acked[len(acked)-1], aerr)
 		}
 	}()
-	for len(inflight) > 0 {
+	for len(inflight) > left {
 		select {
 		case <-ctx.Done():
 			return nil
