@@ -129,6 +129,26 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
 			}
 			b = b[n:]
+			if num == 1 {
+				// Most of a live batch: a series' refs, packed, mostly
+				// one byte each.
+				for len(packed) > 0 {
+					v, n := uint64(packed[0]), 1
+					if v >= 0x80 {
+						if v, n = protowire.ConsumeVarint(packed); n < 0 {
+							return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
+						}
+					}
+					packed = packed[n:]
+					if st.nrefs == len(st.refs) {
+						return fmt.Errorf("over %d labels", telemetryv1.MaxLabels)
+					}
+					// proto keeps the low 32 bits of a uint32 field's varint.
+					st.refs[st.nrefs] = uint32(v)
+					st.nrefs++
+				}
+				continue
+			}
 			for len(packed) > 0 {
 				var v uint64
 				if num == 3 {
