@@ -206,8 +206,12 @@ func TestSeriesCacheKeysNameStrings(t *testing.T) {
 				}
 			}
 			at := func(i int) time.Time { return testNow.Add(time.Duration(i-10) * 15 * time.Second) }
-			a := func(i int) *telemetryv1.Series { return series("kube_pod_info", at(i), 1, 1, "pod", "web-0", "node", "n1") }
-			b := func(i int) *telemetryv1.Series { return series("kube_pod_info", at(i), 1, 1, "pod", "web-1", "node", "n1") }
+			a := func(i int) *telemetryv1.Series {
+				return series("kube_pod_info", at(i), 1, 1, "pod", "web-0", "node", "n1")
+			}
+			b := func(i int) *telemetryv1.Series {
+				return series("kube_pod_info", at(i), 1, 1, "pod", "web-1", "node", "n1")
+			}
 			send(1, a(0), b(0))
 			if n := len(cachedRefs(r, "edge-1")); n != 2 {
 				t.Fatalf("%d cached series after the first batch, want 2", n)
