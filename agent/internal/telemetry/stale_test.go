@@ -2,9 +2,13 @@ package telemetry_test
 
 import (
 	"encoding/json"
+	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +31,9 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	pods    []string // names, in namespace "web", on node "n1"
 	failing string   // a path answered with 500
+	// kubelets: the resource metrics of each node (default: node n1
+	// only, serving none).
+	kubelets map[string]string
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -39,7 +46,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var items []any
 	switch r.URL.Path {
 	case "/api/v1/nodes":
-		items = append(items, map[string]any{"metadata": map[string]any{"name": "n1"}})
+		if len(f.kubelets) == 0 {
+			items = append(items, map[string]any{"metadata": map[string]any{"name": "n1"}})
+		}
+		for _, n := range sortedNames(f.kubelets) {
+			items = append(items, map[string]any{"metadata": map[string]any{"name": n}})
+		}
 	case "/api/v1/pods":
 		for _, p := range f.pods {
 			items = append(items, map[string]any{"metadata": map[string]any{"name": p, "namespace": "web", "uid": "uid-" + p},
@@ -49,11 +61,22 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		items = append(items, map[string]any{"metadata": map[string]any{"name": "web"}, "status": map[string]any{"phase": "Active"}})
 	case "/api/v1/persistentvolumeclaims":
 	default:
-		http.NotFound(w, r)
+		if n, ok := strings.CutPrefix(r.URL.Path, "/api/v1/nodes/"); ok && strings.HasSuffix(n, "/proxy/metrics/resource") {
+			if body, ok := f.kubelets[strings.TrimSuffix(n, "/proxy/metrics/resource")]; ok {
+				w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+				_, _ = io.WriteString(w, body)
+				return
+			}
+		}
+		http.NotFound(w, r) // metrics.k8s.io too: the kubelets serve usage
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"metadata": map[string]any{}, "items": items})
+}
+
+func sortedNames(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 func (f *fakeAPI) set(failing string, pods ...string) {
@@ -138,6 +161,57 @@ func TestCollectorStalenessMarkers(t *testing.T) {
 	}
 	if st := col.Stats(); st.StaleMarkers <= marked {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestCollectorStalenessPartialUsage: one kubelet of two failing does not
+// fail the collection, and does not mark its node's usage series stale
+// (they are missing, not gone); a container gone from a kubelet that
+// answers is marked.
+func TestCollectorStalenessPartialUsage(t *testing.T) {
+	usage := func(node string, containers ...string) string {
+		b := "node_memory_working_set_bytes 1e9\n"
+		for _, c := range containers {
+			b += `container_memory_working_set_bytes{namespace="web",pod="web-0",container="` + c + `"} 1e6` + "\n"
+		}
+		return b
+	}
+	api := &fakeAPI{kubelets: map[string]string{"n1": usage("n1", "app"), "n2": usage("n2", "app", "sidecar")}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	ob := openCache(t, 0)
+	now := time.Unix(1_800_000_000, 0)
+	col, err := telemetry.New(telemetry.Config{RESTConfig: &rest.Config{Host: srv.URL}, Emitter: newShipper(t, ob, 0), Interval: 15 * time.Second,
+		Usage: true, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect := func(failing string) map[string]bool {
+		t.Helper()
+		api.set(failing, "web-0")
+		now = now.Add(15 * time.Second)
+		if err := col.Collect(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		markers := map[string]bool{}
+		for _, s := range samples(drainMetrics(t, ob)) {
+			if isStale(s.value) {
+				markers[s.labels["__name__"]+"/"+s.labels["node"]+"/"+s.labels["container"]] = true
+			}
+		}
+		return markers
+	}
+	if m := collect(""); len(m) != 0 {
+		t.Fatalf("first collection markers %v", m)
+	}
+	if m := collect("/api/v1/nodes/n2/proxy/metrics/resource"); len(m) != 0 {
+		t.Fatalf("one kubelet failing: markers %v", m)
+	}
+	api.mu.Lock()
+	api.kubelets["n2"] = usage("n2", "app")
+	api.mu.Unlock()
+	if m := collect(""); len(m) != 1 || !m["container_memory_working_set_bytes/n2/sidecar"] {
+		t.Fatalf("markers %v; want the sidecar's memory on n2", m)
 	}
 }
 
