@@ -175,8 +175,13 @@ type loop struct {
 	status TargetStatus
 	// removed (under Scraper.mu): sync stopped the loop because the
 	// target or its config went, not because the scraper stops; its
-	// series then get staleness markers.
-	removed bool
+	// series then get staleness markers, unless replaced: a loop of the
+	// same target under the changed config goes on with its series.
+	removed, replaced bool
+	// prev is the loop this one replaces: its tracker is taken over
+	// once prev's goroutine is done (closes done).
+	prev *loop
+	done chan struct{}
 
 	// Used by the loop's goroutine only.
 	stale  *staleness.Tracker // the series of the last successful scrape
@@ -327,6 +332,7 @@ func (s *Scraper) sync(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	removed := map[string]*loop{} // by target key
 	for k, l := range s.loops {
 		if _, ok := want[k]; ok || keep[l.t.job.name] && s.hasJobLocked(l.t.job.name, l.print) {
 			continue
@@ -334,6 +340,7 @@ func (s *Scraper) sync(ctx context.Context) {
 		l.removed = true
 		l.cancel()
 		delete(s.loops, k)
+		removed[l.t.key()] = l
 		s.dirty = true
 	}
 	for k, t := range want {
@@ -342,6 +349,14 @@ func (s *Scraper) sync(ctx context.Context) {
 		}
 		lctx, cancel := context.WithCancel(ctx)
 		l := s.newLoop(t, prints[k], cancel)
+		if old := removed[t.key()]; old != nil {
+			// The same target (same job, URL and labels) under a changed
+			// config, as after a Prometheus reload: its series go on, and
+			// those the new config no longer yields are marked at its
+			// first scrape. (end reads replaced under s.mu, so it sees it.)
+			old.replaced, l.prev = true, old
+			delete(removed, t.key())
+		}
 		s.loops[k] = l
 		s.dirty = true
 		s.wg.Add(1)
@@ -354,7 +369,7 @@ func (s *Scraper) sync(ctx context.Context) {
 
 func (s *Scraper) newLoop(t *target, print string, cancel context.CancelFunc) *loop {
 	return &loop{t: t, print: print, cancel: cancel, status: TargetStatus{Job: t.job.name, URL: t.url, Labels: t.labels.Map(), Health: HealthUnknown},
-		stale: staleness.New(staleness.Config{MaxSeries: s.cfg.MaxStaleSeries})}
+		stale: staleness.New(staleness.Config{MaxSeries: s.cfg.MaxStaleSeries}), done: make(chan struct{})}
 }
 
 func (s *Scraper) hasJobLocked(name, print string) bool {
@@ -369,6 +384,11 @@ func (s *Scraper) hasJobLocked(name, print string) bool {
 // run scrapes one target every interval, the first time after an offset
 // that spreads targets over the interval (as Prometheus does).
 func (s *Scraper) run(ctx context.Context, key string, l *loop) {
+	defer close(l.done)
+	if p := l.prev; p != nil {
+		<-p.done // soon: p is cancelled
+		l.stale, l.lastMs, l.prev = p.stale, p.lastMs, nil
+	}
 	iv := l.t.job.interval
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, key)
@@ -388,12 +408,14 @@ func (s *Scraper) run(ctx context.Context, key string, l *loop) {
 }
 
 // end buffers staleness markers for every series of a loop that sync
-// removed (its target is gone or its config changed), at the removal
-// time. A loop stopped because the scraper stops (the agent shuts down)
-// marks nothing: its series did not end.
+// removed (its target is gone, or its config went or changed so that the
+// target is no longer one of it), at the removal time. A loop stopped
+// because the scraper stops (the agent shuts down) marks nothing: its
+// series did not end; nor does one replaced by a loop of the same target
+// (which takes its tracker over).
 func (s *Scraper) end(l *loop) {
 	s.mu.Lock()
-	removed := l.removed
+	removed := l.removed && !l.replaced
 	s.mu.Unlock()
 	if !removed || l.stale == nil || l.stale.Len() == 0 {
 		return

@@ -3,7 +3,10 @@ package scrape
 import (
 	"context"
 	"math"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/model/value"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
@@ -183,5 +191,82 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("no %s after 20s", what)
 		}
 		time.Sleep(10 * time.Millisecond) // polling, not waiting for time to pass
+	}
+}
+
+// fakePod is a running pod at 127.0.0.1 whose container port "metrics"
+// is addr's port, labelled app=web (wireConfig's selector).
+func fakePod(t *testing.T, name, addr string) *unstructured.Unstructured {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(port)
+	pod := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "web", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: int32(n)}}}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1"},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: obj}
+}
+
+// TestScrapeStalenessThroughSync runs discovery (a fake dynamic client's
+// pods) and the loops: a config change that keeps the target keeps its
+// series (no marker; a series the new config drops is marked at its
+// first scrape), and a pod discovery no longer finds has all its series
+// marked.
+func TestScrapeStalenessThroughSync(t *testing.T) {
+	addr := exporter(t, promhttp.HandlerFor(registry(t), promhttp.HandlerOpts{}))
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	kube := dynamicfake.NewSimpleDynamicClient(scheme, fakePod(t, "web-0", addr))
+	s, sk := newScraper(t, Config{Kube: kube, FlushInterval: 20 * time.Millisecond})
+	cfg := wireConfig("web")
+	s.Update(&fleetv1.Telemetry{ScrapeConfigs: []*fleetv1.ScrapeConfig{cfg}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "a scrape", func() bool { _, ok := sk.find("request_seconds_count", nil); return ok })
+
+	// The config changes (metric relabelling drops request_seconds_*),
+	// the target stays: one loop goes on with the old one's series.
+	changed := wireConfig("web", rule("drop", "request_seconds.*", "__name__"))
+	n := len(sk.all())
+	s.Update(&fleetv1.Telemetry{ScrapeConfigs: []*fleetv1.ScrapeConfig{changed}})
+	waitFor(t, "markers of the dropped series", func() bool { _, ok := markersIn(t, sk.all()[n:])["request_seconds_count/"]; return ok })
+	for k := range markersIn(t, sk.all()[n:]) {
+		if !strings.HasPrefix(k, "request_seconds") {
+			t.Errorf("config change marked %s", k)
+		}
+	}
+	if ts := s.Targets(); len(ts) != 1 {
+		t.Fatalf("targets %+v", ts)
+	}
+
+	// The pod goes: every series of its target is marked.
+	n = len(sk.all())
+	if err := kube.Resource(podsGVR).Namespace("web").Delete(t.Context(), "web-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Update(&fleetv1.Telemetry{ScrapeConfigs: []*fleetv1.ScrapeConfig{changed}}) // sync now
+	waitFor(t, "markers of the gone target", func() bool { _, ok := markersIn(t, sk.all()[n:])["up/"]; return ok })
+	m := markersIn(t, sk.all()[n:])
+	for _, k := range []string{"http_requests_total/", "up/", "scrape_samples_scraped/"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("no marker for %s: %v", k, m)
+		}
+	}
+	if _, ok := m["request_seconds_count/"]; ok {
+		t.Errorf("series marked twice: %v", m)
 	}
 }
