@@ -44,4 +44,14 @@
 // (the hub keeps the last list it got), and the metadata of families not
 // sent before. Targets returns the same health for `tether-agent status`.
 // A batch the sink refuses is dropped and counted (Stats).
+//
+// # Staleness
+//
+// Each target's loop tracks the series of its last successful scrape
+// (agent/internal/staleness; those with a timestamp in the exposition
+// are not tracked). A series a scrape no longer has gets a staleness
+// marker (a StaleNaN sample) at that scrape's time; a failed scrape marks
+// all but up and scrape_*; a target sync removes marks all its series,
+// unless a loop of the same target under a changed config takes its
+// tracker over. Stopping the scraper marks nothing.
 package scrape

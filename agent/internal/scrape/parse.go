@@ -31,7 +31,11 @@ type parseInput struct {
 
 // parsed is one scrape's result.
 type parsed struct {
-	series   []*telemetryv1.Series
+	series []*telemetryv1.Series
+	// stamped[i]: series[i] has a timestamp of the exposition's (such
+	// series get no staleness markers, as in Prometheus); shorter than
+	// series when the last ones have none.
+	stamped  []bool
 	metadata []*telemetryv1.MetricMetadata
 	scraped  int // samples exposed
 	kept     int // after metric relabelling, invalid ones left out
@@ -119,6 +123,8 @@ func parse(in parseInput) (*parsed, error) {
 		ms := in.defaultMs
 		if ts != nil {
 			ms = *ts
+			out.stamped = append(out.stamped, make([]bool, len(out.series)+1-len(out.stamped))...)
+			out.stamped[len(out.series)] = true
 		}
 		s.Samples = []*telemetryv1.Sample{{TimestampMs: ms, Value: v}}
 		out.series = append(out.series, s)

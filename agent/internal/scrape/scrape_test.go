@@ -391,7 +391,7 @@ func (s *Scraper) startForTest(ctx context.Context, ts ...*target) {
 			}
 		}
 		k += "\x00" + print
-		l := &loop{t: t, print: print, cancel: cancel, status: TargetStatus{Job: t.job.name, URL: t.url, Labels: t.labels.Map(), Health: HealthUnknown}}
+		l := s.newLoop(t, print, cancel)
 		s.loops[k] = l
 		s.wg.Add(1)
 		go func() {

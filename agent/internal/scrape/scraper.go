@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/tetherfleet/tether/agent/internal/staleness"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
@@ -71,12 +72,18 @@ type Config struct {
 	// restart: the hub keeps metadata in memory) has it back. Default
 	// 10m, as often as a family's HELP can matter to a dashboard.
 	MetadataResendInterval time.Duration
+	// MaxStaleSeries bounds the series tracked per target for staleness
+	// markers (an exporter is untrusted input); series past it are
+	// scraped but get no marker when they go, and are counted
+	// (Stats.UntrackedSeries). Default staleness.DefaultMaxSeries.
+	MaxStaleSeries int
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
 	return Config{DiscoveryInterval: 30 * time.Second, FlushInterval: 10 * time.Second, MaxBodyBytes: 16 << 20,
-		MaxTargetsPerConfig: 1000, MaxBatchSeries: 5000, MaxBufferedSeries: 100000, MetadataResendInterval: 10 * time.Minute}
+		MaxTargetsPerConfig: 1000, MaxBatchSeries: 5000, MaxBufferedSeries: 100000, MetadataResendInterval: 10 * time.Minute,
+		MaxStaleSeries: staleness.DefaultMaxSeries}
 }
 
 // Validate reports a configuration that cannot work.
@@ -90,7 +97,7 @@ func (c *Config) Validate() error {
 		return errors.New("scrape: Config.Emit is required")
 	case c.DiscoveryInterval < 0, c.FlushInterval < 0, c.MetadataResendInterval < 0:
 		return errors.New("scrape: Config intervals must not be negative")
-	case c.MaxBodyBytes < 0, c.MaxTargetsPerConfig < 0, c.MaxBufferedSeries < 0:
+	case c.MaxBodyBytes < 0, c.MaxTargetsPerConfig < 0, c.MaxBufferedSeries < 0, c.MaxStaleSeries < 0:
 		return errors.New("scrape: Config bounds must not be negative")
 	case c.MaxBatchSeries < 0 || c.MaxBatchSeries > telemetryv1.MaxSeries:
 		return fmt.Errorf("scrape: Config.MaxBatchSeries %d: want 0 (default) to %d", c.MaxBatchSeries, telemetryv1.MaxSeries)
@@ -121,6 +128,12 @@ type Stats struct {
 	DroppedSeries uint64
 	// Batches emitted; EmitErrors: batches the sink refused (dropped).
 	Batches, EmitErrors uint64
+	// StaleMarkers: staleness markers buffered (series gone from a
+	// target, every series of a failed scrape or of a removed target).
+	// UntrackedSeries: scraped series not tracked for staleness because
+	// their target's tracker was full (Config.MaxStaleSeries), counted
+	// once per scrape.
+	StaleMarkers, UntrackedSeries uint64
 }
 
 // Scraper runs the scrape configs it is given (Update) until Run's
@@ -160,6 +173,19 @@ type loop struct {
 	print  string
 	cancel context.CancelFunc
 	status TargetStatus
+	// removed (under Scraper.mu): sync stopped the loop because the
+	// target or its config went, not because the scraper stops; its
+	// series then get staleness markers, unless replaced: a loop of the
+	// same target under the changed config goes on with its series.
+	removed, replaced bool
+	// prev is the loop this one replaces: its tracker is taken over
+	// once prev's goroutine is done (closes done).
+	prev *loop
+	done chan struct{}
+
+	// Used by the loop's goroutine only.
+	stale  *staleness.Tracker // the series of the last successful scrape
+	lastMs int64              // the last scrape's timestamp
 }
 
 // New returns a Scraper with no configs.
@@ -188,6 +214,9 @@ func New(cfg Config) (*Scraper, error) {
 	}
 	if cfg.MetadataResendInterval == 0 {
 		cfg.MetadataResendInterval = d.MetadataResendInterval
+	}
+	if cfg.MaxStaleSeries == 0 {
+		cfg.MaxStaleSeries = d.MaxStaleSeries
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -303,12 +332,15 @@ func (s *Scraper) sync(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	removed := map[string]*loop{} // by target key
 	for k, l := range s.loops {
 		if _, ok := want[k]; ok || keep[l.t.job.name] && s.hasJobLocked(l.t.job.name, l.print) {
 			continue
 		}
+		l.removed = true
 		l.cancel()
 		delete(s.loops, k)
+		removed[l.t.key()] = l
 		s.dirty = true
 	}
 	for k, t := range want {
@@ -316,7 +348,15 @@ func (s *Scraper) sync(ctx context.Context) {
 			continue
 		}
 		lctx, cancel := context.WithCancel(ctx)
-		l := &loop{t: t, print: prints[k], cancel: cancel, status: TargetStatus{Job: t.job.name, URL: t.url, Labels: t.labels.Map(), Health: HealthUnknown}}
+		l := s.newLoop(t, prints[k], cancel)
+		if old := removed[t.key()]; old != nil {
+			// The same target (same job, URL and labels) under a changed
+			// config, as after a Prometheus reload: its series go on, and
+			// those the new config no longer yields are marked at its
+			// first scrape. (end reads replaced under s.mu, so it sees it.)
+			old.replaced, l.prev = true, old
+			delete(removed, t.key())
+		}
 		s.loops[k] = l
 		s.dirty = true
 		s.wg.Add(1)
@@ -325,6 +365,11 @@ func (s *Scraper) sync(ctx context.Context) {
 			s.run(lctx, k, l)
 		}()
 	}
+}
+
+func (s *Scraper) newLoop(t *target, print string, cancel context.CancelFunc) *loop {
+	return &loop{t: t, print: print, cancel: cancel, status: TargetStatus{Job: t.job.name, URL: t.url, Labels: t.labels.Map(), Health: HealthUnknown},
+		stale: staleness.New(staleness.Config{MaxSeries: s.cfg.MaxStaleSeries}), done: make(chan struct{})}
 }
 
 func (s *Scraper) hasJobLocked(name, print string) bool {
@@ -339,6 +384,11 @@ func (s *Scraper) hasJobLocked(name, print string) bool {
 // run scrapes one target every interval, the first time after an offset
 // that spreads targets over the interval (as Prometheus does).
 func (s *Scraper) run(ctx context.Context, key string, l *loop) {
+	defer close(l.done)
+	if p := l.prev; p != nil {
+		<-p.done // soon: p is cancelled
+		l.stale, l.lastMs, l.prev = p.stale, p.lastMs, nil
+	}
 	iv := l.t.job.interval
 	h := fnv.New64a()
 	_, _ = io.WriteString(h, key)
@@ -348,12 +398,35 @@ func (s *Scraper) run(ctx context.Context, key string, l *loop) {
 	for {
 		select {
 		case <-ctx.Done():
+			s.end(l)
 			return
 		case <-timer.C:
 		}
 		timer.Reset(iv)
 		s.scrapeAndBuffer(ctx, l)
 	}
+}
+
+// end buffers staleness markers for every series of a loop that sync
+// removed (its target is gone, or its config went or changed so that the
+// target is no longer one of it), at the removal time. A loop stopped
+// because the scraper stops (the agent shuts down) marks nothing: its
+// series did not end; nor does one replaced by a loop of the same target
+// (which takes its tracker over).
+func (s *Scraper) end(l *loop) {
+	s.mu.Lock()
+	removed := l.removed && !l.replaced
+	s.mu.Unlock()
+	if !removed || l.stale == nil || l.stale.Len() == 0 {
+		return
+	}
+	// After the last scrape's samples even if the clock did not move.
+	ms := max(s.cfg.Now().UnixMilli(), l.lastMs+1)
+	markers := l.stale.All(ms)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.StaleMarkers += uint64(len(markers))
+	s.bufferLocked(markers, l.status.Job, l.status.URL)
 }
 
 // scrapeAndBuffer scrapes once and buffers the series.
@@ -386,10 +459,14 @@ func (s *Scraper) scrapeAndBuffer(ctx context.Context, l *loop) {
 	report("scrape_samples_scraped", float64(res.scraped))
 	report("scrape_samples_post_metric_relabeling", float64(res.kept))
 	report("scrape_samples_invalid", float64(res.invalid))
+	markers, untracked := s.track(l, res, ms)
+	res.series = append(res.series, markers...)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Scrapes++
+	s.stats.StaleMarkers += uint64(len(markers))
+	s.stats.UntrackedSeries += uint64(untracked)
 	if err != nil {
 		s.stats.Failures++
 	}
@@ -397,12 +474,7 @@ func (s *Scraper) scrapeAndBuffer(ctx context.Context, l *loop) {
 		s.dirty = true
 	}
 	l.status = st
-	if len(s.buffer)+len(res.series) > s.cfg.MaxBufferedSeries {
-		s.stats.DroppedSeries += uint64(len(res.series))
-		s.log.Warn("scrape dropped: the buffer of series waiting to be sent is full", "job", st.Job, "url", st.URL, "series", len(res.series), "buffered", len(s.buffer))
-	} else {
-		s.buffer = append(s.buffer, res.series...)
-	}
+	s.bufferLocked(res.series, st.Job, st.URL)
 	for _, m := range res.metadata {
 		if s.sentMeta[m.Metric] != m.String() {
 			s.metadata[m.Metric] = m
@@ -414,6 +486,36 @@ func (s *Scraper) scrapeAndBuffer(ctx context.Context, l *loop) {
 		default:
 		}
 	}
+}
+
+// track records the series of a scrape (those without a timestamp of the
+// exposition) as seen and returns staleness markers at ms for the series
+// of the previous scrape it does not have. A failed scrape has only the
+// synthetic up and scrape_* series: every other series is marked.
+func (s *Scraper) track(l *loop, res *parsed, ms int64) (markers []*telemetryv1.Series, untracked int) {
+	if l.stale == nil {
+		l.stale = staleness.New(staleness.Config{MaxSeries: s.cfg.MaxStaleSeries})
+	}
+	for i, ser := range res.series {
+		if i < len(res.stamped) && res.stamped[i] {
+			continue
+		}
+		l.stale.Seen(ser.Labels)
+	}
+	markers = l.stale.End(ms)
+	l.lastMs = ms
+	return markers, l.stale.Untracked()
+}
+
+// bufferLocked buffers series for the next flush, or drops and counts
+// them all if the buffer has no room.
+func (s *Scraper) bufferLocked(series []*telemetryv1.Series, job, url string) {
+	if len(s.buffer)+len(series) > s.cfg.MaxBufferedSeries {
+		s.stats.DroppedSeries += uint64(len(series))
+		s.log.Warn("scrape dropped: the buffer of series waiting to be sent is full", "job", job, "url", url, "series", len(series), "buffered", len(s.buffer))
+		return
+	}
+	s.buffer = append(s.buffer, series...)
 }
 
 // scrape fetches and parses one target. On error the result holds only

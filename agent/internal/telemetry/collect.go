@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/tetherfleet/tether/agent/internal/staleness"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
 
@@ -42,8 +43,11 @@ type Config struct {
 	Usage bool
 	// Timeout bounds one collection; default Interval (at least 10 s).
 	Timeout time.Duration
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// MaxStaleSeries bounds the series tracked for staleness markers;
+	// 0 is staleness.DefaultMaxSeries.
+	MaxStaleSeries int
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // DefaultConfig returns the defaults; RESTConfig and Emitter must be set.
@@ -58,8 +62,8 @@ func (c *Config) Validate() error {
 		return errors.New("telemetry: Config.RESTConfig and Emitter are required")
 	case c.Interval <= 0:
 		return fmt.Errorf("telemetry: interval %s must be positive", c.Interval)
-	case c.PageSize < 0 || c.MaxSeries < 0 || c.Timeout < 0:
-		return fmt.Errorf("telemetry: page size %d, max series %d and timeout %s must not be negative", c.PageSize, c.MaxSeries, c.Timeout)
+	case c.PageSize < 0 || c.MaxSeries < 0 || c.Timeout < 0 || c.MaxStaleSeries < 0:
+		return fmt.Errorf("telemetry: page size %d, max series %d, timeout %s and max stale series %d must not be negative", c.PageSize, c.MaxSeries, c.Timeout, c.MaxStaleSeries)
 	}
 	return nil
 }
@@ -74,6 +78,11 @@ type Stats struct {
 	// UsageSource is where the last usage came from: "metrics.k8s.io",
 	// "kubelet" or "" (none).
 	UsageSource string `json:"usageSource,omitempty"`
+	// StaleMarkers: staleness markers shipped for series a collection no
+	// longer had. UntrackedSeries: series not tracked for them because
+	// the tracker was full (Config.MaxStaleSeries), once per collection.
+	StaleMarkers    uint64 `json:"staleMarkers,omitempty"`
+	UntrackedSeries uint64 `json:"untrackedSeries,omitempty"`
 }
 
 // Collector collects inventory and usage every Interval and ships them.
@@ -82,6 +91,11 @@ type Collector struct {
 	log  *slog.Logger
 	hc   *http.Client
 	base string
+
+	// collecting serializes Collect; stale is the series of the last
+	// complete collection (staleness markers), under it.
+	collecting sync.Mutex
+	stale      *staleness.Tracker
 
 	mu sync.Mutex
 	st Stats
@@ -117,7 +131,8 @@ func New(cfg Config) (*Collector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: HTTP client for %s: %w", cfg.RESTConfig.Host, err)
 	}
-	return &Collector{cfg: cfg, log: cfg.Logger, hc: hc, base: strings.TrimSuffix(cfg.RESTConfig.Host, "/")}, nil
+	return &Collector{cfg: cfg, log: cfg.Logger, hc: hc, base: strings.TrimSuffix(cfg.RESTConfig.Host, "/"),
+		stale: staleness.New(staleness.Config{MaxSeries: cfg.MaxStaleSeries})}, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -145,16 +160,32 @@ func (col *Collector) Run(ctx context.Context) error {
 }
 
 // Collect runs one collection and ships it: every series of it carries
-// the collection's timestamp.
+// the collection's timestamp. A complete collection also ships a
+// staleness marker, at its timestamp, for each series of the previous
+// complete collection it no longer has (a deleted pod's); a failed or
+// partial one marks nothing (what it could not list is not gone).
 func (col *Collector) Collect(parent context.Context) error {
+	col.collecting.Lock()
+	defer col.collecting.Unlock()
 	ctx, cancel := context.WithTimeout(parent, col.cfg.Timeout)
 	defer cancel()
 	now := col.cfg.Now()
 	c := newCollection(now.UnixMilli(), col.cfg.MaxSeries, col.cfg.Emitter.Emit)
+	c.stale = col.stale
 	err := col.inventory(ctx, c)
 	source := ""
 	if err == nil && col.cfg.Usage {
 		source, err = col.usage(ctx, c)
+	}
+	var markers int
+	if err == nil && c.err == nil && !c.partial && parent.Err() == nil {
+		ms := col.stale.End(c.ts)
+		for _, m := range ms {
+			c.addSeries(m)
+		}
+		markers = len(ms)
+	} else {
+		col.stale.Abort()
 	}
 	if ferr := c.flush(); err == nil {
 		err = ferr
@@ -164,6 +195,8 @@ func (col *Collector) Collect(parent context.Context) error {
 	}
 	col.mu.Lock()
 	defer col.mu.Unlock()
+	col.st.StaleMarkers += uint64(markers)
+	col.st.UntrackedSeries += uint64(col.stale.Untracked())
 	col.st.Collections++
 	col.st.LastAt, col.st.LastSeries = now, c.series
 	col.st.UsageSource = source

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"github.com/tetherfleet/tether/agent/internal/staleness"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
 
@@ -18,6 +19,11 @@ type collection struct {
 	known  map[string]bool
 	series int
 	err    error
+	// stale, if set, is told every series added.
+	stale *staleness.Tracker
+	// partial: a source of the collection failed without failing it
+	// (one kubelet of several): its series are missing, not gone.
+	partial bool
 }
 
 func newCollection(ts int64, max int, emit func(*telemetryv1.MetricBatch) error) *collection {
@@ -43,7 +49,18 @@ func (c *collection) add(f family, v float64, pairs ...string) {
 		}
 		ls = append(ls, &telemetryv1.Label{Name: pairs[i], Value: boundValue(pairs[i+1], telemetryv1.MaxLabelValueBytes)})
 	}
-	c.batch.Series = append(c.batch.Series, &telemetryv1.Series{Labels: ls, Samples: []*telemetryv1.Sample{{TimestampMs: c.ts, Value: v}}})
+	if c.stale != nil {
+		c.stale.Seen(ls) // before the shipper adds its cluster label
+	}
+	c.addSeries(&telemetryv1.Series{Labels: ls, Samples: []*telemetryv1.Sample{{TimestampMs: c.ts, Value: v}}})
+}
+
+// addSeries appends a series as it is (a staleness marker).
+func (c *collection) addSeries(s *telemetryv1.Series) {
+	if c.err != nil {
+		return
+	}
+	c.batch.Series = append(c.batch.Series, s)
 	c.series++
 	if len(c.batch.Series) >= c.max {
 		c.flush()

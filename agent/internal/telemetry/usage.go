@@ -183,6 +183,7 @@ func (col *Collector) kubeletUsage(ctx context.Context, c *collection) error {
 			col.log.Debug("kubelet resource metrics", "node", n.name, "err", err)
 		}
 	}
+	c.partial = c.partial || len(failed) > 0
 	if len(failed) > 0 && len(failed) == len(nodes) {
 		return fmt.Errorf("resource metrics of all %d nodes failed (first: %s: %w)", len(nodes), failed[0], firstErr)
 	}
