@@ -17,23 +17,15 @@ import (
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
 
-// gzipBatch marshals and compresses b as it is, symbol fields and all
-// (telemetryv1.Encode may not write the symbol form yet).
+// gzipBatch marshals and compresses b as it is, symbol fields and all,
+// without Encode's checks.
 func gzipBatch(t *testing.T, b *telemetryv1.MetricBatch) []byte {
 	t.Helper()
 	raw, err := proto.Marshal(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return telemetryv1.Gzip(raw)
 }
 
 // gunzipBatch is the batch in data as sent, without Decode's resolving of

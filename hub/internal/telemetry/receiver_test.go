@@ -1,8 +1,6 @@
 package telemetry
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -204,15 +202,7 @@ func gzipProto(t *testing.T, b *telemetryv1.MetricBatch) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return telemetryv1.Gzip(raw)
 }
 
 func TestReceiverResentBatchesStoreOnce(t *testing.T) {

@@ -110,12 +110,7 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 		b = b[n:]
 		switch {
 		case (num == 1 || num == 2) && typ == protowire.VarintType, num == 3 && typ == protowire.Fixed64Type:
-			var v uint64
-			if num == 3 {
-				v, n = protowire.ConsumeFixed64(b)
-			} else {
-				v, n = protowire.ConsumeVarint(b)
-			}
+			v, n := consumeElem(num, b)
 			if n < 0 {
 				return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
 			}
@@ -150,12 +145,7 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 				continue
 			}
 			for len(packed) > 0 {
-				var v uint64
-				if num == 3 {
-					v, n = protowire.ConsumeFixed64(packed)
-				} else {
-					v, n = protowire.ConsumeVarint(packed)
-				}
+				v, n := consumeElem(num, packed)
 				if n < 0 {
 					return fmt.Errorf("%w: %v", errBadWire, protowire.ParseError(n))
 				}
@@ -214,6 +204,15 @@ func (d *decoded) decodeSymbolSeriesOne(b []byte, cluster string) error {
 	}
 	d.series = append(d.series, decodedSeries{lset: lset, from: st.from, to: len(d.samples), cached: cached})
 	return nil
+}
+
+// consumeElem reads one element of SymbolSeries field num: a fixed64
+// value (field 3) or a varint.
+func consumeElem(num protowire.Number, b []byte) (uint64, int) {
+	if num == 3 {
+		return protowire.ConsumeFixed64(b)
+	}
+	return protowire.ConsumeVarint(b)
 }
 
 // symbolKey is the cache key of a series given as symbol refs: two

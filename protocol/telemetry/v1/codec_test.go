@@ -1,8 +1,6 @@
 package telemetryv1
 
 import (
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"strconv"
 	"strings"
@@ -118,7 +116,7 @@ func TestDecodeMixedForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := Decode(gz(t, raw))
+	got, err := Decode(Gzip(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,26 +128,13 @@ func TestDecodeMixedForms(t *testing.T) {
 	}
 }
 
-func gz(t *testing.T, raw []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 func TestDecodeRefuses(t *testing.T) {
 	marshal := func(b *MetricBatch) []byte {
 		raw, err := proto.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return gz(t, raw)
+		return Gzip(raw)
 	}
 	outOfOrder := series("up")
 	outOfOrder.Samples = []*Sample{{TimestampMs: 2, Value: 1}, {TimestampMs: 2, Value: 1}}
@@ -160,8 +145,8 @@ func TestDecodeRefuses(t *testing.T) {
 		raw              []byte
 	}{
 		{name: "not gzip", raw: []byte("hello"), want: "not gzip"},
-		{name: "not proto", raw: gz(t, []byte{0xff, 0xff, 0xff}), want: "does not decode"},
-		{name: "gzip bomb", raw: gz(t, make([]byte, MaxDecodedBytes+10)), want: "too large"},
+		{name: "not proto", raw: Gzip([]byte{0xff, 0xff, 0xff}), want: "does not decode"},
+		{name: "gzip bomb", raw: Gzip(make([]byte, MaxDecodedBytes+10)), want: "too large"},
 		{name: "no name", raw: marshal(&MetricBatch{Series: []*Series{{Labels: []*Label{{Name: "a", Value: "b"}}, Samples: []*Sample{{TimestampMs: 1}}}}}), want: "no __name__"},
 		{name: "bad label name", raw: marshal(&MetricBatch{Series: []*Series{series("up", "bad-name", "x")}}), want: `"bad-name" is not a Prometheus label name`},
 		{name: "reserved label", raw: marshal(&MetricBatch{Series: []*Series{series("up", "__address__", "x")}}), want: "not a Prometheus label name"},
