@@ -38,16 +38,7 @@ func startSyncHub(t *testing.T, ca *testCA, handler func(fleetv1.Fleet_SyncServe
 // on any message it does not know (as the gateway's receive loop does).
 func todaysHubSync(stored func(*fleetv1.StatusReport)) func(fleetv1.Fleet_SyncServer) error {
 	return func(s fleetv1.Fleet_SyncServer) error {
-		first, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		if first.GetHello() == nil {
-			return status.Error(codes.InvalidArgument, "first message must be hello")
-		}
-		if err := s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
-			Cluster: first.GetHello().GetCluster(), ServerTime: timestamppb.Now(), HeartbeatSeconds: 30,
-		}}}); err != nil {
+		if err := answerHello(s, &fleetv1.Welcome{}); err != nil {
 			return err
 		}
 		for {
@@ -67,6 +58,29 @@ func todaysHubSync(stored func(*fleetv1.StatusReport)) func(fleetv1.Fleet_SyncSe
 			}
 		}
 	}
+}
+
+// answerHello reads the agent's hello and answers it with w, its
+// cluster, clock and a 30 s heartbeat filled in.
+func answerHello(s fleetv1.Fleet_SyncServer, w *fleetv1.Welcome) error {
+	first, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if first.GetHello() == nil {
+		return status.Error(codes.InvalidArgument, "first message must be hello")
+	}
+	w.Cluster, w.ServerTime, w.HeartbeatSeconds = first.GetHello().GetCluster(), timestamppb.Now(), 30
+	return s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: w}})
+}
+
+// waitDrained waits until ob holds nothing.
+func waitDrained(t *testing.T, ob *cache.Cache) {
+	t.Helper()
+	waitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
+		st, err := ob.OutboxStats()
+		return err == nil && st.Pending == 0
+	})
 }
 
 // newTestLink returns a link for an identity signed by ca, to hub addr,

@@ -109,10 +109,7 @@ func TestMetricsFormFollowsHubFeatures(t *testing.T) {
 			l := newTestLink(t, ca, hub.Addr, ob)
 			l.cfg.Telemetry = true
 			startLink(t, l)
-			waitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
-				st, err := ob.OutboxStats()
-				return err == nil && st.Pending == 0
-			})
+			waitDrained(t, ob)
 			if st, _ := ob.OutboxStats(); st.DeadLettered != 0 {
 				t.Fatalf("outbox = %+v; want the batch sent, not dead-lettered", st)
 			}
@@ -167,10 +164,7 @@ func TestMetricsUndecodableForOlderHub(t *testing.T) {
 	l := newTestLink(t, ca, hub.Addr, ob)
 	l.cfg.Telemetry = true
 	startLink(t, l)
-	waitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
-		st, err := ob.OutboxStats()
-		return err == nil && st.Pending == 0
-	})
+	waitDrained(t, ob)
 	st, _ := ob.OutboxStats()
 	if st.Kinds[KindMetrics].DeadLettered != 1 || len(hub.Reports()) != 1 {
 		t.Fatalf("outbox = %+v, hub has %d reports; want the batch dead-lettered and status sent", st, len(hub.Reports()))

@@ -6,10 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/tetherfleet/tether/agent/internal/link/linktest"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 )
@@ -36,17 +32,7 @@ func TestDrainWindowSlides(t *testing.T) {
 		}
 	}
 	hub := linktest.Start(t, linktest.Config{CA: ca.CA, Sync: func(_ *linktest.Hub, s fleetv1.Fleet_SyncServer) error {
-		first, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		if first.GetHello() == nil {
-			return status.Error(codes.InvalidArgument, "first message must be hello")
-		}
-		if err := s.Send(&fleetv1.HubMessage{Msg: &fleetv1.HubMessage_Welcome{Welcome: &fleetv1.Welcome{
-			Cluster: first.GetHello().GetCluster(), ServerTime: timestamppb.Now(), HeartbeatSeconds: 30,
-			PayloadKinds: []string{fleetv1.PayloadKindStatus, KindMetrics}, Features: symbolsFeature,
-		}}}); err != nil {
+		if err := answerHello(s, &fleetv1.Welcome{PayloadKinds: []string{fleetv1.PayloadKindStatus, KindMetrics}, Features: symbolsFeature}); err != nil {
 			return err
 		}
 		// Acks go out from here, as the test allows them.
@@ -114,10 +100,7 @@ func TestDrainWindowSlides(t *testing.T) {
 	auto = true
 	mu.Unlock()
 	poke()
-	linktest.WaitUntil(t, "the outbox to drain", 20*time.Second, func() bool {
-		st, err := ob.OutboxStats()
-		return err == nil && st.Pending == 0
-	})
+	waitDrained(t, ob)
 	mu.Lock()
 	defer mu.Unlock()
 	seen := map[uint64]bool{}
