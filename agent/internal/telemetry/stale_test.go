@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"math"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tetherfleet/tether/agent/internal/telemetry"
+	"github.com/tetherfleet/tether/e2e/e2etest"
 )
 
 func isStale(v float64) bool { return math.Float64bits(v) == value.StaleNaN }
@@ -236,17 +238,10 @@ func TestInventoryStalenessOnPodDelete(t *testing.T) {
 	if err := c.Clientset.CoreV1().Pods(ns).Delete(t.Context(), gone, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	e2etest.Eventually(t, "pod "+gone+" deleted", time.Minute, func() (bool, string) {
 		_, err := c.Clientset.CoreV1().Pods(ns).Get(t.Context(), gone, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not deleted after a minute: %v", gone, err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the API server
-	}
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
 	if err := col.Collect(t.Context()); err != nil {
 		t.Fatal(err)
 	}
