@@ -74,9 +74,6 @@ func prepareMetrics(_ *Link, neg negotiated, seq uint64, data []byte) ([]byte, e
 	if err != nil {
 		return nil, fmt.Errorf("metric batch %d: decode for a hub without %q (to rewrite it in the series form): %w", seq, fleetv1.FeatureMetricSymbols, err)
 	}
-	// Decode has turned the symbol series into Series; such a hub does not
-	// know the symbol fields, so they would only take room.
-	b.Symbols, b.SymbolSeries = nil, nil
 	out, err := telemetryv1.EncodeSeriesForm(b)
 	if err != nil {
 		return nil, fmt.Errorf("metric batch %d: encode in the series form for a hub without %q: %w", seq, fleetv1.FeatureMetricSymbols, err)

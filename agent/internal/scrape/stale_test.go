@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
+	"github.com/tetherfleet/tether/e2e/e2etest"
 	fleetv1 "github.com/tetherfleet/tether/protocol/fleet/v1"
 	telemetryv1 "github.com/tetherfleet/tether/protocol/telemetry/v1"
 )
@@ -182,16 +183,10 @@ func TestScrapeStalenessOnRemovalNotOnShutdown(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or 20 s pass.
+// waitFor waits until cond holds, for at most 20 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 20s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling, not waiting for time to pass
-	}
+	e2etest.Eventually(t, what, 20*time.Second, func() (bool, string) { return cond(), "" })
 }
 
 // fakePod is a running pod at 127.0.0.1 whose container port "metrics"
